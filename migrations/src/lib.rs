@@ -1,0 +1,24 @@
+//! leadpipe's schema migrations. Every primary key and index starts with `tenant_id`, so a
+//! deployment can later shard by tenant (for example on Citus) without a schema rewrite.
+//! Timestamps are BIGINT microseconds since the Unix epoch: portable across SQLite and
+//! PostgreSQL, exact for keyset pagination, and cheap for interval arithmetic in SQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_schema;
+
+/// The tenant that exists out of the box.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The default pipeline's definition as stored JSON; the service checks in a test that it
+/// matches its own `default_pipeline()`.
+pub const DEFAULT_PIPELINE_JSON: &str = include_str!("default_pipeline.json");
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_schema::Migration)]
+    }
+}

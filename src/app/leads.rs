@@ -1,0 +1,524 @@
+//! Lead use cases: create, read, list, update, delete, move.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseTransaction;
+
+use super::catalog::{CachedPipeline, PipelineCatalog};
+use super::{AppError, PreconditionViolation, RequestContext, now};
+use crate::domain::filter::Filter;
+use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
+use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
+use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
+use crate::domain::policy::MoveViolation;
+use crate::store::{Store, StoreError, history, idempotency, lead_query, leads, sequences};
+
+/// How often a write that lost a race without an etag re-reads and tries again.
+const MAX_ATTEMPTS: usize = 5;
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 1000;
+
+/// An idempotency key and a digest of the request it guards.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub request_id: RequestId,
+    pub request_hash: String,
+}
+
+pub struct NewLead {
+    pub fields: LeadFields,
+    pub pipeline_id: PipelineId,
+}
+
+pub struct MoveCommand {
+    pub id: LeadId,
+    pub to: StageKey,
+    pub expected_version: Option<i64>,
+    pub idempotency: Option<Idempotency>,
+    pub note: String,
+}
+
+pub struct LeadListQuery {
+    pub filter: Option<Filter>,
+    pub filter_text: String,
+    pub order: OrderBy,
+    pub page_size: u64,
+    pub page_token: String,
+}
+
+pub struct LeadPage {
+    pub leads: Vec<Lead>,
+    pub next_page_token: String,
+    pub total_size: u64,
+}
+
+#[derive(Clone)]
+pub struct LeadService {
+    store: Store,
+    catalog: Arc<PipelineCatalog>,
+}
+
+impl LeadService {
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
+        Self { store, catalog }
+    }
+
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        new: NewLead,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Lead, AppError> {
+        const METHOD: &str = "CreateLead";
+        if let Some(key) = &idempotency
+            && let Some(lead) = self.replay(&ctx.tenant, key, METHOD).await?
+        {
+            return Ok(lead);
+        }
+        let pipeline = self.pipeline_for_new_lead(ctx, &new.pipeline_id).await?;
+        let definition = pipeline.compiled.definition();
+        let first = definition.first_stage();
+        let time = now();
+        let lead = Lead {
+            id: LeadId::generate(),
+            fields: new.fields,
+            pipeline_id: new.pipeline_id,
+            stage: first.key.clone(),
+            win_probability: first.probability,
+            create_time: time,
+            update_time: time,
+            stage_enter_time: time,
+            close_time: None,
+            version: 1,
+        };
+        let unmet = pipeline.compiled.check_entry(&lead, &first.key);
+        if !unmet.is_empty() {
+            return Err(refused(
+                &format!(
+                    "the lead does not meet the entry criteria of stage {:?}",
+                    first.key.as_str()
+                ),
+                unmet,
+            ));
+        }
+
+        let tx = self.store.begin_write().await?;
+        if let Some(key) = &idempotency
+            && !reserve(&tx, &ctx.tenant, key, METHOD).await?
+        {
+            tx.rollback().await.ok();
+            return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
+        }
+        leads::insert(&tx, &ctx.tenant, &lead).await?;
+        let change = StageChange {
+            sequence: sequences::allocate(&tx, &ctx.tenant, 1).await?,
+            lead_id: lead.id,
+            pipeline_id: lead.pipeline_id.clone(),
+            from_stage: None,
+            to_stage: lead.stage.clone(),
+            change_time: time,
+            actor: ctx.actor.clone(),
+            note: String::new(),
+            imported: false,
+        };
+        let event = StageChangeEvent { change, lead };
+        history::append(&tx, &ctx.tenant, &event).await?;
+        complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(event.lead)
+    }
+
+    pub async fn get(&self, ctx: &RequestContext, id: &LeadId) -> Result<Lead, AppError> {
+        leads::find(self.store.reader(), &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| AppError::lead_not_found(id))
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        query: LeadListQuery,
+    ) -> Result<LeadPage, AppError> {
+        let fingerprint =
+            crate::domain::listing::query_fingerprint(&query.filter_text, &query.order);
+        let after = if query.page_token.is_empty() {
+            None
+        } else {
+            let cursor: LeadCursor = decode_page_token(&query.page_token)
+                .map_err(|e| AppError::invalid("page_token", e))?;
+            if cursor.query != fingerprint {
+                return Err(AppError::invalid(
+                    "page_token",
+                    "was issued for a different filter or order_by; repeat the first request's filter and order_by",
+                ));
+            }
+            Some((cursor.key, cursor.last_id))
+        };
+        let page_size = match query.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let page = lead_query::LeadPage {
+            filter: query.filter.as_ref(),
+            order: query.order,
+            after,
+            limit: page_size + 1,
+        };
+        let reader = self.store.reader();
+        let (mut rows, total_size) = tokio::try_join!(
+            lead_query::list(reader, &ctx.tenant, &page),
+            lead_query::count(reader, &ctx.tenant, query.filter.as_ref()),
+        )?;
+        let next_page_token = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            let last = rows.last().expect("page is not empty");
+            encode_page_token(&LeadCursor {
+                query: fingerprint,
+                key: lead_query::sort_key(last, query.order.field),
+                last_id: last.id.to_string(),
+            })
+        } else {
+            String::new()
+        };
+        Ok(LeadPage {
+            leads: rows,
+            next_page_token,
+            total_size,
+        })
+    }
+
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        id: &LeadId,
+        source: &LeadFields,
+        mask: &[LeadField],
+        expected_version: Option<i64>,
+    ) -> Result<Lead, AppError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let tx = self.store.begin_write().await?;
+            let current = self
+                .find_expected(&tx, &ctx.tenant, id, expected_version)
+                .await?;
+            let mut updated = current.clone();
+            for field in mask {
+                field.apply(source, &mut updated.fields);
+            }
+            if updated.fields.labels.len() > MAX_LABELS {
+                return Err(AppError::invalid(
+                    "lead.labels",
+                    format!("at most {MAX_LABELS} labels are allowed"),
+                ));
+            }
+            if updated.fields == current.fields {
+                return Ok(current);
+            }
+            updated.version += 1;
+            updated.update_time = now();
+            let labels_changed = updated.fields.labels != current.fields.labels;
+            if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
+                .await?
+            {
+                tx.commit().await.map_err(StoreError::from)?;
+                return Ok(updated);
+            }
+            tx.rollback().await.ok();
+            if expected_version.is_some() {
+                return Err(stale(id));
+            }
+        }
+        Err(contended(id))
+    }
+
+    pub async fn delete(
+        &self,
+        ctx: &RequestContext,
+        id: &LeadId,
+        expected_version: Option<i64>,
+    ) -> Result<(), AppError> {
+        let tx = self.store.begin_write().await?;
+        if leads::delete(&tx, &ctx.tenant, id, expected_version).await? {
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(());
+        }
+        let exists = leads::find(&tx, &ctx.tenant, id).await?.is_some();
+        tx.rollback().await.ok();
+        Err(if exists {
+            stale(id)
+        } else {
+            AppError::lead_not_found(id)
+        })
+    }
+
+    pub async fn move_lead(
+        &self,
+        ctx: &RequestContext,
+        command: MoveCommand,
+    ) -> Result<Lead, AppError> {
+        const METHOD: &str = "MoveLead";
+        let tenant = &ctx.tenant;
+        if let Some(key) = &command.idempotency
+            && let Some(lead) = self.replay(tenant, key, METHOD).await?
+        {
+            return Ok(lead);
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let tx = self.store.begin_write().await?;
+            if let Some(key) = &command.idempotency
+                && !reserve(&tx, tenant, key, METHOD).await?
+            {
+                tx.rollback().await.ok();
+                return self.replay_after_conflict(tenant, key, METHOD).await;
+            }
+            let current = self
+                .find_expected(&tx, tenant, &command.id, command.expected_version)
+                .await?;
+            let pipeline = self.pipeline_of(&tx, tenant, &current).await?;
+            let plan = pipeline
+                .compiled
+                .check_move(&current, &command.to)
+                .map_err(|violations| {
+                    refused(
+                        &format!(
+                            "lead {} cannot move from {:?} to {:?}",
+                            current.id,
+                            current.stage.as_str(),
+                            command.to.as_str()
+                        ),
+                        violations,
+                    )
+                })?;
+            let time = now();
+            let mut moved = current.clone();
+            moved.stage = plan.to.clone();
+            moved.stage_enter_time = time;
+            moved.update_time = time;
+            moved.close_time = plan.closes.then_some(time);
+            moved.win_probability = plan.probability;
+            moved.version += 1;
+            if !leads::update_if_version(&tx, tenant, &moved, current.version, false).await? {
+                tx.rollback().await.ok();
+                if command.expected_version.is_some() {
+                    return Err(stale(&command.id));
+                }
+                continue;
+            }
+            let change = StageChange {
+                sequence: sequences::allocate(&tx, tenant, 1).await?,
+                lead_id: moved.id,
+                pipeline_id: moved.pipeline_id.clone(),
+                from_stage: Some(plan.from),
+                to_stage: plan.to,
+                change_time: time,
+                actor: ctx.actor.clone(),
+                note: command.note.clone(),
+                imported: false,
+            };
+            let event = StageChangeEvent {
+                change,
+                lead: moved,
+            };
+            history::append(&tx, tenant, &event).await?;
+            complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(event.lead);
+        }
+        Err(contended(&command.id))
+    }
+
+    /// What MoveLead would refuse, without moving. Empty means the move is allowed.
+    pub async fn check_move(
+        &self,
+        ctx: &RequestContext,
+        id: &LeadId,
+        to: &StageKey,
+    ) -> Result<Vec<MoveViolation>, AppError> {
+        let reader = self.store.reader();
+        let lead = leads::find(reader, &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| AppError::lead_not_found(id))?;
+        let pipeline = self.pipeline_of(reader, &ctx.tenant, &lead).await?;
+        Ok(pipeline
+            .compiled
+            .check_move(&lead, to)
+            .err()
+            .unwrap_or_default())
+    }
+
+    pub async fn list_stage_changes(
+        &self,
+        ctx: &RequestContext,
+        id: &LeadId,
+        page_size: u64,
+        page_token: &str,
+    ) -> Result<(Vec<StageChange>, String), AppError> {
+        let after: i64 = if page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
+        };
+        let reader = self.store.reader();
+        if leads::find(reader, &ctx.tenant, id).await?.is_none() {
+            return Err(AppError::lead_not_found(id));
+        }
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut changes =
+            history::list_for_lead(reader, &ctx.tenant, id, after, page_size + 1).await?;
+        let next = if changes.len() as u64 > page_size {
+            changes.truncate(page_size as usize);
+            encode_page_token(&changes.last().expect("page is not empty").sequence)
+        } else {
+            String::new()
+        };
+        Ok((changes, next))
+    }
+
+    async fn pipeline_for_new_lead(
+        &self,
+        ctx: &RequestContext,
+        id: &PipelineId,
+    ) -> Result<CachedPipeline, AppError> {
+        self.catalog
+            .get(self.store.reader(), &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| {
+                AppError::invalid(
+                    "lead.pipeline_id",
+                    format!("pipeline {:?} does not exist", id.as_str()),
+                )
+            })
+    }
+
+    async fn pipeline_of(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        tenant: &TenantId,
+        lead: &Lead,
+    ) -> Result<CachedPipeline, AppError> {
+        self.catalog
+            .get(db, tenant, &lead.pipeline_id)
+            .await?
+            .ok_or_else(|| {
+                AppError::Internal(format!("lead {} refers to a missing pipeline", lead.id))
+            })
+    }
+
+    async fn find_expected(
+        &self,
+        tx: &DatabaseTransaction,
+        tenant: &TenantId,
+        id: &LeadId,
+        expected_version: Option<i64>,
+    ) -> Result<Lead, AppError> {
+        let lead = leads::find(tx, tenant, id)
+            .await?
+            .ok_or_else(|| AppError::lead_not_found(id))?;
+        match expected_version {
+            Some(version) if version != lead.version => Err(stale(id)),
+            _ => Ok(lead),
+        }
+    }
+
+    /// The stored result of an earlier call with the same key, if there is one.
+    async fn replay(
+        &self,
+        tenant: &TenantId,
+        key: &Idempotency,
+        method: &str,
+    ) -> Result<Option<Lead>, AppError> {
+        let Some(stored) = idempotency::find(self.store.reader(), tenant, &key.request_id).await?
+        else {
+            return Ok(None);
+        };
+        if stored.method != method || stored.request_hash != key.request_hash {
+            return Err(AppError::AlreadyExists(format!(
+                "request_id {:?} was already used for a different request",
+                key.request_id.as_str()
+            )));
+        }
+        if stored.response.is_empty() {
+            return Err(AppError::Aborted(format!(
+                "a request with request_id {:?} is still in progress; retry",
+                key.request_id.as_str()
+            )));
+        }
+        serde_json::from_str(&stored.response)
+            .map(Some)
+            .map_err(|e| AppError::Internal(format!("stored response is unreadable: {e}")))
+    }
+
+    async fn replay_after_conflict(
+        &self,
+        tenant: &TenantId,
+        key: &Idempotency,
+        method: &str,
+    ) -> Result<Lead, AppError> {
+        self.replay(tenant, key, method).await?.ok_or_else(|| {
+            AppError::Aborted(format!(
+                "a request with request_id {:?} is still in progress; retry",
+                key.request_id.as_str()
+            ))
+        })
+    }
+}
+
+/// Reserves the key in `tx`. False if an earlier (now committed) request holds it.
+async fn reserve(
+    tx: &DatabaseTransaction,
+    tenant: &TenantId,
+    key: &Idempotency,
+    method: &str,
+) -> Result<bool, AppError> {
+    match idempotency::reserve(
+        tx,
+        tenant,
+        &key.request_id,
+        method,
+        &key.request_hash,
+        crate::store::to_micros(now()),
+    )
+    .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::UniqueViolation(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn complete(
+    tx: &DatabaseTransaction,
+    tenant: &TenantId,
+    key: Option<&Idempotency>,
+    lead: &Lead,
+) -> Result<(), AppError> {
+    if let Some(key) = key {
+        let response =
+            serde_json::to_string(lead).map_err(|e| AppError::Internal(e.to_string()))?;
+        idempotency::complete(tx, tenant, &key.request_id, &response).await?;
+    }
+    Ok(())
+}
+
+fn refused(message: &str, violations: Vec<MoveViolation>) -> AppError {
+    AppError::FailedPrecondition {
+        message: message.to_owned(),
+        violations: violations
+            .into_iter()
+            .map(PreconditionViolation::from)
+            .collect(),
+    }
+}
+
+fn stale(id: &LeadId) -> AppError {
+    AppError::Aborted(format!(
+        "lead {id} was changed since the given etag was read; read it again and retry"
+    ))
+}
+
+fn contended(id: &LeadId) -> AppError {
+    AppError::Aborted(format!("lead {id} is being changed concurrently; retry"))
+}

@@ -1,0 +1,101 @@
+//! Application services: each use case composes the domain rules and the store into one
+//! transaction. Transport-agnostic: the gRPC layer converts requests into these calls.
+
+pub mod catalog;
+pub mod leads;
+pub mod pipelines;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::FieldViolation;
+use crate::domain::ids::TenantId;
+use crate::domain::policy::MoveViolation;
+use crate::store::StoreError;
+
+/// Who is calling, on whose behalf.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub tenant: TenantId,
+    /// Recorded as the actor of stage changes.
+    pub actor: String,
+}
+
+impl RequestContext {
+    pub fn anonymous() -> Self {
+        Self {
+            tenant: TenantId::default_tenant(),
+            actor: "anonymous".into(),
+        }
+    }
+}
+
+/// One unmet precondition, reported as a google.rpc.PreconditionFailure violation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreconditionViolation {
+    pub kind: String,
+    pub subject: String,
+    pub description: String,
+}
+
+impl From<MoveViolation> for PreconditionViolation {
+    fn from(v: MoveViolation) -> Self {
+        Self {
+            kind: v.kind.as_str().to_owned(),
+            subject: v.subject,
+            description: v.description,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{resource} {name:?} not found")]
+    NotFound {
+        resource: &'static str,
+        name: String,
+    },
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{message}")]
+    FailedPrecondition {
+        message: String,
+        violations: Vec<PreconditionViolation>,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn lead_not_found(id: impl ToString) -> Self {
+        Self::NotFound {
+            resource: "lead",
+            name: id.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(e) => AppError::Unavailable(e),
+            StoreError::UniqueViolation(e) => AppError::AlreadyExists(e),
+            StoreError::Corrupt(e) | StoreError::Database(e) => AppError::Internal(e),
+        }
+    }
+}
+
+/// Now, truncated to the microsecond precision the database stores, so that what a write
+/// returns equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    crate::store::from_micros(crate::store::to_micros(Utc::now()))
+}

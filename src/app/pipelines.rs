@@ -1,0 +1,248 @@
+//! Pipeline use cases. A definition is compiled (every criterion expression parsed and checked)
+//! before it is stored, so a stored pipeline always compiles.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::catalog::{CachedPipeline, PipelineCatalog};
+use super::{AppError, PreconditionViolation, RequestContext, now};
+use crate::domain::ids::{PipelineId, TenantId};
+use crate::domain::listing::{decode_page_token, encode_page_token};
+use crate::domain::pipeline::{Pipeline, PipelineDefinition};
+use crate::domain::policy::CompiledPipeline;
+use crate::store::{Store, StoreError, leads, pipelines};
+
+/// A field of a pipeline named in an update mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineField {
+    DisplayName,
+    Stages,
+    AllowSkip,
+    AllowBackward,
+    AllowReopen,
+}
+
+impl PipelineField {
+    pub const ALL: [PipelineField; 5] = [
+        Self::DisplayName,
+        Self::Stages,
+        Self::AllowSkip,
+        Self::AllowBackward,
+        Self::AllowReopen,
+    ];
+
+    pub fn parse(path: &str) -> Result<Self, String> {
+        Ok(match path {
+            "display_name" => Self::DisplayName,
+            "stages" => Self::Stages,
+            "allow_skip" => Self::AllowSkip,
+            "allow_backward" => Self::AllowBackward,
+            "allow_reopen" => Self::AllowReopen,
+            "id" | "create_time" | "update_time" | "etag" => {
+                return Err(format!("{path:?} cannot be updated"));
+            }
+            other => {
+                return Err(format!(
+                    "unknown field {other:?}; updatable fields are display_name, stages, allow_skip, allow_backward, allow_reopen"
+                ));
+            }
+        })
+    }
+
+    fn apply(self, source: &PipelineDefinition, target: &mut PipelineDefinition) {
+        match self {
+            Self::DisplayName => target.display_name.clone_from(&source.display_name),
+            Self::Stages => target.stages.clone_from(&source.stages),
+            Self::AllowSkip => target.rules.allow_skip = source.rules.allow_skip,
+            Self::AllowBackward => target.rules.allow_backward = source.rules.allow_backward,
+            Self::AllowReopen => target.rules.allow_reopen = source.rules.allow_reopen,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PipelineService {
+    store: Store,
+    catalog: Arc<PipelineCatalog>,
+}
+
+impl PipelineService {
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
+        Self { store, catalog }
+    }
+
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        id: PipelineId,
+        definition: PipelineDefinition,
+    ) -> Result<Pipeline, AppError> {
+        let compiled = compile(definition)?;
+        if id == PipelineId::default_pipeline() {
+            // Make sure a tenant's own default exists before reporting the conflict.
+            self.catalog
+                .get(self.store.writer(), &ctx.tenant, &id)
+                .await?;
+        }
+        let time = now();
+        let pipeline = Pipeline {
+            id,
+            definition: compiled.definition().clone(),
+            create_time: time,
+            update_time: time,
+            version: 1,
+        };
+        match pipelines::insert(self.store.writer(), &ctx.tenant, &pipeline).await {
+            Ok(()) => {}
+            Err(StoreError::UniqueViolation(_)) => {
+                return Err(AppError::AlreadyExists(format!(
+                    "pipeline {:?} already exists",
+                    pipeline.id.as_str()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.remember(&ctx.tenant, &pipeline, compiled);
+        Ok(pipeline)
+    }
+
+    pub async fn get(&self, ctx: &RequestContext, id: &PipelineId) -> Result<Pipeline, AppError> {
+        if *id == PipelineId::default_pipeline() {
+            self.catalog
+                .get(self.store.reader(), &ctx.tenant, id)
+                .await?;
+        }
+        pipelines::find(self.store.reader(), &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        page_size: u64,
+        page_token: &str,
+    ) -> Result<(Vec<Pipeline>, String), AppError> {
+        let after: String = if page_token.is_empty() {
+            // Listing shows the tenant's default pipeline even before its first use.
+            self.catalog
+                .get(
+                    self.store.reader(),
+                    &ctx.tenant,
+                    &PipelineId::default_pipeline(),
+                )
+                .await?;
+            String::new()
+        } else {
+            decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
+        };
+        let page_size = match page_size {
+            0 => super::leads::DEFAULT_PAGE_SIZE,
+            n => n.min(super::leads::MAX_PAGE_SIZE),
+        };
+        let mut rows =
+            pipelines::list(self.store.reader(), &ctx.tenant, &after, page_size + 1).await?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            encode_page_token(&rows.last().expect("page is not empty").id.to_string())
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        id: &PipelineId,
+        source: &PipelineDefinition,
+        mask: &[PipelineField],
+        expected_version: Option<i64>,
+    ) -> Result<Pipeline, AppError> {
+        // Materialises the tenant's default pipeline if this is its first use.
+        self.catalog
+            .get(self.store.reader(), &ctx.tenant, id)
+            .await?;
+        let tx = self.store.begin_write().await?;
+        let current = pipelines::find(&tx, &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Err(stale(id));
+        }
+        let mut definition = current.definition.clone();
+        for field in mask {
+            field.apply(source, &mut definition);
+        }
+        let compiled = compile(definition)?;
+        let kept: HashSet<&str> = compiled
+            .definition()
+            .stages
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect();
+        let removed: Vec<String> = current
+            .definition
+            .stages
+            .iter()
+            .map(|s| s.key.to_string())
+            .filter(|key| !kept.contains(key.as_str()))
+            .collect();
+        let occupied = leads::count_in_stages(&tx, &ctx.tenant, id, &removed).await?;
+        if !occupied.is_empty() {
+            return Err(AppError::FailedPrecondition {
+                message: "stages that still hold leads cannot be removed; move those leads first"
+                    .into(),
+                violations: occupied
+                    .into_iter()
+                    .map(|(stage, count)| PreconditionViolation {
+                        kind: "STAGE_NOT_EMPTY".into(),
+                        subject: stage.clone(),
+                        description: format!("{count} lead(s) are in stage {stage:?}"),
+                    })
+                    .collect(),
+            });
+        }
+        let updated = Pipeline {
+            id: id.clone(),
+            definition: compiled.definition().clone(),
+            create_time: current.create_time,
+            update_time: now(),
+            version: current.version + 1,
+        };
+        if !pipelines::update_if_version(&tx, &ctx.tenant, &updated, current.version).await? {
+            return Err(stale(id));
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        self.remember(&ctx.tenant, &updated, compiled);
+        Ok(updated)
+    }
+
+    fn remember(&self, tenant: &TenantId, pipeline: &Pipeline, compiled: CompiledPipeline) {
+        self.catalog.remember_compiled(
+            tenant,
+            &pipeline.id,
+            CachedPipeline {
+                version: pipeline.version,
+                compiled: Arc::new(compiled),
+            },
+        );
+    }
+}
+
+fn compile(definition: PipelineDefinition) -> Result<CompiledPipeline, AppError> {
+    crate::domain::policy::compile(definition).map_err(AppError::InvalidArgument)
+}
+
+fn not_found(id: &PipelineId) -> AppError {
+    AppError::NotFound {
+        resource: "pipeline",
+        name: id.to_string(),
+    }
+}
+
+fn stale(id: &PipelineId) -> AppError {
+    AppError::Aborted(format!(
+        "pipeline {id} was changed since the given etag was read; read it again and retry"
+    ))
+}

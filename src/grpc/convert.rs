@@ -1,0 +1,330 @@
+//! Protobuf ⇄ domain conversions. Incoming messages are validated field by field so that one
+//! INVALID_ARGUMENT reports every bad field at once.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::domain::Violations;
+use crate::domain::history::StageChange;
+use crate::domain::ids::{CriterionId, StageKey};
+use crate::domain::lead::{
+    Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_email, validate_labels,
+    validate_text, validate_title,
+};
+use crate::domain::money::Money;
+use crate::domain::pipeline::{
+    Criterion, MovementRules, Pipeline, PipelineDefinition, Stage, StageKind,
+};
+
+// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as in google.protobuf.Timestamp.
+const MIN_SECONDS: i64 = -62_135_596_800;
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+pub fn timestamp_to_datetime(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err("is not a valid timestamp (years 1 to 9999, nanos 0 to 999,999,999)".into());
+    }
+    DateTime::from_timestamp(ts.seconds, ts.nanos as u32)
+        .map(|t| crate::store::from_micros(t.timestamp_micros()))
+        .ok_or_else(|| "is not a valid timestamp".into())
+}
+
+pub fn datetime_to_timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn optional_time(
+    violations: &mut Violations,
+    field: &str,
+    ts: Option<&Timestamp>,
+) -> Option<DateTime<Utc>> {
+    ts.and_then(|ts| violations.check(field, timestamp_to_datetime(ts)))
+}
+
+/// An all-zero Money with no currency means "unset".
+fn optional_money(
+    violations: &mut Violations,
+    field: &str,
+    money: Option<&pb::Money>,
+) -> Option<Money> {
+    let money = money?;
+    if money.currency_code.is_empty() && money.units == 0 && money.nanos == 0 {
+        return None;
+    }
+    match Money::parse(&money.currency_code, money.units, money.nanos) {
+        Ok(m) => Some(m),
+        Err((part, description)) => {
+            violations.push(format!("{field}.{part}"), description);
+            None
+        }
+    }
+}
+
+fn text(violations: &mut Violations, field: &str, value: &str, max: usize) -> String {
+    violations.check(field, validate_text(value, max));
+    value.trim().to_owned()
+}
+
+/// Validates the writable fields of `lead`; violation paths start with `prefix` (e.g. "lead").
+pub fn lead_fields_from_proto(
+    lead: &pb::Lead,
+    prefix: &str,
+    violations: &mut Violations,
+) -> LeadFields {
+    let path = |field: &str| format!("{prefix}.{field}");
+    violations.check(&path("title"), validate_title(&lead.title));
+    violations.check(
+        &path("contact_email"),
+        validate_email(lead.contact_email.trim()),
+    );
+    let labels: BTreeMap<String, String> = lead
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, description) in validate_labels(&labels) {
+        let field = if key.is_empty() {
+            path("labels")
+        } else {
+            format!("{}[{key:?}]", path("labels"))
+        };
+        violations.push(field, description);
+    }
+    let bant = lead.bant.clone().unwrap_or_default();
+    LeadFields {
+        title: text(violations, &path("title"), &lead.title, MAX_TEXT_LEN),
+        company: text(violations, &path("company"), &lead.company, MAX_TEXT_LEN),
+        contact_name: text(
+            violations,
+            &path("contact_name"),
+            &lead.contact_name,
+            MAX_TEXT_LEN,
+        ),
+        contact_email: lead.contact_email.trim().to_owned(),
+        owner: text(violations, &path("owner"), &lead.owner, MAX_TEXT_LEN),
+        source: text(violations, &path("source"), &lead.source, MAX_TEXT_LEN),
+        amount: optional_money(violations, &path("amount"), lead.amount.as_ref()),
+        bant: Bant {
+            budget: optional_money(violations, &path("bant.budget"), bant.budget.as_ref()),
+            authority: text(
+                violations,
+                &path("bant.authority"),
+                &bant.authority,
+                MAX_TEXT_LEN,
+            ),
+            need: text(
+                violations,
+                &path("bant.need"),
+                &bant.need,
+                MAX_LOST_REASON_LEN,
+            ),
+            timeline: optional_time(violations, &path("bant.timeline"), bant.timeline.as_ref()),
+        },
+        expected_close_time: optional_time(
+            violations,
+            &path("expected_close_time"),
+            lead.expected_close_time.as_ref(),
+        ),
+        labels,
+        lost_reason: text(
+            violations,
+            &path("lost_reason"),
+            &lead.lost_reason,
+            MAX_LOST_REASON_LEN,
+        ),
+    }
+}
+
+fn money_to_proto(money: &Money) -> pb::Money {
+    pb::Money {
+        currency_code: money.currency.as_str().to_owned(),
+        units: money.units,
+        nanos: money.nanos,
+    }
+}
+
+impl From<&Lead> for pb::Lead {
+    fn from(lead: &Lead) -> Self {
+        let f = &lead.fields;
+        pb::Lead {
+            id: lead.id.to_string(),
+            title: f.title.clone(),
+            company: f.company.clone(),
+            contact_name: f.contact_name.clone(),
+            contact_email: f.contact_email.clone(),
+            owner: f.owner.clone(),
+            source: f.source.clone(),
+            pipeline_id: lead.pipeline_id.to_string(),
+            stage: lead.stage.to_string(),
+            amount: f.amount.as_ref().map(money_to_proto),
+            bant: Some(pb::Bant {
+                budget: f.bant.budget.as_ref().map(money_to_proto),
+                authority: f.bant.authority.clone(),
+                need: f.bant.need.clone(),
+                timeline: f.bant.timeline.map(datetime_to_timestamp),
+            }),
+            expected_close_time: f.expected_close_time.map(datetime_to_timestamp),
+            labels: f
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            lost_reason: f.lost_reason.clone(),
+            win_probability: lead.win_probability,
+            create_time: Some(datetime_to_timestamp(lead.create_time)),
+            update_time: Some(datetime_to_timestamp(lead.update_time)),
+            stage_enter_time: Some(datetime_to_timestamp(lead.stage_enter_time)),
+            close_time: lead.close_time.map(datetime_to_timestamp),
+            etag: lead.etag(),
+        }
+    }
+}
+
+impl From<&StageChange> for pb::StageChange {
+    fn from(change: &StageChange) -> Self {
+        pb::StageChange {
+            sequence: change.sequence,
+            lead_id: change.lead_id.to_string(),
+            pipeline_id: change.pipeline_id.to_string(),
+            from_stage: change
+                .from_stage
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            to_stage: change.to_stage.to_string(),
+            change_time: Some(datetime_to_timestamp(change.change_time)),
+            actor: change.actor.clone(),
+            note: change.note.clone(),
+        }
+    }
+}
+
+/// The structure of a pipeline; `CompiledPipeline::compile` checks the rest (order, criteria).
+pub fn pipeline_definition_from_proto(
+    pipeline: &pb::Pipeline,
+    violations: &mut Violations,
+) -> PipelineDefinition {
+    let stages = pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, stage)| {
+            stage_from_proto(stage, &format!("pipeline.stages[{i}]"), violations)
+        })
+        .collect();
+    PipelineDefinition {
+        display_name: text(
+            violations,
+            "pipeline.display_name",
+            &pipeline.display_name,
+            MAX_TEXT_LEN,
+        ),
+        stages,
+        rules: MovementRules {
+            allow_skip: pipeline.allow_skip,
+            allow_backward: pipeline.allow_backward.unwrap_or(true),
+            allow_reopen: pipeline.allow_reopen.unwrap_or(true),
+        },
+    }
+}
+
+fn stage_from_proto(stage: &pb::Stage, path: &str, violations: &mut Violations) -> Option<Stage> {
+    let key = violations.check(&format!("{path}.key"), StageKey::parse(&stage.key));
+    let kind = match pb::StageKind::try_from(stage.kind) {
+        Ok(pb::StageKind::Open) => Some(StageKind::Open),
+        Ok(pb::StageKind::Won) => Some(StageKind::Won),
+        Ok(pb::StageKind::Lost) => Some(StageKind::Lost),
+        _ => {
+            violations.push(
+                format!("{path}.kind"),
+                "must be STAGE_KIND_OPEN, STAGE_KIND_WON or STAGE_KIND_LOST",
+            );
+            None
+        }
+    };
+    let rotting_days = match u32::try_from(stage.rotting_days) {
+        Ok(days) => Some(days),
+        Err(_) => {
+            violations.push(format!("{path}.rotting_days"), "must not be negative");
+            None
+        }
+    };
+    let criteria: Vec<Criterion> = stage
+        .entry_criteria
+        .iter()
+        .enumerate()
+        .filter_map(|(j, c)| {
+            let id = violations.check(
+                &format!("{path}.entry_criteria[{j}].id"),
+                CriterionId::parse(&c.id),
+            )?;
+            Some(Criterion {
+                id,
+                message: c.message.trim().to_owned(),
+                expression: c.expression.clone(),
+            })
+        })
+        .collect();
+    let display_name = if stage.display_name.trim().is_empty() {
+        stage.key.clone()
+    } else {
+        stage.display_name.trim().to_owned()
+    };
+    Some(Stage {
+        key: key?,
+        display_name,
+        kind: kind?,
+        probability: stage.probability,
+        rotting_days: rotting_days?,
+        entry_criteria: criteria,
+    })
+}
+
+impl From<&Pipeline> for pb::Pipeline {
+    fn from(pipeline: &Pipeline) -> Self {
+        let d = &pipeline.definition;
+        pb::Pipeline {
+            id: pipeline.id.to_string(),
+            display_name: d.display_name.clone(),
+            stages: d
+                .stages
+                .iter()
+                .map(|s| pb::Stage {
+                    key: s.key.to_string(),
+                    display_name: s.display_name.clone(),
+                    kind: match s.kind {
+                        StageKind::Open => pb::StageKind::Open,
+                        StageKind::Won => pb::StageKind::Won,
+                        StageKind::Lost => pb::StageKind::Lost,
+                    } as i32,
+                    probability: s.probability,
+                    rotting_days: s.rotting_days as i32,
+                    entry_criteria: s
+                        .entry_criteria
+                        .iter()
+                        .map(|c| pb::Criterion {
+                            id: c.id.to_string(),
+                            message: c.message.clone(),
+                            expression: c.expression.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            allow_skip: d.rules.allow_skip,
+            allow_backward: Some(d.rules.allow_backward),
+            allow_reopen: Some(d.rules.allow_reopen),
+            create_time: Some(datetime_to_timestamp(pipeline.create_time)),
+            update_time: Some(datetime_to_timestamp(pipeline.update_time)),
+            etag: crate::domain::lead::Etag::from_version(pipeline.version)
+                .as_str()
+                .to_owned(),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `leadpipe.v1.PipelineService`.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::pipeline_definition_from_proto;
+use super::error::{invalid_argument, invalid_field};
+use super::{context, pb};
+use crate::app::pipelines::{PipelineField, PipelineService};
+use crate::domain::Violations;
+use crate::domain::ids::PipelineId;
+use crate::domain::lead::Etag;
+
+pub struct PipelineApi {
+    pub pipelines: PipelineService,
+}
+
+fn pipeline_id(field: &str, value: &str) -> Result<PipelineId, Status> {
+    PipelineId::parse(value).map_err(|e| invalid_field(field, e))
+}
+
+#[tonic::async_trait]
+impl pb::pipeline_service_server::PipelineService for PipelineApi {
+    async fn create_pipeline(
+        &self,
+        request: Request<pb::CreatePipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let ctx = context(&request);
+        let Some(pipeline) = request.into_inner().pipeline else {
+            return Err(invalid_field("pipeline", "is required"));
+        };
+        let mut violations = Violations::default();
+        let id = violations.check("pipeline.id", PipelineId::parse(&pipeline.id));
+        let definition = pipeline_definition_from_proto(&pipeline, &mut violations);
+        violations.into_result().map_err(invalid_argument)?;
+        let created = self
+            .pipelines
+            .create(&ctx, id.expect("validated"), definition)
+            .await?;
+        Ok(Response::new((&created).into()))
+    }
+
+    async fn get_pipeline(
+        &self,
+        request: Request<pb::GetPipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let ctx = context(&request);
+        let id = pipeline_id("id", &request.get_ref().id)?;
+        let pipeline = self.pipelines.get(&ctx, &id).await?;
+        Ok(Response::new((&pipeline).into()))
+    }
+
+    async fn list_pipelines(
+        &self,
+        request: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let ctx = context(&request);
+        let request = request.get_ref();
+        let size = u64::try_from(request.page_size)
+            .map_err(|_| invalid_field("page_size", "must not be negative"))?;
+        let (pipelines, next_page_token) =
+            self.pipelines.list(&ctx, size, &request.page_token).await?;
+        Ok(Response::new(pb::ListPipelinesResponse {
+            pipelines: pipelines.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn update_pipeline(
+        &self,
+        request: Request<pb::UpdatePipelineRequest>,
+    ) -> Result<Response<pb::Pipeline>, Status> {
+        let ctx = context(&request);
+        let request = request.into_inner();
+        let Some(pipeline) = request.pipeline else {
+            return Err(invalid_field("pipeline", "is required"));
+        };
+        let mut violations = Violations::default();
+        let id = violations.check("pipeline.id", PipelineId::parse(&pipeline.id));
+        let expected_version =
+            violations.check("pipeline.etag", Etag::parse_optional(&pipeline.etag));
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        let mask: Vec<PipelineField> = if paths.is_empty() {
+            PipelineField::ALL.to_vec()
+        } else {
+            paths
+                .iter()
+                .enumerate()
+                .filter_map(|(i, path)| {
+                    violations.check(
+                        &format!("update_mask.paths[{i}]"),
+                        PipelineField::parse(path),
+                    )
+                })
+                .collect()
+        };
+        let mut field_violations = Violations::default();
+        let definition = pipeline_definition_from_proto(&pipeline, &mut field_violations);
+        let touches_stages = mask.contains(&PipelineField::Stages);
+        let touches_name = mask.contains(&PipelineField::DisplayName);
+        if let Err(all) = field_violations.into_result() {
+            violations.extend(
+                all.into_iter()
+                    .filter(|v| {
+                        (touches_stages && v.field.starts_with("pipeline.stages"))
+                            || (touches_name && v.field == "pipeline.display_name")
+                    })
+                    .collect(),
+            );
+        }
+        violations.into_result().map_err(invalid_argument)?;
+        let updated = self
+            .pipelines
+            .update(
+                &ctx,
+                &id.expect("validated"),
+                &definition,
+                &mask,
+                expected_version.flatten(),
+            )
+            .await?;
+        Ok(Response::new((&updated).into()))
+    }
+}

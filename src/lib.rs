@@ -1,0 +1,9 @@
+//! leadpipe: a gRPC sales-pipeline service.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod server;
+pub mod store;
+pub mod telemetry;

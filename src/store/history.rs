@@ -1,0 +1,104 @@
+//! Stage history and its transactional outbox.
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+
+use super::entities::{outbox, stage_change};
+use super::{StoreError, from_micros, to_micros};
+use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
+
+/// Appends the change to the history and its event to the outbox, in the caller's transaction.
+pub async fn append(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    event: &StageChangeEvent,
+) -> Result<(), StoreError> {
+    let change = &event.change;
+    stage_change::Entity::insert(stage_change::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        sequence: Set(change.sequence),
+        lead_id: Set(change.lead_id.to_string()),
+        pipeline_id: Set(change.pipeline_id.to_string()),
+        from_stage: Set(change
+            .from_stage
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()),
+        to_stage: Set(change.to_stage.to_string()),
+        change_time: Set(to_micros(change.change_time)),
+        actor: Set(change.actor.clone()),
+        note: Set(change.note.clone()),
+        imported: Set(change.imported),
+    })
+    .exec_without_returning(db)
+    .await?;
+    let payload = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    outbox::Entity::insert(outbox::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        sequence: Set(change.sequence),
+        lead_id: Set(change.lead_id.to_string()),
+        pipeline_id: Set(change.pipeline_id.to_string()),
+        to_stage: Set(change.to_stage.to_string()),
+        owner: Set(event.lead.fields.owner.clone()),
+        change_time: Set(to_micros(change.change_time)),
+        payload: Set(payload),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// A lead's changes with a sequence above `after`, oldest first.
+pub async fn list_for_lead(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead: &LeadId,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<StageChange>, StoreError> {
+    stage_change::Entity::find()
+        .filter(stage_change::Column::TenantId.eq(tenant.as_str()))
+        .filter(stage_change::Column::LeadId.eq(lead.to_string()))
+        .filter(stage_change::Column::Sequence.gt(after))
+        .order_by_asc(stage_change::Column::Sequence)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+pub async fn delete_for_lead(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead: &LeadId,
+) -> Result<(), StoreError> {
+    stage_change::Entity::delete_many()
+        .filter(stage_change::Column::TenantId.eq(tenant.as_str()))
+        .filter(stage_change::Column::LeadId.eq(lead.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+fn from_row(row: stage_change::Model) -> Result<StageChange, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(format!("stage change {}: {e}", row.sequence));
+    Ok(StageChange {
+        sequence: row.sequence,
+        lead_id: LeadId::parse(&row.lead_id).map_err(corrupt)?,
+        pipeline_id: PipelineId::parse(&row.pipeline_id).map_err(corrupt)?,
+        from_stage: if row.from_stage.is_empty() {
+            None
+        } else {
+            Some(StageKey::parse(&row.from_stage).map_err(corrupt)?)
+        },
+        to_stage: StageKey::parse(&row.to_stage).map_err(corrupt)?,
+        change_time: from_micros(row.change_time),
+        actor: row.actor,
+        note: row.note,
+        imported: row.imported,
+    })
+}

@@ -1,0 +1,244 @@
+//! The leads repository: row conversions and conditional writes.
+
+use std::collections::BTreeMap;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+};
+
+use super::entities::{lead, lead_label};
+use super::{StoreError, from_micros, to_micros};
+use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
+use crate::domain::lead::{Bant, Lead, LeadFields};
+use crate::domain::money::{CurrencyCode, Money};
+
+pub fn to_model(tenant: &TenantId, lead: &Lead) -> lead::Model {
+    let f = &lead.fields;
+    let (amount_currency, amount_units, amount_nanos) = money_columns(f.amount.as_ref());
+    let (budget_currency, budget_units, budget_nanos) = money_columns(f.bant.budget.as_ref());
+    lead::Model {
+        tenant_id: tenant.to_string(),
+        id: lead.id.to_string(),
+        title: f.title.clone(),
+        company: f.company.clone(),
+        contact_name: f.contact_name.clone(),
+        contact_email: f.contact_email.clone(),
+        owner: f.owner.clone(),
+        source: f.source.clone(),
+        pipeline_id: lead.pipeline_id.to_string(),
+        stage: lead.stage.to_string(),
+        amount_currency,
+        amount_units,
+        amount_nanos,
+        budget_currency,
+        budget_units,
+        budget_nanos,
+        bant_authority: f.bant.authority.clone(),
+        bant_need: f.bant.need.clone(),
+        bant_timeline: f.bant.timeline.map(to_micros),
+        expected_close_time: f.expected_close_time.map(to_micros),
+        labels: serde_json::to_string(&f.labels).unwrap_or_else(|_| "{}".into()),
+        lost_reason: f.lost_reason.clone(),
+        win_probability: lead.win_probability,
+        create_time: to_micros(lead.create_time),
+        update_time: to_micros(lead.update_time),
+        stage_enter_time: to_micros(lead.stage_enter_time),
+        close_time: lead.close_time.map(to_micros),
+        version: lead.version,
+    }
+}
+
+fn money_columns(money: Option<&Money>) -> (String, i64, i32) {
+    match money {
+        Some(m) => (m.currency.as_str().to_owned(), m.units, m.nanos),
+        None => (String::new(), 0, 0),
+    }
+}
+
+fn money_from_columns(currency: &str, units: i64, nanos: i32) -> Result<Option<Money>, StoreError> {
+    if currency.is_empty() {
+        return Ok(None);
+    }
+    let currency = CurrencyCode::parse(currency).map_err(StoreError::Corrupt)?;
+    Ok(Some(Money {
+        currency,
+        units,
+        nanos,
+    }))
+}
+
+pub fn from_model(row: lead::Model) -> Result<Lead, StoreError> {
+    let corrupt =
+        |what: &str, e: String| StoreError::Corrupt(format!("lead {}: {what}: {e}", row.id));
+    let labels: BTreeMap<String, String> =
+        serde_json::from_str(&row.labels).map_err(|e| corrupt("labels", e.to_string()))?;
+    Ok(Lead {
+        id: LeadId::parse(&row.id).map_err(|e| corrupt("id", e))?,
+        pipeline_id: PipelineId::parse(&row.pipeline_id).map_err(|e| corrupt("pipeline_id", e))?,
+        stage: StageKey::parse(&row.stage).map_err(|e| corrupt("stage", e))?,
+        fields: LeadFields {
+            amount: money_from_columns(&row.amount_currency, row.amount_units, row.amount_nanos)?,
+            bant: Bant {
+                budget: money_from_columns(
+                    &row.budget_currency,
+                    row.budget_units,
+                    row.budget_nanos,
+                )?,
+                authority: row.bant_authority,
+                need: row.bant_need,
+                timeline: row.bant_timeline.map(from_micros),
+            },
+            title: row.title,
+            company: row.company,
+            contact_name: row.contact_name,
+            contact_email: row.contact_email,
+            owner: row.owner,
+            source: row.source,
+            expected_close_time: row.expected_close_time.map(from_micros),
+            labels,
+            lost_reason: row.lost_reason,
+        },
+        win_probability: row.win_probability,
+        create_time: from_micros(row.create_time),
+        update_time: from_micros(row.update_time),
+        stage_enter_time: from_micros(row.stage_enter_time),
+        close_time: row.close_time.map(from_micros),
+        version: row.version,
+    })
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: &LeadId,
+) -> Result<Option<Lead>, StoreError> {
+    lead::Entity::find_by_id((tenant.to_string(), id.to_string()))
+        .one(db)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead: &Lead,
+) -> Result<(), StoreError> {
+    lead::Entity::insert(to_model(tenant, lead).into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    insert_labels(db, tenant, &lead.id, &lead.fields.labels).await
+}
+
+/// Writes `lead` (whose version is already incremented) if the stored version is still
+/// `expected_version`. Returns false when another write got there first.
+pub async fn update_if_version(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead: &Lead,
+    expected_version: i64,
+    labels_changed: bool,
+) -> Result<bool, StoreError> {
+    let mut row = to_model(tenant, lead).into_active_model().reset_all();
+    row.tenant_id = sea_orm::ActiveValue::NotSet;
+    row.id = sea_orm::ActiveValue::NotSet;
+    row.create_time = sea_orm::ActiveValue::NotSet;
+    let result = lead::Entity::update_many()
+        .set(row)
+        .filter(lead::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead::Column::Id.eq(lead.id.to_string()))
+        .filter(lead::Column::Version.eq(expected_version))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Ok(false);
+    }
+    if labels_changed {
+        delete_labels(db, tenant, &lead.id).await?;
+        insert_labels(db, tenant, &lead.id, &lead.fields.labels).await?;
+    }
+    Ok(true)
+}
+
+/// Deletes a lead, its labels and its history. With `expected_version`, only if it matches.
+/// Returns false when nothing was deleted.
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: &LeadId,
+    expected_version: Option<i64>,
+) -> Result<bool, StoreError> {
+    let mut delete = lead::Entity::delete_many()
+        .filter(lead::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead::Column::Id.eq(id.to_string()));
+    if let Some(version) = expected_version {
+        delete = delete.filter(lead::Column::Version.eq(version));
+    }
+    if delete.exec(db).await?.rows_affected == 0 {
+        return Ok(false);
+    }
+    delete_labels(db, tenant, id).await?;
+    super::history::delete_for_lead(db, tenant, id).await?;
+    Ok(true)
+}
+
+async fn insert_labels(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: &LeadId,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let rows = labels.iter().map(|(key, value)| lead_label::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        lead_id: Set(id.to_string()),
+        key: Set(key.clone()),
+        value: Set(value.clone()),
+    });
+    lead_label::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn delete_labels(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    id: &LeadId,
+) -> Result<(), StoreError> {
+    lead_label::Entity::delete_many()
+        .filter(lead_label::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead_label::Column::LeadId.eq(id.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many leads of a pipeline sit in each of `stages`; used to refuse removing occupied stages.
+pub async fn count_in_stages(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    stages: &[String],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::Func;
+    if stages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, i64)> = lead::Entity::find()
+        .select_only()
+        .column(lead::Column::Stage)
+        .column_as(Expr::from(Func::count(Expr::col(lead::Column::Id))), "n")
+        .filter(lead::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead::Column::PipelineId.eq(pipeline.as_str()))
+        .filter(lead::Column::Stage.is_in(stages.iter().cloned()))
+        .group_by(lead::Column::Stage)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows)
+}

@@ -1,0 +1,183 @@
+//! Persistence: SeaORM entities and repositories. The gRPC layer never touches these directly;
+//! the application services in `crate::app` compose them into transactions.
+
+pub mod entities;
+pub mod history;
+pub mod idempotency;
+pub mod lead_query;
+pub mod leads;
+pub mod pipelines;
+pub mod sequences;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    RuntimeErr, SqlErr, TransactionTrait,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a row with the same key already exists: {0}")]
+    UniqueViolation(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(detail)) = error.sql_err() {
+            return StoreError::UniqueViolation(detail);
+        }
+        match &error {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
+                if is_connection_error(e) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+fn is_connection_error(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    matches!(
+        error,
+        Error::Io(_)
+            | Error::Tls(_)
+            | Error::PoolTimedOut
+            | Error::PoolClosed
+            | Error::WorkerCrashed
+    )
+}
+
+/// SQLite's durability setting. `Full` survives power loss; `Normal` survives a crashed or
+/// killed process but may lose the last commits on power loss, and is about twice as fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub database_url: String,
+    /// Connections for reads (and, on PostgreSQL, writes).
+    pub pool_size: u32,
+    pub sqlite_synchronous: SqliteSync,
+    pub acquire_timeout: Duration,
+}
+
+/// The database handle. On SQLite, writes go through a single connection (SQLite allows one
+/// writer at a time; queueing in the pool is cheaper than retrying on SQLITE_BUSY), and reads
+/// use a pool that WAL mode lets run beside the writer. On PostgreSQL both are one pool.
+#[derive(Clone)]
+pub struct Store {
+    reader: DatabaseConnection,
+    writer: DatabaseConnection,
+}
+
+impl Store {
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let url = normalize_sqlite_url(&config.database_url);
+        if url.starts_with("sqlite:") {
+            let reader = Database::connect(sqlite_options(&url, config, config.pool_size)).await?;
+            let writer = Database::connect(sqlite_options(&url, config, 1)).await?;
+            Ok(Self { reader, writer })
+        } else {
+            let mut options = ConnectOptions::new(url);
+            options
+                .max_connections(config.pool_size)
+                .min_connections(1)
+                .acquire_timeout(config.acquire_timeout)
+                .connect_timeout(config.acquire_timeout)
+                .sqlx_logging(false);
+            let pool = Database::connect(options).await?;
+            Ok(Self {
+                reader: pool.clone(),
+                writer: pool,
+            })
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use migration::MigratorTrait;
+        migration::Migrator::up(&self.writer, None).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.writer.get_database_backend()
+    }
+
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.reader
+    }
+
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
+        Ok(self.writer.begin().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.ping().await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.reader.close().await;
+        let _ = self.writer.close().await;
+    }
+}
+
+/// Accepts `sqlite:leadpipe.db` as well as `sqlite://leadpipe.db`, and creates the file if missing.
+fn normalize_sqlite_url(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+fn sqlite_options(url: &str, config: &StoreConfig, connections: u32) -> ConnectOptions {
+    let synchronous = match config.sqlite_synchronous {
+        SqliteSync::Full => SqliteSynchronous::Full,
+        SqliteSync::Normal => SqliteSynchronous::Normal,
+    };
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(config.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    options
+}
+
+pub fn to_micros(time: DateTime<Utc>) -> i64 {
+    time.timestamp_micros()
+}
+
+pub fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
