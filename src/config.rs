@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::server::Settings;
+
 use crate::store::{SqliteSync, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -63,12 +65,25 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LEADPIPE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// How long stage-change events stay replayable by WatchStageChanges, e.g. `7d` or `36h`.
+    #[arg(long, env = "LEADPIPE_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub outbox_retention: Duration,
 }
 
 impl Default for ServeArgs {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:50051".parse().expect("valid default address"),
+            outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn settings(&self, database: &DatabaseArgs) -> Settings {
+        Settings {
+            outbox_retention: self.outbox_retention,
+            ..Settings::new(database.store_config())
         }
     }
 }

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             store.close().await;
         }
         Command::Serve(args) => {
-            let app = App::build(&store_config).await?;
+            let app = App::build(&args.settings(&cli.database)).await?;
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             app.serve(listener, shutdown_signal()).await?;
         }

@@ -345,6 +345,14 @@ impl MigrationTrait for Migration {
             .await?;
 
         manager
+            .create_index(index(
+                "outbox_by_change_time",
+                Outbox::Table,
+                vec![Outbox::TenantId.into_iden(), Outbox::ChangeTime.into_iden()],
+            ))
+            .await?;
+
+        manager
             .create_table(
                 Table::create()
                     .table(IdempotencyKeys::Table)

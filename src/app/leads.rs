@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseTransaction;
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
+use super::events::EventHub;
 use super::{AppError, PreconditionViolation, RequestContext, now};
 use crate::domain::filter::Filter;
 use crate::domain::history::{StageChange, StageChangeEvent};
@@ -57,11 +58,20 @@ pub struct LeadPage {
 pub struct LeadService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
+    events: Arc<EventHub>,
 }
 
 impl LeadService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
-        Self { store, catalog }
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, events: Arc<EventHub>) -> Self {
+        Self {
+            store,
+            catalog,
+            events,
+        }
+    }
+
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
     }
 
     pub async fn create(
@@ -126,6 +136,7 @@ impl LeadService {
         history::append(&tx, &ctx.tenant, &event).await?;
         complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.events.committed(&ctx.tenant);
         Ok(event.lead)
     }
 
@@ -322,6 +333,7 @@ impl LeadService {
             history::append(&tx, tenant, &event).await?;
             complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.events.committed(tenant);
             return Ok(event.lead);
         }
         Err(contended(&command.id))

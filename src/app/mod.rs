@@ -2,6 +2,7 @@
 //! transaction. Transport-agnostic: the gRPC layer converts requests into these calls.
 
 pub mod catalog;
+pub mod events;
 pub mod leads;
 pub mod pipelines;
 
@@ -67,6 +68,13 @@ pub enum AppError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{message}")]
+    OutOfRange {
+        message: String,
+        oldest_available: Option<i64>,
+    },
+    #[error("{0}")]
+    ShuttingDown(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::domain::Violations;
-use crate::domain::history::StageChange;
+use crate::domain::history::{StageChange, StageChangeEvent};
 use crate::domain::ids::{CriterionId, StageKey};
 use crate::domain::lead::{
     Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_email, validate_labels,
@@ -202,6 +202,27 @@ impl From<&StageChange> for pb::StageChange {
             change_time: Some(datetime_to_timestamp(change.change_time)),
             actor: change.actor.clone(),
             note: change.note.clone(),
+        }
+    }
+}
+
+impl From<&StageChangeEvent> for pb::StageChangeEvent {
+    fn from(event: &StageChangeEvent) -> Self {
+        let change = &event.change;
+        pb::StageChangeEvent {
+            sequence: change.sequence,
+            lead_id: change.lead_id.to_string(),
+            pipeline_id: change.pipeline_id.to_string(),
+            from_stage: change
+                .from_stage
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            to_stage: change.to_stage.to_string(),
+            change_time: Some(datetime_to_timestamp(change.change_time)),
+            actor: change.actor.clone(),
+            note: change.note.clone(),
+            lead: Some((&event.lead).into()),
         }
     }
 }

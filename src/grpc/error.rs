@@ -32,6 +32,22 @@ impl From<AppError> for Status {
                 tracing::warn!(%message, "database unavailable");
                 Status::unavailable("the database is unavailable; retry with backoff")
             }
+            AppError::OutOfRange {
+                message,
+                oldest_available,
+            } => match oldest_available {
+                Some(oldest) => Status::with_error_details(
+                    Code::OutOfRange,
+                    message,
+                    ErrorDetails::with_error_info(
+                        "SEQUENCE_EXPIRED",
+                        "leadpipe",
+                        [("oldest_available_sequence".to_string(), oldest.to_string())],
+                    ),
+                ),
+                None => Status::out_of_range(message),
+            },
+            AppError::ShuttingDown(message) => Status::unavailable(message),
             AppError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 Status::internal("internal error")

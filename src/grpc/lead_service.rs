@@ -1,11 +1,15 @@
 //! `leadpipe.v1.LeadService`.
 
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::convert::lead_fields_from_proto;
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
+use crate::app::events::EventFilter;
 use crate::app::leads::{Idempotency, LeadListQuery, LeadService, MoveCommand, NewLead};
 use crate::domain::Violations;
 use crate::domain::filter::parse_filter;
@@ -42,8 +46,58 @@ fn page_size(value: i32) -> Result<u64, Status> {
     u64::try_from(value).map_err(|_| invalid_field("page_size", "must not be negative"))
 }
 
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StageChangeEvent, Status>> + Send>>;
+
+fn event_filter(request: &pb::WatchStageChangesRequest) -> Result<EventFilter, Status> {
+    let mut violations = Violations::default();
+    let pipeline_id = if request.pipeline_id.is_empty() {
+        None
+    } else {
+        violations.check("pipeline_id", PipelineId::parse(&request.pipeline_id))
+    };
+    let stages = request
+        .stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| violations.check(&format!("stages[{i}]"), StageKey::parse(s)))
+        .collect();
+    let lead_id = if request.lead_id.is_empty() {
+        None
+    } else {
+        violations.check("lead_id", LeadId::parse(&request.lead_id))
+    };
+    violations.into_result().map_err(invalid_argument)?;
+    Ok(EventFilter {
+        pipeline_id,
+        stages,
+        owner: (!request.owner.is_empty()).then(|| request.owner.clone()),
+        lead_id,
+    })
+}
+
 #[tonic::async_trait]
 impl pb::lead_service_server::LeadService for LeadApi {
+    type WatchStageChangesStream = EventStream;
+
+    async fn watch_stage_changes(
+        &self,
+        request: Request<pb::WatchStageChangesRequest>,
+    ) -> Result<Response<Self::WatchStageChangesStream>, Status> {
+        let ctx = context(&request);
+        let request = request.into_inner();
+        let filter = event_filter(&request)?;
+        let events = self
+            .leads
+            .events()
+            .subscribe(&ctx, request.after_sequence, filter)
+            .await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
+            item.map(|event| pb::StageChangeEvent::from(event.as_ref()))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn create_lead(
         &self,
         request: Request<pb::CreateLeadRequest>,

@@ -6,6 +6,7 @@ pub mod history;
 pub mod idempotency;
 pub mod lead_query;
 pub mod leads;
+pub mod outbox;
 pub mod pipelines;
 pub mod sequences;
 

@@ -10,7 +10,7 @@ use leadpipe::config::DatabaseArgs;
 use leadpipe::grpc::pb;
 use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
 use leadpipe::grpc::pb::pipeline_service_client::PipelineServiceClient;
-use leadpipe::server::App;
+use leadpipe::server::{App, Settings};
 use leadpipe::store::SqliteSync;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -39,14 +39,16 @@ impl TestApp {
         connect(self.addr).await
     }
 
-    /// Stops the server gracefully and waits until it has finished.
-    pub async fn stop(mut self) {
+    /// Stops the server gracefully and waits until it has finished. Returns the SQLite
+    /// database's directory, so that a test can restart a server on the same data.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
+        self._dir.take()
     }
 }
 
@@ -93,17 +95,31 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     Some(spawn_app_on(backend, database_url, dir).await)
 }
 
+pub fn settings_for(database_url: &str) -> Settings {
+    let args = DatabaseArgs {
+        database_url: database_url.to_owned(),
+        db_pool_size: 8,
+        sqlite_synchronous: SqliteSync::Normal,
+    };
+    Settings::new(args.store_config())
+}
+
 pub async fn spawn_app_on(
     backend: Backend,
     database_url: String,
     dir: Option<tempfile::TempDir>,
 ) -> TestApp {
-    let args = DatabaseArgs {
-        database_url: database_url.clone(),
-        db_pool_size: 8,
-        sqlite_synchronous: SqliteSync::Normal,
-    };
-    let app = App::build(&args.store_config()).await.expect("build app");
+    let settings = settings_for(&database_url);
+    spawn_app_with(backend, settings, dir).await
+}
+
+pub async fn spawn_app_with(
+    backend: Backend,
+    settings: Settings,
+    dir: Option<tempfile::TempDir>,
+) -> TestApp {
+    let database_url = settings.store.database_url.clone();
+    let app = App::build(&settings).await.expect("build app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -230,4 +246,81 @@ pub fn precondition_violations(status: &tonic::Status) -> Vec<(String, String)> 
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---- move and history helpers (tests/moves.rs, tests/pipelines.rs) ---------------------
+
+/// `(type, subject)`, for comparing violation lists.
+pub fn violation(kind: &str, subject: &str) -> (String, String) {
+    (kind.to_owned(), subject.to_owned())
+}
+
+pub async fn get_lead(app: &TestApp, id: &str) -> pb::Lead {
+    app.leads
+        .clone()
+        .get_lead(pb::GetLeadRequest { id: id.into() })
+        .await
+        .expect("get lead")
+        .into_inner()
+}
+
+/// UpdateLead with an explicit mask; the update must succeed.
+pub async fn update_lead(app: &TestApp, lead: pb::Lead, paths: &[&str]) -> pb::Lead {
+    app.leads
+        .clone()
+        .update_lead(pb::UpdateLeadRequest {
+            lead: Some(lead),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("update lead {paths:?}: {e:?}"))
+        .into_inner()
+}
+
+pub async fn check_move(app: &TestApp, id: &str, stage: &str) -> pb::CheckMoveResponse {
+    app.leads
+        .clone()
+        .check_move(pb::CheckMoveRequest {
+            id: id.into(),
+            stage: stage.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("check move to {stage}: {e:?}"))
+        .into_inner()
+}
+
+/// `(type, subject)` of each CheckMove violation.
+pub fn check_violations(response: &pb::CheckMoveResponse) -> Vec<(String, String)> {
+    response
+        .violations
+        .iter()
+        .map(|v| (v.r#type.clone(), v.subject.clone()))
+        .collect()
+}
+
+/// Every stage change of a lead, oldest first, in one large page.
+pub async fn stage_changes(app: &TestApp, lead_id: &str) -> Vec<pb::StageChange> {
+    let page = app
+        .leads
+        .clone()
+        .list_stage_changes(pb::ListStageChangesRequest {
+            lead_id: lead_id.into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list stage changes")
+        .into_inner();
+    assert!(page.next_page_token.is_empty(), "one page holds them all");
+    page.stage_changes
+}
+
+/// `(from_stage, to_stage)` of each change.
+pub fn stage_path(changes: &[pb::StageChange]) -> Vec<(String, String)> {
+    changes
+        .iter()
+        .map(|c| (c.from_stage.clone(), c.to_stage.clone()))
+        .collect()
 }

@@ -1,0 +1,333 @@
+//! Live stage-change streams.
+//!
+//! The outbox is the source of truth; nothing is delivered that is not committed there. Per
+//! tenant, one tailer task reads newly committed outbox rows once and fans them out over a
+//! bounded broadcast channel. Each subscriber keeps a cursor (the last sequence it has passed)
+//! and reads from the database whenever the broadcast cannot serve it: while replaying history,
+//! after falling behind (the channel reports it lagged), or when it sees a gap. Because sequences
+//! are gapless and assigned in commit order, "every event above the cursor, in order" is exact:
+//! no gap, no duplicate, at the hand-over from replay to live or anywhere else.
+//!
+//! Tailers are woken by local commits, by the PostgreSQL relay for commits on other replicas,
+//! and by a slow poll as a safety net.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast, mpsc, watch};
+
+use super::{AppError, RequestContext};
+use crate::domain::history::StageChangeEvent;
+use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
+use crate::store::{Store, outbox};
+
+const FANOUT_CAPACITY: usize = 1024;
+const READ_BATCH: u64 = 500;
+/// Events buffered per stream before the subscriber waits for its client.
+const STREAM_BUFFER: usize = 64;
+
+/// Which events a subscriber wants; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub pipeline_id: Option<PipelineId>,
+    pub stages: Vec<StageKey>,
+    pub owner: Option<String>,
+    pub lead_id: Option<LeadId>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &StageChangeEvent) -> bool {
+        let change = &event.change;
+        self.pipeline_id.as_ref().is_none_or(|p| *p == change.pipeline_id)
+            && (self.stages.is_empty() || self.stages.contains(&change.to_stage))
+            && self.owner.as_ref().is_none_or(|o| *o == event.lead.fields.owner)
+            && self.lead_id.is_none_or(|id| id == change.lead_id)
+    }
+}
+
+pub type EventStream = mpsc::Receiver<Result<Arc<StageChangeEvent>, AppError>>;
+
+struct TenantFeed {
+    sender: broadcast::Sender<Arc<StageChangeEvent>>,
+    wake: Notify,
+}
+
+/// Receives "tenant T committed" signals; the PostgreSQL relay implements it to tell other
+/// replicas.
+pub trait CommitListener: Send + Sync {
+    fn committed(&self, tenant: &TenantId);
+}
+
+pub struct EventHub {
+    store: Store,
+    feeds: Mutex<HashMap<TenantId, Arc<TenantFeed>>>,
+    shutdown: watch::Receiver<bool>,
+    poll_interval: Duration,
+    relay: Mutex<Option<Arc<dyn CommitListener>>>,
+}
+
+impl EventHub {
+    pub fn new(store: Store, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            feeds: Mutex::new(HashMap::new()),
+            shutdown,
+            poll_interval: Duration::from_secs(1),
+            relay: Mutex::new(None),
+        })
+    }
+
+    pub fn set_relay(&self, relay: Arc<dyn CommitListener>) {
+        *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
+    }
+
+    /// A local transaction of `tenant` committed an outbox row.
+    pub fn committed(&self, tenant: &TenantId) {
+        self.wake(tenant);
+        if let Some(relay) = self.relay.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            relay.committed(tenant);
+        }
+    }
+
+    /// Another replica committed for `tenant`, or a poll is due.
+    pub fn wake(&self, tenant: &TenantId) {
+        if let Some(feed) = self.feeds().get(tenant) {
+            feed.wake.notify_one();
+        }
+    }
+
+    pub fn wake_all(&self) {
+        for feed in self.feeds().values() {
+            feed.wake.notify_one();
+        }
+    }
+
+    /// Starts a stream: events above `after` (or, when None, events committed from now on) that
+    /// match `filter`.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        after: Option<i64>,
+        filter: EventFilter,
+    ) -> Result<EventStream, AppError> {
+        let tenant = ctx.tenant.clone();
+        // Subscribe before reading the cursor's position, so that nothing committed in between
+        // is missed: anything already read from the database is skipped by sequence.
+        let live = self.live_events(&tenant);
+        let reader = self.store.reader();
+        let last = outbox::last_sequence(reader, &tenant).await?;
+        let cursor = match after {
+            None => last,
+            Some(after) => {
+                check_retained(reader, &tenant, after, last).await?;
+                after
+            }
+        };
+        let (out, stream) = mpsc::channel(STREAM_BUFFER);
+        let subscriber = Subscriber {
+            store: self.store.clone(),
+            tenant,
+            filter,
+            cursor,
+            out,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(subscriber.run(live));
+        Ok(stream)
+    }
+
+    fn feeds(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Arc<TenantFeed>>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver of the tenant's live events. Created under the map lock so that a tailer that
+    /// finds no receivers and retires cannot race with a new subscriber.
+    fn live_events(self: &Arc<Self>, tenant: &TenantId) -> broadcast::Receiver<Arc<StageChangeEvent>> {
+        let mut feeds = self.feeds();
+        if let Some(feed) = feeds.get(tenant) {
+            return feed.sender.subscribe();
+        }
+        let feed = Arc::new(TenantFeed {
+            sender: broadcast::channel(FANOUT_CAPACITY).0,
+            wake: Notify::new(),
+        });
+        let receiver = feed.sender.subscribe();
+        feeds.insert(tenant.clone(), feed.clone());
+        tokio::spawn(self.clone().tail(tenant.clone(), feed));
+        receiver
+    }
+
+    /// Reads each committed outbox row once and fans it out, until nobody listens.
+    async fn tail(self: Arc<Self>, tenant: TenantId, feed: Arc<TenantFeed>) {
+        let mut shutdown = self.shutdown.clone();
+        // Subscribers fill any gap between their cursor and this from the database.
+        let mut last = loop {
+            match outbox::last_sequence(self.store.reader(), &tenant).await {
+                Ok(last) => break last,
+                Err(error) => {
+                    tracing::warn!(%tenant, %error, "could not start tailing the outbox; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.poll_interval) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = feed.wake.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            {
+                let mut feeds = self.feeds();
+                if feed.sender.receiver_count() == 0 {
+                    feeds.remove(&tenant);
+                    return;
+                }
+            }
+            loop {
+                match outbox::read_after(self.store.reader(), &tenant, last, READ_BATCH).await {
+                    Ok(events) => {
+                        let full = events.len() as u64 == READ_BATCH;
+                        for event in events {
+                            last = event.change.sequence;
+                            // No receivers is fine: the next subscriber reads the database.
+                            let _ = feed.sender.send(Arc::new(event));
+                        }
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%tenant, %error, "could not read the outbox; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn check_retained(
+    db: &impl sea_orm::ConnectionTrait,
+    tenant: &TenantId,
+    after: i64,
+    last: i64,
+) -> Result<(), AppError> {
+    if after < 0 {
+        return Err(AppError::invalid("after_sequence", "must not be negative"));
+    }
+    if after > last {
+        return Err(AppError::OutOfRange {
+            message: format!("after_sequence {after} is beyond the latest sequence {last}"),
+            oldest_available: None,
+        });
+    }
+    let oldest = outbox::oldest_sequence(db, tenant).await?.unwrap_or(last + 1);
+    if after + 1 < oldest {
+        return Err(expired(after, oldest));
+    }
+    Ok(())
+}
+
+fn expired(after: i64, oldest: i64) -> AppError {
+    AppError::OutOfRange {
+        message: format!(
+            "events after sequence {after} are no longer retained; the oldest available is {oldest}"
+        ),
+        oldest_available: Some(oldest),
+    }
+}
+
+struct Subscriber {
+    store: Store,
+    tenant: TenantId,
+    filter: EventFilter,
+    /// The last sequence passed on or skipped by the filter.
+    cursor: i64,
+    out: mpsc::Sender<Result<Arc<StageChangeEvent>, AppError>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why a subscriber stops.
+enum Stop {
+    ClientGone,
+    Failed(AppError),
+}
+
+impl Subscriber {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<StageChangeEvent>>) {
+        let stop = self.serve(&mut live).await;
+        if let Stop::Failed(error) = stop {
+            let _ = self.out.send(Err(error)).await;
+        }
+    }
+
+    async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<StageChangeEvent>>) -> Stop {
+        if let Err(stop) = self.catch_up().await {
+            return stop;
+        }
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                _ = shutdown.changed() => return Stop::Failed(self.shutting_down()),
+                _ = self.out.closed() => return Stop::ClientGone,
+            };
+            let result = match received {
+                Ok(event) if event.change.sequence <= self.cursor => Ok(()),
+                Ok(event) if event.change.sequence == self.cursor + 1 => self.deliver(event).await,
+                // A gap (we subscribed while it was in flight) or lag: the database has it all.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Stop::Failed(self.shutting_down());
+                }
+            };
+            if let Err(stop) = result {
+                return stop;
+            }
+        }
+    }
+
+    /// Delivers everything committed above the cursor, from the database.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let events = outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
+                .await
+                .map_err(|e| Stop::Failed(e.into()))?;
+            let full = events.len() as u64 == READ_BATCH;
+            for event in events {
+                if event.change.sequence != self.cursor + 1 {
+                    // Only retention pruning removes outbox rows, and only from the front.
+                    return Err(Stop::Failed(expired(self.cursor, event.change.sequence)));
+                }
+                self.deliver(Arc::new(event)).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn deliver(&mut self, event: Arc<StageChangeEvent>) -> Result<(), Stop> {
+        let sequence = event.change.sequence;
+        if self.filter.matches(&event) {
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                sent = self.out.send(Ok(event)) => sent.map_err(|_| Stop::ClientGone)?,
+                _ = shutdown.changed() => return Err(Stop::Failed(self.shutting_down())),
+            }
+        }
+        self.cursor = sequence;
+        Ok(())
+    }
+
+    fn shutting_down(&self) -> AppError {
+        AppError::ShuttingDown(format!(
+            "the server is shutting down; reconnect with after_sequence = {}",
+            self.cursor
+        ))
+    }
+}

@@ -1,0 +1,103 @@
+//! Reading and pruning the outbox that `history::append` writes.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::StoreError;
+use super::entities::{outbox, tenant_sequence};
+use crate::domain::history::StageChangeEvent;
+use crate::domain::ids::TenantId;
+
+/// Up to `limit` events with a sequence above `after`, in sequence order.
+pub async fn read_after(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<StageChangeEvent>, StoreError> {
+    outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::Payload)
+        .filter(outbox::Column::TenantId.eq(tenant.as_str()))
+        .filter(outbox::Column::Sequence.gt(after))
+        .order_by_asc(outbox::Column::Sequence)
+        .limit(limit)
+        .into_tuple::<String>()
+        .all(db)
+        .await?
+        .iter()
+        .map(|payload| {
+            serde_json::from_str(payload)
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))
+        })
+        .collect()
+}
+
+/// The oldest sequence still in the outbox, if any.
+pub async fn oldest_sequence(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::Sequence)
+        .filter(outbox::Column::TenantId.eq(tenant.as_str()))
+        .order_by_asc(outbox::Column::Sequence)
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?)
+}
+
+/// The last committed sequence of the tenant; 0 before its first change.
+pub async fn last_sequence(db: &impl ConnectionTrait, tenant: &TenantId) -> Result<i64, StoreError> {
+    Ok(tenant_sequence::Entity::find()
+        .select_only()
+        .column(tenant_sequence::Column::LastSequence)
+        .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0))
+}
+
+pub async fn tenants(db: &impl ConnectionTrait) -> Result<Vec<TenantId>, StoreError> {
+    let ids: Vec<String> = tenant_sequence::Entity::find()
+        .select_only()
+        .column(tenant_sequence::Column::TenantId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    ids.iter()
+        .map(|id| TenantId::parse(id).map_err(StoreError::Corrupt))
+        .collect()
+}
+
+/// Deletes the tenant's events committed before `cutoff_micros`. Deletes by sequence, so the
+/// retained events always form one contiguous range even if replicas' clocks disagree.
+pub async fn prune(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    cutoff_micros: i64,
+) -> Result<u64, StoreError> {
+    let newest_expired = Query::select()
+        .expr(Func::max(Expr::col(outbox::Column::Sequence)))
+        .from(outbox::Entity)
+        .and_where(Expr::col(outbox::Column::TenantId).eq(tenant.as_str()))
+        .and_where(Expr::col(outbox::Column::ChangeTime).lt(cutoff_micros))
+        .to_owned();
+    let Some(row) = db.query_one(&newest_expired).await? else {
+        return Ok(0);
+    };
+    let Some(upto) = row.try_get_by_index::<Option<i64>>(0)? else {
+        return Ok(0);
+    };
+    Ok(outbox::Entity::delete_many()
+        .filter(outbox::Column::TenantId.eq(tenant.as_str()))
+        .filter(outbox::Column::Sequence.lte(upto))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
