@@ -11,9 +11,13 @@ const PROTOS: &[&str] = &[
     "proto/leadpipe/v1/pipeline.proto",
 ];
 
+/// Described by reflection so that tools such as grpcurl can decode error details; the Rust
+/// types come from tonic-types.
+const REFLECTION_ONLY: &[&str] = &["proto/google/rpc/error_details.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let descriptors = protox::compile(PROTOS.iter().chain(REFLECTION_ONLY), ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("leadpipe_descriptor.bin");
     std::fs::write(&descriptor_path, descriptors.encode_to_vec())?;

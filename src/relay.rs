@@ -42,7 +42,12 @@ impl CommitListener for PgRelay {
 }
 
 /// Starts the notifier and the listener, and registers the relay with the hub.
-pub fn start(store: Store, database_url: String, hub: Arc<EventHub>, shutdown: watch::Receiver<bool>) {
+pub fn start(
+    store: Store,
+    database_url: String,
+    hub: Arc<EventHub>,
+    shutdown: watch::Receiver<bool>,
+) {
     let relay = Arc::new(PgRelay::default());
     hub.set_relay(relay.clone());
     tokio::spawn(notify_loop(store, relay, shutdown.clone()));
@@ -75,7 +80,11 @@ async fn notify_loop(store: Store, relay: Arc<PgRelay>, mut shutdown: watch::Rec
     }
 }
 
-async fn listen_loop(database_url: String, hub: Arc<EventHub>, mut shutdown: watch::Receiver<bool>) {
+async fn listen_loop(
+    database_url: String,
+    hub: Arc<EventHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let mut listener = match connect(&database_url).await {
             Ok(listener) => listener,

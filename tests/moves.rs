@@ -61,7 +61,9 @@ fn transition(from: &str, to: &str) -> (String, String) {
 }
 
 fn criteria(ids: &[&str]) -> Vec<(String, String)> {
-    ids.iter().map(|id| violation("STAGE_CRITERION", id)).collect()
+    ids.iter()
+        .map(|id| violation("STAGE_CRITERION", id))
+        .collect()
 }
 
 /// `(type, subject, description)` of each PreconditionFailure violation.
@@ -93,7 +95,10 @@ async fn assert_refused(app: &TestApp, id: &str, stage: &str, expected: &[(Strin
     let history = stage_changes(app, id).await;
 
     let check = check_move(app, id, stage).await;
-    assert!(!check.allowed, "CheckMove to {stage} must refuse: {check:?}");
+    assert!(
+        !check.allowed,
+        "CheckMove to {stage} must refuse: {check:?}"
+    );
     assert_eq!(check_violations(&check), expected, "CheckMove to {stage}");
     assert!(
         check.violations.iter().all(|v| !v.description.is_empty()),
@@ -102,7 +107,11 @@ async fn assert_refused(app: &TestApp, id: &str, stage: &str, expected: &[(Strin
 
     let status = move_to(app, id, stage).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert_eq!(precondition_violations(&status), expected, "MoveLead to {stage}");
+    assert_eq!(
+        precondition_violations(&status),
+        expected,
+        "MoveLead to {stage}"
+    );
     let dry_run: Vec<(String, String, String)> = check
         .violations
         .iter()
@@ -114,7 +123,11 @@ async fn assert_refused(app: &TestApp, id: &str, stage: &str, expected: &[(Strin
         "CheckMove predicts MoveLead exactly"
     );
 
-    assert_eq!(get_lead(app, id).await, before, "a refused move writes nothing");
+    assert_eq!(
+        get_lead(app, id).await,
+        before,
+        "a refused move writes nothing"
+    );
     assert_eq!(
         stage_changes(app, id).await,
         history,
@@ -131,7 +144,11 @@ async fn assert_moves(app: &TestApp, id: &str, stage: &str) -> pb::Lead {
     assert!(check.allowed, "CheckMove to {stage} must allow: {check:?}");
     assert!(check.violations.is_empty(), "{check:?}");
     assert_eq!(get_lead(app, id).await, before, "CheckMove writes nothing");
-    assert_eq!(stage_changes(app, id).await, history, "CheckMove records nothing");
+    assert_eq!(
+        stage_changes(app, id).await,
+        history,
+        "CheckMove records nothing"
+    );
 
     let moved = move_to(app, id, stage)
         .await
@@ -140,13 +157,20 @@ async fn assert_moves(app: &TestApp, id: &str, stage: &str) -> pb::Lead {
     assert_ne!(moved.etag, before.etag);
     assert!(micros(&moved.stage_enter_time) > micros(&before.stage_enter_time));
     assert_eq!(moved.stage_enter_time, moved.update_time);
-    assert_eq!(get_lead(app, id).await, moved, "MoveLead returns what is stored");
+    assert_eq!(
+        get_lead(app, id).await,
+        moved,
+        "MoveLead returns what is stored"
+    );
 
     let after = stage_changes(app, id).await;
     assert_eq!(after.len(), history.len() + 1, "one change recorded");
     assert_eq!(after[..history.len()], history[..]);
     let last = after.last().unwrap();
-    assert_eq!((last.from_stage.as_str(), last.to_stage.as_str()), (before.stage.as_str(), stage));
+    assert_eq!(
+        (last.from_stage.as_str(), last.to_stage.as_str()),
+        (before.stage.as_str(), stage)
+    );
     assert_eq!(last.change_time, moved.stage_enter_time);
     moved
 }
@@ -155,7 +179,10 @@ async fn assert_moves(app: &TestApp, id: &str, stage: &str) -> pb::Lead {
 /// strictly increase; the lead sits where the last change put it.
 fn assert_unbroken_chain(changes: &[pb::StageChange], lead: &pb::Lead) {
     assert!(!changes.is_empty());
-    assert_eq!(changes[0].from_stage, "", "the first change is the creation");
+    assert_eq!(
+        changes[0].from_stage, "",
+        "the first change is the creation"
+    );
     assert_eq!(changes[0].to_stage, "lead_generation");
     for pair in changes.windows(2) {
         assert_eq!(
@@ -202,7 +229,12 @@ async fn walk_refuses_then_allows_every_default_criterion(app: TestApp) {
     assert_eq!(moved.close_time, None);
 
     // proposal: the four BANT criteria, in order, shrinking one update at a time.
-    let bant = ["bant_budget", "bant_authority", "bant_need", "bant_timeline"];
+    let bant = [
+        "bant_budget",
+        "bant_authority",
+        "bant_need",
+        "bant_timeline",
+    ];
     assert_refused(&app, &id, "proposal", &criteria(&bant)).await;
     let fills: [(&str, pb::Bant); 4] = [
         (
@@ -293,7 +325,10 @@ async fn walk_refuses_then_allows_every_default_criterion(app: TestApp) {
     .await;
     let won = assert_moves(&app, &id, "closed_won").await;
     assert!((won.win_probability - 1.0).abs() < 1e-9);
-    assert_eq!(won.close_time, won.stage_enter_time, "entering a won stage closes the lead");
+    assert_eq!(
+        won.close_time, won.stage_enter_time,
+        "entering a won stage closes the lead"
+    );
 
     let history = stage_changes(&app, &id).await;
     assert_eq!(
@@ -326,7 +361,10 @@ async fn closed_lost_needs_a_lost_reason_and_is_open_to_every_open_stage(app: Te
     .await;
     let lost = assert_moves(&app, &lead.id, "closed_lost").await;
     assert_eq!(lost.win_probability, 0.0);
-    assert_eq!(lost.close_time, lost.stage_enter_time, "entering a lost stage closes the lead");
+    assert_eq!(
+        lost.close_time, lost.stage_enter_time,
+        "entering a lost stage closes the lead"
+    );
 
     // A whitespace-only reason does not count.
     let blank = create(
@@ -343,7 +381,11 @@ async fn closed_lost_needs_a_lost_reason_and_is_open_to_every_open_stage(app: Te
     let lead = create(&app, qualified_lead("Lost late")).await;
     for stage in ["qualification", "proposal", "negotiation"] {
         let check = check_move(&app, &lead.id, "closed_lost").await;
-        assert!(check.allowed, "closed_lost from {:?}: {check:?}", get_lead(&app, &lead.id).await.stage);
+        assert!(
+            check.allowed,
+            "closed_lost from {:?}: {check:?}",
+            get_lead(&app, &lead.id).await.stage
+        );
         assert_moves(&app, &lead.id, stage).await;
     }
     let lost = assert_moves(&app, &lead.id, "closed_lost").await;
@@ -355,17 +397,46 @@ async fn transition_rules_of_the_default_pipeline(app: TestApp) {
     let id = lead.id.clone();
 
     // Skipping forward over open stages is refused, even when every criterion is met.
-    assert_refused(&app, &id, "proposal", &[transition("lead_generation", "proposal")]).await;
-    assert_refused(&app, &id, "negotiation", &[transition("lead_generation", "negotiation")]).await;
+    assert_refused(
+        &app,
+        &id,
+        "proposal",
+        &[transition("lead_generation", "proposal")],
+    )
+    .await;
+    assert_refused(
+        &app,
+        &id,
+        "negotiation",
+        &[transition("lead_generation", "negotiation")],
+    )
+    .await;
     // Winning is only possible from the last open stage.
-    assert_refused(&app, &id, "closed_won", &[transition("lead_generation", "closed_won")]).await;
+    assert_refused(
+        &app,
+        &id,
+        "closed_won",
+        &[transition("lead_generation", "closed_won")],
+    )
+    .await;
     // Moving to the current stage is not a move.
-    assert_refused(&app, &id, "lead_generation", &[transition("lead_generation", "lead_generation")]).await;
+    assert_refused(
+        &app,
+        &id,
+        "lead_generation",
+        &[transition("lead_generation", "lead_generation")],
+    )
+    .await;
 
     // Transition first, then the unmet criteria of the target in definition order.
     let bare = create(&app, new_lead("Bare")).await;
     let mut expected = vec![transition("lead_generation", "proposal")];
-    expected.extend(criteria(&["bant_budget", "bant_authority", "bant_need", "bant_timeline"]));
+    expected.extend(criteria(&[
+        "bant_budget",
+        "bant_authority",
+        "bant_need",
+        "bant_timeline",
+    ]));
     assert_refused(&app, &bare.id, "proposal", &expected).await;
 
     // Backward moves are allowed and recorded.
@@ -380,8 +451,20 @@ async fn transition_rules_of_the_default_pipeline(app: TestApp) {
     assert!(won.close_time.is_some());
 
     // A closed lead cannot move to another closed stage, or stay where it is.
-    assert_refused(&app, &id, "closed_lost", &[transition("closed_won", "closed_lost")]).await;
-    assert_refused(&app, &id, "closed_won", &[transition("closed_won", "closed_won")]).await;
+    assert_refused(
+        &app,
+        &id,
+        "closed_lost",
+        &[transition("closed_won", "closed_lost")],
+    )
+    .await;
+    assert_refused(
+        &app,
+        &id,
+        "closed_won",
+        &[transition("closed_won", "closed_won")],
+    )
+    .await;
 
     // Reopening into an open stage is allowed and makes the lead open again.
     let reopened = assert_moves(&app, &id, "negotiation").await;
@@ -416,7 +499,13 @@ async fn transition_rules_of_the_default_pipeline(app: TestApp) {
     .await;
     let closed = assert_moves(&app, &lost.id, "closed_lost").await;
     assert!(closed.close_time.is_some());
-    assert_refused(&app, &lost.id, "qualification", &criteria(&["contact_known"])).await;
+    assert_refused(
+        &app,
+        &lost.id,
+        "qualification",
+        &criteria(&["contact_known"]),
+    )
+    .await;
     update_lead(
         &app,
         pb::Lead {
@@ -431,7 +520,10 @@ async fn transition_rules_of_the_default_pipeline(app: TestApp) {
     assert_eq!(reopened.close_time, None, "reopening clears close_time");
     assert!((reopened.win_probability - 0.20).abs() < 1e-9);
     let fetched = get_lead(&app, &lost.id).await;
-    assert_eq!(fetched.close_time, None, "and the cleared close_time is stored");
+    assert_eq!(
+        fetched.close_time, None,
+        "and the cleared close_time is stored"
+    );
 }
 
 async fn unknown_and_malformed_targets_are_precise_errors(app: TestApp) {
@@ -528,8 +620,16 @@ async fn move_checks_the_etag(app: TestApp) {
     .await
     .unwrap_err();
     assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
-    assert_eq!(get_lead(&app, &lead.id).await, renamed, "the stale move wrote nothing");
-    assert_eq!(stage_changes(&app, &lead.id).await.len(), 1, "and recorded nothing");
+    assert_eq!(
+        get_lead(&app, &lead.id).await,
+        renamed,
+        "the stale move wrote nothing"
+    );
+    assert_eq!(
+        stage_changes(&app, &lead.id).await.len(),
+        1,
+        "and recorded nothing"
+    );
 
     let moved = move_with(
         &app,
@@ -609,7 +709,10 @@ async fn move_retries_with_one_request_id_move_once(app: TestApp) {
         .into_iter()
         .map(|r| r.unwrap().expect("every concurrent retry succeeds"))
         .collect();
-    assert!(results.iter().all(|r| *r == results[0]), "one result for all retries");
+    assert!(
+        results.iter().all(|r| *r == results[0]),
+        "one result for all retries"
+    );
     assert_eq!(results[0].stage, "proposal");
     let after = stage_changes(&app, &lead.id).await;
     assert_eq!(after.len(), 3, "exactly one new row: {after:#?}");
@@ -697,7 +800,13 @@ async fn concurrent_moves_without_etag_keep_the_history_chain(app: TestApp) {
     )
     .await;
     let targets: Vec<&'static str> = (0..20)
-        .map(|i| if i % 2 == 0 { "qualification" } else { "lead_generation" })
+        .map(|i| {
+            if i % 2 == 0 {
+                "qualification"
+            } else {
+                "lead_generation"
+            }
+        })
         .collect();
     let calls = targets.iter().map(|&stage| {
         let mut client = app.leads.clone();
@@ -733,7 +842,11 @@ async fn concurrent_moves_without_etag_keep_the_history_chain(app: TestApp) {
 
     let current = get_lead(&app, &lead.id).await;
     let history = stage_changes(&app, &lead.id).await;
-    assert_eq!(history.len(), succeeded + 1, "one change per successful move: {history:#?}");
+    assert_eq!(
+        history.len(),
+        succeeded + 1,
+        "one change per successful move: {history:#?}"
+    );
     assert_unbroken_chain(&history, &current);
     for change in &history[1..] {
         assert_eq!(change.note, format!("to {}", change.to_stage));
@@ -778,7 +891,10 @@ async fn stage_changes_list_oldest_first_in_pages(app: TestApp) {
             .all(|w| micros(&w[0].change_time) <= micros(&w[1].change_time)),
         "oldest first"
     );
-    assert_eq!(all[0].change_time, get_lead(&app, &lead.id).await.create_time);
+    assert_eq!(
+        all[0].change_time,
+        get_lead(&app, &lead.id).await.create_time
+    );
     assert_unbroken_chain(&all, &get_lead(&app, &lead.id).await);
 
     // Pages of two return every change once, in the same order.
@@ -873,5 +989,9 @@ async fn history_is_deleted_with_the_lead(app: TestApp) {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let status = move_to(&app, &doomed.id, "proposal").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    assert_eq!(stage_changes(&app, &kept.id).await, kept_history, "other leads keep theirs");
+    assert_eq!(
+        stage_changes(&app, &kept.id).await,
+        kept_history,
+        "other leads keep theirs"
+    );
 }

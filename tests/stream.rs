@@ -21,7 +21,10 @@ on_both_backends!(
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn watch(app: &TestApp, request: pb::WatchStageChangesRequest) -> Streaming<pb::StageChangeEvent> {
+async fn watch(
+    app: &TestApp,
+    request: pb::WatchStageChangesRequest,
+) -> Streaming<pb::StageChangeEvent> {
     app.leads
         .clone()
         .watch_stage_changes(request)
@@ -73,10 +76,16 @@ async fn replay_hands_over_to_live_without_gap_or_duplicate(app: TestApp) {
     );
     let moved = &replayed[2];
     assert_eq!(moved.lead_id, first.id);
-    assert_eq!((moved.from_stage.as_str(), moved.to_stage.as_str()), ("lead_generation", "qualification"));
+    assert_eq!(
+        (moved.from_stage.as_str(), moved.to_stage.as_str()),
+        ("lead_generation", "qualification")
+    );
     assert_eq!(moved.lead.as_ref().unwrap().stage, "qualification");
     assert!(!moved.actor.is_empty());
-    assert_eq!(replayed[0].from_stage, "", "creation events have no from_stage");
+    assert_eq!(
+        replayed[0].from_stage, "",
+        "creation events have no from_stage"
+    );
 
     // Live moves while the stream is open continue the sequence with no gap.
     let movers = (0..4).map(|i| {
@@ -208,8 +217,7 @@ async fn concurrent_movers_and_random_reconnects_lose_nothing(app: TestApp) {
     let subscribers = (0..3).map(|_| {
         let addr = app.addr;
         tokio::spawn(async move {
-            let mut client =
-                pb::lead_service_client::LeadServiceClient::new(connect(addr).await);
+            let mut client = pb::lead_service_client::LeadServiceClient::new(connect(addr).await);
             let mut seen = Vec::new();
             let mut last = 0;
             while last < total {
@@ -246,7 +254,11 @@ async fn concurrent_movers_and_random_reconnects_lose_nothing(app: TestApp) {
                 .unwrap()
                 .into_inner();
             for m in 0..MOVES_EACH {
-                let stage = if m % 2 == 0 { "qualification" } else { "lead_generation" };
+                let stage = if m % 2 == 0 {
+                    "qualification"
+                } else {
+                    "lead_generation"
+                };
                 client
                     .move_lead(pb::MoveLeadRequest {
                         id: lead.id.clone(),
@@ -263,7 +275,11 @@ async fn concurrent_movers_and_random_reconnects_lose_nothing(app: TestApp) {
     }
     for subscriber in futures::future::join_all(subscribers).await {
         let seen = subscriber.unwrap();
-        assert_eq!(seen, (1..=total).collect::<Vec<_>>(), "every event exactly once, in order");
+        assert_eq!(
+            seen,
+            (1..=total).collect::<Vec<_>>(),
+            "every event exactly once, in order"
+        );
     }
 }
 
@@ -306,7 +322,11 @@ async fn shutdown_ends_streams_with_unavailable(app: TestApp) {
     let (_, message) = tokio::join!(stopped, tokio::time::timeout(WAIT, stream.message()));
     let status = message.expect("stream ends in time").unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("after_sequence = 1"), "{}", status.message());
+    assert!(
+        status.message().contains("after_sequence = 1"),
+        "{}",
+        status.message()
+    );
 }
 
 async fn expired_and_future_sequences_are_out_of_range(app: TestApp) {

@@ -10,7 +10,7 @@ use super::{AppError, now};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::pipeline::Pipeline;
 use crate::domain::policy::{CompiledPipeline, default_pipeline};
-use crate::store::pipelines;
+use crate::store::pipelines::{self, RowLock};
 
 #[derive(Clone)]
 pub struct CachedPipeline {
@@ -31,9 +31,10 @@ impl PipelineCatalog {
         db: &impl ConnectionTrait,
         tenant: &TenantId,
         id: &PipelineId,
+        lock: RowLock,
     ) -> Result<Option<CachedPipeline>, AppError> {
         let key = (tenant.clone(), id.clone());
-        let Some(version) = pipelines::find_version(db, tenant, id).await? else {
+        let Some(version) = pipelines::find_version(db, tenant, id, lock).await? else {
             return self.materialize_default(db, tenant, id).await;
         };
         if let Some(cached) = self
@@ -44,7 +45,7 @@ impl PipelineCatalog {
         {
             return Ok(Some(cached));
         }
-        match pipelines::find(db, tenant, id).await? {
+        match pipelines::find(db, tenant, id, RowLock::None).await? {
             Some(pipeline) => Ok(Some(self.remember(tenant, &pipeline)?)),
             None => Ok(None),
         }
@@ -96,7 +97,7 @@ impl PipelineCatalog {
             version: 1,
         };
         pipelines::insert_if_absent(db, tenant, &pipeline).await?;
-        match pipelines::find(db, tenant, id).await? {
+        match pipelines::find(db, tenant, id, RowLock::None).await? {
             Some(stored) => Ok(Some(self.remember(tenant, &stored)?)),
             None => Ok(None),
         }

@@ -39,9 +39,14 @@ pub struct EventFilter {
 impl EventFilter {
     pub fn matches(&self, event: &StageChangeEvent) -> bool {
         let change = &event.change;
-        self.pipeline_id.as_ref().is_none_or(|p| *p == change.pipeline_id)
+        self.pipeline_id
+            .as_ref()
+            .is_none_or(|p| *p == change.pipeline_id)
             && (self.stages.is_empty() || self.stages.contains(&change.to_stage))
-            && self.owner.as_ref().is_none_or(|o| *o == event.lead.fields.owner)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| *o == event.lead.fields.owner)
             && self.lead_id.is_none_or(|id| id == change.lead_id)
     }
 }
@@ -85,7 +90,12 @@ impl EventHub {
     /// A local transaction of `tenant` committed an outbox row.
     pub fn committed(&self, tenant: &TenantId) {
         self.wake(tenant);
-        if let Some(relay) = self.relay.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(relay) = self
+            .relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             relay.committed(tenant);
         }
     }
@@ -143,7 +153,10 @@ impl EventHub {
 
     /// A receiver of the tenant's live events. Created under the map lock so that a tailer that
     /// finds no receivers and retires cannot race with a new subscriber.
-    fn live_events(self: &Arc<Self>, tenant: &TenantId) -> broadcast::Receiver<Arc<StageChangeEvent>> {
+    fn live_events(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+    ) -> broadcast::Receiver<Arc<StageChangeEvent>> {
         let mut feeds = self.feeds();
         if let Some(feed) = feeds.get(tenant) {
             return feed.sender.subscribe();
@@ -225,7 +238,9 @@ async fn check_retained(
             oldest_available: None,
         });
     }
-    let oldest = outbox::oldest_sequence(db, tenant).await?.unwrap_or(last + 1);
+    let oldest = outbox::oldest_sequence(db, tenant)
+        .await?
+        .unwrap_or(last + 1);
     if after + 1 < oldest {
         return Err(expired(after, oldest));
     }
@@ -294,9 +309,10 @@ impl Subscriber {
     /// Delivers everything committed above the cursor, from the database.
     async fn catch_up(&mut self) -> Result<(), Stop> {
         loop {
-            let events = outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
-                .await
-                .map_err(|e| Stop::Failed(e.into()))?;
+            let events =
+                outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
+                    .await
+                    .map_err(|e| Stop::Failed(e.into()))?;
             let full = events.len() as u64 == READ_BATCH;
             for event in events {
                 if event.change.sequence != self.cursor + 1 {

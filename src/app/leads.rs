@@ -13,6 +13,7 @@ use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
 use crate::domain::policy::MoveViolation;
+use crate::store::pipelines::RowLock;
 use crate::store::{Store, StoreError, history, idempotency, lead_query, leads, sequences};
 
 /// How often a write that lost a race without an etag re-reads and tries again.
@@ -86,7 +87,16 @@ impl LeadService {
         {
             return Ok(lead);
         }
-        let pipeline = self.pipeline_for_new_lead(ctx, &new.pipeline_id).await?;
+        let tx = self.store.begin_write().await?;
+        if let Some(key) = &idempotency
+            && !reserve(&tx, &ctx.tenant, key, METHOD).await?
+        {
+            tx.rollback().await.ok();
+            return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
+        }
+        let pipeline = self
+            .pipeline_for_new_lead(&tx, &ctx.tenant, &new.pipeline_id)
+            .await?;
         let definition = pipeline.compiled.definition();
         let first = definition.first_stage();
         let time = now();
@@ -111,14 +121,6 @@ impl LeadService {
                 ),
                 unmet,
             ));
-        }
-
-        let tx = self.store.begin_write().await?;
-        if let Some(key) = &idempotency
-            && !reserve(&tx, &ctx.tenant, key, METHOD).await?
-        {
-            tx.rollback().await.ok();
-            return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
         }
         leads::insert(&tx, &ctx.tenant, &lead).await?;
         let change = StageChange {
@@ -285,7 +287,9 @@ impl LeadService {
             let current = self
                 .find_expected(&tx, tenant, &command.id, command.expected_version)
                 .await?;
-            let pipeline = self.pipeline_of(&tx, tenant, &current).await?;
+            let pipeline = self
+                .pipeline_of(&tx, tenant, &current, RowLock::KeyShare)
+                .await?;
             let plan = pipeline
                 .compiled
                 .check_move(&current, &command.to)
@@ -350,7 +354,9 @@ impl LeadService {
         let lead = leads::find(reader, &ctx.tenant, id)
             .await?
             .ok_or_else(|| AppError::lead_not_found(id))?;
-        let pipeline = self.pipeline_of(reader, &ctx.tenant, &lead).await?;
+        let pipeline = self
+            .pipeline_of(reader, &ctx.tenant, &lead, RowLock::None)
+            .await?;
         Ok(pipeline
             .compiled
             .check_move(&lead, to)
@@ -389,13 +395,16 @@ impl LeadService {
         Ok((changes, next))
     }
 
+    /// The pipeline a new lead enters, read (and key-share locked) in the creating transaction,
+    /// so that a concurrent update cannot remove the first stage under it.
     async fn pipeline_for_new_lead(
         &self,
-        ctx: &RequestContext,
+        tx: &DatabaseTransaction,
+        tenant: &TenantId,
         id: &PipelineId,
     ) -> Result<CachedPipeline, AppError> {
         self.catalog
-            .get(self.store.reader(), &ctx.tenant, id)
+            .get(tx, tenant, id, RowLock::KeyShare)
             .await?
             .ok_or_else(|| {
                 AppError::invalid(
@@ -405,14 +414,17 @@ impl LeadService {
             })
     }
 
+    /// The lead's pipeline. Moves pass `RowLock::KeyShare` so that a concurrent update cannot
+    /// remove the target stage between the check and the commit.
     async fn pipeline_of(
         &self,
         db: &impl sea_orm::ConnectionTrait,
         tenant: &TenantId,
         lead: &Lead,
+        lock: RowLock,
     ) -> Result<CachedPipeline, AppError> {
         self.catalog
-            .get(db, tenant, &lead.pipeline_id)
+            .get(db, tenant, &lead.pipeline_id, lock)
             .await?
             .ok_or_else(|| {
                 AppError::Internal(format!("lead {} refers to a missing pipeline", lead.id))

@@ -10,7 +10,8 @@ use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{Pipeline, PipelineDefinition};
 use crate::domain::policy::CompiledPipeline;
-use crate::store::{Store, StoreError, leads, pipelines};
+use crate::store::pipelines::{self, RowLock};
+use crate::store::{Store, StoreError, leads};
 
 /// A field of a pipeline named in an update mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ impl PipelineService {
         if id == PipelineId::default_pipeline() {
             // Make sure a tenant's own default exists before reporting the conflict.
             self.catalog
-                .get(self.store.writer(), &ctx.tenant, &id)
+                .get(self.store.writer(), &ctx.tenant, &id, RowLock::None)
                 .await?;
         }
         let time = now();
@@ -109,10 +110,10 @@ impl PipelineService {
     pub async fn get(&self, ctx: &RequestContext, id: &PipelineId) -> Result<Pipeline, AppError> {
         if *id == PipelineId::default_pipeline() {
             self.catalog
-                .get(self.store.reader(), &ctx.tenant, id)
+                .get(self.store.reader(), &ctx.tenant, id, RowLock::None)
                 .await?;
         }
-        pipelines::find(self.store.reader(), &ctx.tenant, id)
+        pipelines::find(self.store.reader(), &ctx.tenant, id, RowLock::None)
             .await?
             .ok_or_else(|| not_found(id))
     }
@@ -130,6 +131,7 @@ impl PipelineService {
                     self.store.reader(),
                     &ctx.tenant,
                     &PipelineId::default_pipeline(),
+                    RowLock::None,
                 )
                 .await?;
             String::new()
@@ -161,10 +163,10 @@ impl PipelineService {
     ) -> Result<Pipeline, AppError> {
         // Materialises the tenant's default pipeline if this is its first use.
         self.catalog
-            .get(self.store.reader(), &ctx.tenant, id)
+            .get(self.store.reader(), &ctx.tenant, id, RowLock::None)
             .await?;
         let tx = self.store.begin_write().await?;
-        let current = pipelines::find(&tx, &ctx.tenant, id)
+        let current = pipelines::find(&tx, &ctx.tenant, id, RowLock::Update)
             .await?
             .ok_or_else(|| not_found(id))?;
         if expected_version.is_some_and(|v| v != current.version) {

@@ -227,7 +227,9 @@ impl From<&StageChangeEvent> for pb::StageChangeEvent {
     }
 }
 
-/// The structure of a pipeline; `CompiledPipeline::compile` checks the rest (order, criteria).
+/// The structure of a pipeline; `policy::compile` checks the rest (order, criteria). A malformed
+/// part is recorded in `violations` and replaced by a placeholder, so that stage and criterion
+/// indices stay aligned and the compiler can still report everything else.
 pub fn pipeline_definition_from_proto(
     pipeline: &pb::Pipeline,
     violations: &mut Violations,
@@ -236,9 +238,7 @@ pub fn pipeline_definition_from_proto(
         .stages
         .iter()
         .enumerate()
-        .filter_map(|(i, stage)| {
-            stage_from_proto(stage, &format!("pipeline.stages[{i}]"), violations)
-        })
+        .map(|(i, stage)| stage_from_proto(stage, i, violations))
         .collect();
     PipelineDefinition {
         display_name: text(
@@ -256,41 +256,43 @@ pub fn pipeline_definition_from_proto(
     }
 }
 
-fn stage_from_proto(stage: &pb::Stage, path: &str, violations: &mut Violations) -> Option<Stage> {
-    let key = violations.check(&format!("{path}.key"), StageKey::parse(&stage.key));
+fn stage_from_proto(stage: &pb::Stage, index: usize, violations: &mut Violations) -> Stage {
+    let path = format!("pipeline.stages[{index}]");
+    let key = violations
+        .check(&format!("{path}.key"), StageKey::parse(&stage.key))
+        .unwrap_or_else(|| placeholder_key(&format!("malformed_stage_{index}")));
     let kind = match pb::StageKind::try_from(stage.kind) {
-        Ok(pb::StageKind::Open) => Some(StageKind::Open),
-        Ok(pb::StageKind::Won) => Some(StageKind::Won),
-        Ok(pb::StageKind::Lost) => Some(StageKind::Lost),
+        Ok(pb::StageKind::Open) => StageKind::Open,
+        Ok(pb::StageKind::Won) => StageKind::Won,
+        Ok(pb::StageKind::Lost) => StageKind::Lost,
         _ => {
             violations.push(
                 format!("{path}.kind"),
                 "must be STAGE_KIND_OPEN, STAGE_KIND_WON or STAGE_KIND_LOST",
             );
-            None
+            StageKind::Open
         }
     };
-    let rotting_days = match u32::try_from(stage.rotting_days) {
-        Ok(days) => Some(days),
-        Err(_) => {
-            violations.push(format!("{path}.rotting_days"), "must not be negative");
-            None
-        }
-    };
-    let criteria: Vec<Criterion> = stage
+    let rotting_days = u32::try_from(stage.rotting_days).unwrap_or_else(|_| {
+        violations.push(format!("{path}.rotting_days"), "must not be negative");
+        0
+    });
+    let entry_criteria = stage
         .entry_criteria
         .iter()
         .enumerate()
-        .filter_map(|(j, c)| {
-            let id = violations.check(
-                &format!("{path}.entry_criteria[{j}].id"),
-                CriterionId::parse(&c.id),
-            )?;
-            Some(Criterion {
-                id,
-                message: c.message.trim().to_owned(),
-                expression: c.expression.clone(),
-            })
+        .map(|(j, c)| Criterion {
+            id: violations
+                .check(
+                    &format!("{path}.entry_criteria[{j}].id"),
+                    CriterionId::parse(&c.id),
+                )
+                .unwrap_or_else(|| {
+                    CriterionId::parse(&format!("malformed_criterion_{j}"))
+                        .expect("placeholder ids are valid")
+                }),
+            message: c.message.trim().to_owned(),
+            expression: c.expression.clone(),
         })
         .collect();
     let display_name = if stage.display_name.trim().is_empty() {
@@ -298,14 +300,18 @@ fn stage_from_proto(stage: &pb::Stage, path: &str, violations: &mut Violations) 
     } else {
         stage.display_name.trim().to_owned()
     };
-    Some(Stage {
-        key: key?,
+    Stage {
+        key,
         display_name,
-        kind: kind?,
+        kind,
         probability: stage.probability,
-        rotting_days: rotting_days?,
-        entry_criteria: criteria,
-    })
+        rotting_days,
+        entry_criteria,
+    }
+}
+
+fn placeholder_key(key: &str) -> StageKey {
+    StageKey::parse(key).expect("placeholder keys are valid")
 }
 
 impl From<&Pipeline> for pb::Pipeline {

@@ -6,12 +6,30 @@ use super::convert::pipeline_definition_from_proto;
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
 use crate::app::pipelines::{PipelineField, PipelineService};
-use crate::domain::Violations;
 use crate::domain::ids::PipelineId;
 use crate::domain::lead::Etag;
+use crate::domain::pipeline::PipelineDefinition;
+use crate::domain::{FieldViolation, Violations, policy};
 
 pub struct PipelineApi {
     pub pipelines: PipelineService,
+}
+
+/// Reports the conversion's violations together with everything the policy compiler finds in
+/// the rest of the definition, so one response names every bad field.
+fn invalid_definition(mut found: Vec<FieldViolation>, definition: &PipelineDefinition) -> Status {
+    if let Err(more) = policy::compile(definition.clone()) {
+        // Placeholders stand in for malformed kinds, so whole-pipeline findings may be artefacts.
+        let kinds_reported = found.iter().any(|v| v.field.ends_with(".kind"));
+        for violation in more {
+            let duplicate = found.iter().any(|v| v.field == violation.field);
+            let artefact = kinds_reported && violation.field == "pipeline.stages";
+            if !duplicate && !artefact {
+                found.push(violation);
+            }
+        }
+    }
+    invalid_argument(found)
 }
 
 fn pipeline_id(field: &str, value: &str) -> Result<PipelineId, Status> {
@@ -31,7 +49,9 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
         let mut violations = Violations::default();
         let id = violations.check("pipeline.id", PipelineId::parse(&pipeline.id));
         let definition = pipeline_definition_from_proto(&pipeline, &mut violations);
-        violations.into_result().map_err(invalid_argument)?;
+        violations
+            .into_result()
+            .map_err(|found| invalid_definition(found, &definition))?;
         let created = self
             .pipelines
             .create(&ctx, id.expect("validated"), definition)
@@ -107,7 +127,13 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
                     .collect(),
             );
         }
-        violations.into_result().map_err(invalid_argument)?;
+        violations.into_result().map_err(|found| {
+            if touches_stages {
+                invalid_definition(found, &definition)
+            } else {
+                invalid_argument(found)
+            }
+        })?;
         let updated = self
             .pipelines
             .update(

@@ -1,9 +1,7 @@
 //! Reading and pruning the outbox that `history::append` writes.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::StoreError;
 use super::entities::{outbox, tenant_sequence};
@@ -52,7 +50,10 @@ pub async fn oldest_sequence(
 }
 
 /// The last committed sequence of the tenant; 0 before its first change.
-pub async fn last_sequence(db: &impl ConnectionTrait, tenant: &TenantId) -> Result<i64, StoreError> {
+pub async fn last_sequence(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+) -> Result<i64, StoreError> {
     Ok(tenant_sequence::Entity::find()
         .select_only()
         .column(tenant_sequence::Column::LastSequence)

@@ -1,6 +1,7 @@
 //! The pipelines repository. Definitions are stored as JSON: a pipeline is read whole and
 //! written whole, and its stages are never queried one by one.
 
+use sea_orm::sea_query::LockType;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
@@ -39,12 +40,36 @@ pub async fn find(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     id: &PipelineId,
+    lock: RowLock,
 ) -> Result<Option<Pipeline>, StoreError> {
-    pipeline::Entity::find_by_id((tenant.to_string(), id.to_string()))
-        .one(db)
-        .await?
-        .map(from_row)
-        .transpose()
+    locked(
+        pipeline::Entity::find_by_id((tenant.to_string(), id.to_string())),
+        lock,
+    )
+    .one(db)
+    .await?
+    .map(from_row)
+    .transpose()
+}
+
+/// How a read inside a write transaction locks the pipeline row (PostgreSQL; SQLite serialises
+/// writers anyway and ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLock {
+    None,
+    /// Writes that put leads into the pipeline's stages: they must not interleave with an update
+    /// that removes stages, but may run beside each other.
+    KeyShare,
+    /// An update of the pipeline itself.
+    Update,
+}
+
+fn locked<S: QuerySelect>(select: S, lock: RowLock) -> S {
+    match lock {
+        RowLock::None => select,
+        RowLock::KeyShare => select.lock(LockType::KeyShare),
+        RowLock::Update => select.lock(LockType::Update),
+    }
 }
 
 /// Only the version, to revalidate a cached compiled pipeline cheaply.
@@ -52,9 +77,10 @@ pub async fn find_version(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     id: &PipelineId,
+    lock: RowLock,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(pipeline::Entity::find()
-        .select_only()
+    let select = pipeline::Entity::find().select_only();
+    Ok(locked(select, lock)
         .column(pipeline::Column::Version)
         .filter(pipeline::Column::TenantId.eq(tenant.as_str()))
         .filter(pipeline::Column::Id.eq(id.as_str()))
