@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/leadpipe/v1/lead.proto",
     "proto/leadpipe/v1/lead_service.proto",
     "proto/leadpipe/v1/pipeline.proto",
+    "proto/leadpipe/v1/forecast.proto",
 ];
 
 /// Described by reflection so that tools such as grpcurl can decode error details; the Rust

@@ -6,13 +6,22 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
+use crate::app::api_keys::KeyService;
 use crate::app::catalog::PipelineCatalog;
 use crate::app::events::EventHub;
+use crate::app::forecast::model::ModelCache;
+use crate::app::forecast::{ForecastService, LeadScorer};
+use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
 use crate::app::pipelines::PipelineService;
+use crate::grpc::auth::{AuthLayer, AuthMode, AuthRefused};
+use crate::grpc::forecast_service::ForecastApi;
+use crate::grpc::guard::{GuardConfig, GuardLayer, Readiness};
 use crate::grpc::lead_service::LeadApi;
 use crate::grpc::pb;
 use crate::grpc::pipeline_service::PipelineApi;
@@ -28,6 +37,87 @@ pub struct Settings {
     pub outbox_retention: Duration,
     /// How often expired events and idempotency keys are removed.
     pub maintenance_interval: Duration,
+    /// TLS for the gRPC port; plaintext when None.
+    pub tls: Option<TlsSettings>,
+    pub limits: Limits,
+    /// How often the database is pinged to keep the health status current.
+    pub health_check_interval: Duration,
+    /// When calls need an API key.
+    pub auth: AuthMode,
+}
+
+/// The server's certificate chain and key, and optionally the CA that client certificates must
+/// chain to (mTLS). All PEM.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("mtls", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        Ok(Self {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: client_ca.map(read).transpose()?,
+        })
+    }
+
+    fn server_config(&self) -> ServerTlsConfig {
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            // A client that opens a connection and stalls the handshake is dropped.
+            .timeout(Duration::from_secs(10));
+        if let Some(ca) = &self.client_ca_pem {
+            config = config.client_ca_root(Certificate::from_pem(ca));
+        }
+        config
+    }
+}
+
+/// Limits that protect the server from abusive or runaway clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest message decoded from a client or encoded for one, on every service.
+    pub max_message_size: usize,
+    /// The most WatchStageChanges streams one tenant may hold open.
+    pub max_streams_per_tenant: usize,
+    /// The deadline of calls whose client sets none (or a longer one); None for no default.
+    pub request_timeout: Option<Duration>,
+    /// Sustained requests per second per tenant; 0 turns the rate limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests a tenant may send in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 4 * 1024 * 1024,
+            max_streams_per_tenant: crate::app::events::DEFAULT_MAX_STREAMS_PER_TENANT,
+            request_timeout: Some(Duration::from_secs(30)),
+            rate_limit_per_second: 2000,
+            rate_limit_burst: 4000,
+        }
+    }
 }
 
 impl Settings {
@@ -36,6 +126,10 @@ impl Settings {
             store,
             outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
             maintenance_interval: Duration::from_secs(60),
+            tls: None,
+            limits: Limits::default(),
+            health_check_interval: Duration::from_secs(1),
+            auth: AuthMode::Auto,
         }
     }
 }
@@ -44,25 +138,67 @@ pub struct App {
     pub store: Store,
     pub leads: LeadService,
     pub pipelines: PipelineService,
+    pub import: ImportService,
+    pub forecasts: ForecastService,
     settings: Settings,
     shutdown: watch::Sender<bool>,
+    /// Set once the database is connected and migrated.
+    readiness: Readiness,
 }
 
 impl App {
-    /// Connects, migrates and wires the services.
+    /// Connects, migrates and wires the services. Fails if the database cannot be reached.
     pub async fn build(settings: &Settings) -> Result<Self, StoreError> {
         let store = Store::connect(&settings.store).await?;
         store.migrate().await?;
+        Ok(Self::wire(store, settings, Readiness::ready()))
+    }
+
+    /// Wires the services without waiting for the database: it tries to connect and migrate
+    /// once (waiting at most the store's acquire timeout for the database to answer), and only
+    /// a malformed database URL fails. If the database is not ready, `serve` keeps connecting
+    /// and migrating, with backoff, while health reports NOT_SERVING and calls get UNAVAILABLE;
+    /// once the database is ready it serves normally.
+    pub async fn start(settings: &Settings) -> Result<Self, StoreError> {
+        let store = Store::connect_lazy(&settings.store).await?;
+        // One attempt now, so that a server whose database is up is ready when it binds.
+        let readiness = Readiness::default();
+        match tokio::time::timeout(settings.store.acquire_timeout, store.ping()).await {
+            Ok(Ok(())) => match store.migrate().await {
+                Ok(()) => readiness.set_ready(),
+                Err(error) => {
+                    tracing::warn!(%error, "migrations failed; retrying in the background")
+                }
+            },
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "database not reachable; serving NOT_SERVING until it is")
+            }
+            Err(_) => tracing::warn!("database did not answer; serving NOT_SERVING until it does"),
+        }
+        Ok(Self::wire(store, settings, readiness))
+    }
+
+    fn wire(store: Store, settings: &Settings, readiness: Readiness) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let catalog = Arc::new(PipelineCatalog::default());
+        let models = Arc::new(ModelCache::default());
         let events = EventHub::new(store.clone(), shutdown_rx);
-        Ok(Self {
-            leads: LeadService::new(store.clone(), catalog.clone(), events),
+        events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
+        Self {
+            leads: LeadService::new(
+                store.clone(),
+                catalog.clone(),
+                events,
+                LeadScorer::new(models.clone()),
+            ),
+            import: ImportService::new(store.clone(), catalog.clone()),
+            forecasts: ForecastService::new(store.clone(), catalog.clone(), models),
             pipelines: PipelineService::new(store.clone(), catalog),
             store,
             settings: settings.clone(),
             shutdown,
-        })
+            readiness,
+        }
     }
 
     /// Serves until `shutdown` completes. Open streams then end with UNAVAILABLE, and in-flight
@@ -73,12 +209,12 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<pb::lead_service_server::LeadServiceServer<LeadApi>>()
-            .await;
-        health
-            .set_serving::<pb::pipeline_service_server::PipelineServiceServer<PipelineApi>>()
-            .await;
+        let initial = if self.readiness.is_ready() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        set_health(&health, initial).await;
         // Both reflection versions: grpcurl before 1.9 and many other tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -96,9 +232,11 @@ impl App {
                 self.shutdown.subscribe(),
             );
         }
-        tokio::spawn(maintain(
+        tokio::spawn(supervise(
             self.store.clone(),
             self.settings.clone(),
+            self.readiness.clone(),
+            health,
             self.shutdown.subscribe(),
         ));
 
@@ -107,27 +245,199 @@ impl App {
             shutdown.await;
             let _ = stop_streams.send(true);
         };
-        tracing::info!(address = %listener.local_addr()?, "leadpipe serving");
-        let result = Server::builder()
+        tracing::info!(
+            address = %listener.local_addr()?,
+            tls = self.settings.tls.is_some(),
+            mtls = self.settings.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+            "leadpipe serving"
+        );
+        let limits = &self.settings.limits;
+        let max = limits.max_message_size;
+        let guard = GuardLayer::new(
+            &GuardConfig {
+                rate_limit_per_second: limits.rate_limit_per_second,
+                rate_limit_burst: limits.rate_limit_burst,
+                request_timeout: limits.request_timeout,
+            },
+            self.readiness.clone(),
+        );
+        let auth = AuthLayer::new(
+            KeyService::new(self.store.clone()),
+            self.settings.auth,
+            listener.local_addr()?,
+            self.readiness.clone(),
+        );
+        auth.resolve().await?;
+        let mut server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(pb::lead_service_server::LeadServiceServer::new(LeadApi {
-                leads: self.leads,
-            }))
-            .add_service(pb::pipeline_service_server::PipelineServiceServer::new(
-                PipelineApi {
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        if let Some(tls) = &self.settings.tls {
+            server = server.tls_config(tls.server_config())?;
+        }
+        // Layers run outermost first. The guard reads the tenant from the RequestContext that
+        // authentication puts into the request's extensions, so it comes after that layer.
+        let result = server
+            .layer(auth)
+            .layer(guard)
+            .add_service(
+                health_service
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                reflection_v1
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                reflection_v1alpha
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::lead_service_server::LeadServiceServer::new(LeadApi {
+                    leads: self.leads,
+                    import: self.import,
+                    forecasts: self.forecasts.clone(),
+                })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::pipeline_service_server::PipelineServiceServer::new(PipelineApi {
                     pipelines: self.pipelines,
-                },
-            ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::forecast_service_server::ForecastServiceServer::new(ForecastApi {
+                    forecasts: self.forecasts,
+                })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            // Without TCP_NODELAY, responses larger than one segment wait for the client's
+            // delayed ACK (about 40 ms).
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await;
         let _ = self.shutdown.send(true);
         self.store.close().await;
         tracing::info!("leadpipe stopped");
         Ok(result?)
+    }
+}
+
+impl App {
+    /// Refuses, before binding, to serve on `addr` without authentication when that is not
+    /// allowed (auto mode, no unrevoked API key, not a loopback address).
+    pub async fn check_auth(&self, addr: std::net::SocketAddr) -> Result<(), AuthRefused> {
+        crate::grpc::auth::check(&self.store, self.settings.auth, addr).await
+    }
+}
+
+/// The first and the longest wait between attempts to reach the database at start-up.
+const CONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <pb::lead_service_server::LeadServiceServer<LeadApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <pb::pipeline_service_server::PipelineServiceServer<PipelineApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <pb::forecast_service_server::ForecastServiceServer<ForecastApi> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Brings the database up if it is not yet (connect and migrate, with exponential backoff), then
+/// runs maintenance and keeps the health status in step with the database: a failed ping flips
+/// it to NOT_SERVING, the next good one back to SERVING.
+async fn supervise(
+    store: Store,
+    settings: Settings,
+    readiness: Readiness,
+    health: HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = CONNECT_BACKOFF_FIRST;
+    let mut attempts = 0u32;
+    while !readiness.is_ready() {
+        attempts += 1;
+        let attempt = async {
+            store.ping().await?;
+            store.migrate().await
+        };
+        match attempt.await {
+            Ok(()) => {
+                readiness.set_ready();
+                tracing::info!(attempts, "database connected and migrated; serving");
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, attempts, retry_in = ?delay, "database not reachable at start-up; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(CONNECT_BACKOFF_MAX);
+    }
+    set_health(&health, ServingStatus::Serving).await;
+    tokio::spawn(maintain(store.clone(), settings.clone(), shutdown.clone()));
+
+    let mut serving = true;
+    let mut interval = tokio::time::interval(settings.health_check_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let timeout = settings.store.acquire_timeout.max(Duration::from_secs(1));
+        let reachable = match tokio::time::timeout(timeout, store.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                if serving {
+                    tracing::warn!(%error, "database lost; health is NOT_SERVING");
+                }
+                false
+            }
+            Err(_) => {
+                if serving {
+                    tracing::warn!("database ping timed out; health is NOT_SERVING");
+                }
+                false
+            }
+        };
+        if reachable != serving {
+            serving = reachable;
+            if serving {
+                tracing::info!("database reachable again; health is SERVING");
+            }
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+        }
     }
 }
 

@@ -57,6 +57,23 @@ fn start_server(url: &str, addr: SocketAddr) -> Child {
         .expect("start leadpipe")
 }
 
+/// The server accepts connections before its database is ready; writes start once health says so.
+async fn wait_until_serving(channel: tonic::transport::Channel) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..200 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server never reported SERVING");
+}
+
 /// What clients were told: lead id → etags of every acknowledged write.
 type Acknowledged = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
@@ -64,6 +81,7 @@ async fn kill_and_verify(url: &str, round: usize) {
     let addr = free_addr();
     let mut server = start_server(url, addr);
     let channel = connect(addr).await;
+    wait_until_serving(channel.clone()).await;
     let acknowledged: Acknowledged = Arc::default();
 
     let writers: Vec<_> = (0..6)
@@ -129,11 +147,9 @@ async fn kill_and_verify(url: &str, round: usize) {
     let addr = free_addr();
     let mut server = start_server(url, addr);
     let channel = connect(addr).await;
-    verify(
-        LeadServiceClient::new(channel),
-        &acknowledged.lock().unwrap(),
-    )
-    .await;
+    wait_until_serving(channel.clone()).await;
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    verify(LeadServiceClient::new(channel), &acknowledged).await;
     server.kill().unwrap();
     server.wait().unwrap();
 }

@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_schema;
+mod m20261126_000002_api_keys;
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";
@@ -19,6 +20,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_schema::Migration)]
+        vec![
+            Box::new(m20261126_000001_schema::Migration),
+            Box::new(m20261126_000002_api_keys::Migration),
+        ]
     }
 }

@@ -10,6 +10,7 @@ enum TenantSequences {
     Table,
     TenantId,
     LastSequence,
+    PrunedThrough,
 }
 
 #[derive(DeriveIden)]
@@ -50,11 +51,13 @@ enum Leads {
     Labels,
     LostReason,
     WinProbability,
+    ExpectedValue,
     CreateTime,
     UpdateTime,
     StageEnterTime,
     CloseTime,
     Version,
+    ExternalId,
 }
 
 #[derive(DeriveIden)]
@@ -135,6 +138,7 @@ impl MigrationTrait for Migration {
                     .table(TenantSequences::Table)
                     .col(text(TenantSequences::TenantId).primary_key())
                     .col(bigint(TenantSequences::LastSequence))
+                    .col(bigint(TenantSequences::PrunedThrough).default(0))
                     .to_owned(),
             )
             .await?;
@@ -201,16 +205,23 @@ impl MigrationTrait for Migration {
                     )
                     .col(text_default(Leads::LostReason))
                     .col(ColumnDef::new(Leads::WinProbability).double().not_null())
+                    .col(
+                        ColumnDef::new(Leads::ExpectedValue)
+                            .double()
+                            .not_null()
+                            .default(0.0),
+                    )
                     .col(bigint(Leads::CreateTime))
                     .col(bigint(Leads::UpdateTime))
                     .col(bigint(Leads::StageEnterTime))
                     .col(ColumnDef::new(Leads::CloseTime).big_integer().null())
                     .col(bigint(Leads::Version))
+                    .col(ColumnDef::new(Leads::ExternalId).text().null())
                     .primary_key(Index::create().col(Leads::TenantId).col(Leads::Id))
                     .to_owned(),
             )
             .await?;
-        let lead_indexes: [(&str, Vec<DynIden>); 5] = [
+        let lead_indexes: [(&str, Vec<DynIden>); 6] = [
             (
                 "leads_by_create_time",
                 vec![
@@ -245,6 +256,14 @@ impl MigrationTrait for Migration {
                 ],
             ),
             (
+                "leads_by_expected_value",
+                vec![
+                    Leads::TenantId.into_iden(),
+                    Leads::ExpectedValue.into_iden(),
+                    Leads::Id.into_iden(),
+                ],
+            ),
+            (
                 "leads_by_stage",
                 vec![
                     Leads::TenantId.into_iden(),
@@ -258,6 +277,18 @@ impl MigrationTrait for Migration {
                 .create_index(index(name, Leads::Table, cols))
                 .await?;
         }
+
+        manager
+            .create_index(
+                Index::create()
+                    .name("leads_by_external_id")
+                    .table(Leads::Table)
+                    .col(Leads::TenantId)
+                    .col(Leads::ExternalId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
 
         manager
             .create_table(

@@ -12,6 +12,7 @@
 //! and by a slow poll as a safety net.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,12 @@ const FANOUT_CAPACITY: usize = 1024;
 const READ_BATCH: u64 = 500;
 /// Events buffered per stream before the subscriber waits for its client.
 const STREAM_BUFFER: usize = 64;
+/// Default for `EventHub::set_max_streams_per_tenant`.
+pub const DEFAULT_MAX_STREAMS_PER_TENANT: usize = 1000;
+/// How long a subscriber waits before re-reading the outbox after the database failed, at
+/// first and at most (the wait doubles in between).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Which events a subscriber wants; empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +77,9 @@ pub struct EventHub {
     shutdown: watch::Receiver<bool>,
     poll_interval: Duration,
     relay: Mutex<Option<Arc<dyn CommitListener>>>,
+    /// Open streams per tenant, and the most each tenant may hold.
+    open_streams: Arc<Mutex<HashMap<TenantId, usize>>>,
+    max_streams_per_tenant: AtomicUsize,
 }
 
 impl EventHub {
@@ -80,6 +90,38 @@ impl EventHub {
             shutdown,
             poll_interval: Duration::from_secs(1),
             relay: Mutex::new(None),
+            open_streams: Arc::default(),
+            max_streams_per_tenant: AtomicUsize::new(DEFAULT_MAX_STREAMS_PER_TENANT),
+        })
+    }
+
+    /// The most WatchStageChanges streams one tenant may hold open at once; further requests
+    /// get RESOURCE_EXHAUSTED until one ends.
+    pub fn set_max_streams_per_tenant(&self, max: usize) {
+        self.max_streams_per_tenant.store(max, Ordering::Relaxed);
+    }
+
+    /// The number of streams `tenant` holds open.
+    pub fn open_streams(&self, tenant: &TenantId) -> usize {
+        let open = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Takes one of the tenant's stream slots, released when the returned permit drops.
+    fn stream_permit(&self, tenant: &TenantId) -> Result<StreamPermit, AppError> {
+        let max = self.max_streams_per_tenant.load(Ordering::Relaxed);
+        let mut open = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(tenant.clone()).or_insert(0);
+        if *count >= max {
+            return Err(AppError::ResourceExhausted(format!(
+                "tenant {tenant} already has {max} open WatchStageChanges streams, the most \
+                 allowed; close one or retry later"
+            )));
+        }
+        *count += 1;
+        Ok(StreamPermit {
+            open: self.open_streams.clone(),
+            tenant: tenant.clone(),
         })
     }
 
@@ -122,6 +164,7 @@ impl EventHub {
         filter: EventFilter,
     ) -> Result<EventStream, AppError> {
         let tenant = ctx.tenant.clone();
+        let permit = self.stream_permit(&tenant)?;
         // Subscribe before reading the cursor's position, so that nothing committed in between
         // is missed: anything already read from the database is skipped by sequence.
         let live = self.live_events(&tenant);
@@ -142,6 +185,7 @@ impl EventHub {
             cursor,
             out,
             shutdown: self.shutdown.clone(),
+            _permit: permit,
         };
         tokio::spawn(subscriber.run(live));
         Ok(stream)
@@ -238,11 +282,9 @@ async fn check_retained(
             oldest_available: None,
         });
     }
-    let oldest = outbox::oldest_sequence(db, tenant)
-        .await?
-        .unwrap_or(last + 1);
-    if after + 1 < oldest {
-        return Err(expired(after, oldest));
+    let pruned_through = outbox::pruned_through(db, tenant).await?;
+    if after < pruned_through {
+        return Err(expired(after, pruned_through + 1));
     }
     Ok(())
 }
@@ -256,6 +298,24 @@ fn expired(after: i64, oldest: i64) -> AppError {
     }
 }
 
+/// One open stream of a tenant; dropping it (when the subscriber task ends) frees the slot.
+struct StreamPermit {
+    open: Arc<Mutex<HashMap<TenantId, usize>>>,
+    tenant: TenantId,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.tenant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 struct Subscriber {
     store: Store,
     tenant: TenantId,
@@ -264,6 +324,7 @@ struct Subscriber {
     cursor: i64,
     out: mpsc::Sender<Result<Arc<StageChangeEvent>, AppError>>,
     shutdown: watch::Receiver<bool>,
+    _permit: StreamPermit,
 }
 
 /// Why a subscriber stops.
@@ -309,21 +370,55 @@ impl Subscriber {
     /// Delivers everything committed above the cursor, from the database.
     async fn catch_up(&mut self) -> Result<(), Stop> {
         loop {
-            let events =
-                outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
-                    .await
-                    .map_err(|e| Stop::Failed(e.into()))?;
+            let events = self.read_after_cursor().await?;
             let full = events.len() as u64 == READ_BATCH;
             for event in events {
                 if event.change.sequence != self.cursor + 1 {
-                    // Only retention pruning removes outbox rows, and only from the front.
-                    return Err(Stop::Failed(expired(self.cursor, event.change.sequence)));
+                    self.check_gap().await?;
                 }
                 self.deliver(Arc::new(event)).await?;
             }
             if !full {
                 return Ok(());
             }
+        }
+    }
+
+    /// Sequences used by imported history have no events, so gaps are normal; but if retention
+    /// removed events this subscriber has not seen, it must be told rather than skip them.
+    async fn check_gap(&self) -> Result<(), Stop> {
+        let pruned_through = outbox::pruned_through(self.store.reader(), &self.tenant)
+            .await
+            .map_err(|e| Stop::Failed(e.into()))?;
+        if pruned_through > self.cursor {
+            return Err(Stop::Failed(expired(self.cursor, pruned_through + 1)));
+        }
+        Ok(())
+    }
+
+    /// Reads the next batch above the cursor. While the database is unavailable the stream stays
+    /// open and keeps its cursor: the read is retried with backoff until it succeeds, the client
+    /// goes away or the server shuts down, so no event is lost or repeated across an outage.
+    async fn read_after_cursor(&mut self) -> Result<Vec<StageChangeEvent>, Stop> {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
+                .await
+            {
+                Ok(events) => return Ok(events),
+                Err(crate::store::StoreError::Unavailable(error)) => {
+                    tracing::warn!(tenant = %self.tenant, cursor = self.cursor, %error,
+                        "stream cannot read the outbox; retrying");
+                }
+                Err(error) => return Err(Stop::Failed(error.into())),
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return Err(Stop::Failed(self.shutting_down())),
+                _ = self.out.closed() => return Err(Stop::ClientGone),
+            }
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 

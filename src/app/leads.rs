@@ -6,6 +6,7 @@ use sea_orm::DatabaseTransaction;
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::events::EventHub;
+use super::forecast::LeadScorer;
 use super::{AppError, PreconditionViolation, RequestContext, now};
 use crate::domain::filter::Filter;
 use crate::domain::history::{StageChange, StageChangeEvent};
@@ -60,14 +61,21 @@ pub struct LeadService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
     events: Arc<EventHub>,
+    scorer: LeadScorer,
 }
 
 impl LeadService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, events: Arc<EventHub>) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Arc<PipelineCatalog>,
+        events: Arc<EventHub>,
+        scorer: LeadScorer,
+    ) -> Self {
         Self {
             store,
             catalog,
             events,
+            scorer,
         }
     }
 
@@ -100,7 +108,7 @@ impl LeadService {
         let definition = pipeline.compiled.definition();
         let first = definition.first_stage();
         let time = now();
-        let lead = Lead {
+        let mut lead = Lead {
             id: LeadId::generate(),
             fields: new.fields,
             pipeline_id: new.pipeline_id,
@@ -111,7 +119,9 @@ impl LeadService {
             stage_enter_time: time,
             close_time: None,
             version: 1,
+            external_id: None,
         };
+        lead.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &lead);
         let unmet = pipeline.compiled.check_entry(&lead, &first.key);
         if !unmet.is_empty() {
             return Err(refused(
@@ -227,6 +237,10 @@ impl LeadService {
             if updated.fields == current.fields {
                 return Ok(current);
             }
+            let pipeline = self
+                .pipeline_of(&tx, &ctx.tenant, &current, RowLock::None)
+                .await?;
+            updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
             updated.version += 1;
             updated.update_time = now();
             let labels_changed = updated.fields.labels != current.fields.labels;
@@ -310,7 +324,7 @@ impl LeadService {
             moved.stage_enter_time = time;
             moved.update_time = time;
             moved.close_time = plan.closes.then_some(time);
-            moved.win_probability = plan.probability;
+            moved.win_probability = self.scorer.probability(tenant, &pipeline, &moved);
             moved.version += 1;
             if !leads::update_if_version(&tx, tenant, &moved, current.version, false).await? {
                 tx.rollback().await.ok();

@@ -1,8 +1,11 @@
 //! Application services: each use case composes the domain rules and the store into one
 //! transaction. Transport-agnostic: the gRPC layer converts requests into these calls.
 
+pub mod api_keys;
 pub mod catalog;
 pub mod events;
+pub mod forecast;
+pub mod import;
 pub mod leads;
 pub mod pipelines;
 
@@ -75,6 +78,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     ShuttingDown(String),
+    /// A per-tenant limit (for example open streams) is reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -105,6 +105,82 @@ pub fn compile(expression: &str) -> Result<CompiledExpression, CompileError> {
             expression.len()
         )));
     }
+    if let Some(offset) = too_deeply_nested(expression) {
+        let (line, column) = line_and_column(expression, offset);
+        return Err(CompileError {
+            message: format!("brackets are nested more than {MAX_NESTING} deep"),
+            line,
+            column,
+        });
+    }
+    // The CEL parser recurses deeply (in a debug build some 100 KiB of stack per bracket), more
+    // than a Tokio worker's 2 MiB allow for a hostile expression: compile on a thread of its own
+    // with room to spare. A panic in the parser becomes an error, not a crash.
+    std::thread::scope(|scope| {
+        let compiling = std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn_scoped(scope, || compile_here(expression));
+        match compiling {
+            Ok(compiling) => compiling.join().unwrap_or_else(|_| {
+                Err(CompileError::at_start("the expression could not be parsed"))
+            }),
+            Err(_) => Err(CompileError::at_start(
+                "the server cannot compile expressions right now; retry",
+            )),
+        }
+    })
+}
+
+/// Deepest bracket nesting accepted. Criteria are one-liners; this only stops inputs built to
+/// exhaust the parser.
+pub const MAX_NESTING: usize = 32;
+/// Deepest expression tree accepted, so that evaluating it on any thread is safe.
+pub const MAX_DEPTH: usize = 32;
+/// Stack of the thread that parses and checks an expression (reserved, not committed, memory).
+const COMPILE_STACK: usize = 256 * 1024 * 1024;
+
+/// The byte offset of the first bracket nested deeper than [`MAX_NESTING`], outside string
+/// literals.
+fn too_deeply_nested(expression: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (offset, c) in expression.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(offset);
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn depth(node: &IdedExpr) -> usize {
+    1 + children(&node.expr)
+        .into_iter()
+        .map(depth)
+        .max()
+        .unwrap_or(0)
+}
+
+fn compile_here(expression: &str) -> Result<CompiledExpression, CompileError> {
     let program = ENV
         .compile(expression)
         .map_err(|e| CompileError::from_parse(&e))?;
@@ -112,6 +188,11 @@ pub fn compile(expression: &str) -> Result<CompiledExpression, CompileError> {
         source: expression.to_owned(),
         program,
     };
+    if depth(compiled.program.expression()) > MAX_DEPTH {
+        return Err(CompileError::at_start(format!(
+            "the expression is nested more than {MAX_DEPTH} levels deep; simplify it"
+        )));
+    }
     if let Err((id, message)) = check_lead_fields(compiled.program.expression(), true) {
         let (line, column) = compiled.position_of(id);
         return Err(CompileError {
@@ -517,6 +598,7 @@ fn sample_lead(filled: bool) -> Lead {
         stage_enter_time: now,
         close_time: None,
         version: 1,
+        external_id: None,
     }
 }
 
@@ -540,6 +622,66 @@ pub(crate) mod tests {
 
     fn eval(expression: &str, lead: &Lead) -> Result<bool, String> {
         evaluate(&compile(expression).expect("compiles"), lead)
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_without_crashing() {
+        let hostile = [
+            "(".repeat(15),
+            format!("{}true{}", "(".repeat(100), ")".repeat(100)),
+            format!("{}1{} == [[1]]", "[".repeat(40), "]".repeat(40)),
+            format!("{}1 > 0", "1 + ".repeat(500)),
+            format!("{}lead.title{} > 0", "size(".repeat(60), ")".repeat(60)),
+            format!("lead.title == \"{}\" && {}", "(".repeat(40), "(".repeat(40)),
+        ];
+        for expression in hostile {
+            assert!(compile(&expression).is_err(), "{expression}");
+        }
+        // Brackets inside string literals do not count.
+        let quoted = format!("lead.title != \"{}\"", "(".repeat(40));
+        assert!(compile(&quoted).is_ok());
+    }
+
+    /// The deepest expressions accepted evaluate on a thread with the 2 MiB stack of a Tokio
+    /// worker, where moves evaluate criteria.
+    #[test]
+    fn expressions_at_the_depth_limit_evaluate_on_a_small_stack() {
+        let near = MAX_DEPTH - 2;
+        let shapes = [
+            format!("{}1 > 0", "1 + ".repeat(near)),
+            format!("{}true", "!".repeat(near)),
+            format!(
+                "{}lead.title{} >= 0",
+                "size(".repeat(near / 2),
+                ")".repeat(near / 2)
+            ),
+            format!(
+                "{}true{}",
+                "[".repeat(near / 2),
+                "]".repeat(near / 2) + " != []"
+            ),
+            format!("{}true", "true ? true : ".repeat(near)),
+            format!("{}lead.amount.value > 1.0", "-".repeat(near)),
+        ];
+        let mut compiled = 0;
+        for expression in shapes {
+            let Ok(program) = compile(&expression) else {
+                continue;
+            };
+            compiled += 1;
+            std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || {
+                    let _ = evaluate(&program, &lead());
+                })
+                .unwrap()
+                .join()
+                .expect("evaluates without overflowing the stack");
+        }
+        assert!(
+            compiled >= 3,
+            "most shapes compile at the limit ({compiled})"
+        );
     }
 
     #[test]

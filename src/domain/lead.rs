@@ -61,6 +61,16 @@ pub struct Lead {
     pub close_time: Option<DateTime<Utc>>,
     /// Incremented on every write; the etag is derived from it.
     pub version: i64,
+    /// The lead's id in the system it was imported from, if it was imported.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+impl Lead {
+    /// win_probability × amount in major units: what the lead is worth, weighted by its chance.
+    pub fn expected_value(&self) -> f64 {
+        self.fields.amount.as_ref().map_or(0.0, |m| m.value()) * self.win_probability
+    }
 }
 
 impl Lead {

@@ -26,6 +26,8 @@ pub enum SortField {
     UpdateTime,
     Amount,
     WinProbability,
+    /// win_probability × amount: the priority order.
+    ExpectedValue,
 }
 
 impl SortField {
@@ -36,6 +38,7 @@ impl SortField {
         Self::UpdateTime,
         Self::Amount,
         Self::WinProbability,
+        Self::ExpectedValue,
     ];
 
     /// The field's name in `order_by`.
@@ -45,6 +48,7 @@ impl SortField {
             Self::UpdateTime => "update_time",
             Self::Amount => "amount",
             Self::WinProbability => "win_probability",
+            Self::ExpectedValue => "expected_value",
         }
     }
 
@@ -58,7 +62,10 @@ impl SortField {
             (self, key),
             (Self::CreateTime | Self::UpdateTime, SortKey::Micros(_))
                 | (Self::Amount, SortKey::Amount { .. })
-                | (Self::WinProbability, SortKey::Probability(_))
+                | (
+                    Self::WinProbability | Self::ExpectedValue,
+                    SortKey::Probability(_)
+                )
         )
     }
 }

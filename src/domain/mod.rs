@@ -2,8 +2,10 @@
 
 pub mod criteria;
 pub mod filter;
+pub mod forecast;
 pub mod history;
 pub mod ids;
+pub mod import;
 pub mod lead;
 pub mod listing;
 pub mod money;

@@ -522,6 +522,7 @@ mod tests {
             stage_enter_time: now,
             close_time: None,
             version: 1,
+            external_id: None,
         }
     }
 

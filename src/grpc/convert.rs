@@ -183,6 +183,7 @@ impl From<&Lead> for pb::Lead {
             stage_enter_time: Some(datetime_to_timestamp(lead.stage_enter_time)),
             close_time: lead.close_time.map(datetime_to_timestamp),
             etag: lead.etag(),
+            external_id: lead.external_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -202,6 +203,7 @@ impl From<&StageChange> for pb::StageChange {
             change_time: Some(datetime_to_timestamp(change.change_time)),
             actor: change.actor.clone(),
             note: change.note.clone(),
+            imported: change.imported,
         }
     }
 }

@@ -48,6 +48,7 @@ impl From<AppError> for Status {
                 None => Status::out_of_range(message),
             },
             AppError::ShuttingDown(message) => Status::unavailable(message),
+            AppError::ResourceExhausted(message) => Status::resource_exhausted(message),
             AppError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 Status::internal("internal error")

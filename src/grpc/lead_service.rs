@@ -10,6 +10,8 @@ use super::convert::lead_fields_from_proto;
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
 use crate::app::events::EventFilter;
+use crate::app::forecast::ForecastService;
+use crate::app::import::ImportService;
 use crate::app::leads::{Idempotency, LeadListQuery, LeadService, MoveCommand, NewLead};
 use crate::domain::Violations;
 use crate::domain::filter::parse_filter;
@@ -20,6 +22,9 @@ use crate::domain::listing::parse_order_by;
 
 pub struct LeadApi {
     pub leads: LeadService,
+    pub import: ImportService,
+    /// Imports retrain the learned model and rescore open leads before they return.
+    pub forecasts: ForecastService,
 }
 
 fn lead_id(field: &str, value: &str) -> Result<LeadId, Status> {
@@ -78,6 +83,21 @@ fn event_filter(request: &pb::WatchStageChangesRequest) -> Result<EventFilter, S
 #[tonic::async_trait]
 impl pb::lead_service_server::LeadService for LeadApi {
     type WatchStageChangesStream = EventStream;
+
+    async fn import_leads(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
+    ) -> Result<Response<pb::ImportLeadsResponse>, Status> {
+        let ctx = context(&request);
+        let (response, pipelines) =
+            super::import::import_leads(&self.import, &ctx, request.into_inner()).await?;
+        if response.imported > 0 {
+            for pipeline in pipelines {
+                self.forecasts.rescore(&ctx, &pipeline).await?;
+            }
+        }
+        Ok(Response::new(response))
+    }
 
     async fn watch_stage_changes(
         &self,

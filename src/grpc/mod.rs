@@ -1,8 +1,12 @@
 //! The gRPC edge: generated code, protobuf ⇄ domain conversions, error mapping and the
 //! service implementations.
 
+pub mod auth;
 pub mod convert;
 pub mod error;
+pub mod forecast_service;
+pub mod guard;
+pub mod import;
 pub mod lead_service;
 pub mod pipeline_service;
 
@@ -16,7 +20,14 @@ pub mod pb {
 
 use crate::app::RequestContext;
 
-/// The caller's context. Until authentication exists every call acts for the default tenant.
-pub fn context<T>(_request: &tonic::Request<T>) -> RequestContext {
-    RequestContext::anonymous()
+/// The caller's context, put into the request's extensions by the authentication layer
+/// (`auth::AuthLayer`): the API key's tenant and identity, or the `default` tenant when the
+/// server runs without authentication. The layer runs in front of every leadpipe service, so
+/// the fallback is only reached when a service is called without the server around it.
+pub fn context<T>(request: &tonic::Request<T>) -> RequestContext {
+    request
+        .extensions()
+        .get::<RequestContext>()
+        .cloned()
+        .unwrap_or_else(RequestContext::anonymous)
 }

@@ -31,11 +31,15 @@ pub mod lead {
         pub labels: String,
         pub lost_reason: String,
         pub win_probability: f64,
+        /// win_probability × amount in major units, for priority ordering.
+        pub expected_value: f64,
         pub create_time: i64,
         pub update_time: i64,
         pub stage_enter_time: i64,
         pub close_time: Option<i64>,
         pub version: i64,
+        /// The lead's id in the system it was imported from.
+        pub external_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -172,6 +176,33 @@ pub mod tenant_sequence {
         #[sea_orm(primary_key, auto_increment = false)]
         pub tenant_id: String,
         pub last_sequence: i64,
+        /// Outbox events up to this sequence were removed by retention.
+        pub pruned_through: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// `reader`, `writer` or `admin`.
+        pub role: String,
+        /// Lower-case hex SHA-256 of the whole key. The key itself is never stored.
+        pub secret_hash: String,
+        pub label: String,
+        pub create_time: i64,
+        pub revoke_time: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -50,6 +50,39 @@ pub async fn append(
     Ok(())
 }
 
+/// Appends imported history. Imports are not streamed, so no outbox rows are written; their
+/// sequences show up as gaps in the outbox, which subscribers skip.
+pub async fn insert_imported(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    changes: &[StageChange],
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    stage_change::Entity::insert_many(changes.iter().map(|change| {
+        stage_change::ActiveModel {
+            tenant_id: Set(tenant.to_string()),
+            sequence: Set(change.sequence),
+            lead_id: Set(change.lead_id.to_string()),
+            pipeline_id: Set(change.pipeline_id.to_string()),
+            from_stage: Set(change
+                .from_stage
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()),
+            to_stage: Set(change.to_stage.to_string()),
+            change_time: Set(to_micros(change.change_time)),
+            actor: Set(change.actor.clone()),
+            note: Set(change.note.clone()),
+            imported: Set(true),
+        }
+    }))
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
 /// A lead's changes with a sequence above `after`, oldest first.
 pub async fn list_for_lead(
     db: &impl ConnectionTrait,

@@ -86,6 +86,7 @@ pub fn sort_key(lead: &Lead, field: SortField) -> SortKey {
             SortKey::Amount { units, nanos }
         }
         SortField::WinProbability => SortKey::Probability(lead.win_probability),
+        SortField::ExpectedValue => SortKey::Probability(lead.expected_value()),
     }
 }
 
@@ -103,6 +104,7 @@ fn sort_columns(field: SortField) -> &'static [lead::Column] {
         SortField::UpdateTime => &[lead::Column::UpdateTime],
         SortField::Amount => &[lead::Column::AmountUnits, lead::Column::AmountNanos],
         SortField::WinProbability => &[lead::Column::WinProbability],
+        SortField::ExpectedValue => &[lead::Column::ExpectedValue],
     }
 }
 

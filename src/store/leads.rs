@@ -46,6 +46,8 @@ pub fn to_model(tenant: &TenantId, lead: &Lead) -> lead::Model {
         stage_enter_time: to_micros(lead.stage_enter_time),
         close_time: lead.close_time.map(to_micros),
         version: lead.version,
+        expected_value: lead.expected_value(),
+        external_id: lead.external_id.clone(),
     }
 }
 
@@ -105,6 +107,7 @@ pub fn from_model(row: lead::Model) -> Result<Lead, StoreError> {
         stage_enter_time: from_micros(row.stage_enter_time),
         close_time: row.close_time.map(from_micros),
         version: row.version,
+        external_id: row.external_id,
     })
 }
 
@@ -144,6 +147,7 @@ pub async fn update_if_version(
     row.tenant_id = sea_orm::ActiveValue::NotSet;
     row.id = sea_orm::ActiveValue::NotSet;
     row.create_time = sea_orm::ActiveValue::NotSet;
+    row.external_id = sea_orm::ActiveValue::NotSet;
     let result = lead::Entity::update_many()
         .set(row)
         .filter(lead::Column::TenantId.eq(tenant.as_str()))
@@ -241,4 +245,63 @@ pub async fn count_in_stages(
         .all(db)
         .await?;
     Ok(rows)
+}
+
+/// Inserts many leads (and their labels) with one statement per table.
+pub async fn insert_many(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    leads: &[Lead],
+) -> Result<(), StoreError> {
+    if leads.is_empty() {
+        return Ok(());
+    }
+    lead::Entity::insert_many(
+        leads
+            .iter()
+            .map(|l| to_model(tenant, l).into_active_model()),
+    )
+    .exec_without_returning(db)
+    .await?;
+    let labels: Vec<lead_label::ActiveModel> = leads
+        .iter()
+        .flat_map(|l| {
+            l.fields
+                .labels
+                .iter()
+                .map(|(key, value)| lead_label::ActiveModel {
+                    tenant_id: Set(tenant.to_string()),
+                    lead_id: Set(l.id.to_string()),
+                    key: Set(key.clone()),
+                    value: Set(value.clone()),
+                })
+        })
+        .collect();
+    if !labels.is_empty() {
+        lead_label::Entity::insert_many(labels)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Which of `external_ids` the tenant already has.
+pub async fn existing_external_ids(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    external_ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    use sea_orm::QuerySelect;
+    if external_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<Option<String>> = lead::Entity::find()
+        .select_only()
+        .column(lead::Column::ExternalId)
+        .filter(lead::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead::Column::ExternalId.is_in(external_ids.iter().cloned()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }

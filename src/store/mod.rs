@@ -1,6 +1,8 @@
 //! Persistence: SeaORM entities and repositories. The gRPC layer never touches these directly;
 //! the application services in `crate::app` compose them into transactions.
 
+pub mod analytics;
+pub mod api_keys;
 pub mod entities;
 pub mod history;
 pub mod idempotency;
@@ -52,14 +54,19 @@ impl From<DbErr> for StoreError {
 
 fn is_connection_error(error: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error;
-    matches!(
-        error,
-        Error::Io(_)
-            | Error::Tls(_)
-            | Error::PoolTimedOut
-            | Error::PoolClosed
-            | Error::WorkerCrashed
-    )
+    match error {
+        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed => true,
+        Error::WorkerCrashed => true,
+        Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs that mean "the server or the connection went away", not "the query is
+/// wrong": class 08 (connection exception) and 57P01..57P03 (admin shutdown, crash shutdown,
+/// cannot connect now). Retrying later can succeed, so they are UNAVAILABLE.
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 /// SQLite's durability setting. `Full` survives power loss; `Normal` survives a crashed or
@@ -90,14 +97,29 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open(config, false).await
+    }
+
+    /// Like `connect`, but opens no connection yet: pools connect on first use, so this succeeds
+    /// while the database is down. Only a malformed URL fails.
+    pub async fn connect_lazy(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open(config, true).await
+    }
+
+    async fn open(config: &StoreConfig, lazy: bool) -> Result<Self, StoreError> {
         let url = normalize_sqlite_url(&config.database_url);
         if url.starts_with("sqlite:") {
-            let reader = Database::connect(sqlite_options(&url, config, config.pool_size)).await?;
-            let writer = Database::connect(sqlite_options(&url, config, 1)).await?;
+            let mut reader = sqlite_options(&url, config, config.pool_size);
+            let mut writer = sqlite_options(&url, config, 1);
+            reader.connect_lazy(lazy);
+            writer.connect_lazy(lazy);
+            let reader = Database::connect(reader).await?;
+            let writer = Database::connect(writer).await?;
             Ok(Self { reader, writer })
         } else {
             let mut options = ConnectOptions::new(url);
             options
+                .connect_lazy(lazy)
                 .max_connections(config.pool_size)
                 .min_connections(1)
                 .acquire_timeout(config.acquire_timeout)

@@ -33,22 +33,6 @@ pub async fn read_after(
         .collect()
 }
 
-/// The oldest sequence still in the outbox, if any.
-pub async fn oldest_sequence(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-) -> Result<Option<i64>, StoreError> {
-    Ok(outbox::Entity::find()
-        .select_only()
-        .column(outbox::Column::Sequence)
-        .filter(outbox::Column::TenantId.eq(tenant.as_str()))
-        .order_by_asc(outbox::Column::Sequence)
-        .limit(1)
-        .into_tuple::<i64>()
-        .one(db)
-        .await?)
-}
-
 /// The last committed sequence of the tenant; 0 before its first change.
 pub async fn last_sequence(
     db: &impl ConnectionTrait,
@@ -57,6 +41,21 @@ pub async fn last_sequence(
     Ok(tenant_sequence::Entity::find()
         .select_only()
         .column(tenant_sequence::Column::LastSequence)
+        .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Events up to this sequence were removed by retention; 0 if none.
+pub async fn pruned_through(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+) -> Result<i64, StoreError> {
+    Ok(tenant_sequence::Entity::find()
+        .select_only()
+        .column(tenant_sequence::Column::PrunedThrough)
         .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
         .into_tuple::<i64>()
         .one(db)
@@ -95,6 +94,13 @@ pub async fn prune(
     let Some(upto) = row.try_get_by_index::<Option<i64>>(0)? else {
         return Ok(0);
     };
+    // Raise the watermark first: a subscriber that sees the rows gone must also see why.
+    tenant_sequence::Entity::update_many()
+        .col_expr(tenant_sequence::Column::PrunedThrough, Expr::val(upto))
+        .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
+        .filter(tenant_sequence::Column::PrunedThrough.lt(upto))
+        .exec(db)
+        .await?;
     Ok(outbox::Entity::delete_many()
         .filter(outbox::Column::TenantId.eq(tenant.as_str()))
         .filter(outbox::Column::Sequence.lte(upto))

@@ -324,3 +324,148 @@ pub fn stage_path(changes: &[pb::StageChange]) -> Vec<(String, String)> {
         .map(|c| (c.from_stage.clone(), c.to_stage.clone()))
         .collect()
 }
+
+// ---- tenants and API keys (tests/tenants.rs) -------------------------------------------
+
+pub use leadpipe::app::api_keys::Role;
+use leadpipe::grpc::auth::AuthMode;
+use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+
+/// An API key made for a test: the secret and the identity `<tenant>_<id>`.
+#[derive(Debug, Clone)]
+pub struct TestKey {
+    pub key: String,
+    pub name: String,
+}
+
+impl TestKey {
+    /// The actor recorded on the changes this key makes.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.name)
+    }
+}
+
+async fn key_service(database_url: &str) -> leadpipe::app::api_keys::KeyService {
+    let store = leadpipe::store::Store::connect(&settings_for(database_url).store)
+        .await
+        .expect("connect for keys");
+    store.migrate().await.expect("migrate for keys");
+    leadpipe::app::api_keys::KeyService::new(store)
+}
+
+/// Creates an API key in the test's database, as `leadpipe keys create` does.
+pub async fn create_key(app: &TestApp, tenant: &str, role: Role) -> TestKey {
+    let tenant = leadpipe::domain::ids::TenantId::parse(tenant).expect("tenant id");
+    let created = key_service(&app.database_url)
+        .await
+        .create(&tenant, role, "test")
+        .await
+        .expect("create key");
+    TestKey {
+        key: created.key,
+        name: created.info.name.to_string(),
+    }
+}
+
+/// Revokes a key, as `leadpipe keys revoke` does (the server keeps running).
+pub async fn revoke_key(app: &TestApp, key: &TestKey) {
+    key_service(&app.database_url)
+        .await
+        .revoke(&key.name)
+        .await
+        .expect("revoke key");
+}
+
+/// Settings for a server that always requires API keys.
+pub fn settings_with_auth(database_url: &str) -> Settings {
+    let mut settings = settings_for(database_url);
+    settings.auth = AuthMode::Required;
+    settings
+}
+
+/// A server on a fresh database that requires API keys.
+pub async fn spawn_app_with_auth(backend: Backend) -> Option<TestApp> {
+    let (database_url, dir) = fresh_database(backend).await?;
+    let settings = settings_with_auth(&database_url);
+    Some(spawn_app_with(backend, settings, dir).await)
+}
+
+/// Stops `app` and starts a server on the same database that requires API keys.
+pub async fn restart_with_auth(app: TestApp) -> TestApp {
+    let backend = app.backend;
+    let database_url = app.database_url.clone();
+    let dir = app.stop().await;
+    spawn_app_with(backend, settings_with_auth(&database_url), dir).await
+}
+
+/// Adds `authorization` metadata to every call: `Bearer <key>`, a raw value, or nothing.
+#[derive(Clone)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn key(key: &TestKey) -> Self {
+        Self::raw(&format!("Bearer {}", key.key))
+    }
+
+    pub fn raw(value: &str) -> Self {
+        Self(Some(
+            MetadataValue::try_from(value).expect("ASCII metadata"),
+        ))
+    }
+
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthedLeads = LeadServiceClient<InterceptedService<Channel, Bearer>>;
+pub type AuthedPipelines = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
+pub type AuthedForecasts = ForecastServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Generated clients that send the given credentials with every call.
+#[derive(Clone)]
+pub struct AuthedClients {
+    pub leads: AuthedLeads,
+    pub pipelines: AuthedPipelines,
+    pub forecasts: AuthedForecasts,
+}
+
+impl AuthedClients {
+    pub fn new(channel: Channel, bearer: Bearer) -> Self {
+        Self {
+            leads: LeadServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            pipelines: PipelineServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+            forecasts: ForecastServiceClient::with_interceptor(channel, bearer),
+        }
+    }
+}
+
+impl TestApp {
+    /// Clients that authenticate with `key`.
+    pub async fn clients_for(&self, key: &TestKey) -> AuthedClients {
+        AuthedClients::new(self.channel().await, Bearer::key(key))
+    }
+
+    /// Clients that send `bearer` (for example no key, or a malformed one).
+    pub async fn clients_with(&self, bearer: Bearer) -> AuthedClients {
+        AuthedClients::new(self.channel().await, bearer)
+    }
+}
+pub mod synthetic;

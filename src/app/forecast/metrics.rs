@@ -1,0 +1,438 @@
+//! GetPipelineMetrics and ListStuckLeads. Rate definitions are documented in forecast.proto.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::model::{features_of, money_of, stage_index, stage_keys};
+use super::{Amounts, ForecastService};
+use crate::app::{AppError, RequestContext, now};
+use crate::domain::forecast::KaplanMeier;
+use crate::domain::ids::{LeadId, PipelineId};
+use crate::domain::lead::Lead;
+use crate::domain::listing::{decode_page_token, encode_page_token};
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::store::analytics::{self, HistoryScope, LeadAt};
+use crate::store::{leads, to_micros};
+
+const HOURS_PER_DAY: f64 = 24.0;
+
+#[derive(Debug, Clone, Default)]
+pub struct StageReport {
+    pub stage: String,
+    pub open_count: i64,
+    pub open_amount: Amounts,
+    pub weighted_amount: Amounts,
+    pub entered: i64,
+    pub advanced: i64,
+    pub lost: i64,
+    pub conversion_rate: f64,
+    pub win_rate: f64,
+    pub median_hours: Option<f64>,
+    pub p90_hours: Option<f64>,
+    pub stuck: i64,
+    pub learned_win_probability: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsReport {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub as_of: DateTime<Utc>,
+    pub stages: Vec<StageReport>,
+    pub win_rate: f64,
+    pub median_time_to_close_hours: Option<f64>,
+    pub average_won_amount: Amounts,
+    pub sales_velocity: Amounts,
+    pub bottleneck_stage: String,
+    pub bottleneck_explanation: String,
+    pub open_count: i64,
+}
+
+pub struct MetricsQuery {
+    pub pipeline: PipelineId,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+pub struct StuckLead {
+    pub lead: Lead,
+    pub time_in_stage: Duration,
+    pub threshold: Duration,
+    pub threshold_kind: &'static str,
+    pub value_at_risk: f64,
+}
+
+/// Per stage: the stuck threshold in hours and what it came from.
+fn thresholds(
+    definition: &PipelineDefinition,
+    dwell: &[KaplanMeier],
+) -> Vec<Option<(f64, &'static str)>> {
+    definition
+        .stages
+        .iter()
+        .zip(dwell)
+        .map(|(stage, km)| {
+            let rotting = (stage.rotting_days > 0)
+                .then_some((stage.rotting_days as f64 * HOURS_PER_DAY, "ROTTING_DAYS"));
+            let historical = km.quantile(0.9).map(|h| (h.max(1.0), "HISTORICAL_P90"));
+            match (rotting, historical) {
+                (Some(r), Some(h)) => Some(if h.0 < r.0 { h } else { r }),
+                (r, h) => r.or(h),
+            }
+        })
+        .collect()
+}
+
+fn weighted_median(groups: &[(i64, i64)]) -> Option<f64> {
+    let total: i64 = groups.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut sorted = groups.to_vec();
+    sorted.sort();
+    let mut seen = 0;
+    for (value, n) in sorted {
+        seen += n;
+        if seen * 2 >= total {
+            return Some(value as f64 + 0.5);
+        }
+    }
+    None
+}
+
+impl ForecastService {
+    pub async fn metrics(
+        &self,
+        ctx: &RequestContext,
+        query: MetricsQuery,
+    ) -> Result<MetricsReport, AppError> {
+        let as_of = query.as_of.unwrap_or_else(now);
+        let end = query.end.unwrap_or(as_of).min(as_of);
+        let start = query.start.unwrap_or(end - Duration::days(365));
+        if start >= end {
+            return Err(AppError::invalid(
+                "start_time",
+                "must be before end_time and as_of",
+            ));
+        }
+        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
+        let definition = pipeline.compiled.definition();
+        let model = self
+            .model_at(&ctx.tenant, &query.pipeline, &pipeline, as_of)
+            .await?;
+        let scope = HistoryScope {
+            tenant: &ctx.tenant,
+            pipeline: &query.pipeline,
+            as_of: to_micros(as_of),
+        };
+        let (window_start, window_end) = (to_micros(start), to_micros(end));
+        let db = self.store.reader();
+        let index = stage_index(definition);
+        let n = definition.stages.len();
+        let mut stages: Vec<StageReport> = definition
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageReport {
+                stage: s.key.to_string(),
+                learned_win_probability: model.stage_probability(i),
+                ..Default::default()
+            })
+            .collect();
+
+        // Flow: entered, advanced, lost, conversion.
+        let mut ended = vec![0i64; n];
+        for row in analytics::flows(db, &scope, window_start, window_end).await? {
+            let Some(&i) = index.get(row.stage.as_str()) else {
+                continue;
+            };
+            stages[i].entered += row.visits;
+            let Some(next) = row
+                .next_stage
+                .as_deref()
+                .and_then(|s| index.get(s).copied())
+            else {
+                continue;
+            };
+            ended[i] += row.visits;
+            match definition.stages[next].kind {
+                StageKind::Lost => stages[i].lost += row.visits,
+                StageKind::Won => stages[i].advanced += row.visits,
+                StageKind::Open if next > i => stages[i].advanced += row.visits,
+                StageKind::Open => {}
+            }
+        }
+        for (i, stage) in stages.iter_mut().enumerate() {
+            if ended[i] > 0 {
+                stage.conversion_rate = stage.advanced as f64 / ended[i] as f64;
+            }
+        }
+
+        // Eventual win rate from each stage.
+        let mut closed = vec![0i64; n];
+        let mut won = vec![0i64; n];
+        for (stage, final_stage, count) in
+            analytics::stage_outcomes(db, &scope, window_start, window_end).await?
+        {
+            let (Some(&i), Some(&f)) = (index.get(stage.as_str()), index.get(final_stage.as_str()))
+            else {
+                continue;
+            };
+            match definition.stages[f].kind {
+                StageKind::Won => {
+                    closed[i] += count;
+                    won[i] += count;
+                }
+                StageKind::Lost => closed[i] += count,
+                StageKind::Open => {}
+            }
+        }
+        for i in 0..n {
+            if closed[i] > 0 {
+                stages[i].win_rate = won[i] as f64 / closed[i] as f64;
+            }
+        }
+
+        // Time in stage, Kaplan–Meier with open visits censored.
+        let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); n];
+        for row in analytics::dwell_times(db, &scope, window_start, window_end).await? {
+            if let Some(&i) = index.get(row.stage.as_str()) {
+                let hours = row.hours as f64 + 0.5;
+                observations[i].extend(std::iter::repeat_n(
+                    (hours, row.exited),
+                    row.visits as usize,
+                ));
+            }
+        }
+        let dwell: Vec<KaplanMeier> = observations.into_iter().map(KaplanMeier::fit).collect();
+        for (stage, km) in stages.iter_mut().zip(&dwell) {
+            stage.median_hours = km.median();
+            stage.p90_hours = km.quantile(0.9);
+        }
+
+        // Open leads at as_of: counts, amounts, weighted amounts, stuck.
+        let open = analytics::leads_at(
+            db,
+            &scope,
+            &stage_keys(definition, &[StageKind::Open]),
+            None,
+        )
+        .await?;
+        let limits = thresholds(definition, &dwell);
+        let mut open_by_currency: HashMap<String, i64> = HashMap::new();
+        for lead in &open {
+            let Some(&i) = index.get(lead.stage.as_str()) else {
+                continue;
+            };
+            let report = &mut stages[i];
+            report.open_count += 1;
+            if let Some(money) = money_of(lead) {
+                let currency = money.currency.as_str().to_owned();
+                let p = model.score(i, &features_of(lead)).probability;
+                *report.open_amount.entry(currency.clone()).or_default() += money.value();
+                *report.weighted_amount.entry(currency.clone()).or_default() += money.value() * p;
+                *open_by_currency.entry(currency).or_default() += 1;
+            }
+            let hours = (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9;
+            if limits[i].is_some_and(|(limit, _)| hours > limit) {
+                report.stuck += 1;
+            }
+        }
+
+        // Pipeline-wide.
+        let mut created_closed = 0i64;
+        let mut created_won = 0i64;
+        for (final_stage, count) in
+            analytics::creations(db, &scope, window_start, window_end).await?
+        {
+            match index
+                .get(final_stage.as_str())
+                .map(|&i| definition.stages[i].kind)
+            {
+                Some(StageKind::Won) => {
+                    created_closed += count;
+                    created_won += count;
+                }
+                Some(StageKind::Lost) => created_closed += count,
+                _ => {}
+            }
+        }
+        let win_rate = if created_closed > 0 {
+            created_won as f64 / created_closed as f64
+        } else {
+            0.0
+        };
+        let won_stages = stage_keys(definition, &[StageKind::Won]);
+        let cycles =
+            analytics::won_cycle_hours(db, &scope, &won_stages, window_start, window_end).await?;
+        let median_cycle_hours = weighted_median(&cycles);
+        let mut average_won_amount = Amounts::new();
+        for (currency, units, nanos, count) in
+            analytics::won_amounts(db, &scope, &won_stages, window_start, window_end).await?
+        {
+            if count > 0 {
+                let total = units as f64 + nanos as f64 / 1e9;
+                average_won_amount.insert(currency, total / count as f64);
+            }
+        }
+        let mut sales_velocity = Amounts::new();
+        if let Some(hours) = median_cycle_hours {
+            let days = (hours / HOURS_PER_DAY).max(1.0 / HOURS_PER_DAY);
+            for (currency, average) in &average_won_amount {
+                let open_count = open_by_currency.get(currency).copied().unwrap_or(0);
+                sales_velocity.insert(
+                    currency.clone(),
+                    open_count as f64 * win_rate * average / days,
+                );
+            }
+        }
+        let (bottleneck_stage, bottleneck_explanation) = bottleneck(definition, &stages, &ended);
+        Ok(MetricsReport {
+            start,
+            end,
+            as_of,
+            open_count: open.len() as i64,
+            stages,
+            win_rate,
+            median_time_to_close_hours: median_cycle_hours,
+            average_won_amount,
+            sales_velocity,
+            bottleneck_stage,
+            bottleneck_explanation,
+        })
+    }
+
+    /// Open leads past their stage's threshold, highest value at risk first. Pages are offsets
+    /// into that ranking, which is recomputed per call.
+    pub async fn stuck_leads(
+        &self,
+        ctx: &RequestContext,
+        pipeline_id: &PipelineId,
+        page_size: u64,
+        page_token: &str,
+    ) -> Result<(Vec<StuckLead>, String, u64), AppError> {
+        let offset: u64 = if page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
+        };
+        let pipeline = self.pipeline(ctx, pipeline_id).await?;
+        let definition = pipeline.compiled.definition();
+        let as_of = now();
+        let scope = HistoryScope {
+            tenant: &ctx.tenant,
+            pipeline: pipeline_id,
+            as_of: to_micros(as_of),
+        };
+        let db = self.store.reader();
+        let index = stage_index(definition);
+        let n = definition.stages.len();
+        let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); n];
+        let since = to_micros(as_of - Duration::days(365));
+        for row in analytics::dwell_times(db, &scope, since, scope.as_of + 1).await? {
+            if let Some(&i) = index.get(row.stage.as_str()) {
+                observations[i].extend(std::iter::repeat_n(
+                    (row.hours as f64 + 0.5, row.exited),
+                    row.visits as usize,
+                ));
+            }
+        }
+        let dwell: Vec<KaplanMeier> = observations.into_iter().map(KaplanMeier::fit).collect();
+        let limits = thresholds(definition, &dwell);
+        let open = analytics::leads_at(
+            db,
+            &scope,
+            &stage_keys(definition, &[StageKind::Open]),
+            None,
+        )
+        .await?;
+        let mut stuck: Vec<(f64, &LeadAt, f64, (f64, &'static str))> = open
+            .iter()
+            .filter_map(|lead| {
+                let i = *index.get(lead.stage.as_str())?;
+                let hours = (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9;
+                let limit = limits[i].filter(|(limit, _)| hours > *limit)?;
+                let value = money_of(lead).map_or(0.0, |m| m.value()) * lead.win_probability;
+                Some((value, lead, hours, limit))
+            })
+            .collect();
+        stuck.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| a.1.lead_id.cmp(&b.1.lead_id))
+        });
+        let total = stuck.len() as u64;
+        let page: Vec<_> = stuck
+            .iter()
+            .skip(offset as usize)
+            .take(page_size as usize)
+            .collect();
+        let mut out = Vec::with_capacity(page.len());
+        for (value, lead, hours, (limit, kind)) in page {
+            let Ok(id) = LeadId::parse(&lead.lead_id) else {
+                continue;
+            };
+            let Some(full) = leads::find(db, &ctx.tenant, &id).await? else {
+                continue;
+            };
+            out.push(StuckLead {
+                lead: full,
+                time_in_stage: Duration::seconds((hours * 3600.0) as i64),
+                threshold: Duration::seconds((limit * 3600.0) as i64),
+                threshold_kind: kind,
+                value_at_risk: *value,
+            });
+        }
+        let next = offset + page_size;
+        let token = if next < total {
+            encode_page_token(&next)
+        } else {
+            String::new()
+        };
+        Ok((out, token, total))
+    }
+}
+
+/// The open stage with the largest expected delay per new lead (share reaching it × median
+/// dwell) among stages converting below the pipeline's average.
+fn bottleneck(
+    definition: &PipelineDefinition,
+    stages: &[StageReport],
+    ended: &[i64],
+) -> (String, String) {
+    let open: Vec<usize> = (0..stages.len())
+        .filter(|&i| definition.stages[i].kind == StageKind::Open && ended[i] > 0)
+        .collect();
+    if open.is_empty() {
+        return (String::new(), String::new());
+    }
+    let average = open.iter().map(|&i| stages[i].conversion_rate).sum::<f64>() / open.len() as f64;
+    let first_entries = stages.first().map_or(0, |s| s.entered).max(1) as f64;
+    let candidate = open
+        .iter()
+        .filter(|&&i| stages[i].conversion_rate <= average)
+        .filter_map(|&i| {
+            let median_days = stages[i].median_hours? / HOURS_PER_DAY;
+            let reach = (stages[i].entered as f64 / first_entries).min(1.0);
+            Some((reach * median_days, i, reach, median_days))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match candidate {
+        Some((_, i, reach, days)) => {
+            let stage = &stages[i];
+            (
+                stage.stage.clone(),
+                format!(
+                    "{}: only {:.0}% of leads advance (stage average {:.0}%), they wait a median {:.1} days there, and {:.0}% of new leads reach it",
+                    stage.stage,
+                    stage.conversion_rate * 100.0,
+                    average * 100.0,
+                    days,
+                    reach * 100.0
+                ),
+            )
+        }
+        None => (String::new(), String::new()),
+    }
+}

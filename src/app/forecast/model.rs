@@ -1,0 +1,246 @@
+//! The learned model of one pipeline: the absorbing stage chain, the attribute adjustment and
+//! the close-time samples, all learned from history up to a point in time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sea_orm::ConnectionTrait;
+
+use crate::app::AppError;
+use crate::domain::forecast::paths::close_times_from_chain;
+use crate::domain::forecast::{
+    AttributeModel, ChainModel, CloseTimes, KaplanMeier, LeadFeatures, Scored, TransitionCounts,
+    amount_band, fit_chain,
+};
+use crate::domain::ids::{PipelineId, TenantId};
+use crate::domain::money::{CurrencyCode, Money};
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::store::analytics::{self, HistoryScope, LeadAt};
+
+/// Pseudo-observations pulling each stage's transitions towards the configured probabilities.
+pub const PRIOR_STRENGTH: f64 = 10.0;
+/// Below this many closed leads a pipeline keeps its configured probabilities.
+pub const MIN_CLOSED_LEADS: usize = 30;
+/// Close-time samples kept per (stage, day) group, to bound memory on large histories.
+const MAX_SAMPLES_PER_GROUP: i64 = 200;
+/// Simulated winning paths per stage for the time-to-win distribution.
+const WINS_PER_STAGE: usize = 2000;
+/// Fixed, so that the same history always gives the same model.
+const PATH_SEED: u64 = 0x1ead_91fe;
+/// How long a model trained "now" is reused.
+pub const MODEL_TTL: Duration = Duration::from_secs(300);
+
+pub struct LearnedModel {
+    pub chain: ChainModel,
+    pub attributes: AttributeModel,
+    pub close_times: CloseTimes,
+    /// Closed leads the model learned from.
+    pub closed_leads: usize,
+    /// Whether there was enough history to use the learned numbers at all.
+    pub learned: bool,
+    configured: Vec<f64>,
+}
+
+impl LearnedModel {
+    /// P(win) of a lead in `stage` with `features`, and the factors behind it.
+    pub fn score(&self, stage: usize, features: &LeadFeatures) -> Scored {
+        let base = self.stage_probability(stage);
+        if !self.learned {
+            return Scored {
+                probability: base,
+                factors: Vec::new(),
+            };
+        }
+        self.attributes.adjust(base, features)
+    }
+
+    pub fn stage_probability(&self, stage: usize) -> f64 {
+        if self.learned {
+            self.chain.win_probability[stage]
+        } else {
+            self.configured[stage]
+        }
+    }
+}
+
+pub fn stage_index(definition: &PipelineDefinition) -> HashMap<&str, usize> {
+    definition
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key.as_str(), i))
+        .collect()
+}
+
+pub fn stage_keys(definition: &PipelineDefinition, kinds: &[StageKind]) -> Vec<String> {
+    definition
+        .stages
+        .iter()
+        .filter(|s| kinds.contains(&s.kind))
+        .map(|s| s.key.to_string())
+        .collect()
+}
+
+pub fn features_of(lead: &LeadAt) -> LeadFeatures {
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&lead.labels).unwrap_or_default();
+    LeadFeatures {
+        source: lead.source.clone(),
+        owner: lead.owner.clone(),
+        amount_band: amount_band(money_of(lead).as_ref()).to_owned(),
+        labels: labels.into_iter().collect(),
+    }
+}
+
+pub fn money_of(lead: &LeadAt) -> Option<Money> {
+    let currency = CurrencyCode::parse(&lead.currency).ok()?;
+    Some(Money {
+        currency,
+        units: lead.units,
+        nanos: lead.nanos,
+    })
+}
+
+/// Learns the model from the history of one pipeline up to `scope.as_of`.
+pub async fn train(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    definition: &PipelineDefinition,
+) -> Result<LearnedModel, AppError> {
+    let index = stage_index(definition);
+    let mut counts = TransitionCounts::new(definition.stages.len());
+    for (from, to, n) in analytics::transition_counts(db, scope).await? {
+        if let (Some(&f), Some(&t)) = (index.get(from.as_str()), index.get(to.as_str())) {
+            counts.add(f, t, n as f64);
+        }
+    }
+    let chain = fit_chain(definition, &counts, PRIOR_STRENGTH);
+
+    let closed_stages = stage_keys(definition, &[StageKind::Won, StageKind::Lost]);
+    let closed = analytics::leads_at(db, scope, &closed_stages, None).await?;
+    let won_kind = |stage: &str| {
+        index
+            .get(stage)
+            .is_some_and(|&i| definition.stages[i].kind == StageKind::Won)
+    };
+    let attributes =
+        AttributeModel::train(closed.iter().map(|l| (features_of(l), won_kind(&l.stage))));
+
+    let close_times = if closed.len() >= MIN_CLOSED_LEADS {
+        let dwell = dwell_in_days(db, scope, &index, definition.stages.len()).await?;
+        let won: Vec<bool> = definition
+            .stages
+            .iter()
+            .map(|s| s.kind == StageKind::Won)
+            .collect();
+        let lost: Vec<bool> = definition
+            .stages
+            .iter()
+            .map(|s| s.kind == StageKind::Lost)
+            .collect();
+        close_times_from_chain(&chain, &dwell, &won, &lost, WINS_PER_STAGE, PATH_SEED)
+    } else {
+        observed_close_times(db, scope, definition, &index).await?
+    };
+    Ok(LearnedModel {
+        chain,
+        attributes,
+        close_times,
+        closed_leads: closed.len(),
+        learned: closed.len() >= MIN_CLOSED_LEADS,
+        configured: definition.stages.iter().map(|s| s.probability).collect(),
+    })
+}
+
+/// Kaplan–Meier time in stage, in days, over every visit up to as_of.
+async fn dwell_in_days(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    index: &HashMap<&str, usize>,
+    stages: usize,
+) -> Result<Vec<KaplanMeier>, AppError> {
+    let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); stages];
+    for row in analytics::dwell_times(db, scope, i64::MIN, scope.as_of + 1).await? {
+        if let Some(&i) = index.get(row.stage.as_str()) {
+            let days = (row.hours as f64 + 0.5) / 24.0;
+            observations[i].extend(std::iter::repeat_n((days, row.exited), row.visits as usize));
+        }
+    }
+    Ok(observations.into_iter().map(KaplanMeier::fit).collect())
+}
+
+/// With little history, the observed times of won leads are all there is to go on.
+async fn observed_close_times(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    definition: &PipelineDefinition,
+    index: &HashMap<&str, usize>,
+) -> Result<CloseTimes, AppError> {
+    let won_stages = stage_keys(definition, &[StageKind::Won]);
+    let mut close_times = CloseTimes::new(definition.stages.len());
+    for (stage, days, n) in analytics::close_time_samples(db, scope, &won_stages).await? {
+        if let Some(&i) = index.get(stage.as_str()) {
+            for _ in 0..n.min(MAX_SAMPLES_PER_GROUP) {
+                // The middle of the day bucket the SQL grouped by.
+                close_times.add(i, days as f64 + 0.5);
+            }
+        }
+    }
+    Ok(close_times)
+}
+
+/// When it was trained, for which pipeline version, and the model.
+type CachedModel = (Instant, i64, Arc<LearnedModel>);
+
+/// Models trained "now", per pipeline, reused for `MODEL_TTL`.
+#[derive(Default)]
+pub struct ModelCache {
+    models: Mutex<HashMap<(TenantId, PipelineId), CachedModel>>,
+}
+
+impl ModelCache {
+    /// The cached model if it is fresh and was trained for pipeline `version`.
+    pub fn fresh(
+        &self,
+        tenant: &TenantId,
+        pipeline: &PipelineId,
+        version: i64,
+    ) -> Option<Arc<LearnedModel>> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models
+            .get(&(tenant.clone(), pipeline.clone()))
+            .filter(|(at, v, _)| *v == version && at.elapsed() < MODEL_TTL)
+            .map(|(_, _, model)| model.clone())
+    }
+
+    /// The cached model for `version`, however old: good enough for scoring a single write.
+    pub fn latest(
+        &self,
+        tenant: &TenantId,
+        pipeline: &PipelineId,
+        version: i64,
+    ) -> Option<Arc<LearnedModel>> {
+        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        models
+            .get(&(tenant.clone(), pipeline.clone()))
+            .filter(|(_, v, _)| *v == version)
+            .map(|(_, _, model)| model.clone())
+    }
+
+    pub fn store(
+        &self,
+        tenant: &TenantId,
+        pipeline: &PipelineId,
+        version: i64,
+        model: Arc<LearnedModel>,
+    ) {
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (tenant.clone(), pipeline.clone()),
+                (Instant::now(), version, model),
+            );
+    }
+}

@@ -1,0 +1,317 @@
+//! GetForecast and BacktestForecast: a Monte Carlo over the leads open at a point in time, each
+//! winning with its learned probability and closing after a learned time, per period.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::ForecastService;
+use super::model::{LearnedModel, features_of, money_of, stage_index, stage_keys};
+use crate::app::{AppError, RequestContext, now};
+use crate::domain::forecast::{
+    OpenDeal, PeriodKind, PeriodRange, brier_score, period_index, periods, simulate,
+};
+use crate::domain::ids::PipelineId;
+use crate::domain::money::CurrencyCode;
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::store::analytics::{self, HistoryScope, LeadAt};
+use crate::store::{from_micros, to_micros};
+
+/// Leads at least this likely to win count towards the commit amount.
+pub const COMMIT_PROBABILITY: f64 = 0.7;
+/// Leads at least this likely to win count towards the best case.
+pub const BEST_CASE_PROBABILITY: f64 = 0.3;
+
+pub struct ForecastQuery {
+    pub pipeline: PipelineId,
+    pub currency: CurrencyCode,
+    pub period: PeriodKind,
+    pub horizon: usize,
+    pub as_of: Option<DateTime<Utc>>,
+    pub simulations: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeriodReport {
+    pub range: Option<PeriodRange>,
+    pub closed_won: f64,
+    pub expected: f64,
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub commit: f64,
+    pub best_case: f64,
+    pub pipeline: f64,
+    /// Backtests only.
+    pub actual: f64,
+    pub naive: f64,
+}
+
+pub struct ForecastReport {
+    pub as_of: DateTime<Utc>,
+    pub periods: Vec<PeriodReport>,
+    pub open_leads: usize,
+}
+
+pub struct BacktestReport {
+    pub as_of: DateTime<Utc>,
+    pub periods: Vec<PeriodReport>,
+    pub brier: Option<f64>,
+    pub naive_brier: Option<f64>,
+    pub scored: usize,
+}
+
+/// One open lead at the forecast's point in time.
+struct Deal {
+    lead: LeadAt,
+    stage: usize,
+    amount: f64,
+    probability: f64,
+    days_in_stage: f64,
+}
+
+fn open_deals(
+    definition: &PipelineDefinition,
+    model: &LearnedModel,
+    leads: Vec<LeadAt>,
+    as_of: i64,
+) -> Vec<Deal> {
+    let index = stage_index(definition);
+    leads
+        .into_iter()
+        .filter_map(|lead| {
+            let stage = *index.get(lead.stage.as_str())?;
+            let amount = money_of(&lead)?.value();
+            let probability = model.score(stage, &features_of(&lead)).probability;
+            Some(Deal {
+                days_in_stage: ((as_of - lead.stage_enter_time) as f64 / 8.64e10).max(0.0),
+                lead,
+                stage,
+                amount,
+                probability,
+            })
+        })
+        .collect()
+}
+
+impl ForecastService {
+    pub async fn forecast(
+        &self,
+        ctx: &RequestContext,
+        query: ForecastQuery,
+    ) -> Result<ForecastReport, AppError> {
+        let as_of = query.as_of.unwrap_or_else(now);
+        let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
+        let reports = self
+            .project(ctx, &query, as_of, &periods, &deals, &model)
+            .await?;
+        Ok(ForecastReport {
+            as_of,
+            periods: reports,
+            open_leads: deals.len(),
+        })
+    }
+
+    pub async fn backtest(
+        &self,
+        ctx: &RequestContext,
+        query: ForecastQuery,
+    ) -> Result<BacktestReport, AppError> {
+        let as_of = query
+            .as_of
+            .ok_or_else(|| AppError::invalid("as_of", "is required"))?;
+        if as_of >= now() {
+            return Err(AppError::invalid("as_of", "must be in the past"));
+        }
+        let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
+        let mut reports = self
+            .project(ctx, &query, as_of, &periods, &deals, &model)
+            .await?;
+        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
+        let definition = pipeline.compiled.definition();
+        let won_stages = stage_keys(definition, &[StageKind::Won]);
+        let horizon_end = periods.last().map_or(as_of, |p| p.end);
+        // What happened to the leads that were open at as_of (and what had closed before it in
+        // the first period): new leads are not forecast, so they are not counted either.
+        let actual = analytics::wins_between(
+            self.store.reader(),
+            &ctx.tenant,
+            &query.pipeline,
+            &won_stages,
+            query.currency.as_str(),
+            to_micros(periods[0].start),
+            to_micros(horizon_end),
+            Some(to_micros(as_of)),
+        )
+        .await?;
+        for (time, units, nanos) in actual {
+            if let Some(i) = period_index(&periods, from_micros(time)) {
+                reports[i].actual += units as f64 + nanos as f64 / 1e9;
+            }
+        }
+        for (i, deal) in deals.iter().enumerate() {
+            let configured = definition.stages[deal.stage].probability;
+            let close = deal
+                .lead
+                .expected_close_time
+                .map(from_micros)
+                .filter(|t| *t >= as_of)
+                .unwrap_or_else(|| close_estimate(&model, deal, as_of));
+            if let Some(p) = period_index(&periods, close) {
+                reports[p].naive += configured * deal.amount;
+            }
+            let _ = i;
+        }
+        for report in &mut reports {
+            report.naive += report.closed_won;
+        }
+
+        // Brier scores of leads open at as_of that had closed by the end of the horizon.
+        let scope_end = HistoryScope {
+            tenant: &ctx.tenant,
+            pipeline: &query.pipeline,
+            as_of: to_micros(horizon_end),
+        };
+        let closed_stages = stage_keys(definition, &[StageKind::Won, StageKind::Lost]);
+        let outcomes: HashMap<String, bool> =
+            analytics::leads_at(self.store.reader(), &scope_end, &closed_stages, None)
+                .await?
+                .into_iter()
+                .map(|l| {
+                    let won = definition
+                        .stage_index(
+                            &crate::domain::ids::StageKey::parse(&l.stage)
+                                .unwrap_or_else(|_| definition.first_stage().key.clone()),
+                        )
+                        .is_some_and(|i| definition.stages[i].kind == StageKind::Won);
+                    (l.lead_id, won)
+                })
+                .collect();
+        let scored: Vec<(f64, f64, bool)> = deals
+            .iter()
+            .filter_map(|d| {
+                let won = *outcomes.get(&d.lead.lead_id)?;
+                Some((d.probability, definition.stages[d.stage].probability, won))
+            })
+            .collect();
+        Ok(BacktestReport {
+            as_of,
+            periods: reports,
+            brier: brier_score(scored.iter().map(|(p, _, won)| (*p, *won))),
+            naive_brier: brier_score(scored.iter().map(|(_, p, won)| (*p, *won))),
+            scored: scored.len(),
+        })
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &RequestContext,
+        query: &ForecastQuery,
+        as_of: DateTime<Utc>,
+    ) -> Result<(Vec<PeriodRange>, Vec<Deal>, std::sync::Arc<LearnedModel>), AppError> {
+        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
+        let definition = pipeline.compiled.definition();
+        let model = self
+            .model_at(&ctx.tenant, &query.pipeline, &pipeline, as_of)
+            .await?;
+        let scope = HistoryScope {
+            tenant: &ctx.tenant,
+            pipeline: &query.pipeline,
+            as_of: to_micros(as_of),
+        };
+        let open = analytics::leads_at(
+            self.store.reader(),
+            &scope,
+            &stage_keys(definition, &[StageKind::Open]),
+            Some(query.currency.as_str()),
+        )
+        .await?;
+        let deals = open_deals(definition, &model, open, scope.as_of);
+        Ok((periods(query.period, as_of, query.horizon), deals, model))
+    }
+
+    async fn project(
+        &self,
+        ctx: &RequestContext,
+        query: &ForecastQuery,
+        as_of: DateTime<Utc>,
+        periods: &[PeriodRange],
+        deals: &[Deal],
+        model: &LearnedModel,
+    ) -> Result<Vec<PeriodReport>, AppError> {
+        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
+        let definition = pipeline.compiled.definition();
+        let mut reports: Vec<PeriodReport> = periods
+            .iter()
+            .map(|p| PeriodReport {
+                range: Some(*p),
+                ..Default::default()
+            })
+            .collect();
+        let won_before = analytics::wins_between(
+            self.store.reader(),
+            &ctx.tenant,
+            &query.pipeline,
+            &stage_keys(definition, &[StageKind::Won]),
+            query.currency.as_str(),
+            to_micros(periods[0].start),
+            to_micros(as_of) + 1,
+            None,
+        )
+        .await?;
+        for (time, units, nanos) in won_before {
+            if let Some(i) = period_index(periods, from_micros(time)) {
+                reports[i].closed_won += units as f64 + nanos as f64 / 1e9;
+            }
+        }
+        let simulated: Vec<OpenDeal> = deals
+            .iter()
+            .map(|d| OpenDeal {
+                amount: d.amount,
+                win_probability: d.probability,
+                stage: d.stage,
+                days_in_stage: d.days_in_stage,
+            })
+            .collect();
+        let outcomes = simulate(
+            &simulated,
+            &model.close_times,
+            as_of,
+            periods,
+            query.simulations,
+            query.seed,
+        );
+        for (report, outcome) in reports.iter_mut().zip(outcomes) {
+            report.expected = outcome.expected;
+            report.p10 = report.closed_won + outcome.p10;
+            report.p50 = report.closed_won + outcome.p50;
+            report.p90 = report.closed_won + outcome.p90;
+            report.commit = report.closed_won;
+            report.best_case = report.closed_won;
+            report.pipeline = report.closed_won;
+        }
+        for deal in deals {
+            let Some(i) = period_index(periods, close_estimate(model, deal, as_of)) else {
+                continue;
+            };
+            let report = &mut reports[i];
+            report.pipeline += deal.amount;
+            if deal.probability >= BEST_CASE_PROBABILITY {
+                report.best_case += deal.amount;
+            }
+            if deal.probability >= COMMIT_PROBABILITY {
+                report.commit += deal.amount;
+            }
+        }
+        Ok(reports)
+    }
+}
+
+/// When a deal is expected to close: as_of plus the median remaining time of its stage.
+fn close_estimate(model: &LearnedModel, deal: &Deal, as_of: DateTime<Utc>) -> DateTime<Utc> {
+    let days = model
+        .close_times
+        .median_remaining(deal.stage, deal.days_in_stage);
+    as_of + chrono::Duration::seconds((days * 86_400.0) as i64)
+}

@@ -1,0 +1,411 @@
+//! `leadpipe.v1.ForecastService`.
+
+use chrono::{DateTime, Utc};
+use prost_types::Duration as ProtoDuration;
+use tonic::{Request, Response, Status};
+
+use super::convert::{datetime_to_timestamp, timestamp_to_datetime};
+use super::error::{invalid_argument, invalid_field};
+use super::{context, pb};
+use crate::app::forecast::metrics::{MetricsQuery, StageReport};
+use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
+use crate::app::forecast::{Amounts, ForecastService};
+use crate::domain::Violations;
+use crate::domain::forecast::PeriodKind;
+use crate::domain::ids::{LeadId, PipelineId};
+use crate::domain::money::CurrencyCode;
+
+const DEFAULT_SIMULATIONS: i32 = 1000;
+const MAX_HORIZON: i32 = 36;
+
+pub struct ForecastApi {
+    pub forecasts: ForecastService,
+}
+
+fn money(currency: &str, value: f64) -> pb::Money {
+    let value = if value.is_finite() {
+        value.max(0.0)
+    } else {
+        0.0
+    };
+    let units = value.trunc();
+    let mut nanos = ((value - units) * 1e9).round() as i32;
+    let mut units = units as i64;
+    if nanos >= 1_000_000_000 {
+        units += 1;
+        nanos -= 1_000_000_000;
+    }
+    pb::Money {
+        currency_code: currency.to_owned(),
+        units,
+        nanos,
+    }
+}
+
+fn amounts(values: &Amounts) -> Vec<pb::Money> {
+    values.iter().map(|(c, v)| money(c, *v)).collect()
+}
+
+fn hours(value: Option<f64>) -> Option<ProtoDuration> {
+    value.map(|h| ProtoDuration {
+        seconds: (h * 3600.0) as i64,
+        nanos: 0,
+    })
+}
+
+fn pipeline_id(violations: &mut Violations, value: &str) -> Option<PipelineId> {
+    if value.is_empty() {
+        Some(PipelineId::default_pipeline())
+    } else {
+        violations.check("pipeline_id", PipelineId::parse(value))
+    }
+}
+
+fn time(
+    violations: &mut Violations,
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Option<DateTime<Utc>> {
+    ts.and_then(|ts| violations.check(field, timestamp_to_datetime(ts)))
+}
+
+fn period(violations: &mut Violations, value: i32) -> PeriodKind {
+    match pb::Period::try_from(value) {
+        Ok(pb::Period::Week) => PeriodKind::Week,
+        Ok(pb::Period::Quarter) => PeriodKind::Quarter,
+        Ok(pb::Period::Month | pb::Period::Unspecified) => PeriodKind::Month,
+        Err(_) => {
+            violations.push(
+                "period",
+                "must be PERIOD_WEEK, PERIOD_MONTH or PERIOD_QUARTER",
+            );
+            PeriodKind::Month
+        }
+    }
+}
+
+fn bounded(
+    violations: &mut Violations,
+    field: &str,
+    value: i32,
+    default: i32,
+    min: i32,
+    max: i32,
+) -> usize {
+    match value {
+        0 => default as usize,
+        v if (min..=max).contains(&v) => v as usize,
+        _ => {
+            violations.push(
+                field,
+                format!("must be between {min} and {max}, or 0 for {default}"),
+            );
+            default as usize
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forecast_query(
+    pipeline: &str,
+    currency: &str,
+    period_value: i32,
+    horizon: i32,
+    as_of: Option<&prost_types::Timestamp>,
+    simulations: i32,
+    seed: u64,
+) -> Result<ForecastQuery, Status> {
+    let mut violations = Violations::default();
+    let pipeline = pipeline_id(&mut violations, pipeline);
+    let currency = violations.check("currency_code", CurrencyCode::parse(currency));
+    let period = period(&mut violations, period_value);
+    let horizon = bounded(
+        &mut violations,
+        "horizon_periods",
+        horizon,
+        3,
+        1,
+        MAX_HORIZON,
+    );
+    let as_of = time(&mut violations, "as_of", as_of);
+    let simulations = bounded(
+        &mut violations,
+        "simulations",
+        simulations,
+        DEFAULT_SIMULATIONS,
+        100,
+        100_000,
+    );
+    violations.into_result().map_err(invalid_argument)?;
+    Ok(ForecastQuery {
+        pipeline: pipeline.expect("validated"),
+        currency: currency.expect("validated"),
+        period,
+        horizon,
+        as_of,
+        simulations,
+        seed: if seed == 0 { 1 } else { seed },
+    })
+}
+
+fn stage_metrics(stage: &StageReport) -> pb::StageMetrics {
+    pb::StageMetrics {
+        stage: stage.stage.clone(),
+        open_count: stage.open_count,
+        open_amount: amounts(&stage.open_amount),
+        weighted_amount: amounts(&stage.weighted_amount),
+        entered_count: stage.entered,
+        advanced_count: stage.advanced,
+        lost_count: stage.lost,
+        conversion_rate: stage.conversion_rate,
+        win_rate: stage.win_rate,
+        median_time_in_stage: hours(stage.median_hours),
+        p90_time_in_stage: hours(stage.p90_hours),
+        stuck_count: stage.stuck,
+        learned_win_probability: stage.learned_win_probability,
+    }
+}
+
+fn period_forecast(currency: &str, report: &PeriodReport) -> pb::PeriodForecast {
+    let range = report.range.expect("every report has its period");
+    pb::PeriodForecast {
+        start_time: Some(datetime_to_timestamp(range.start)),
+        end_time: Some(datetime_to_timestamp(range.end)),
+        closed_won_amount: Some(money(currency, report.closed_won)),
+        expected_amount: Some(money(currency, report.expected)),
+        p10_amount: Some(money(currency, report.p10)),
+        p50_amount: Some(money(currency, report.p50)),
+        p90_amount: Some(money(currency, report.p90)),
+        commit_amount: Some(money(currency, report.commit)),
+        best_case_amount: Some(money(currency, report.best_case)),
+        pipeline_amount: Some(money(currency, report.pipeline)),
+    }
+}
+
+fn relative_error(error: f64, actual: f64) -> f64 {
+    if actual > 0.0 { error / actual } else { 0.0 }
+}
+
+#[tonic::async_trait]
+impl pb::forecast_service_server::ForecastService for ForecastApi {
+    async fn get_pipeline_metrics(
+        &self,
+        request: Request<pb::GetPipelineMetricsRequest>,
+    ) -> Result<Response<pb::PipelineMetrics>, Status> {
+        let ctx = context(&request);
+        let request = request.get_ref();
+        let mut violations = Violations::default();
+        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
+        let start = time(&mut violations, "start_time", request.start_time.as_ref());
+        let end = time(&mut violations, "end_time", request.end_time.as_ref());
+        let as_of = time(&mut violations, "as_of", request.as_of.as_ref());
+        violations.into_result().map_err(invalid_argument)?;
+        let pipeline = pipeline.expect("validated");
+        let report = self
+            .forecasts
+            .metrics(
+                &ctx,
+                MetricsQuery {
+                    pipeline: pipeline.clone(),
+                    start,
+                    end,
+                    as_of,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::PipelineMetrics {
+            pipeline_id: pipeline.to_string(),
+            start_time: Some(datetime_to_timestamp(report.start)),
+            end_time: Some(datetime_to_timestamp(report.end)),
+            as_of: Some(datetime_to_timestamp(report.as_of)),
+            stages: report.stages.iter().map(stage_metrics).collect(),
+            win_rate: report.win_rate,
+            median_time_to_close: hours(report.median_time_to_close_hours),
+            average_won_amount: amounts(&report.average_won_amount),
+            sales_velocity: amounts(&report.sales_velocity),
+            bottleneck_stage: report.bottleneck_stage,
+            bottleneck_explanation: report.bottleneck_explanation,
+            open_count: report.open_count,
+        }))
+    }
+
+    async fn list_stuck_leads(
+        &self,
+        request: Request<pb::ListStuckLeadsRequest>,
+    ) -> Result<Response<pb::ListStuckLeadsResponse>, Status> {
+        let ctx = context(&request);
+        let request = request.get_ref();
+        let mut violations = Violations::default();
+        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
+        let page_size = bounded(&mut violations, "page_size", request.page_size, 50, 1, 1000);
+        violations.into_result().map_err(invalid_argument)?;
+        let (stuck, next_page_token, total) = self
+            .forecasts
+            .stuck_leads(
+                &ctx,
+                &pipeline.expect("validated"),
+                page_size as u64,
+                &request.page_token,
+            )
+            .await?;
+        Ok(Response::new(pb::ListStuckLeadsResponse {
+            stuck_leads: stuck
+                .iter()
+                .map(|s| {
+                    let currency = s
+                        .lead
+                        .fields
+                        .amount
+                        .as_ref()
+                        .map(|m| m.currency.as_str().to_owned())
+                        .unwrap_or_default();
+                    pb::StuckLead {
+                        lead: Some((&s.lead).into()),
+                        time_in_stage: Some(ProtoDuration {
+                            seconds: s.time_in_stage.num_seconds(),
+                            nanos: 0,
+                        }),
+                        threshold: Some(ProtoDuration {
+                            seconds: s.threshold.num_seconds(),
+                            nanos: 0,
+                        }),
+                        threshold_kind: s.threshold_kind.to_owned(),
+                        value_at_risk: Some(money(&currency, s.value_at_risk)),
+                    }
+                })
+                .collect(),
+            next_page_token,
+            total_size: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn explain_win_probability(
+        &self,
+        request: Request<pb::ExplainWinProbabilityRequest>,
+    ) -> Result<Response<pb::WinProbabilityExplanation>, Status> {
+        let ctx = context(&request);
+        let id = LeadId::parse(&request.get_ref().id).map_err(|e| invalid_field("id", e))?;
+        let explanation = self.forecasts.explain(&ctx, &id).await?;
+        let mut factors = vec![pb::WinProbabilityFactor {
+            feature: "stage".into(),
+            value: explanation.lead.stage.to_string(),
+            log_odds: logit(explanation.stage_probability),
+            support: explanation.stage_support as i64,
+        }];
+        factors.extend(
+            explanation
+                .factors
+                .iter()
+                .map(|f| pb::WinProbabilityFactor {
+                    feature: f.feature.clone(),
+                    value: f.value.clone(),
+                    log_odds: f.log_odds,
+                    support: f.support as i64,
+                }),
+        );
+        Ok(Response::new(pb::WinProbabilityExplanation {
+            lead_id: id.to_string(),
+            win_probability: explanation.win_probability,
+            stage_probability: explanation.stage_probability,
+            configured_probability: explanation.configured_probability,
+            factors,
+            training_size: explanation.training_size as i64,
+        }))
+    }
+
+    async fn get_forecast(
+        &self,
+        request: Request<pb::GetForecastRequest>,
+    ) -> Result<Response<pb::Forecast>, Status> {
+        let ctx = context(&request);
+        let r = request.get_ref();
+        let query = forecast_query(
+            &r.pipeline_id,
+            &r.currency_code,
+            r.period,
+            r.horizon_periods,
+            r.as_of.as_ref(),
+            r.simulations,
+            r.seed,
+        )?;
+        let (pipeline, currency, simulations) = (
+            query.pipeline.to_string(),
+            query.currency.as_str().to_owned(),
+            query.simulations,
+        );
+        let report = self.forecasts.forecast(&ctx, query).await?;
+        Ok(Response::new(pb::Forecast {
+            pipeline_id: pipeline,
+            as_of: Some(datetime_to_timestamp(report.as_of)),
+            periods: report
+                .periods
+                .iter()
+                .map(|p| period_forecast(&currency, p))
+                .collect(),
+            currency_code: currency,
+            open_leads: report.open_leads as i64,
+            simulations: simulations as i32,
+        }))
+    }
+
+    async fn backtest_forecast(
+        &self,
+        request: Request<pb::BacktestForecastRequest>,
+    ) -> Result<Response<pb::Backtest>, Status> {
+        let ctx = context(&request);
+        let r = request.get_ref();
+        if r.as_of.is_none() {
+            return Err(invalid_field("as_of", "is required"));
+        }
+        let query = forecast_query(
+            &r.pipeline_id,
+            &r.currency_code,
+            r.period,
+            r.horizon_periods,
+            r.as_of.as_ref(),
+            r.simulations,
+            r.seed,
+        )?;
+        let (pipeline, currency) = (
+            query.pipeline.to_string(),
+            query.currency.as_str().to_owned(),
+        );
+        let report = self.forecasts.backtest(&ctx, query).await?;
+        Ok(Response::new(pb::Backtest {
+            pipeline_id: pipeline,
+            as_of: Some(datetime_to_timestamp(report.as_of)),
+            periods: report
+                .periods
+                .iter()
+                .map(|p| {
+                    let range = p.range.expect("every report has its period");
+                    let error = (p.p50 - p.actual).abs();
+                    let naive_error = (p.naive - p.actual).abs();
+                    pb::BacktestPeriod {
+                        start_time: Some(datetime_to_timestamp(range.start)),
+                        end_time: Some(datetime_to_timestamp(range.end)),
+                        actual_amount: Some(money(&currency, p.actual)),
+                        predicted_amount: Some(money(&currency, p.p50)),
+                        p10_amount: Some(money(&currency, p.p10)),
+                        p90_amount: Some(money(&currency, p.p90)),
+                        absolute_error: error,
+                        percentage_error: relative_error(error, p.actual),
+                        actual_within_p10_p90: p.p10 <= p.actual + 1e-6 && p.actual <= p.p90 + 1e-6,
+                        naive_predicted_amount: Some(money(&currency, p.naive)),
+                        naive_absolute_error: naive_error,
+                        naive_percentage_error: relative_error(naive_error, p.actual),
+                    }
+                })
+                .collect(),
+            currency_code: currency,
+            brier_score: report.brier.unwrap_or(0.0),
+            naive_brier_score: report.naive_brier.unwrap_or(0.0),
+            scored_leads: report.scored as i64,
+        }))
+    }
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}

@@ -1,0 +1,436 @@
+//! Aggregations over stage history for metrics and forecasts. The grouping happens in SQL;
+//! only small grouped results, or one row per open lead, come back.
+//!
+//! Every query starts from the history as it stood at `as_of` (rows with change_time ≤ as_of),
+//! with window functions giving each visit its exit and each lead its final stage at that time.
+//! SQLite (3.28+) and PostgreSQL run the same SQL.
+
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
+
+use super::StoreError;
+use crate::domain::ids::{PipelineId, TenantId};
+
+const HISTORY: &str = "WITH h AS (
+    SELECT lead_id, sequence, from_stage, to_stage, change_time,
+           LEAD(to_stage) OVER w AS next_stage,
+           LEAD(change_time) OVER w AS exit_time,
+           LAST_VALUE(to_stage) OVER (PARTITION BY lead_id ORDER BY sequence
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_stage
+    FROM stage_changes
+    WHERE tenant_id = ? AND pipeline_id = ? AND change_time <= ?
+    WINDOW w AS (PARTITION BY lead_id ORDER BY sequence))";
+
+const MICROS_PER_HOUR: i64 = 3_600_000_000;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The history of one pipeline as of a point in time.
+pub struct HistoryScope<'a> {
+    pub tenant: &'a TenantId,
+    pub pipeline: &'a PipelineId,
+    /// Microseconds since the epoch.
+    pub as_of: i64,
+}
+
+impl HistoryScope<'_> {
+    fn values(&self) -> Vec<Value> {
+        vec![
+            self.tenant.as_str().into(),
+            self.pipeline.as_str().into(),
+            self.as_of.into(),
+        ]
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n.max(1)].join(", ")
+}
+
+fn stage_values(stages: &[String]) -> Vec<Value> {
+    if stages.is_empty() {
+        // `IN (?)` with a value no stage key can have keeps the SQL valid.
+        return vec!["-".into()];
+    }
+    stages.iter().map(|s| s.as_str().into()).collect()
+}
+
+async fn query(
+    db: &impl ConnectionTrait,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<QueryResult>, StoreError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => numbered(sql),
+        _ => sql.to_owned(),
+    };
+    Ok(db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?)
+}
+
+/// `?` → `$1, $2, …` for PostgreSQL. The SQL here has no `?` inside string literals.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn get<T: sea_orm::TryGetable>(row: &QueryResult, index: usize) -> Result<T, StoreError> {
+    Ok(row.try_get_by_index::<T>(index)?)
+}
+
+/// Visits that began in [start, end), grouped by stage and the stage that followed.
+pub struct FlowRow {
+    pub stage: String,
+    pub next_stage: Option<String>,
+    pub visits: i64,
+}
+
+pub async fn flows(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<FlowRow>, StoreError> {
+    let sql = format!(
+        "{HISTORY} SELECT to_stage, next_stage, COUNT(*) FROM h
+         WHERE change_time >= ? AND change_time < ? GROUP BY to_stage, next_stage"
+    );
+    let mut values = scope.values();
+    values.extend([start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(FlowRow {
+                stage: get(r, 0)?,
+                next_stage: get(r, 1)?,
+                visits: get(r, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// Leads that entered each stage in [start, end), by their final stage at as_of.
+pub async fn stage_outcomes(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let sql = format!(
+        "{HISTORY} SELECT to_stage, final_stage, COUNT(DISTINCT lead_id) FROM h
+         WHERE change_time >= ? AND change_time < ? GROUP BY to_stage, final_stage"
+    );
+    let mut values = scope.values();
+    values.extend([start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+        .collect()
+}
+
+/// Time in stage of visits that began in [start, end), in whole hours; visits still open at
+/// as_of are censored there.
+pub struct DwellRow {
+    pub stage: String,
+    pub hours: i64,
+    pub exited: bool,
+    pub visits: i64,
+}
+
+pub async fn dwell_times(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<DwellRow>, StoreError> {
+    let sql = format!(
+        "{HISTORY} SELECT to_stage, (COALESCE(exit_time, ?) - change_time) / {MICROS_PER_HOUR},
+                CASE WHEN exit_time IS NULL THEN 0 ELSE 1 END, COUNT(*)
+         FROM h WHERE change_time >= ? AND change_time < ? GROUP BY 1, 2, 3"
+    );
+    let mut values = scope.values();
+    values.extend([scope.as_of.into(), start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(DwellRow {
+                stage: get(r, 0)?,
+                hours: get(r, 1)?,
+                exited: get::<i32>(r, 2)? == 1,
+                visits: get(r, 3)?,
+            })
+        })
+        .collect()
+}
+
+/// Leads created in [start, end), by final stage at as_of.
+pub async fn creations(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    start: i64,
+    end: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let sql = format!(
+        "{HISTORY} SELECT final_stage, COUNT(*) FROM h
+         WHERE from_stage = '' AND change_time >= ? AND change_time < ? GROUP BY final_stage"
+    );
+    let mut values = scope.values();
+    values.extend([start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+        .collect()
+}
+
+const CYCLES: &str = ", c AS (
+    SELECT lead_id,
+           MIN(CASE WHEN from_stage = '' THEN change_time END) AS created,
+           MIN(CASE WHEN to_stage IN ({won}) THEN change_time END) AS won
+    FROM h GROUP BY lead_id)";
+
+/// Creation-to-win times, in whole hours, of leads first won in [start, end).
+pub async fn won_cycle_hours(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    won_stages: &[String],
+    start: i64,
+    end: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let won = stage_values(won_stages);
+    let cycles = CYCLES.replace("{won}", &placeholders(won.len()));
+    let sql = format!(
+        "{HISTORY}{cycles} SELECT (won - created) / {MICROS_PER_HOUR}, COUNT(*) FROM c
+         WHERE won >= ? AND won < ? AND created IS NOT NULL GROUP BY 1"
+    );
+    let mut values = scope.values();
+    values.extend(won);
+    values.extend([start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+        .collect()
+}
+
+/// Per currency: the summed amount (units, nanos) and count of leads first won in [start, end).
+pub async fn won_amounts(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    won_stages: &[String],
+    start: i64,
+    end: i64,
+) -> Result<Vec<(String, i64, i64, i64)>, StoreError> {
+    let won = stage_values(won_stages);
+    let cycles = CYCLES.replace("{won}", &placeholders(won.len()));
+    let sql = format!(
+        "{HISTORY}{cycles} SELECT l.amount_currency, CAST(SUM(l.amount_units) AS BIGINT), CAST(SUM(l.amount_nanos) AS BIGINT), COUNT(*)
+         FROM c JOIN leads l ON l.tenant_id = ? AND l.id = c.lead_id
+         WHERE c.won >= ? AND c.won < ? AND l.amount_currency <> ''
+         GROUP BY l.amount_currency"
+    );
+    let mut values = scope.values();
+    values.extend(won);
+    values.extend([scope.tenant.as_str().into(), start.into(), end.into()]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?)))
+        .collect()
+}
+
+/// Observed transitions (from, to, count) up to as_of.
+pub async fn transition_counts(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let sql = "SELECT from_stage, to_stage, COUNT(*) FROM stage_changes
+         WHERE tenant_id = ? AND pipeline_id = ? AND change_time <= ? AND from_stage <> ''
+         GROUP BY from_stage, to_stage";
+    query(db, sql, scope.values())
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+        .collect()
+}
+
+/// For leads won by as_of: days from entering each open stage to the first win, grouped.
+pub async fn close_time_samples(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    won_stages: &[String],
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let won = stage_values(won_stages);
+    let sql = format!(
+        "{HISTORY}, w AS (SELECT lead_id, MIN(change_time) AS won FROM h
+                         WHERE to_stage IN ({}) GROUP BY lead_id)
+         SELECT h.to_stage, (w.won - h.change_time) / {MICROS_PER_DAY}, COUNT(*)
+         FROM h JOIN w ON w.lead_id = h.lead_id
+         WHERE h.change_time < w.won AND h.to_stage NOT IN ({})
+         GROUP BY 1, 2",
+        placeholders(won.len()),
+        placeholders(won.len())
+    );
+    let mut values = scope.values();
+    values.extend(won.clone());
+    values.extend(won);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+        .collect()
+}
+
+/// A lead as it stood at as_of: its stage then, with its current attributes.
+#[derive(Debug, Clone)]
+pub struct LeadAt {
+    pub lead_id: String,
+    pub stage: String,
+    /// When it entered that stage (µs).
+    pub stage_enter_time: i64,
+    pub currency: String,
+    pub units: i64,
+    pub nanos: i32,
+    pub source: String,
+    pub owner: String,
+    pub labels: String,
+    pub expected_close_time: Option<i64>,
+    pub win_probability: f64,
+}
+
+/// Every lead whose stage at as_of is one of `stages`, optionally only in `currency`.
+pub async fn leads_at(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    stages: &[String],
+    currency: Option<&str>,
+) -> Result<Vec<LeadAt>, StoreError> {
+    let stage_list = stage_values(stages);
+    let currency_clause = if currency.is_some() {
+        "AND l.amount_currency = ?"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "{HISTORY} SELECT h.lead_id, h.to_stage, h.change_time, l.amount_currency, l.amount_units,
+                l.amount_nanos, l.source, l.owner, l.labels, l.expected_close_time, l.win_probability
+         FROM h JOIN leads l ON l.tenant_id = ? AND l.id = h.lead_id
+         WHERE h.exit_time IS NULL AND h.to_stage IN ({}) {currency_clause}",
+        placeholders(stage_list.len())
+    );
+    let mut values = scope.values();
+    values.push(scope.tenant.as_str().into());
+    values.extend(stage_list);
+    if let Some(currency) = currency {
+        values.push(currency.into());
+    }
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LeadAt {
+                lead_id: get(r, 0)?,
+                stage: get(r, 1)?,
+                stage_enter_time: get(r, 2)?,
+                currency: get(r, 3)?,
+                units: get(r, 4)?,
+                nanos: get(r, 5)?,
+                source: get(r, 6)?,
+                owner: get(r, 7)?,
+                labels: get(r, 8)?,
+                expected_close_time: get(r, 9)?,
+                win_probability: get(r, 10)?,
+            })
+        })
+        .collect()
+}
+
+/// Wins (entries into a won stage) in [start, end) of leads in `currency`: (time, units, nanos).
+/// With `created_by`, only leads created by then.
+#[allow(clippy::too_many_arguments)]
+pub async fn wins_between(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    won_stages: &[String],
+    currency: &str,
+    start: i64,
+    end: i64,
+    created_by: Option<i64>,
+) -> Result<Vec<(i64, i64, i32)>, StoreError> {
+    let won = stage_values(won_stages);
+    let sql = format!(
+        "SELECT h.change_time, l.amount_units, l.amount_nanos
+         FROM stage_changes h JOIN leads l ON l.tenant_id = h.tenant_id AND l.id = h.lead_id
+         WHERE h.tenant_id = ? AND h.pipeline_id = ? AND h.to_stage IN ({})
+           AND h.change_time >= ? AND h.change_time < ? AND l.amount_currency = ?
+           AND l.create_time <= ?",
+        placeholders(won.len())
+    );
+    let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
+    values.extend(won);
+    values.extend([
+        start.into(),
+        end.into(),
+        currency.into(),
+        created_by.unwrap_or(i64::MAX).into(),
+    ]);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
+        .collect()
+}
+
+/// Sets the learned probability (and expected value) of each listed lead.
+pub async fn set_win_probabilities(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    updates: &[(String, f64, f64)],
+) -> Result<(), StoreError> {
+    let sql =
+        "UPDATE leads SET win_probability = ?, expected_value = ? WHERE tenant_id = ? AND id = ?";
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => numbered(sql),
+        _ => sql.to_owned(),
+    };
+    for (id, probability, expected_value) in updates {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql.clone(),
+            [
+                (*probability).into(),
+                (*expected_value).into(),
+                tenant.as_str().into(),
+                id.as_str().into(),
+            ],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            super::numbered("a = ? AND b IN (?, ?)"),
+            "a = $1 AND b IN ($2, $3)"
+        );
+    }
+}

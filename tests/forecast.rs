@@ -1,0 +1,582 @@
+//! ImportLeads and ForecastService through the real gRPC API: metrics, stuck leads, learned
+//! probabilities checked against a synthetic truth, seeded range forecasts and backtests.
+
+mod common;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use common::synthetic::{self, STAGES};
+use common::*;
+use leadpipe::grpc::pb;
+use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
+use tonic::Code;
+
+on_both_backends!(
+    import_reports_bad_rows_and_skips_repeats,
+    metrics_follow_their_definitions_on_a_small_history,
+    learned_probabilities_recover_the_synthetic_truth,
+    forecasts_are_seeded_ranges_per_currency,
+    backtests_cover_the_actual_and_beat_the_naive_pipeline,
+);
+
+fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn change(from: &str, to: &str, at: DateTime<Utc>) -> pb::ImportedStageChange {
+    pb::ImportedStageChange {
+        from_stage: from.into(),
+        to_stage: to.into(),
+        change_time: Some(ts(at)),
+        actor: "crm".into(),
+        note: String::new(),
+    }
+}
+
+fn import_request(
+    external_id: &str,
+    amount: i64,
+    history: Vec<pb::ImportedStageChange>,
+) -> pb::ImportLeadsRequest {
+    pb::ImportLeadsRequest {
+        external_id: external_id.into(),
+        lead: Some(pb::Lead {
+            title: format!("imported {external_id}"),
+            contact_name: "Dana".into(),
+            amount: Some(money("EUR", amount)),
+            ..Default::default()
+        }),
+        history,
+    }
+}
+
+async fn import(app: &TestApp, requests: Vec<pb::ImportLeadsRequest>) -> pb::ImportLeadsResponse {
+    app.leads
+        .clone()
+        .import_leads(tokio_stream::iter(requests))
+        .await
+        .expect("import")
+        .into_inner()
+}
+
+async fn forecasts(app: &TestApp) -> ForecastServiceClient<tonic::transport::Channel> {
+    ForecastServiceClient::new(app.channel().await)
+}
+
+async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
+    let t0 = Utc::now() - Duration::days(30);
+    let good = vec![
+        import_request("a-1", 1000, vec![change("", "lead_generation", t0)]),
+        import_request(
+            "a-2",
+            2000,
+            vec![
+                change("", "lead_generation", t0),
+                change("lead_generation", "qualification", t0 + Duration::days(2)),
+                change("qualification", "closed_lost", t0 + Duration::days(5)),
+            ],
+        ),
+        import_request("a-3", 3000, vec![]),
+    ];
+    let mut requests = good.clone();
+    requests.push(import_request(
+        "bad-chain",
+        1,
+        vec![
+            change("", "lead_generation", t0),
+            change("proposal", "negotiation", t0),
+        ],
+    ));
+    requests.push(import_request(
+        "bad-stage",
+        1,
+        vec![change("", "nowhere", t0)],
+    ));
+    requests.push(import_request("", 1, vec![]));
+    let mut bad_email = import_request("bad-email", 1, vec![]);
+    bad_email.lead.as_mut().unwrap().contact_email = "nope".into();
+    requests.push(bad_email);
+
+    let response = import(&app, requests).await;
+    assert_eq!(response.received, 7);
+    assert_eq!(response.imported, 3);
+    assert_eq!(response.failed, 4);
+    let errors: Vec<(i64, &str)> = response
+        .errors
+        .iter()
+        .map(|e| (e.index, e.field.as_str()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (3, "history[1].from_stage"),
+            (4, "history[0].to_stage"),
+            (5, "external_id"),
+            (6, "lead.contact_email"),
+        ]
+    );
+
+    // Re-running the same import creates nothing new.
+    let again = import(&app, good).await;
+    assert_eq!((again.imported, again.already_imported), (0, 3));
+
+    let page = app
+        .leads
+        .clone()
+        .list_leads(pb::ListLeadsRequest {
+            filter: r#"stage = "closed_lost""#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total_size, 1);
+    let lost = &page.leads[0];
+    assert_eq!(lost.close_time, Some(ts(t0 + Duration::days(5))));
+    assert_eq!(lost.create_time, Some(ts(t0)));
+    let history = app
+        .leads
+        .clone()
+        .list_stage_changes(pb::ListStageChangesRequest {
+            lead_id: lost.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stage_changes;
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|c| c.imported && c.actor == "anonymous"));
+    assert!(
+        history
+            .iter()
+            .all(|c| c.note.contains("by crm in the source system"))
+    );
+
+    // Imported history is not streamed, and a live subscriber skips its sequences.
+    let mut stream = app
+        .leads
+        .clone()
+        .watch_stage_changes(pb::WatchStageChangesRequest {
+            after_sequence: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let fresh = create(&app, new_lead("after the import")).await;
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.lead_id, fresh.id);
+}
+
+async fn metrics_follow_their_definitions_on_a_small_history(app: TestApp) {
+    let now = Utc::now();
+    let day = Duration::days(1);
+    let t0 = now - Duration::days(60);
+    let requests = vec![
+        // Won after 10 days: lead_generation 2d, qualification 3d, proposal 3d, negotiation 2d.
+        import_request(
+            "won",
+            10_000,
+            vec![
+                change("", "lead_generation", t0),
+                change("lead_generation", "qualification", t0 + day * 2),
+                change("qualification", "proposal", t0 + day * 5),
+                change("proposal", "negotiation", t0 + day * 8),
+                change("negotiation", "closed_won", t0 + day * 10),
+            ],
+        ),
+        // Lost from qualification.
+        import_request(
+            "lost",
+            5_000,
+            vec![
+                change("", "lead_generation", t0),
+                change("lead_generation", "qualification", t0 + day * 4),
+                change("qualification", "closed_lost", t0 + day * 6),
+            ],
+        ),
+        // Stuck in qualification for 40 days (rotting days 21).
+        import_request(
+            "stuck",
+            50_000,
+            vec![
+                change("", "lead_generation", t0 + day * 10),
+                change("lead_generation", "qualification", t0 + day * 20),
+            ],
+        ),
+        // Fresh in qualification.
+        import_request(
+            "fresh",
+            1_000,
+            vec![
+                change("", "lead_generation", now - day * 3),
+                change("lead_generation", "qualification", now - day),
+            ],
+        ),
+    ];
+    assert_eq!(import(&app, requests).await.imported, 4);
+
+    let metrics = forecasts(&app)
+        .await
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let stage = |key: &str| metrics.stages.iter().find(|s| s.stage == key).unwrap();
+    let qualification = stage("qualification");
+    assert_eq!(qualification.entered_count, 4);
+    assert_eq!(qualification.advanced_count, 1);
+    assert_eq!(qualification.lost_count, 1);
+    assert!(
+        (qualification.conversion_rate - 0.5).abs() < 1e-9,
+        "1 of 2 ended visits advanced"
+    );
+    assert!(
+        (qualification.win_rate - 0.5).abs() < 1e-9,
+        "1 of 2 closed leads was won"
+    );
+    assert_eq!(qualification.open_count, 2);
+    assert_eq!(qualification.stuck_count, 1);
+    let lead_generation = stage("lead_generation");
+    assert_eq!(
+        (
+            lead_generation.entered_count,
+            lead_generation.advanced_count
+        ),
+        (4, 4)
+    );
+    assert!((metrics.win_rate - 0.5).abs() < 1e-9);
+    assert_eq!(
+        metrics.median_time_to_close.as_ref().unwrap().seconds / 86_400,
+        10
+    );
+    assert_eq!(metrics.average_won_amount, vec![money("EUR", 10_000)]);
+    assert_eq!(metrics.open_count, 2);
+    assert_eq!(metrics.bottleneck_stage, "qualification");
+    assert!(!metrics.bottleneck_explanation.is_empty());
+
+    // Point in time: 7 days after t0 the won lead was still in proposal.
+    let earlier = forecasts(&app)
+        .await
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+            as_of: Some(ts(t0 + day * 7)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        earlier
+            .stages
+            .iter()
+            .find(|s| s.stage == "proposal")
+            .unwrap()
+            .open_count,
+        1
+    );
+    assert_eq!(earlier.open_count, 1);
+
+    let stuck = forecasts(&app)
+        .await
+        .list_stuck_leads(pb::ListStuckLeadsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stuck.total_size, 1);
+    let only = &stuck.stuck_leads[0];
+    assert_eq!(only.lead.as_ref().unwrap().external_id, "stuck");
+    assert!(
+        only.time_in_stage.as_ref().unwrap().seconds > only.threshold.as_ref().unwrap().seconds
+    );
+    assert!(!only.threshold_kind.is_empty());
+
+    let status = forecasts(&app)
+        .await
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+            pipeline_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+async fn import_synthetic(app: &TestApp, leads: usize, seed: u64) -> synthetic::SyntheticPipeline {
+    let end = Utc::now() - Duration::hours(1);
+    let generated = synthetic::generate(leads, end - Duration::days(365), end, seed);
+    for chunk in generated.leads.chunks(2000) {
+        let response = import(app, chunk.to_vec()).await;
+        assert_eq!(response.failed, 0, "{:?}", response.errors.first());
+    }
+    generated
+}
+
+async fn learned_probabilities_recover_the_synthetic_truth(app: TestApp) {
+    let generated = import_synthetic(&app, 4000, 11).await;
+    let truth = &generated.truth;
+    let metrics = forecasts(&app)
+        .await
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    for (i, key) in STAGES.iter().enumerate().take(4) {
+        let stage = metrics.stages.iter().find(|s| s.stage == *key).unwrap();
+        let advance = truth.transition[i][i + 1];
+        assert!(
+            (stage.conversion_rate - advance).abs() < 0.05,
+            "{key}: conversion {} vs true advance probability {advance}",
+            stage.conversion_rate
+        );
+        let p = truth.chain_win_probability[i];
+        assert!(
+            (stage.learned_win_probability - p).abs() < 0.06,
+            "{key}: learned P(win) {} vs truth {p}",
+            stage.learned_win_probability
+        );
+        let median_days = stage.median_time_in_stage.as_ref().unwrap().seconds as f64 / 86_400.0;
+        let true_median = synthetic::true_median_dwell_days(truth.mean_dwell_days[i]);
+        assert!(
+            (median_days - true_median).abs() / true_median < 0.2,
+            "{key}: median dwell {median_days} vs truth {true_median}"
+        );
+    }
+
+    // Referrals close more often: the learned probabilities must say so.
+    let mut client = app.leads.clone();
+    let mut by_source: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut token = String::new();
+    let mut previous = f64::INFINITY;
+    loop {
+        let page = client
+            .list_leads(pb::ListLeadsRequest {
+                filter: r#"stage = "proposal""#.into(),
+                order_by: "win_probability desc".into(),
+                page_size: 500,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for lead in &page.leads {
+            assert!(lead.win_probability <= previous + 1e-12, "priority order");
+            previous = lead.win_probability;
+            by_source
+                .entry(lead.source.clone())
+                .or_default()
+                .push(lead.win_probability);
+        }
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let mean = |s: &str| {
+        let v = &by_source[s];
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    assert!(
+        mean("referral") > mean("web") && mean("web") > mean("event"),
+        "{by_source:?}"
+    );
+
+    let lead = client
+        .list_leads(pb::ListLeadsRequest {
+            filter: r#"stage = "negotiation" AND source = "referral""#.into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leads
+        .remove(0);
+    let explanation = forecasts(&app)
+        .await
+        .explain_win_probability(pb::ExplainWinProbabilityRequest {
+            id: lead.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((explanation.win_probability - lead.win_probability).abs() < 1e-9);
+    assert_eq!(explanation.factors[0].feature, "stage");
+    let source = explanation
+        .factors
+        .iter()
+        .find(|f| f.feature == "source")
+        .unwrap();
+    assert!(source.log_odds > 0.0, "referral raises the odds");
+    assert!(explanation.training_size > 1000);
+}
+
+async fn forecasts_are_seeded_ranges_per_currency(app: TestApp) {
+    import_synthetic(&app, 1500, 5).await;
+    let request = pb::GetForecastRequest {
+        currency_code: "EUR".into(),
+        period: pb::Period::Month as i32,
+        horizon_periods: 3,
+        simulations: 500,
+        seed: 7,
+        ..Default::default()
+    };
+    let first = forecasts(&app)
+        .await
+        .get_forecast(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = forecasts(&app)
+        .await
+        .get_forecast(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.periods, second.periods,
+        "the same seed gives the same answer"
+    );
+    assert_eq!(first.periods.len(), 3);
+    assert!(first.open_leads > 0);
+    let value = |m: &Option<pb::Money>| {
+        let m = m.as_ref().unwrap();
+        m.units as f64 + m.nanos as f64 / 1e9
+    };
+    let mut total_expected = 0.0;
+    for period in &first.periods {
+        assert!(value(&period.p10_amount) <= value(&period.p50_amount));
+        assert!(value(&period.p50_amount) <= value(&period.p90_amount));
+        assert!(value(&period.commit_amount) <= value(&period.best_case_amount));
+        assert!(value(&period.best_case_amount) <= value(&period.pipeline_amount));
+        assert!(value(&period.closed_won_amount) <= value(&period.p10_amount) + 1e-6);
+        total_expected += value(&period.expected_amount);
+    }
+    assert!(total_expected > 0.0);
+    let other_seed = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            seed: 8,
+            ..request.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(other_seed.periods, first.periods);
+
+    let usd = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            currency_code: "USD".into(),
+            ..request.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(usd.open_leads, 0, "EUR leads are never forecast as USD");
+
+    let status = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            currency_code: "euro".into(),
+            horizon_periods: 99,
+            simulations: 5,
+            ..request
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&status),
+        vec![
+            "currency_code".to_string(),
+            "horizon_periods".to_string(),
+            "simulations".to_string()
+        ]
+    );
+}
+
+async fn backtests_cover_the_actual_and_beat_the_naive_pipeline(app: TestApp) {
+    // Hand-typed stage probabilities are usually optimistic; make them so, as a CRM admin would.
+    let mut pipelines = app.pipelines.clone();
+    let mut default = pipelines
+        .get_pipeline(pb::GetPipelineRequest {
+            id: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (stage, p) in default.stages.iter_mut().zip([0.3, 0.5, 0.7, 0.9]) {
+        stage.probability = p;
+    }
+    pipelines
+        .update_pipeline(pb::UpdatePipelineRequest {
+            pipeline: Some(default),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["stages".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    import_synthetic(&app, 5000, 23).await;
+
+    let mut covered = 0;
+    let mut periods = 0;
+    let mut learned_error = 0.0;
+    let mut naive_error = 0.0;
+    let mut brier = Vec::new();
+    for months_back in [4, 5, 6, 7, 8] {
+        let backtest = forecasts(&app)
+            .await
+            .backtest_forecast(pb::BacktestForecastRequest {
+                as_of: Some(ts(Utc::now() - Duration::days(30 * months_back))),
+                horizon_periods: 2,
+                period: pb::Period::Month as i32,
+                currency_code: "EUR".into(),
+                simulations: 500,
+                seed: months_back as u64,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for period in &backtest.periods {
+            let v = |m: &Option<pb::Money>| m.as_ref().map_or(0, |m| m.units);
+            eprintln!(
+                "as_of -{months_back}m: actual {} p10 {} p50 {} p90 {} naive {}",
+                v(&period.actual_amount),
+                v(&period.p10_amount),
+                v(&period.predicted_amount),
+                v(&period.p90_amount),
+                v(&period.naive_predicted_amount)
+            );
+            periods += 1;
+            covered += usize::from(period.actual_within_p10_p90);
+            learned_error += period.absolute_error;
+            naive_error += period.naive_absolute_error;
+        }
+        assert!(backtest.scored_leads > 0);
+        brier.push((backtest.brier_score, backtest.naive_brier_score));
+    }
+    let coverage = covered as f64 / periods as f64;
+    eprintln!(
+        "backtest: P10–P90 coverage {coverage:.2} over {periods} periods; error learned {learned_error:.0} vs naive {naive_error:.0}; brier {brier:?}"
+    );
+    assert!((0.6..=1.0).contains(&coverage), "coverage {coverage}");
+    assert!(
+        learned_error < naive_error,
+        "learned {learned_error} vs naive {naive_error}"
+    );
+    assert!(
+        brier.iter().all(|(learned, naive)| learned < naive),
+        "{brier:?}"
+    );
+}
