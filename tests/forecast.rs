@@ -313,10 +313,18 @@ async fn metrics_follow_their_definitions_on_a_small_history(app: TestApp) {
 async fn import_synthetic(app: &TestApp, leads: usize, seed: u64) -> synthetic::SyntheticPipeline {
     let end = Utc::now() - Duration::hours(1);
     let generated = synthetic::generate(leads, end - Duration::days(365), end, seed);
+    let started = std::time::Instant::now();
     for chunk in generated.leads.chunks(2000) {
         let response = import(app, chunk.to_vec()).await;
         assert_eq!(response.failed, 0, "{:?}", response.errors.first());
     }
+    let elapsed = started.elapsed();
+    let changes: usize = generated.leads.iter().map(|l| l.history.len()).sum();
+    eprintln!(
+        "imported {leads} leads with {changes} history rows on {:?} in {elapsed:?} ({:.0} leads/s, including rescoring)",
+        app.backend,
+        leads as f64 / elapsed.as_secs_f64()
+    );
     generated
 }
 
@@ -579,4 +587,20 @@ async fn backtests_cover_the_actual_and_beat_the_naive_pipeline(app: TestApp) {
         brier.iter().all(|(learned, naive)| learned < naive),
         "{brier:?}"
     );
+}
+
+/// Import throughput at scale, for the record; run it in release:
+/// `LEADPIPE_IMPORT_LEADS=100000 cargo test --release --test forecast -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; takes minutes in debug builds"]
+async fn import_throughput() {
+    let leads = std::env::var("LEADPIPE_IMPORT_LEADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if let Some(app) = spawn_app(backend).await {
+            import_synthetic(&app, leads, 3).await;
+        }
+    }
 }

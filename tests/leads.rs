@@ -576,6 +576,7 @@ async fn list_orders_by_every_supported_key(app: TestApp) {
         "create_time desc",
         "update_time",
         "win_probability desc",
+        "expected_value desc",
     ] {
         let mut leads = Vec::new();
         let mut token = String::new();
@@ -607,6 +608,10 @@ async fn list_orders_by_every_supported_key(app: TestApp) {
                 "update_time" => {
                     let t = l.update_time.as_ref().unwrap();
                     t.seconds as i128 * 1_000_000_000 + t.nanos as i128
+                }
+                "expected_value" => {
+                    let amount = l.amount.as_ref().map_or(0.0, |m| m.units as f64);
+                    (amount * l.win_probability * 1e6) as i128
                 }
                 _ => (l.win_probability * 1e9) as i128,
             };

@@ -5,8 +5,9 @@
 //! bounded broadcast channel. Each subscriber keeps a cursor (the last sequence it has passed)
 //! and reads from the database whenever the broadcast cannot serve it: while replaying history,
 //! after falling behind (the channel reports it lagged), or when it sees a gap. Because sequences
-//! are gapless and assigned in commit order, "every event above the cursor, in order" is exact:
-//! no gap, no duplicate, at the hand-over from replay to live or anywhere else.
+//! are assigned in commit order, "every event above the cursor, in order" is exact: nothing is
+//! missed and nothing repeats, at the hand-over from replay to live or anywhere else. Gaps come
+//! only from imported history (never streamed) or from retention, which a watermark tells apart.
 //!
 //! Tailers are woken by local commits, by the PostgreSQL relay for commits on other replicas,
 //! and by a slow poll as a safety net.
