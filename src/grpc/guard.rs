@@ -197,12 +197,17 @@ impl Shared {
     }
 }
 
+/// Client-streaming calls last as long as the client keeps sending (an import of a million leads
+/// takes minutes), so the server's default deadline does not apply to them.
+const CLIENT_STREAMING: &[&str] = &["/leadpipe.v1.LeadService/ImportLeads"];
+
 /// The sooner of the server's default deadline and the client's `grpc-timeout`.
 fn deadline<B>(request: &Request<B>, default: Option<Duration>) -> Option<Duration> {
     let client = request
         .headers()
         .get("grpc-timeout")
         .and_then(|value| parse_grpc_timeout(value.to_str().ok()?));
+    let default = default.filter(|_| !CLIENT_STREAMING.contains(&request.uri().path()));
     match (client, default) {
         (Some(client), Some(default)) => Some(client.min(default)),
         (client, default) => client.or(default),
