@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::model::{features_of, money_of, stage_index, stage_keys};
+use super::model::{dwell_estimates, features_of, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService};
 use crate::app::{AppError, RequestContext, now};
 use crate::domain::forecast::KaplanMeier;
@@ -196,17 +196,7 @@ impl ForecastService {
         }
 
         // Time in stage, Kaplan–Meier with open visits censored.
-        let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); n];
-        for row in analytics::dwell_times(db, &scope, window_start, window_end).await? {
-            if let Some(&i) = index.get(row.stage.as_str()) {
-                let hours = row.hours as f64 + 0.5;
-                observations[i].extend(std::iter::repeat_n(
-                    (hours, row.exited),
-                    row.visits as usize,
-                ));
-            }
-        }
-        let dwell: Vec<KaplanMeier> = observations.into_iter().map(KaplanMeier::fit).collect();
+        let dwell = dwell_estimates(db, &scope, &index, n, (window_start, window_end), 1.0).await?;
         for (stage, km) in stages.iter_mut().zip(&dwell) {
             stage.median_hours = km.median();
             stage.p90_hours = km.quantile(0.9);
@@ -329,17 +319,8 @@ impl ForecastService {
         let db = self.store.reader();
         let index = stage_index(definition);
         let n = definition.stages.len();
-        let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); n];
         let since = to_micros(as_of - Duration::days(365));
-        for row in analytics::dwell_times(db, &scope, since, scope.as_of + 1).await? {
-            if let Some(&i) = index.get(row.stage.as_str()) {
-                observations[i].extend(std::iter::repeat_n(
-                    (row.hours as f64 + 0.5, row.exited),
-                    row.visits as usize,
-                ));
-            }
-        }
-        let dwell: Vec<KaplanMeier> = observations.into_iter().map(KaplanMeier::fit).collect();
+        let dwell = dwell_estimates(db, &scope, &index, n, (since, scope.as_of + 1), 1.0).await?;
         let limits = thresholds(definition, &dwell);
         let open = analytics::leads_at(
             db,

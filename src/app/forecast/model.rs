@@ -128,7 +128,16 @@ pub async fn train(
         AttributeModel::train(closed.iter().map(|l| (features_of(l), won_kind(&l.stage))));
 
     let close_times = if closed.len() >= MIN_CLOSED_LEADS {
-        let dwell = dwell_in_days(db, scope, &index, definition.stages.len()).await?;
+        let every_visit = (i64::MIN, scope.as_of + 1);
+        let dwell = dwell_estimates(
+            db,
+            scope,
+            &index,
+            definition.stages.len(),
+            every_visit,
+            24.0,
+        )
+        .await?;
         let won: Vec<bool> = definition
             .stages
             .iter()
@@ -153,18 +162,25 @@ pub async fn train(
     })
 }
 
-/// Kaplan–Meier time in stage, in days, over every visit up to as_of.
-async fn dwell_in_days(
+/// Kaplan–Meier time in stage per stage index, over the visits that began in [start, end), in
+/// units of `hours_per_unit` hours (1 for hours, 24 for days).
+pub async fn dwell_estimates(
     db: &impl ConnectionTrait,
     scope: &HistoryScope<'_>,
     index: &HashMap<&str, usize>,
     stages: usize,
+    (start, end): (i64, i64),
+    hours_per_unit: f64,
 ) -> Result<Vec<KaplanMeier>, AppError> {
     let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); stages];
-    for row in analytics::dwell_times(db, scope, i64::MIN, scope.as_of + 1).await? {
+    for row in analytics::dwell_times(db, scope, start, end).await? {
         if let Some(&i) = index.get(row.stage.as_str()) {
-            let days = (row.hours as f64 + 0.5) / 24.0;
-            observations[i].extend(std::iter::repeat_n((days, row.exited), row.visits as usize));
+            // The middle of the hour the SQL grouped by.
+            let duration = (row.hours as f64 + 0.5) / hours_per_unit;
+            observations[i].extend(std::iter::repeat_n(
+                (duration, row.exited),
+                row.visits as usize,
+            ));
         }
     }
     Ok(observations.into_iter().map(KaplanMeier::fit).collect())
