@@ -1,10 +1,17 @@
-//! Command line and environment configuration.
+//! Configuration: flags, then `LEADPIPE_*` environment variables, then an optional TOML file
+//! (`--config`), then the defaults.
+//!
+//! The file is applied by making its values the defaults of the matching arguments, so clap's
+//! own precedence (flag, then environment, then default) gives the order above, and `--help`
+//! shows the values in effect.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::api_keys::Role;
 use crate::domain::ids::TenantId;
@@ -20,6 +27,10 @@ use crate::store::{SqliteSync, StoreConfig};
     about = "A gRPC sales-pipeline service: leads, stage gates, history and forecasts."
 )]
 pub struct Cli {
+    /// A TOML file of settings. Its keys are the flags' names with `_` for `-`, e.g.
+    /// `listen = "0.0.0.0:50051"`; flags and LEADPIPE_* variables override it.
+    #[arg(long, env = "LEADPIPE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(subcommand)]
@@ -35,6 +46,69 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Import leads from a CSV file, through the same validation as ImportLeads.
+    Import(ImportArgs),
+    /// Export leads with their history as CSV, in the layout `import` reads.
+    Export(ExportArgs),
+    /// Seed an empty tenant with a realistic sample pipeline.
+    Demo(DemoArgs),
+    /// Exit 0 if the server answers SERVING to a gRPC health check (plaintext servers only).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server's listen address; a wildcard address (0.0.0.0, ::) is checked on loopback.
+    #[arg(long, env = "LEADPIPE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// The service to ask about; empty for the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The CSV file (`-`: standard input). See the README for its columns.
+    pub file: PathBuf,
+    /// The tenant to import into.
+    #[arg(long, value_parser = parse_tenant, default_value = "default")]
+    pub tenant: TenantId,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// The tenant to export.
+    #[arg(long, value_parser = parse_tenant, default_value = "default")]
+    pub tenant: TenantId,
+    /// Only leads matching this ListLeads filter, e.g. `stage = "proposal"`.
+    #[arg(long, default_value = "")]
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// The tenant to seed; it must have no leads. `default` is the one a server without API
+    /// keys serves on loopback.
+    #[arg(long, value_parser = parse_tenant, default_value = "default")]
+    pub tenant: TenantId,
+    /// How many leads to create.
+    #[arg(long, default_value_t = 3000)]
+    pub leads: usize,
+    /// How many days of history, ending at `--until`.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// The same seed and `--until` give the same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// When the history ends, RFC 3339 (default: the start of today, UTC).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +140,25 @@ pub enum KeysCommand {
 
 fn parse_tenant(value: &str) -> Result<TenantId, String> {
     TenantId::parse(value)
+}
+
+/// `*`, or an origin as browsers send it: `http[s]://host[:port]`, without a path.
+fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let host = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    let valid = value == "*"
+        || host.is_some_and(|host| {
+            !host.is_empty() && !host.contains('/') && http::HeaderValue::from_str(value).is_ok()
+        });
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not an origin: expected `*` or scheme://host[:port], e.g. https://crm.example.com"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -140,6 +233,18 @@ pub struct ServeArgs {
     /// the connect timeout. Keeps calls fast when the database is gone.
     #[arg(long, env = "LEADPIPE_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub db_timeout: Duration,
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics` (none unless set), e.g.
+    /// `127.0.0.1:9464`.
+    #[arg(long, env = "LEADPIPE_METRICS_LISTEN", value_name = "ADDRESS")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export each call's trace span over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317`. Without it, OTEL_EXPORTER_OTLP_ENDPOINT turns the export on.
+    #[arg(long, env = "LEADPIPE_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Web origins whose pages may call the API with grpc-web, comma-separated, e.g.
+    /// `https://crm.example.com`; `*` for any. None by default: only same-origin pages may.
+    #[arg(long, env = "LEADPIPE_CORS_ALLOWED_ORIGINS", value_name = "ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServeArgs {
@@ -157,20 +262,10 @@ impl Default for ServeArgs {
             rate_limit_per_second: 2000,
             rate_limit_burst: 4000,
             db_timeout: Duration::from_secs(2),
+            metrics_listen: None,
+            otlp_endpoint: None,
+            cors_allowed_origins: Vec::new(),
         }
-    }
-}
-
-impl ServeArgs {
-    /// The serve options from the environment (`LEADPIPE_*`) and their defaults, for a
-    /// `leadpipe` run without a subcommand. Exits with clap's message on a bad value.
-    pub fn from_env() -> Self {
-        #[derive(Parser)]
-        struct EnvOnly {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
-        EnvOnly::parse_from(["leadpipe"]).serve
     }
 }
 
@@ -188,6 +283,8 @@ impl ServeArgs {
                 rate_limit_per_second: self.rate_limit_per_second,
                 rate_limit_burst: self.rate_limit_burst,
             },
+            metrics: self.metrics_listen.is_some(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
             ..Settings::new(store)
         }
     }
@@ -198,7 +295,13 @@ impl ServeArgs {
             (Some(cert), Some(key)) => {
                 TlsSettings::from_files(cert, key, self.tls_client_ca.as_deref()).map(Some)
             }
-            _ => Ok(None),
+            // Reachable when the configuration file sets only some of them (clap checks flags
+            // and variables, not defaults).
+            (None, None) if self.tls_client_ca.is_none() => Ok(None),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "TLS needs both tls_cert and tls_key (and tls_client_ca needs both)",
+            )),
         }
     }
 }
@@ -211,5 +314,284 @@ impl DatabaseArgs {
             sqlite_synchronous: self.sqlite_synchronous,
             acquire_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl Cli {
+    /// The command line, over the environment, over the configuration file, over the defaults.
+    /// Without a subcommand, `serve` with its settings from those sources. Exits with clap's
+    /// message on a bad flag, variable or file.
+    pub fn load() -> Self {
+        Self::load_from(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    pub fn load_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = Self::command();
+        let matches = command.try_get_matches_from_mut(&args)?;
+        if let Some(path) = matches.get_one::<PathBuf>("config") {
+            command = with_file_defaults(Self::command(), path)?;
+        }
+        let matches = command.try_get_matches_from_mut(&args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        if cli.command.is_none() {
+            let serve = command
+                .find_subcommand_mut("serve")
+                .expect("serve is a subcommand");
+            let matches = serve.try_get_matches_from_mut(["serve"])?;
+            cli.command = Some(Command::Serve(ServeArgs::from_arg_matches(&matches)?));
+        }
+        Ok(cli)
+    }
+}
+
+/// Makes each setting in the TOML file at `path` the default of the argument of that name, at
+/// the top level (global settings) and in every subcommand that has it. Only arguments with a
+/// `LEADPIPE_*` variable are settings; an unknown key is an error, so that a typo is not
+/// silently ignored.
+fn with_file_defaults(
+    mut command: clap::Command,
+    path: &Path,
+) -> Result<clap::Command, clap::Error> {
+    let fail = |message: String| clap::Error::raw(ErrorKind::InvalidValue, message + "\n");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    for (key, value) in table {
+        let global = is_setting(&command, &key);
+        let subcommands: Vec<String> = command
+            .get_subcommands()
+            .filter(|sub| is_setting(sub, &key))
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        if !global && subcommands.is_empty() {
+            let mut keys: Vec<String> = settings(&command).collect();
+            keys.sort();
+            keys.dedup();
+            return Err(fail(format!(
+                "{}: unknown setting `{key}`; the settings are: {}",
+                path.display(),
+                keys.join(", ")
+            )));
+        }
+        let scalar = |value: toml::Value| match value {
+            toml::Value::String(value) => Some(value),
+            toml::Value::Integer(value) => Some(value.to_string()),
+            toml::Value::Float(value) => Some(value.to_string()),
+            toml::Value::Boolean(value) => Some(value.to_string()),
+            _ => None,
+        };
+        // A list setting (one with a value delimiter) takes an array, or one delimited string.
+        let delimiter = std::iter::once(&command)
+            .chain(command.get_subcommands())
+            .flat_map(|command| command.get_arguments())
+            .find(|arg| arg.get_id() == key.as_str())
+            .and_then(|arg| arg.get_value_delimiter());
+        let values: Option<Vec<String>> = match (value, delimiter) {
+            (toml::Value::Array(items), Some(_)) => items.into_iter().map(scalar).collect(),
+            (value, Some(delimiter)) => scalar(value).map(|joined| {
+                joined
+                    .split(delimiter)
+                    .map(|item| item.trim().to_owned())
+                    .collect()
+            }),
+            (value, None) => scalar(value).map(|value| vec![value]),
+        };
+        let Some(values) = values else {
+            let what = match delimiter {
+                Some(_) => "a string or an array of strings",
+                None => "a string, a number or a boolean",
+            };
+            return Err(fail(format!("{}: `{key}` must be {what}", path.display())));
+        };
+        let set = |arg: clap::Arg| arg.default_values(values.clone());
+        if global {
+            command = command.mut_arg(&key, set);
+        }
+        for name in subcommands {
+            command = command.mut_subcommand(name, |sub| sub.mut_arg(&key, set));
+        }
+    }
+    Ok(command)
+}
+
+/// Whether `command` has a setting called `key`.
+fn is_setting(command: &clap::Command, key: &str) -> bool {
+    key != "config"
+        && command
+            .get_arguments()
+            .any(|arg| arg.get_id() == key && arg.get_env().is_some())
+}
+
+/// The names of every setting, for the error on an unknown one.
+fn settings(command: &clap::Command) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(command)
+        .chain(command.get_subcommands())
+        .flat_map(|command| command.get_arguments())
+        .filter(|arg| arg.get_env().is_some() && arg.get_id() != "config")
+        .map(|arg| arg.get_id().to_string())
+}
+
+#[cfg(test)]
+mod precedence_tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Tests that set or clear the variable below hold this lock.
+    static ENV: Mutex<()> = Mutex::new(());
+    const BURST_VAR: &str = "LEADPIPE_RATE_LIMIT_BURST";
+
+    fn set_burst_var(value: Option<&str>) {
+        // SAFETY: std's own lock serialises this with every `std::env` read in the process, and
+        // the tests that read this variable hold `ENV`.
+        unsafe {
+            match value {
+                Some(value) => std::env::set_var(BURST_VAR, value),
+                None => std::env::remove_var(BURST_VAR),
+            }
+        }
+    }
+
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    fn load(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::load_from(std::iter::once("leadpipe").chain(args.iter().copied()))
+    }
+
+    fn serve_args(cli: &Cli) -> &ServeArgs {
+        match &cli.command {
+            Some(Command::Serve(args)) => args,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_also_without_a_subcommand() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        set_burst_var(None);
+        let file = config_file(
+            "database_url = \"sqlite://from-file.db\"\n\
+             listen = \"127.0.0.1:6000\"\n\
+             rate_limit_burst = 7\n\
+             request_timeout = \"5s\"\n\
+             metrics_listen = \"127.0.0.1:9464\"\n",
+        );
+        let path = file.path().to_str().unwrap();
+        for args in [vec!["--config", path], vec!["--config", path, "serve"]] {
+            let cli = load(&args).unwrap();
+            assert_eq!(cli.database.database_url, "sqlite://from-file.db");
+            let serve = serve_args(&cli);
+            assert_eq!(serve.listen, "127.0.0.1:6000".parse().unwrap());
+            assert_eq!(serve.rate_limit_burst, 7);
+            assert_eq!(serve.request_timeout, Duration::from_secs(5));
+            assert_eq!(
+                serve.metrics_listen,
+                Some("127.0.0.1:9464".parse().unwrap())
+            );
+            // Untouched settings keep their defaults.
+            assert_eq!(serve.rate_limit_per_second, 2000);
+            assert_eq!(cli.database.db_pool_size, 8);
+        }
+        // Global settings reach the other subcommands too.
+        let cli = load(&["--config", path, "migrate"]).unwrap();
+        assert_eq!(cli.database.database_url, "sqlite://from-file.db");
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_flags_override_env() {
+        let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+        let file = config_file("rate_limit_burst = 7\n");
+        let path = file.path().to_str().unwrap();
+
+        set_burst_var(Some("9"));
+        let from_env = load(&["--config", path, "serve"]);
+        let from_flag = load(&["--config", path, "serve", "--rate-limit-burst", "11"]);
+        set_burst_var(None);
+        let from_file = load(&["--config", path, "serve"]);
+        let from_default = load(&["serve"]);
+
+        assert_eq!(serve_args(&from_env.unwrap()).rate_limit_burst, 9);
+        assert_eq!(serve_args(&from_flag.unwrap()).rate_limit_burst, 11);
+        assert_eq!(serve_args(&from_file.unwrap()).rate_limit_burst, 7);
+        assert_eq!(serve_args(&from_default.unwrap()).rate_limit_burst, 4000);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_reason() {
+        let message = |text: &str| {
+            let file = config_file(text);
+            load(&["--config", file.path().to_str().unwrap(), "serve"])
+                .expect_err("refused")
+                .to_string()
+        };
+        let unknown = message("lisen = \"127.0.0.1:1\"\n");
+        assert!(unknown.contains("unknown setting `lisen`"), "{unknown}");
+        assert!(unknown.contains("listen"), "lists the settings: {unknown}");
+        let table = message("[serve]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(table.contains("unknown setting `serve`"), "{table}");
+        let array = message("listen = [\"127.0.0.1:1\"]\n");
+        assert!(array.contains("must be a string"), "{array}");
+        let syntax = message("listen = \n");
+        assert!(
+            syntax.contains("TOML") || syntax.contains("expected"),
+            "{syntax}"
+        );
+        let invalid = message("listen = \"nowhere\"\n");
+        assert!(invalid.contains("nowhere"), "{invalid}");
+        assert!(invalid.contains("--listen"), "{invalid}");
+        let config = message("config = \"other.toml\"\n");
+        assert!(config.contains("unknown setting `config`"), "{config}");
+
+        let missing = load(&["--config", "/nonexistent/leadpipe.toml"]).expect_err("refused");
+        assert!(
+            missing
+                .to_string()
+                .contains("cannot read /nonexistent/leadpipe.toml")
+        );
+    }
+
+    #[test]
+    fn list_settings_take_arrays_or_delimited_strings() {
+        let origins = |text: &str| {
+            let file = config_file(text);
+            let cli = load(&["--config", file.path().to_str().unwrap(), "serve"]).unwrap();
+            serve_args(&cli).cors_allowed_origins.clone()
+        };
+        let both = vec![
+            "https://a.example".to_owned(),
+            "https://b.example".to_owned(),
+        ];
+        assert_eq!(
+            origins("cors_allowed_origins = [\"https://a.example\", \"https://b.example\"]\n"),
+            both
+        );
+        assert_eq!(
+            origins("cors_allowed_origins = \"https://a.example,https://b.example\"\n"),
+            both
+        );
+        let file = config_file("cors_allowed_origins = [[\"https://a.example\"]]\n");
+        let error = load(&["--config", file.path().to_str().unwrap(), "serve"])
+            .expect_err("nested arrays are refused")
+            .to_string();
+        assert!(error.contains("array of strings"), "{error}");
+    }
+
+    #[test]
+    fn tls_settings_must_come_in_pairs() {
+        let file = config_file("tls_cert = \"cert.pem\"\n");
+        let cli = load(&["--config", file.path().to_str().unwrap(), "serve"]).unwrap();
+        let error = serve_args(&cli).tls().expect_err("a key is missing");
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     }
 }

@@ -1,10 +1,13 @@
 //! leadpipe: a gRPC sales-pipeline service.
 
 pub mod app;
+pub mod bulk;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod health_cli;
 pub mod keys_cli;
+pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod store;

@@ -1,19 +1,32 @@
-use clap::Parser;
-use leadpipe::config::{Cli, Command, ServeArgs};
+use leadpipe::config::{Cli, Command};
 use leadpipe::server::{App, shutdown_signal};
 use leadpipe::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let cli = Cli::parse();
+    let cli = Cli::load();
+    let otlp_endpoint = match &cli.command {
+        Some(Command::Serve(args)) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let mut telemetry = None;
     // The keys commands print for people and scripts; logs would only get in the way.
-    if !matches!(cli.command, Some(Command::Keys(_))) {
-        leadpipe::telemetry::init();
+    if !matches!(
+        cli.command,
+        Some(
+            Command::Keys(_)
+                | Command::Import(_)
+                | Command::Export(_)
+                | Command::Demo(_)
+                | Command::Health(_)
+        )
+    ) {
+        telemetry = Some(leadpipe::telemetry::init(otlp_endpoint.as_deref())?);
     }
     let store_config = cli.database.store_config();
     match cli
         .command
-        .unwrap_or_else(|| Command::Serve(ServeArgs::from_env()))
+        .expect("Cli::load picks serve without a subcommand")
     {
         Command::Migrate => {
             let store = Store::connect(&store_config).await?;
@@ -30,8 +43,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             // Refuse before binding: never serve a non-loopback address without authentication
             // unless the operator opted out.
             app.check_auth(args.listen).await?;
+            if let Some(address) = args.metrics_listen {
+                app.serve_metrics(tokio::net::TcpListener::bind(address).await?);
+            }
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
-            app.serve(listener, shutdown_signal()).await?;
+            let served = app.serve(listener, shutdown_signal()).await;
+            if let Some(telemetry) = telemetry.take() {
+                telemetry.shutdown().await;
+            }
+            served?;
+        }
+        Command::Import(args) => {
+            let code = leadpipe::bulk::import::main(&store_config, &args.tenant, &args.file).await;
+            std::process::exit(code);
+        }
+        Command::Export(args) => {
+            let output = args.output.as_deref();
+            match leadpipe::bulk::export::run(&store_config, &args.tenant, &args.filter, output)
+                .await
+            {
+                Ok(written) if output.is_some() => {
+                    eprintln!(
+                        "exported {written} lead{}",
+                        if written == 1 { "" } else { "s" }
+                    )
+                }
+                Ok(_) => {}
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Health(args) => {
+            let address = leadpipe::health_cli::probe_address(args.listen);
+            if let Err(message) =
+                leadpipe::health_cli::check(address, &args.service, args.timeout).await
+            {
+                eprintln!("unhealthy: {message}");
+                std::process::exit(1);
+            }
+        }
+        Command::Demo(args) => {
+            let options = leadpipe::bulk::demo::DemoOptions {
+                leads: args.leads,
+                days: args.days,
+                seed: args.seed,
+                until: args
+                    .until
+                    .unwrap_or_else(leadpipe::bulk::demo::DemoOptions::today),
+            };
+            let code = leadpipe::bulk::demo::main(&store_config, &args.tenant, &options).await;
+            std::process::exit(code);
         }
         Command::Keys(command) => {
             if let Err(message) = leadpipe::keys_cli::run(&store_config, command).await {

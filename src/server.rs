@@ -23,8 +23,10 @@ use crate::grpc::auth::{AuthLayer, AuthMode, AuthRefused};
 use crate::grpc::forecast_service::ForecastApi;
 use crate::grpc::guard::{GuardConfig, GuardLayer, Readiness};
 use crate::grpc::lead_service::LeadApi;
+use crate::grpc::observe::ObserveLayer;
 use crate::grpc::pb;
 use crate::grpc::pipeline_service::PipelineApi;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig, StoreError, idempotency, outbox, to_micros};
 
 /// How long idempotency keys are remembered.
@@ -44,6 +46,11 @@ pub struct Settings {
     pub health_check_interval: Duration,
     /// When calls need an API key.
     pub auth: AuthMode,
+    /// Collect Prometheus metrics; `App::serve_metrics` serves them.
+    pub metrics: bool,
+    /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call the API
+    /// with grpc-web. Empty: no CORS headers, so only pages of the server's own origin may.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The server's certificate chain and key, and optionally the CA that client certificates must
@@ -130,6 +137,8 @@ impl Settings {
             limits: Limits::default(),
             health_check_interval: Duration::from_secs(1),
             auth: AuthMode::Auto,
+            metrics: false,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -144,6 +153,7 @@ pub struct App {
     shutdown: watch::Sender<bool>,
     /// Set once the database is connected and migrated.
     readiness: Readiness,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl App {
@@ -198,7 +208,31 @@ impl App {
             settings: settings.clone(),
             shutdown,
             readiness,
+            metrics: settings.metrics.then(Metrics::new),
         }
+    }
+
+    /// Serves the Prometheus metrics as `GET /metrics` on `listener`, until the gRPC server
+    /// stops. Does nothing unless `Settings::metrics` is on.
+    pub fn serve_metrics(&self, listener: TcpListener) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let sources = crate::metrics::Sources {
+            metrics: metrics.clone(),
+            store: self.store.clone(),
+            events: self.leads.events().clone(),
+            db_timeout: self.settings.store.acquire_timeout,
+        };
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+        }
+        let shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            if let Err(error) = crate::metrics::serve(listener, sources, shutdown).await {
+                tracing::error!(%error, "the metrics endpoint failed");
+            }
+        });
     }
 
     /// Serves until `shutdown` completes. Open streams then end with UNAVAILABLE, and in-flight
@@ -215,6 +249,11 @@ impl App {
             ServingStatus::NotServing
         };
         set_health(&health, initial).await;
+        // For liveness probes: SERVING whenever the process answers, even while the database is
+        // down, so that an outage takes replicas out of rotation without restarting them.
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         // Both reflection versions: grpcurl before 1.9 and many other tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -268,15 +307,29 @@ impl App {
             self.readiness.clone(),
         );
         auth.resolve().await?;
+        if let Some(metrics) = &self.metrics {
+            tokio::spawn(metrics.clone().run_upkeep(self.shutdown.subscribe()));
+        }
+        let observe = ObserveLayer::new(self.metrics.clone());
+        let cors = cors_layer(&self.settings.cors_allowed_origins)?;
+        // HTTP/1.1 as well as HTTP/2, for grpc-web: browsers use HTTP/2 only over TLS, and their
+        // fetch API cannot read HTTP trailers, which plain gRPC needs.
         let mut server = Server::builder()
+            .accept_http1(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
         if let Some(tls) = &self.settings.tls {
             server = server.tls_config(tls.server_config())?;
         }
-        // Layers run outermost first. The guard reads the tenant from the RequestContext that
+        // Layers run outermost first. CORS answers browsers' preflight requests before anything
+        // else sees them. grpc-web calls are translated into plain gRPC next, so that every layer
+        // after it, and every service, handles both protocols alike. Observation sees every
+        // call, refused ones included. The guard reads the tenant from the RequestContext that
         // authentication puts into the request's extensions, so it comes after that layer.
         let result = server
+            .layer(tower::util::option_layer(cors))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(observe)
             .layer(auth)
             .layer(guard)
             .add_service(
@@ -338,6 +391,51 @@ impl App {
         crate::grpc::auth::check(&self.store, self.settings.auth, addr).await
     }
 }
+
+/// CORS for grpc-web calls from the pages of `origins`; None when there are none.
+fn cors_layer(
+    origins: &[String],
+) -> Result<Option<tower_http::cors::CorsLayer>, http::header::InvalidHeaderValue> {
+    use http::header::{HeaderName, HeaderValue};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .map(|origin| HeaderValue::from_str(origin))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    // The request headers that grpc-web clients send, plus the API key; the response headers
+    // they must read to learn a call's outcome from a trailers-only response.
+    let allow_headers = [
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+    ]
+    .map(HeaderName::from_static);
+    let expose_headers =
+        ["grpc-status", "grpc-message", "grpc-status-details-bin"].map(HeaderName::from_static);
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([http::Method::POST])
+            .allow_headers(allow_headers)
+            .expose_headers(expose_headers)
+            .max_age(Duration::from_secs(24 * 60 * 60)),
+    ))
+}
+
+/// The health service name that liveness probes ask about (see `serve`).
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// The first and the longest wait between attempts to reach the database at start-up.
 const CONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(200);

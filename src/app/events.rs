@@ -13,7 +13,7 @@
 //! and by a slow poll as a safety net.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ pub type EventStream = mpsc::Receiver<Result<Arc<StageChangeEvent>, AppError>>;
 struct TenantFeed {
     sender: broadcast::Sender<Arc<StageChangeEvent>>,
     wake: Notify,
+    /// The last sequence the tailer has read and fanned out, for the outbox-lag metric.
+    delivered: AtomicI64,
 }
 
 /// Receives "tenant T committed" signals; the PostgreSQL relay implements it to tell other
@@ -106,6 +108,22 @@ impl EventHub {
     pub fn open_streams(&self, tenant: &TenantId) -> usize {
         let open = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
         open.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Open streams per tenant, for the metrics endpoint.
+    pub fn open_streams_by_tenant(&self) -> Vec<(TenantId, usize)> {
+        let open = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
+        open.iter().map(|(t, n)| (t.clone(), *n)).collect()
+    }
+
+    /// For each tenant with live streams, the last sequence its tailer has fanned out (tailers
+    /// still starting up are left out).
+    pub fn tailer_positions(&self) -> Vec<(TenantId, i64)> {
+        self.feeds()
+            .iter()
+            .map(|(t, feed)| (t.clone(), feed.delivered.load(Ordering::Relaxed)))
+            .filter(|(_, delivered)| *delivered >= 0)
+            .collect()
     }
 
     /// Takes one of the tenant's stream slots, released when the returned permit drops.
@@ -209,6 +227,8 @@ impl EventHub {
         let feed = Arc::new(TenantFeed {
             sender: broadcast::channel(FANOUT_CAPACITY).0,
             wake: Notify::new(),
+            // Unknown until the tailer has read where the outbox ends.
+            delivered: AtomicI64::new(-1),
         });
         let receiver = feed.sender.subscribe();
         feeds.insert(tenant.clone(), feed.clone());
@@ -222,7 +242,10 @@ impl EventHub {
         // Subscribers fill any gap between their cursor and this from the database.
         let mut last = loop {
             match outbox::last_sequence(self.store.reader(), &tenant).await {
-                Ok(last) => break last,
+                Ok(last) => {
+                    feed.delivered.store(last, Ordering::Relaxed);
+                    break last;
+                }
                 Err(error) => {
                     tracing::warn!(%tenant, %error, "could not start tailing the outbox; retrying");
                     tokio::select! {
@@ -254,6 +277,7 @@ impl EventHub {
                             // No receivers is fine: the next subscriber reads the database.
                             let _ = feed.sender.send(Arc::new(event));
                         }
+                        feed.delivered.store(last, Ordering::Relaxed);
                         if !full {
                             break;
                         }

@@ -19,6 +19,21 @@ use crate::store::{Store, StoreError, history, leads, sequences};
 /// both backends' bind-parameter limits.
 pub const BATCH_SIZE: usize = 250;
 
+/// Imported-lead counts, within one import, at which the planner statistics are refreshed:
+/// each a multiple of the last, so a million leads cost ten ANALYZE runs.
+const STATISTICS_REFRESH_AT: [u64; 10] = [
+    1 << 10,
+    1 << 12,
+    1 << 14,
+    1 << 16,
+    1 << 17,
+    1 << 18,
+    1 << 19,
+    1 << 20,
+    1 << 21,
+    1 << 22,
+];
+
 /// A validated lead ready to import; `history` sequences are assigned on insert.
 pub struct ImportItem {
     pub index: i64,
@@ -55,6 +70,28 @@ impl ImportService {
             .get(self.store.reader(), &ctx.tenant, id, RowLock::None)
             .await?
             .map(|cached| cached.compiled))
+    }
+
+    /// Called after each batch with the number of leads this import had written before and
+    /// after it: refreshes the planner statistics when the import has grown the tables enough
+    /// for old plans to go stale (see `Store::refresh_statistics`).
+    pub async fn grew(&self, before: u64, after: u64) -> Result<(), AppError> {
+        if STATISTICS_REFRESH_AT
+            .iter()
+            .any(|&mark| before < mark && mark <= after)
+        {
+            self.store.refresh_statistics().await?;
+        }
+        Ok(())
+    }
+
+    /// At the end of an import that wrote leads: statistics for the queries that follow
+    /// (retraining the model reads all of the pipeline's history).
+    pub async fn finished(&self, imported: u64) -> Result<(), AppError> {
+        if imported >= STATISTICS_REFRESH_AT[0] {
+            self.store.refresh_statistics().await?;
+        }
+        Ok(())
     }
 
     /// Imports a batch; the outcome of each item, in order.

@@ -13,8 +13,13 @@
 //!   through one `tower::Buffer` and one TCP connection and measure the client more than the
 //!   server; one connection per client is also what independent callers look like.
 //!   WatchStageChanges subscribers share a few channels instead (`--streams-per-channel`,
-//!   default 100; the server allows 200 concurrent streams per connection), since HTTP/2
-//!   multiplexes long-lived streams well.
+//!   default 100), since HTTP/2 multiplexes long-lived streams well. The server sets no limit
+//!   of streams per connection; its per-tenant stream limit is raised for the servers the
+//!   driver starts.
+//! * Seeding goes through ImportLeads (one client stream), then ListLeads by a per-run label
+//!   gives back the ids, since ImportLeads answers with counts only.
+//! * Server memory is measured only when the server is a child process (`--spawn-server`): an
+//!   in-process server shares the driver's heap.
 //! * Runtimes. The in-process server runs in a tokio runtime of its own, on a dedicated OS thread
 //!   (`--server-threads` workers); the driver runs in a separate runtime (`--client-threads`
 //!   workers). They share nothing but the loopback socket. With `--pin-server-cpu` and
@@ -100,7 +105,7 @@ const STAGE_B: &str = "qualification";
     about = "Loopback load driver for leadpipe: throughput, latency percentiles and stream delivery lag.",
     long_about = "Loopback load driver for leadpipe.\n\n\
 By default it starts a leadpipe server in-process (own tokio runtime on its own OS thread) on a \
-fresh SQLite database in a temporary directory, seeds leads, and then runs every selected \
+fresh SQLite database in a temporary directory, seeds leads (one ImportLeads stream), and then runs every selected \
 scenario at every client count: a warmup, then a measured period bounded by --duration and, \
 optionally, --max-requests. Each client task owns one gRPC channel (one HTTP/2 connection), \
 opened before seeding and reused across cells.\n\n\
@@ -116,12 +121,20 @@ With --subscribers K, K WatchStageChanges streams (new events only) are opened b
 move scenario and read throughout it; commit-to-delivery latency (receive wall time minus \
 event.change_time) is reported per cell. --compare-streaming runs move twice, with 0 and with K \
 subscribers (default 100), and prints both throughputs and their ratio.\n\n\
+Two further modes replace the scenario table. --fanout K,.. opens K idle subscribers on a fresh \
+server per K and drives moves at --move-rate, reporting delivery latency over all deliveries, \
+and with --slow-subscriber how far a subscriber that pauses after each event falls behind and \
+whether it catches up without loss. --analytics N,.. imports N synthetic leads with history \
+into a fresh database per N and times the analytics RPCs beside bare SQL aggregates. \
+--spawn-server runs the server as a child process so that its RSS is reported.\n\n\
 Results go to stdout as Markdown tables; progress goes to stderr; --json writes them as JSON.",
     after_help = "Examples:\n  \
 leadpipe-bench --clients 1,4 --duration 1s --warmup 200ms --seed-leads 50 --subscribers 10 --compare-streaming\n  \
 leadpipe-bench --database-url postgres://postgres@127.0.0.1:5432/postgres --fresh-postgres-db\n  \
 leadpipe-bench --target 127.0.0.1:50051 --scenario get,list --clients 8\n  \
-leadpipe-bench --pin-server-cpu 0 --pin-client-cpu 1 --json bench.json"
+leadpipe-bench --pin-server-cpu 0 --pin-client-cpu 1 --json bench.json\n  \
+leadpipe-bench --spawn-server --fanout 1000,10000 --move-rate 500 --slow-subscriber --duration 10s\n  \
+leadpipe-bench --analytics 10000,100000,1000000"
 )]
 struct Cli {
     /// Drive an already running server at this loopback address (for example 127.0.0.1:50051)
@@ -129,7 +142,7 @@ struct Cli {
     /// leads into that server's database.
     #[arg(long, value_name = "ADDR", conflicts_with_all = [
         "database_url", "fresh_postgres_db", "keep_fresh_db", "pin_server_cpu",
-        "server_threads", "db_pool_size", "server_rate_limit",
+        "server_threads", "db_pool_size", "server_rate_limit", "spawn_server", "analytics",
     ])]
     target: Option<String>,
 
@@ -205,12 +218,12 @@ struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
 
-    /// Leads created (with CreateLead) before measuring; `get` reads them.
+    /// Leads imported (with one ImportLeads stream) before measuring; `get` reads them.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     seed_leads: usize,
 
-    /// Concurrent CreateLead calls while seeding.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// Ignored: seeding uses one ImportLeads stream. Accepted so that older command lines work.
+    #[arg(long, default_value_t = 32, value_name = "N", hide = true)]
     seed_concurrency: usize,
 
     /// Leads each client owns in the `move` and `mixed` scenarios.
@@ -251,6 +264,58 @@ struct Cli {
     /// Worker threads of the driver's runtime. Default: 1 when pinned, else the number of CPUs.
     #[arg(long, value_name = "N")]
     client_threads: Option<usize>,
+
+    /// Run the server as a child process (`leadpipe serve`, the binary next to this one) instead
+    /// of in-process, so that its memory is measured apart from the driver's: the report then
+    /// gives its RSS (from /proc/PID/status) per cell, and per idle subscriber in --fanout.
+    /// --pin-server-cpu runs it under `taskset`; --server-threads sets TOKIO_WORKER_THREADS.
+    #[arg(long)]
+    spawn_server: bool,
+
+    /// Fan-out mode: for each count K, a fresh server with K idle WatchStageChanges streams
+    /// (--streams-per-channel per HTTP/2 connection) while moves run at --move-rate for
+    /// --duration; reports commit-to-delivery latency over all deliveries. Replaces the
+    /// scenario table.
+    #[arg(long, value_delimiter = ',', value_name = "K,..")]
+    fanout: Vec<usize>,
+
+    /// Moves per second that --fanout drives (paced, spread over --fanout-clients).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    move_rate: u32,
+
+    /// Clients (one channel each) that share --move-rate in --fanout.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    fanout_clients: usize,
+
+    /// In --fanout, also open one subscriber that sleeps --slow-delay after every event; report
+    /// how far behind it is when the moves stop and whether it then catches up without loss.
+    #[arg(long)]
+    slow_subscriber: bool,
+
+    /// The slow subscriber's pause after each event.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    slow_delay: Duration,
+
+    /// How long the slow subscriber may take to catch up once the moves stop.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    catch_up_timeout: Duration,
+
+    /// Analytics mode: for each size N, a fresh database (SQLite in a temporary directory, or
+    /// PostgreSQL with --fresh-postgres-db), N synthetic leads with a year of history imported
+    /// with ImportLeads, then the median time of GetPipelineMetrics, GetForecast and
+    /// ListStuckLeads beside bare SQL aggregates over the same tables. Replaces the scenario
+    /// table.
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    analytics: Vec<usize>,
+
+    /// Timed repetitions per analytics call (after one warmup); the median is reported.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    analytics_reps: usize,
+
+    /// Deadline of each analytics call; the in-process or child server's default deadline is
+    /// turned off in analytics mode so that slow answers are measured, not cut.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    analytics_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -316,10 +381,14 @@ fn init_tracing() {
 
 /// The validated plan.
 struct Plan {
+    /// Whether the scenario table runs (it does unless --fanout or --analytics is given).
+    scenarios_on: bool,
     scenarios: Vec<Scenario>,
     clients: Vec<usize>,
     /// Subscriber counts the `move` scenario runs with, in order.
     move_variants: Vec<usize>,
+    fanout: Vec<usize>,
+    analytics: Vec<usize>,
 }
 
 fn plan(cli: &Cli) -> Result<Plan, BoxError> {
@@ -337,6 +406,25 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
     }
     if cli.move_leads_per_client == 0 {
         return Err("--move-leads-per-client must be above zero".into());
+    }
+    if cli.fanout.contains(&0) {
+        return Err("--fanout needs subscriber counts above zero".into());
+    }
+    if cli.move_rate == 0 || cli.fanout_clients == 0 {
+        return Err("--move-rate and --fanout-clients must be above zero".into());
+    }
+    if cli.analytics.contains(&0) || cli.analytics_reps == 0 {
+        return Err("--analytics sizes and --analytics-reps must be above zero".into());
+    }
+    if !cli.analytics.is_empty() && cli.database_url.is_some() && !cli.fresh_postgres_db {
+        return Err(
+            "--analytics needs a fresh database per size: leave out --database-url \
+                    (SQLite in a temporary directory) or add --fresh-postgres-db"
+                .into(),
+        );
+    }
+    if cli.spawn_server && !cfg!(target_os = "linux") {
+        return Err("--spawn-server reads the server's RSS from /proc: Linux only".into());
     }
     let mut scenarios: Vec<Scenario> = if cli.scenario.contains(&Scenario::All) {
         vec![
@@ -364,9 +452,12 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
         (false, None) => vec![0],
     };
     Ok(Plan {
+        scenarios_on: cli.fanout.is_empty() && cli.analytics.is_empty(),
         scenarios,
         clients,
         move_variants,
+        fanout: cli.fanout.clone(),
+        analytics: cli.analytics.clone(),
     })
 }
 
@@ -426,14 +517,30 @@ fn real_main(cli: Cli) -> Result<(), BoxError> {
     }
     let runtime = builder.build()?;
 
-    // Where to send requests, and what to clean up afterwards.
-    let mut server = None;
-    let mut fresh_db: Option<(String, String)> = None; // (admin URL, database name)
-    let mut _sqlite_dir = None;
-    let (addr, environment) = if let Some(target) = &cli.target {
+    let most_streams = plan
+        .move_variants
+        .iter()
+        .chain(&plan.fanout)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    let spec = ServerSpec {
+        spawn: cli.spawn_server,
+        pool_size: cli.db_pool_size.unwrap_or(8),
+        sqlite_synchronous: cli.sqlite_synchronous,
+        rate_limit: cli.server_rate_limit,
+        // Room for the subscribers, the slow one and a few more.
+        max_streams: leadpipe::app::events::DEFAULT_MAX_STREAMS_PER_TENANT.max(most_streams + 16),
+        request_timeout: Some(Duration::from_secs(30)),
+        threads: server_threads,
+        threads_flag: cli.server_threads,
+        core: server_core,
+        pin_cpu: cli.pin_server_cpu,
+    };
+
+    let (environment, target) = if let Some(target) = &cli.target {
         let addr = resolve_loopback(target)?;
         (
-            addr,
             Environment {
                 mode: "target".into(),
                 target: addr.to_string(),
@@ -447,61 +554,31 @@ fn real_main(cli: Cli) -> Result<(), BoxError> {
                 cpus,
                 server_rate_limit: None,
             },
+            Some(addr),
         )
     } else {
-        let database_url = match &cli.database_url {
-            None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("leadpipe-bench")
-                    .tempdir()?;
-                let url = format!("sqlite://{}/leadpipe.db", dir.path().display());
-                _sqlite_dir = Some(dir);
-                url
-            }
-            Some(url) if cli.fresh_postgres_db => {
-                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                    return Err("--fresh-postgres-db needs a postgres:// --database-url".into());
-                }
-                let (db_url, name) = runtime.block_on(create_fresh_postgres_db(url))?;
-                eprintln!("created database {name}");
-                fresh_db = Some((url.clone(), name));
-                db_url
-            }
-            Some(url) => url.clone(),
-        };
-        let args = DatabaseArgs {
-            database_url: database_url.clone(),
-            db_pool_size: cli.db_pool_size.unwrap_or(8),
-            sqlite_synchronous: cli.sqlite_synchronous,
-        };
-        let is_sqlite = database_url.starts_with("sqlite:");
-        let mut settings = Settings::new(args.store_config());
-        settings.limits.rate_limit_per_second = cli.server_rate_limit;
-        if cli.server_rate_limit > 0 {
-            settings.limits.rate_limit_burst = cli.server_rate_limit.saturating_mul(2);
-        }
-        let most_streams = plan.move_variants.iter().copied().max().unwrap_or(0);
-        settings.limits.max_streams_per_tenant = settings
-            .limits
-            .max_streams_per_tenant
-            .max(most_streams + 16);
-        let handle = start_server(settings, server_threads, server_core)?;
-        let addr = handle.addr;
-        server = Some(handle);
+        let is_sqlite = cli
+            .database_url
+            .as_deref()
+            .is_none_or(|url| url.starts_with("sqlite:"));
         (
-            addr,
             Environment {
-                mode: "in-process".into(),
-                target: addr.to_string(),
+                mode: if cli.spawn_server {
+                    "child process (leadpipe serve)"
+                } else {
+                    "in-process"
+                }
+                .into(),
+                target: "127.0.0.1 (ephemeral port)".into(),
                 backend: if is_sqlite { "sqlite" } else { "postgres" }.into(),
-                database: Some(redact(&database_url)),
-                sqlite_synchronous: is_sqlite.then(|| {
-                    match cli.sqlite_synchronous {
-                        SqliteSync::Full => "full",
-                        SqliteSync::Normal => "normal",
+                database: Some(match &cli.database_url {
+                    None => "fresh SQLite file in a temporary directory".into(),
+                    Some(url) if cli.fresh_postgres_db => {
+                        format!("fresh database on {}", redact(url))
                     }
-                    .to_string()
+                    Some(url) => redact(url),
                 }),
+                sqlite_synchronous: is_sqlite.then(|| sync_name(cli.sqlite_synchronous).into()),
                 server_threads: Some(server_threads),
                 client_threads,
                 pin_server_cpu: cli.pin_server_cpu,
@@ -509,36 +586,107 @@ fn real_main(cli: Cli) -> Result<(), BoxError> {
                 cpus,
                 server_rate_limit: Some(cli.server_rate_limit),
             },
+            None,
         )
     };
 
-    let result = runtime.block_on(run(&cli, &plan, addr));
-
-    if let Some(handle) = server {
-        eprintln!("stopping the in-process server");
-        if let Err(error) = handle.stop() {
-            eprintln!("warning: server: {error}");
-        }
-    }
-    if let Some((admin_url, name)) = &fresh_db {
-        if cli.keep_fresh_db {
-            eprintln!("kept database {name}");
-        } else if let Err(error) = runtime.block_on(drop_postgres_db(admin_url, name)) {
-            eprintln!("warning: could not drop database {name}: {error}");
-        } else {
-            eprintln!("dropped database {name}");
-        }
+    // One database for the scenarios and the fan-out cells; analytics makes one per size.
+    let shared_db = if target.is_none() && (plan.scenarios_on || !plan.fanout.is_empty()) {
+        Some(Database::open(&cli, &runtime, false)?)
+    } else {
+        None
+    };
+    let result = run_modes(&cli, &plan, &runtime, &spec, target, shared_db.as_ref());
+    if let Some(db) = shared_db {
+        db.close(&runtime, cli.keep_fresh_db);
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
 
-    let cells = result?;
-    let report = Report::new(&cli, environment, cells);
+    let outputs = result?;
+    let report = Report::new(&cli, environment, outputs);
     print!("{}", report.markdown());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// What the modes measured.
+#[derive(Default)]
+struct Outputs {
+    cells: Vec<CellResult>,
+    rss_after_seed_kib: Option<u64>,
+    fanout: Vec<FanoutResult>,
+    analytics: Vec<AnalyticsResult>,
+}
+
+fn run_modes(
+    cli: &Cli,
+    plan: &Plan,
+    runtime: &tokio::runtime::Runtime,
+    spec: &ServerSpec,
+    target: Option<SocketAddr>,
+    shared_db: Option<&Database>,
+) -> Result<Outputs, BoxError> {
+    let mut outputs = Outputs::default();
+    // Starts a server on the shared database, unless one is targeted.
+    let start = |what: &str| -> Result<(SocketAddr, Option<RunningServer>), BoxError> {
+        match (target, shared_db) {
+            (Some(addr), _) => Ok((addr, None)),
+            (None, Some(db)) => {
+                eprintln!("starting the server for {what}");
+                let (addr, server) = spec.start(&db.url, runtime)?;
+                Ok((addr, Some(server)))
+            }
+            (None, None) => Err("no database for the server".into()),
+        }
+    };
+    if plan.scenarios_on {
+        let (addr, server) = start("the scenarios")?;
+        let pid = server.as_ref().and_then(RunningServer::pid);
+        let result = runtime.block_on(run(cli, plan, addr, pid));
+        if let Some(server) = server {
+            server.stop();
+        }
+        let (cells, rss) = result?;
+        outputs.cells = cells;
+        outputs.rss_after_seed_kib = rss;
+    }
+    for &subscribers in &plan.fanout {
+        // A fresh server per cell, so that memory left over from a larger cell does not count.
+        let (addr, server) = start(&format!("fan-out to {subscribers} subscribers"))?;
+        let pid = server.as_ref().and_then(RunningServer::pid);
+        let result = runtime.block_on(fanout_cell(cli, addr, subscribers, pid));
+        if let Some(server) = server {
+            server.stop();
+        }
+        outputs.fanout.push(result?);
+    }
+    if !plan.analytics.is_empty() {
+        let spec = ServerSpec {
+            request_timeout: None,
+            ..spec.clone()
+        };
+        for &leads in &plan.analytics {
+            let db = Database::open(cli, runtime, true)?;
+            let result = spec.start(&db.url, runtime).and_then(|(addr, server)| {
+                let result = runtime.block_on(analytics_cell(cli, addr, &db, leads));
+                server.stop();
+                result
+            });
+            db.close(runtime, cli.keep_fresh_db);
+            outputs.analytics.push(result?);
+        }
+    }
+    Ok(outputs)
+}
+
+fn sync_name(sync: SqliteSync) -> &'static str {
+    match sync {
+        SqliteSync::Full => "full",
+        SqliteSync::Normal => "normal",
+    }
 }
 
 /// Resolves `--target` and refuses anything but loopback.
@@ -610,6 +758,319 @@ async fn drop_postgres_db(admin_url: &str, name: &str) -> Result<(), BoxError> {
     let _ = admin.close().await;
     result?;
     Ok(())
+}
+
+// ---- databases and servers ---------------------------------------------------------------
+
+/// A database a server runs on, and what to clean up afterwards.
+struct Database {
+    url: String,
+    /// The temporary directory of a fresh SQLite file, removed on drop.
+    _sqlite_dir: Option<tempfile::TempDir>,
+    /// (admin URL, name) of a database made by --fresh-postgres-db.
+    fresh_postgres: Option<(String, String)>,
+}
+
+impl Database {
+    /// The database of --database-url, a fresh PostgreSQL database (--fresh-postgres-db) or a
+    /// fresh SQLite file. With `fresh_only`, a given database that is not fresh is refused.
+    fn open(
+        cli: &Cli,
+        runtime: &tokio::runtime::Runtime,
+        fresh_only: bool,
+    ) -> Result<Self, BoxError> {
+        match &cli.database_url {
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("leadpipe-bench")
+                    .tempdir()?;
+                Ok(Self {
+                    url: format!("sqlite://{}/leadpipe.db", dir.path().display()),
+                    _sqlite_dir: Some(dir),
+                    fresh_postgres: None,
+                })
+            }
+            Some(url) if cli.fresh_postgres_db => {
+                if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                    return Err("--fresh-postgres-db needs a postgres:// --database-url".into());
+                }
+                let (db_url, name) = runtime.block_on(create_fresh_postgres_db(url))?;
+                eprintln!("created database {name}");
+                Ok(Self {
+                    url: db_url,
+                    _sqlite_dir: None,
+                    fresh_postgres: Some((url.clone(), name)),
+                })
+            }
+            Some(_) if fresh_only => Err("this mode needs a fresh database".into()),
+            Some(url) => Ok(Self {
+                url: url.clone(),
+                _sqlite_dir: None,
+                fresh_postgres: None,
+            }),
+        }
+    }
+
+    fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
+    /// Drops a fresh PostgreSQL database (unless `keep`); a SQLite directory goes on drop.
+    fn close(self, runtime: &tokio::runtime::Runtime, keep: bool) {
+        if let Some((admin_url, name)) = &self.fresh_postgres {
+            if keep {
+                eprintln!("kept database {name}");
+            } else if let Err(error) = runtime.block_on(drop_postgres_db(admin_url, name)) {
+                eprintln!("warning: could not drop database {name}: {error}");
+            } else {
+                eprintln!("dropped database {name}");
+            }
+        }
+    }
+}
+
+/// How to start a server of our own.
+#[derive(Clone)]
+struct ServerSpec {
+    /// A `leadpipe serve` child process instead of an in-process server.
+    spawn: bool,
+    pool_size: u32,
+    sqlite_synchronous: SqliteSync,
+    rate_limit: u32,
+    max_streams: usize,
+    request_timeout: Option<Duration>,
+    threads: usize,
+    /// --server-threads as given (the child's default is tokio's: one per CPU).
+    threads_flag: Option<usize>,
+    core: Option<core_affinity::CoreId>,
+    pin_cpu: Option<usize>,
+}
+
+enum RunningServer {
+    InProcess(ServerHandle),
+    Child(ChildServer),
+}
+
+impl RunningServer {
+    /// The process whose memory is the server's alone: only a child's is.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            RunningServer::InProcess(_) => None,
+            RunningServer::Child(child) => Some(child.child.id()),
+        }
+    }
+
+    fn stop(self) {
+        eprintln!("stopping the server");
+        let result = match self {
+            RunningServer::InProcess(handle) => handle.stop(),
+            RunningServer::Child(child) => child.stop(),
+        };
+        if let Err(error) = result {
+            eprintln!("warning: server: {error}");
+        }
+    }
+}
+
+impl ServerSpec {
+    fn start(
+        &self,
+        database_url: &str,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(SocketAddr, RunningServer), BoxError> {
+        if self.spawn {
+            let child = ChildServer::spawn(self, database_url)?;
+            let addr = child.addr;
+            let mut child = RunningServer::Child(child);
+            if let RunningServer::Child(c) = &mut child
+                && let Err(error) = runtime.block_on(c.wait_serving())
+            {
+                child.stop();
+                return Err(error);
+            }
+            return Ok((addr, child));
+        }
+        let args = DatabaseArgs {
+            database_url: database_url.to_owned(),
+            db_pool_size: self.pool_size,
+            sqlite_synchronous: self.sqlite_synchronous,
+        };
+        let mut settings = Settings::new(args.store_config());
+        settings.limits.rate_limit_per_second = self.rate_limit;
+        if self.rate_limit > 0 {
+            settings.limits.rate_limit_burst = self.rate_limit.saturating_mul(2);
+        }
+        settings.limits.max_streams_per_tenant = self.max_streams;
+        settings.limits.request_timeout = self.request_timeout;
+        let handle = start_server(settings, self.threads, self.core)?;
+        Ok((handle.addr, RunningServer::InProcess(handle)))
+    }
+}
+
+// ---- child-process server ----------------------------------------------------------------
+
+/// `leadpipe serve` as a child process; killed on drop if still running.
+struct ChildServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    fn spawn(spec: &ServerSpec, database_url: &str) -> Result<Self, BoxError> {
+        let exe = std::env::current_exe()?.with_file_name("leadpipe");
+        if !exe.is_file() {
+            return Err(format!(
+                "--spawn-server runs {}, which does not exist: build both binaries \
+                 (`cargo build --release --bins`)",
+                exe.display()
+            )
+            .into());
+        }
+        // A free port: bind an ephemeral one and let it go for the child to take.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut command = match spec.pin_cpu {
+            Some(cpu) => {
+                let mut command = std::process::Command::new("taskset");
+                command.arg("-c").arg(cpu.to_string()).arg(&exe);
+                command
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let timeout = spec
+            .request_timeout
+            .map_or_else(|| "0s".to_string(), |t| format!("{}ms", t.as_millis()));
+        command
+            .arg("--database-url")
+            .arg(database_url)
+            .arg("--db-pool-size")
+            .arg(spec.pool_size.to_string())
+            .arg("--sqlite-synchronous")
+            .arg(sync_name(spec.sqlite_synchronous))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--rate-limit-per-second")
+            .arg(spec.rate_limit.to_string())
+            .arg("--rate-limit-burst")
+            .arg(spec.rate_limit.saturating_mul(2).max(1).to_string())
+            .arg("--max-streams-per-tenant")
+            .arg(spec.max_streams.to_string())
+            .arg("--request-timeout")
+            .arg(timeout)
+            // Settings come from the flags above only.
+            .env_remove("LEADPIPE_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        if let Some(threads) = spec.threads_flag {
+            command.env("TOKIO_WORKER_THREADS", threads.to_string());
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", exe.display()))?;
+        eprintln!("started leadpipe serve (pid {}) on {addr}", child.id());
+        Ok(Self { child, addr })
+    }
+
+    /// Waits (at most 60 s) until the server answers SERVING.
+    async fn wait_serving(&mut self) -> Result<(), BoxError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect_timeout(Duration::from_secs(1));
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("leadpipe serve exited at start-up: {status}").into());
+            }
+            if let Ok(channel) = endpoint.connect().await
+                && let Ok(response) = health_client(&channel)
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                && response.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("leadpipe serve did not become SERVING within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM (a graceful shutdown), then SIGKILL after 10 s.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(format!("leadpipe serve (pid {pid}) did not stop; killed"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The resident set size of a process, in KiB (VmRSS in /proc/PID/status).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct RssStats {
+    max_kib: u64,
+    mean_kib: u64,
+    samples: usize,
+}
+
+/// Samples a process's RSS every 100 ms from `from` until `until`.
+fn sample_rss(
+    pid: u32,
+    from: Instant,
+    until: Instant,
+) -> tokio::task::JoinHandle<Option<RssStats>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from.into()).await;
+        let (mut max, mut sum, mut samples) = (0u64, 0u64, 0usize);
+        while Instant::now() < until {
+            if let Some(kib) = rss_kib(pid) {
+                max = max.max(kib);
+                sum += kib;
+                samples += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (samples > 0).then(|| RssStats {
+            max_kib: max,
+            mean_kib: sum / samples as u64,
+            samples,
+        })
+    })
 }
 
 // ---- in-process server -------------------------------------------------------------------
@@ -739,48 +1200,28 @@ async fn connect(addr: SocketAddr) -> Result<Channel, BoxError> {
     .into())
 }
 
-async fn run(cli: &Cli, plan: &Plan, addr: SocketAddr) -> Result<Vec<CellResult>, BoxError> {
+async fn run(
+    cli: &Cli,
+    plan: &Plan,
+    addr: SocketAddr,
+    server_pid: Option<u32>,
+) -> Result<(Vec<CellResult>, Option<u64>), BoxError> {
     let max_clients = *plan.clients.iter().max().expect("clients is not empty");
     eprintln!("connecting {max_clients} client channel(s) to {addr}");
     let channels: Vec<Channel> =
         futures::future::try_join_all((0..max_clients).map(|_| connect(addr))).await?;
+    check_serving(&channels[0]).await?;
 
-    let health = health_client(&channels[0])
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await?
-        .into_inner();
-    if health.status != ServingStatus::Serving as i32 {
-        return Err(format!("the server is not SERVING (status {})", health.status).into());
-    }
-
-    let started = Instant::now();
-    let seeded = create_leads(
-        &channels,
-        cli.seed_leads,
-        cli.seed_concurrency,
-        false,
-        "seed",
-    )
-    .await?;
-    eprintln!("seeded {} leads in {:.2?}", seeded.len(), started.elapsed());
     let needs_move = plan
         .scenarios
         .iter()
         .any(|s| matches!(s, Scenario::Move | Scenario::Mixed));
-    let move_ids = if needs_move {
-        create_leads(
-            &channels,
-            max_clients * cli.move_leads_per_client,
-            cli.seed_concurrency,
-            true,
-            "mover",
-        )
-        .await?
+    let movers = if needs_move {
+        max_clients * cli.move_leads_per_client
     } else {
-        Vec::new()
+        0
     };
+    let (seeded, move_ids) = seed_by_import(&channels[0], cli.seed_leads, movers).await?;
     let needs_seeded = plan
         .scenarios
         .iter()
@@ -815,6 +1256,7 @@ async fn run(cli: &Cli, plan: &Plan, addr: SocketAddr) -> Result<Vec<CellResult>
             .collect(),
         per_client: cli.move_leads_per_client,
     });
+    let rss_after_seed = server_pid.and_then(rss_kib);
 
     let mut cells = Vec::new();
     for &scenario in &plan.scenarios {
@@ -837,10 +1279,10 @@ async fn run(cli: &Cli, plan: &Plan, addr: SocketAddr) -> Result<Vec<CellResult>
                 let cell = run_cell(
                     cli,
                     scenario,
-                    clients,
                     &channels[..clients],
                     &fixture,
                     subs.as_mut(),
+                    server_pid,
                 )
                 .await;
                 eprintln!(
@@ -858,7 +1300,108 @@ async fn run(cli: &Cli, plan: &Plan, addr: SocketAddr) -> Result<Vec<CellResult>
             }
         }
     }
-    Ok(cells)
+    Ok((cells, rss_after_seed))
+}
+
+async fn check_serving(channel: &Channel) -> Result<(), BoxError> {
+    let health = health_client(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    if health.status != ServingStatus::Serving as i32 {
+        return Err(format!("the server is not SERVING (status {})", health.status).into());
+    }
+    Ok(())
+}
+
+/// The label that marks the leads of one seeding, so that they can be listed back.
+const SEED_LABEL: &str = "bench_run";
+
+/// Imports `seeds` plain leads and `movers` leads with a contact (so that they may enter
+/// qualification) in one ImportLeads stream, and lists their ids back: ImportLeads reports
+/// counts, not ids. Leads start in the pipeline's first stage, as CreateLead would put them.
+async fn seed_by_import(
+    channel: &Channel,
+    seeds: usize,
+    movers: usize,
+) -> Result<(Vec<String>, Vec<String>), BoxError> {
+    if seeds + movers == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let started = Instant::now();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let seed_tag = format!("{run}-seed");
+    let mover_tag = format!("{run}-mover");
+    let message = |tag: &str, n: usize, with_contact: bool| {
+        let mut lead = lead_to_create(tag, n, with_contact);
+        lead.labels.insert(SEED_LABEL.into(), tag.into());
+        pb::ImportLeadsRequest {
+            external_id: format!("bench-{tag}-{n}"),
+            lead: Some(lead),
+            history: Vec::new(),
+        }
+    };
+    let messages: Vec<pb::ImportLeadsRequest> = (0..seeds)
+        .map(|n| message(&seed_tag, n, false))
+        .chain((0..movers).map(|n| message(&mover_tag, n, true)))
+        .collect();
+    let response = lead_client(channel)
+        .import_leads(tokio_stream::iter(messages))
+        .await
+        .map_err(|status| format!("seeding with ImportLeads: {status}"))?
+        .into_inner();
+    let total = (seeds + movers) as i64;
+    if response.imported != total {
+        return Err(format!(
+            "ImportLeads imported {} of {total} leads; first refusal: {:?}",
+            response.imported,
+            response.errors.first()
+        )
+        .into());
+    }
+    let seeded = list_tagged(channel, &seed_tag, seeds).await?;
+    let moving = list_tagged(channel, &mover_tag, movers).await?;
+    eprintln!(
+        "seeded {} + {} leads with ImportLeads in {:.2?}",
+        seeded.len(),
+        moving.len(),
+        started.elapsed()
+    );
+    Ok((seeded, moving))
+}
+
+/// The ids of the `expected` leads labelled `tag`.
+async fn list_tagged(
+    channel: &Channel,
+    tag: &str,
+    expected: usize,
+) -> Result<Vec<String>, BoxError> {
+    let mut client = lead_client(channel);
+    let mut ids = Vec::with_capacity(expected);
+    let mut page_token = String::new();
+    // Bounded: one page more than the leads need.
+    for _ in 0..=expected.div_ceil(1000) {
+        let page = client
+            .list_leads(pb::ListLeadsRequest {
+                page_size: 1000,
+                page_token,
+                filter: format!("labels.{SEED_LABEL} = \"{tag}\""),
+                order_by: String::new(),
+            })
+            .await?
+            .into_inner();
+        ids.extend(page.leads.into_iter().map(|lead| lead.id));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    if ids.len() != expected {
+        return Err(format!("listed {} of the {expected} imported leads", ids.len()).into());
+    }
+    Ok(ids)
 }
 
 fn list_request() -> pb::ListLeadsRequest {
@@ -890,38 +1433,6 @@ fn lead_to_create(label: &str, n: usize, with_contact: bool) -> pb::Lead {
         }),
         ..Default::default()
     }
-}
-
-/// Creates `count` leads with bounded concurrency, spread over the channels; returns their ids
-/// in creation order.
-async fn create_leads(
-    channels: &[Channel],
-    count: usize,
-    concurrency: usize,
-    with_contact: bool,
-    label: &str,
-) -> Result<Vec<String>, BoxError> {
-    let results: Vec<Result<String, tonic::Status>> = futures::stream::iter(0..count)
-        .map(|n| {
-            let mut client = lead_client(&channels[n % channels.len()]);
-            let lead = lead_to_create(label, n, with_contact);
-            async move {
-                client
-                    .create_lead(pb::CreateLeadRequest {
-                        lead: Some(lead),
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(|r| r.into_inner().id)
-            }
-        })
-        .buffered(concurrency)
-        .collect()
-        .await;
-    results
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|status| format!("creating {label} leads: {status}").into())
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -1060,24 +1571,7 @@ async fn client_loop(
                         .map(drop)
                 }
                 Op::List => leads.list_leads(list_request()).await.map(drop),
-                Op::Move => {
-                    let lead = mover.expect("a move has a lead");
-                    let to = if lead.in_b.load(Ordering::Relaxed) {
-                        STAGE_A
-                    } else {
-                        STAGE_B
-                    };
-                    let moved = leads
-                        .move_lead(pb::MoveLeadRequest {
-                            id: lead.id.clone(),
-                            stage: to.into(),
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
-                    lead.in_b.store(moved.stage == STAGE_B, Ordering::Relaxed);
-                    Ok(())
-                }
+                Op::Move => move_once(&mut leads, mover.expect("a move has a lead")).await,
             }
         };
         let result = tokio::time::timeout(plan.request_timeout, call).await;
@@ -1099,32 +1593,65 @@ async fn client_loop(
                 Some(code) => *outcome.errors.entry(code.clone()).or_default() += 1,
             }
         }
-        // After a failed move the lead's stage is unknown: read it back (not measured).
         if failure.is_some()
             && let Some(lead) = mover
-            && let Ok(Ok(current)) = tokio::time::timeout(
-                plan.request_timeout,
-                leads.get_lead(pb::GetLeadRequest {
-                    id: lead.id.clone(),
-                }),
-            )
-            .await
         {
-            lead.in_b
-                .store(current.into_inner().stage == STAGE_B, Ordering::Relaxed);
+            reread_stage(&mut leads, lead, plan.request_timeout).await;
         }
     }
     outcome
 }
 
+/// Moves `lead` to the other of its two stages.
+async fn move_once(
+    client: &mut LeadServiceClient<AuthChannel>,
+    lead: &MoveLead,
+) -> Result<(), tonic::Status> {
+    let to = if lead.in_b.load(Ordering::Relaxed) {
+        STAGE_A
+    } else {
+        STAGE_B
+    };
+    let moved = client
+        .move_lead(pb::MoveLeadRequest {
+            id: lead.id.clone(),
+            stage: to.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    lead.in_b.store(moved.stage == STAGE_B, Ordering::Relaxed);
+    Ok(())
+}
+
+/// After a failed move the lead's stage is unknown: read it back (not measured).
+async fn reread_stage(
+    client: &mut LeadServiceClient<AuthChannel>,
+    lead: &MoveLead,
+    timeout: Duration,
+) {
+    if let Ok(Ok(current)) = tokio::time::timeout(
+        timeout,
+        client.get_lead(pb::GetLeadRequest {
+            id: lead.id.clone(),
+        }),
+    )
+    .await
+    {
+        lead.in_b
+            .store(current.into_inner().stage == STAGE_B, Ordering::Relaxed);
+    }
+}
+
 async fn run_cell(
     cli: &Cli,
     scenario: Scenario,
-    clients: usize,
     channels: &[Channel],
     fixture: &Arc<Fixture>,
     subscribers: Option<&mut Subscribers>,
+    server_pid: Option<u32>,
 ) -> CellResult {
+    let clients = channels.len();
     let begin = Instant::now();
     let begin_wall = SystemTime::now();
     let measure_start = begin + cli.warmup;
@@ -1139,6 +1666,7 @@ async fn run_cell(
     if let Some(subs) = &subscribers {
         subs.record_from(unix_micros(begin_wall + cli.warmup));
     }
+    let rss = server_pid.map(|pid| sample_rss(pid, measure_start, plan.deadline));
     let tasks: Vec<_> = channels
         .iter()
         .enumerate()
@@ -1171,6 +1699,10 @@ async fn run_cell(
         }
     }
     let seconds = last_end.map_or(0.0, |end| (end - measure_start).as_secs_f64());
+    let server_rss = match rss {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let delivery = match subscribers {
         Some(subs) => Some(subs.harvest().await),
         None => None,
@@ -1191,6 +1723,7 @@ async fn run_cell(
         latency_us: Latency::of(&histogram),
         ratio_vs_health: None,
         delivery,
+        server_rss,
     }
 }
 
@@ -1199,7 +1732,12 @@ async fn run_cell(
 struct SubscriberState {
     /// Events whose change_time (unix µs) is at least this are recorded; i64::MAX: none.
     record_from_us: AtomicI64,
+    /// One histogram per shared channel: one per stream would take ~150 KiB × streams.
     histograms: Vec<Mutex<Histogram<u64>>>,
+    /// The highest sequence any stream has received.
+    max_sequence: AtomicI64,
+    /// Times a stream received a sequence other than the one after its previous event.
+    gaps: AtomicU64,
     /// Events received in total, recorded or not.
     received: AtomicU64,
     /// Subscribers that have received at least one event.
@@ -1227,7 +1765,11 @@ impl Subscribers {
     ) -> Result<Self, BoxError> {
         let state = Arc::new(SubscriberState {
             record_from_us: AtomicI64::new(i64::MAX),
-            histograms: (0..count).map(|_| Mutex::new(new_histogram())).collect(),
+            histograms: (0..count.div_ceil(per_channel))
+                .map(|_| Mutex::new(new_histogram()))
+                .collect(),
+            max_sequence: AtomicI64::new(-1),
+            gaps: AtomicU64::new(0),
             received: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             negative: AtomicU64::new(0),
@@ -1251,17 +1793,27 @@ impl Subscribers {
             let mut stream =
                 stream.map_err(|status| format!("opening WatchStageChanges: {status}"))?;
             let state = state.clone();
+            let group = i / per_channel;
             tasks.push(tokio::spawn(async move {
-                let mut first = true;
+                let mut previous: Option<i64> = None;
                 loop {
                     match stream.message().await {
                         Ok(Some(event)) => {
                             let now = unix_micros(SystemTime::now());
                             state.received.fetch_add(1, Ordering::Relaxed);
-                            if first {
-                                first = false;
-                                state.live.fetch_add(1, Ordering::Relaxed);
+                            match previous {
+                                None => {
+                                    state.live.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Some(p) if event.sequence != p + 1 => {
+                                    state.gaps.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Some(_) => {}
                             }
+                            previous = Some(event.sequence);
+                            state
+                                .max_sequence
+                                .fetch_max(event.sequence, Ordering::Relaxed);
                             let Some(time) = event.change_time else {
                                 continue;
                             };
@@ -1274,7 +1826,7 @@ impl Subscribers {
                                 state.negative.fetch_add(1, Ordering::Relaxed);
                                 lag = 0;
                             }
-                            state.histograms[i]
+                            state.histograms[group]
                                 .lock()
                                 .expect("histogram lock")
                                 .saturating_record(lag.max(1) as u64);
@@ -1351,6 +1903,7 @@ impl Subscribers {
             latency_us: Latency::of(&total),
             clamped_negative: self.state.negative.swap(0, Ordering::Relaxed),
             broken_streams: self.state.broken.load(Ordering::Relaxed),
+            sequence_gaps: self.state.gaps.load(Ordering::Relaxed),
         }
     }
 
@@ -1361,6 +1914,549 @@ impl Subscribers {
         for task in self.tasks {
             let _ = task.await;
         }
+    }
+}
+
+// ---- fan-out ------------------------------------------------------------------------------
+
+/// When a paced mover moves, and which moves count.
+struct Pace {
+    first_tick: Instant,
+    period: Duration,
+    measure_start: Instant,
+    deadline: Instant,
+    request_timeout: Duration,
+}
+
+/// Moves this client's leads once per `period` (a missed tick is skipped, not made up, so the
+/// achieved rate shows when the server cannot keep up).
+async fn paced_mover(
+    channel: Channel,
+    fixture: Arc<Fixture>,
+    client: usize,
+    pace: Pace,
+) -> ClientOutcome {
+    let mut leads = lead_client(&channel);
+    let mut interval = tokio::time::interval_at(pace.first_tick.into(), pace.period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut outcome = ClientOutcome {
+        histogram: new_histogram(),
+        ok: 0,
+        errors: BTreeMap::new(),
+        last_end: None,
+    };
+    let mut turn = 0usize;
+    loop {
+        interval.tick().await;
+        let started = Instant::now();
+        if started >= pace.deadline {
+            break;
+        }
+        let lead = &fixture.move_leads[client * fixture.per_client + turn % fixture.per_client];
+        turn += 1;
+        let result = tokio::time::timeout(pace.request_timeout, move_once(&mut leads, lead)).await;
+        let ended = Instant::now();
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(status)) => Some(format!("{:?}", status.code())),
+            Err(_) => Some("Timeout".to_string()),
+        };
+        if started >= pace.measure_start {
+            outcome.last_end = Some(ended);
+            match &failure {
+                None => {
+                    outcome.ok += 1;
+                    outcome
+                        .histogram
+                        .saturating_record(micros(ended - started).max(1));
+                }
+                Some(code) => *outcome.errors.entry(code.clone()).or_default() += 1,
+            }
+        }
+        if failure.is_some() {
+            reread_stage(&mut leads, lead, pace.request_timeout).await;
+        }
+    }
+    outcome
+}
+
+/// Creates probe leads (one per 100 ms, at most 30 s) until `done` holds: streams deliver new
+/// events only, so this is how a stream is known to be registered on the server.
+async fn probe_until(channel: &Channel, done: impl Fn() -> bool) -> Result<(), BoxError> {
+    let mut client = lead_client(channel);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = 0;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err("a subscriber stream did not become live within 30 s".into());
+        }
+        probes += 1;
+        client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(lead_to_create("probe", probes, false)),
+                request_id: String::new(),
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+struct SlowState {
+    /// The highest sequence received; -1 before the first event.
+    last_sequence: AtomicI64,
+    /// change_time of that event, unix µs.
+    last_change_us: AtomicI64,
+    received: AtomicU64,
+    gaps: AtomicU64,
+    duplicates: AtomicU64,
+    reconnects: AtomicU64,
+    /// Set once the moves stop: read without pausing.
+    drain: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+/// A subscriber that pauses after every event, on a connection of its own: HTTP/2 flow control
+/// also applies per connection, so a reader that falls behind would hold back the streams that
+/// share its connection. If its stream ends it resumes with after_sequence, as clients should.
+struct SlowSubscriber {
+    state: Arc<SlowState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How often the slow subscriber may resume its stream.
+const SLOW_MAX_RECONNECTS: u64 = 5;
+
+impl SlowSubscriber {
+    async fn open(addr: SocketAddr, delay: Duration) -> Result<Self, BoxError> {
+        let channel = connect(addr).await?;
+        let stream = lead_client(&channel)
+            .watch_stage_changes(pb::WatchStageChangesRequest::default())
+            .await
+            .map_err(|status| format!("opening the slow subscriber: {status}"))?
+            .into_inner();
+        let state = Arc::new(SlowState {
+            last_sequence: AtomicI64::new(-1),
+            last_change_us: AtomicI64::new(0),
+            received: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            drain: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let task = tokio::spawn(slow_loop(channel, stream, state.clone(), delay));
+        Ok(Self { state, task })
+    }
+
+    async fn close(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn slow_loop(
+    channel: Channel,
+    mut stream: tonic::Streaming<pb::StageChangeEvent>,
+    state: Arc<SlowState>,
+    delay: Duration,
+) {
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => {
+                let last = state.last_sequence.load(Ordering::Relaxed);
+                if last >= 0 && event.sequence <= last {
+                    state.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if last >= 0 && event.sequence != last + 1 {
+                    state.gaps.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(time) = event.change_time {
+                    state.last_change_us.store(
+                        time.seconds * 1_000_000 + i64::from(time.nanos) / 1000,
+                        Ordering::Relaxed,
+                    );
+                }
+                state.last_sequence.store(event.sequence, Ordering::Relaxed);
+                state.received.fetch_add(1, Ordering::Relaxed);
+                if !state.drain.load(Ordering::Relaxed) {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            ended => {
+                let reason = match ended {
+                    Err(status) => status.to_string(),
+                    _ => "the server ended the stream".to_string(),
+                };
+                *state.error.lock().expect("error lock") = Some(reason);
+                // Resume after the last sequence received.
+                loop {
+                    if state.reconnects.fetch_add(1, Ordering::Relaxed) >= SLOW_MAX_RECONNECTS {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let last = state.last_sequence.load(Ordering::Relaxed);
+                    let request = pb::WatchStageChangesRequest {
+                        after_sequence: (last >= 0).then_some(last),
+                        ..Default::default()
+                    };
+                    match lead_client(&channel).watch_stage_changes(request).await {
+                        Ok(response) => {
+                            stream = response.into_inner();
+                            break;
+                        }
+                        Err(status) => {
+                            *state.error.lock().expect("error lock") = Some(status.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn fanout_cell(
+    cli: &Cli,
+    addr: SocketAddr,
+    subscribers: usize,
+    server_pid: Option<u32>,
+) -> Result<FanoutResult, BoxError> {
+    let clients = cli.fanout_clients;
+    let channels: Vec<Channel> =
+        futures::future::try_join_all((0..clients).map(|_| connect(addr))).await?;
+    check_serving(&channels[0]).await?;
+    let (_, movers) = seed_by_import(&channels[0], 0, clients * cli.move_leads_per_client).await?;
+    let fixture = Arc::new(Fixture {
+        seeded: Vec::new(),
+        move_leads: movers
+            .into_iter()
+            .map(|id| MoveLead {
+                id,
+                in_b: AtomicBool::new(false),
+            })
+            .collect(),
+        per_client: cli.move_leads_per_client,
+    });
+
+    // The slow subscriber opens first, so that the memory measured below is the idle ones'.
+    let slow = if cli.slow_subscriber {
+        let slow = SlowSubscriber::open(addr, cli.slow_delay).await?;
+        let state = slow.state.clone();
+        probe_until(&channels[0], || state.received.load(Ordering::Relaxed) > 0).await?;
+        Some(slow)
+    } else {
+        None
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server_pid.and_then(rss_kib);
+    eprintln!("opening {subscribers} idle WatchStageChanges stream(s)");
+    let opened = Instant::now();
+    let mut subs =
+        Subscribers::open(addr, subscribers, cli.streams_per_channel, &channels[0]).await?;
+    eprintln!("{subscribers} streams live in {:.2?}", opened.elapsed());
+    // Every stream has delivered a probe event, so every one is registered; let the server's
+    // buffers settle before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = server_pid.and_then(rss_kib);
+
+    let begin = Instant::now();
+    let begin_wall = SystemTime::now();
+    let measure_start = begin + cli.warmup;
+    let deadline = measure_start + cli.duration;
+    subs.record_from(unix_micros(begin_wall + cli.warmup));
+    let rss_task = server_pid.map(|pid| sample_rss(pid, measure_start, deadline));
+    let period = Duration::from_secs_f64(clients as f64 / f64::from(cli.move_rate));
+    eprintln!(
+        "moving at {} moves/s over {clients} client(s) for {:?} (+{:?} warmup)",
+        cli.move_rate, cli.duration, cli.warmup
+    );
+    let tasks: Vec<_> = channels
+        .iter()
+        .enumerate()
+        .map(|(client, channel)| {
+            tokio::spawn(paced_mover(
+                channel.clone(),
+                fixture.clone(),
+                client,
+                Pace {
+                    // Staggered, so that the clients' ticks interleave evenly.
+                    first_tick: begin + period.mul_f64(client as f64 / clients as f64),
+                    period,
+                    measure_start,
+                    deadline,
+                    request_timeout: cli.request_timeout,
+                },
+            ))
+        })
+        .collect();
+    let mut histogram = new_histogram();
+    let mut moves = 0;
+    let mut errors = BTreeMap::new();
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => {
+                histogram
+                    .add(&outcome.histogram)
+                    .expect("histograms share bounds");
+                moves += outcome.ok;
+                for (code, n) in outcome.errors {
+                    *errors.entry(code).or_default() += n;
+                }
+            }
+            Err(error) => *errors.entry(format!("panic: {error}")).or_default() += 1,
+        }
+    }
+    let moves_end_wall = unix_micros(SystemTime::now());
+    let slow_at_end = slow.as_ref().map(|slow| {
+        (
+            slow.state.last_sequence.load(Ordering::Relaxed),
+            slow.state.last_change_us.load(Ordering::Relaxed),
+            slow.state.received.load(Ordering::Relaxed),
+        )
+    });
+    let server_rss = match rss_task {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
+    let delivery = subs.harvest().await;
+    let final_sequence = subs.state.max_sequence.load(Ordering::Relaxed);
+    subs.close().await;
+
+    let slow_result = match (slow, slow_at_end) {
+        (Some(slow), Some((last_at_end, change_us, received))) => {
+            eprintln!(
+                "slow subscriber: {} events behind; catching up",
+                final_sequence - last_at_end
+            );
+            slow.state.drain.store(true, Ordering::Relaxed);
+            let started = Instant::now();
+            while slow.state.last_sequence.load(Ordering::Relaxed) < final_sequence
+                && started.elapsed() < cli.catch_up_timeout
+                && !slow.task.is_finished()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let state = &slow.state;
+            let last = state.last_sequence.load(Ordering::Relaxed);
+            let gaps = state.gaps.load(Ordering::Relaxed);
+            let duplicates = state.duplicates.load(Ordering::Relaxed);
+            let result = SlowResult {
+                delay_ms: cli.slow_delay.as_secs_f64() * 1000.0,
+                received_by_end: received,
+                behind_at_end_events: final_sequence - last_at_end,
+                last_event_age_at_end_ms: (moves_end_wall - change_us) as f64 / 1000.0,
+                final_sequence,
+                last_sequence: last,
+                caught_up: last >= final_sequence,
+                lossless: last >= final_sequence && gaps == 0 && duplicates == 0,
+                catch_up_seconds: started.elapsed().as_secs_f64(),
+                sequence_gaps: gaps,
+                duplicates,
+                reconnects: state.reconnects.load(Ordering::Relaxed),
+                stream_error: state.error.lock().expect("error lock").clone(),
+            };
+            slow.close().await;
+            Some(result)
+        }
+        _ => None,
+    };
+    let seconds = cli.duration.as_secs_f64();
+    Ok(FanoutResult {
+        subscribers,
+        channels: delivery.channels,
+        move_clients: clients,
+        target_move_rate: cli.move_rate,
+        moves,
+        move_errors: errors.values().sum(),
+        errors_by_code: errors,
+        measured_seconds: seconds,
+        achieved_move_rate: moves as f64 / seconds,
+        move_latency_us: Latency::of(&histogram),
+        delivery_clock: DELIVERY_CLOCK,
+        delivery,
+        rss: server_pid.map(|_| FanoutRss {
+            before_kib: rss_before,
+            after_kib: rss_after,
+            per_subscriber_kib: match (rss_before, rss_after) {
+                (Some(before), Some(after)) => {
+                    Some((after as f64 - before as f64) / subscribers as f64)
+                }
+                _ => None,
+            },
+            during_moves: server_rss,
+        }),
+        slow_subscriber: slow_result,
+    })
+}
+
+const DELIVERY_CLOCK: &str = "driver receive wall clock − event.change_time (stamped by the \
+server in the move's transaction; same host, same clock)";
+
+// ---- analytics ----------------------------------------------------------------------------
+
+/// Leads generated per chunk while importing (generation overlaps the import).
+const ANALYTICS_CHUNK: usize = 5000;
+
+const SQL_LEADS: &str = "SELECT stage, SUM(amount_units), COUNT(*) FROM leads \
+                         WHERE tenant_id = $1 GROUP BY stage";
+const SQL_CHANGES: &str = "SELECT to_stage, COUNT(*) FROM stage_changes \
+                           WHERE tenant_id = $1 GROUP BY to_stage";
+
+async fn analytics_cell(
+    cli: &Cli,
+    addr: SocketAddr,
+    db: &Database,
+    leads: usize,
+) -> Result<AnalyticsResult, BoxError> {
+    use leadpipe::bulk::synthetic;
+    use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    let channel = connect(addr).await?;
+    check_serving(&channel).await?;
+
+    // A year of history, ending a minute ago (imported history may not be in the future).
+    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let start = end - chrono::Duration::days(365);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pb::ImportLeadsRequest>>(2);
+    let changes = Arc::new(AtomicU64::new(0));
+    let counted = changes.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
+            let first = chunk * ANALYTICS_CHUNK;
+            let size = ANALYTICS_CHUNK.min(leads - first);
+            let mut generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
+            for (i, message) in generated.iter_mut().enumerate() {
+                message.external_id = format!("syn-{}", first + i);
+                counted.fetch_add(message.history.len() as u64, Ordering::Relaxed);
+            }
+            if tx.blocking_send(generated).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter);
+    eprintln!("importing {leads} synthetic leads with ImportLeads");
+    let started = Instant::now();
+    let response = lead_client(&channel)
+        .import_leads(stream)
+        .await
+        .map_err(|status| format!("ImportLeads of {leads} leads: {status}"))?
+        .into_inner();
+    let import_seconds = started.elapsed().as_secs_f64();
+    let _ = producer.await;
+    if response.imported != leads as i64 {
+        return Err(format!(
+            "ImportLeads imported {} of {leads} leads; first refusal: {:?}",
+            response.imported,
+            response.errors.first()
+        )
+        .into());
+    }
+    let stage_changes = changes.load(Ordering::Relaxed);
+    eprintln!("imported {leads} leads ({stage_changes} stage changes) in {import_seconds:.2} s");
+
+    let bare = sea_orm::Database::connect(&db.url).await?;
+    let backend = bare.get_database_backend();
+    let bare_sql = |sql: &str| {
+        let sql = if db.is_sqlite() {
+            sql.replace("$1", "?")
+        } else {
+            sql.to_owned()
+        };
+        Statement::from_sql_and_values(backend, sql, ["default".into()])
+    };
+    let mut forecasts = ForecastServiceClient::with_interceptor(channel.clone(), auth());
+    let limit = cli.analytics_timeout;
+    let mut times: [Vec<f64>; 5] = Default::default();
+    // One warmup round, then the timed ones.
+    for round in 0..=cli.analytics_reps {
+        let mut took = [0f64; 5];
+        let t = Instant::now();
+        tokio::time::timeout(
+            limit,
+            forecasts.get_pipeline_metrics(pb::GetPipelineMetricsRequest::default()),
+        )
+        .await
+        .map_err(|_| "GetPipelineMetrics timed out")??;
+        took[0] = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        tokio::time::timeout(
+            limit,
+            forecasts.get_forecast(pb::GetForecastRequest {
+                currency_code: "EUR".into(),
+                period: pb::Period::Month as i32,
+                horizon_periods: 6,
+                simulations: 1000,
+                seed: 1,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|_| "GetForecast timed out")??;
+        took[1] = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        tokio::time::timeout(
+            limit,
+            forecasts.list_stuck_leads(pb::ListStuckLeadsRequest {
+                page_size: 50,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|_| "ListStuckLeads timed out")??;
+        took[2] = t.elapsed().as_secs_f64() * 1000.0;
+        for (slot, sql) in [(3, SQL_LEADS), (4, SQL_CHANGES)] {
+            let t = Instant::now();
+            let rows = tokio::time::timeout(limit, bare.query_all_raw(bare_sql(sql)))
+                .await
+                .map_err(|_| "a bare SQL aggregate timed out")??;
+            took[slot] = t.elapsed().as_secs_f64() * 1000.0;
+            if rows.is_empty() {
+                return Err(format!("the bare SQL aggregate returned no rows: {sql}").into());
+            }
+        }
+        if round > 0 {
+            for (list, ms) in times.iter_mut().zip(took) {
+                list.push(ms);
+            }
+        }
+    }
+    let _ = bare.close().await;
+    let [metrics, forecast, stuck, sql_leads, sql_changes] = times.map(|mut t| median(&mut t));
+    let sql = sql_leads + sql_changes;
+    let result = AnalyticsResult {
+        leads,
+        stage_changes,
+        import_seconds,
+        import_leads_per_second: leads as f64 / import_seconds,
+        reps: cli.analytics_reps,
+        metrics_ms: metrics,
+        forecast_ms: forecast,
+        stuck_ms: stuck,
+        sql_leads_ms: sql_leads,
+        sql_changes_ms: sql_changes,
+        metrics_vs_sql: metrics / sql,
+        forecast_vs_sql: forecast / sql,
+        stuck_vs_sql: stuck / sql,
+    };
+    eprintln!(
+        "{leads} leads: metrics {metrics:.1} ms, forecast {forecast:.1} ms, stuck {stuck:.1} ms, \
+         bare SQL {sql:.1} ms"
+    );
+    Ok(result)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 
@@ -1411,6 +2507,8 @@ struct Delivery {
     latency_us: Latency,
     clamped_negative: u64,
     broken_streams: u64,
+    /// Times a stream skipped or repeated a sequence (0 unless ImportLeads ran meanwhile).
+    sequence_gaps: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1429,6 +2527,96 @@ struct CellResult {
     /// throughput / health throughput at the same client count.
     ratio_vs_health: Option<f64>,
     delivery: Option<Delivery>,
+    /// The child server's RSS during the measured window (--spawn-server only).
+    server_rss: Option<RssStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FanoutRss {
+    /// With the slow subscriber (if any) open, before the idle ones.
+    before_kib: Option<u64>,
+    /// With every idle stream registered.
+    after_kib: Option<u64>,
+    /// (after − before) / subscribers.
+    per_subscriber_kib: Option<f64>,
+    /// Sampled every 100 ms while the moves were measured.
+    during_moves: Option<RssStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SlowResult {
+    delay_ms: f64,
+    /// Events it had received when the moves stopped.
+    received_by_end: u64,
+    /// Sequences committed but not yet received when the moves stopped.
+    behind_at_end_events: i64,
+    /// Age of the newest event it had received when the moves stopped (receive clock −
+    /// change_time).
+    last_event_age_at_end_ms: f64,
+    /// The last sequence committed (the highest any idle stream received).
+    final_sequence: i64,
+    /// The last sequence it received before catching up or giving up.
+    last_sequence: i64,
+    caught_up: bool,
+    /// Caught up, with every sequence exactly once and in order.
+    lossless: bool,
+    catch_up_seconds: f64,
+    sequence_gaps: u64,
+    duplicates: u64,
+    reconnects: u64,
+    stream_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FanoutResult {
+    subscribers: usize,
+    channels: usize,
+    move_clients: usize,
+    target_move_rate: u32,
+    /// Successful moves in the measured window.
+    moves: u64,
+    move_errors: u64,
+    errors_by_code: BTreeMap<String, u64>,
+    measured_seconds: f64,
+    achieved_move_rate: f64,
+    move_latency_us: Latency,
+    /// How commit-to-delivery latency is measured.
+    delivery_clock: &'static str,
+    /// Deliveries to the idle streams of events committed in the measured window.
+    delivery: Delivery,
+    rss: Option<FanoutRss>,
+    slow_subscriber: Option<SlowResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AnalyticsResult {
+    leads: usize,
+    /// Imported history rows.
+    stage_changes: u64,
+    import_seconds: f64,
+    import_leads_per_second: f64,
+    reps: usize,
+    /// Medians, ms.
+    metrics_ms: f64,
+    forecast_ms: f64,
+    stuck_ms: f64,
+    sql_leads_ms: f64,
+    sql_changes_ms: f64,
+    /// RPC time ÷ (sql_leads_ms + sql_changes_ms).
+    metrics_vs_sql: f64,
+    forecast_vs_sql: f64,
+    stuck_vs_sql: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct AnalyticsGrowth {
+    from_leads: usize,
+    to_leads: usize,
+    size_factor: f64,
+    metrics: f64,
+    forecast: f64,
+    stuck: f64,
+    sql: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -1461,6 +2649,14 @@ struct RunSettings {
     streams_per_channel: usize,
     list_filter: &'static str,
     mixed: &'static str,
+    spawn_server: bool,
+    fanout: Vec<usize>,
+    move_rate: u32,
+    fanout_clients: usize,
+    slow_subscriber: bool,
+    slow_delay_ms: u128,
+    analytics: Vec<usize>,
+    analytics_reps: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -1483,10 +2679,41 @@ struct Report {
     settings: RunSettings,
     cells: Vec<CellResult>,
     streaming_comparison: Vec<Comparison>,
+    /// The child server's RSS once the scenario leads were seeded (--spawn-server only).
+    server_rss_after_seed_kib: Option<u64>,
+    fanout: Vec<FanoutResult>,
+    analytics: Vec<AnalyticsResult>,
+    analytics_growth: Vec<AnalyticsGrowth>,
+    analytics_sql: [&'static str; 2],
 }
 
 impl Report {
-    fn new(cli: &Cli, environment: Environment, mut cells: Vec<CellResult>) -> Self {
+    fn new(cli: &Cli, environment: Environment, outputs: Outputs) -> Self {
+        let Outputs {
+            mut cells,
+            rss_after_seed_kib,
+            fanout,
+            analytics,
+        } = outputs;
+        let analytics_growth = analytics
+            .windows(2)
+            .map(|pair| {
+                let (a, b) = (&pair[0], &pair[1]);
+                let factor = |x: f64, y: f64| if x > 0.0 { y / x } else { 0.0 };
+                AnalyticsGrowth {
+                    from_leads: a.leads,
+                    to_leads: b.leads,
+                    size_factor: b.leads as f64 / a.leads as f64,
+                    metrics: factor(a.metrics_ms, b.metrics_ms),
+                    forecast: factor(a.forecast_ms, b.forecast_ms),
+                    stuck: factor(a.stuck_ms, b.stuck_ms),
+                    sql: factor(
+                        a.sql_leads_ms + a.sql_changes_ms,
+                        b.sql_leads_ms + b.sql_changes_ms,
+                    ),
+                }
+            })
+            .collect();
         let health: BTreeMap<usize, f64> = cells
             .iter()
             .filter(|c| c.scenario == "health")
@@ -1541,16 +2768,28 @@ impl Report {
                 streams_per_channel: cli.streams_per_channel,
                 list_filter: LIST_FILTER,
                 mixed: "60% get, 20% list, 10% create, 10% move",
+                spawn_server: cli.spawn_server,
+                fanout: cli.fanout.clone(),
+                move_rate: cli.move_rate,
+                fanout_clients: cli.fanout_clients,
+                slow_subscriber: cli.slow_subscriber,
+                slow_delay_ms: cli.slow_delay.as_millis(),
+                analytics: cli.analytics.clone(),
+                analytics_reps: cli.analytics_reps,
             },
             cells,
             streaming_comparison,
+            server_rss_after_seed_kib: rss_after_seed_kib,
+            fanout,
+            analytics,
+            analytics_growth,
+            analytics_sql: [SQL_LEADS, SQL_CHANGES],
         }
     }
 
     fn markdown(&self) -> String {
         use std::fmt::Write;
         let e = &self.environment;
-        let s = &self.settings;
         let mut out = String::new();
         let _ = writeln!(out, "## leadpipe-bench results\n");
         let server = match (&e.database, &e.sqlite_synchronous) {
@@ -1578,6 +2817,21 @@ impl Report {
             pin(e.pin_client_cpu),
             e.cpus
         );
+        if !self.cells.is_empty() {
+            self.scenarios_markdown(&mut out);
+        }
+        if !self.fanout.is_empty() {
+            self.fanout_markdown(&mut out);
+        }
+        if !self.analytics.is_empty() {
+            self.analytics_markdown(&mut out);
+        }
+        out
+    }
+
+    fn scenarios_markdown(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.settings;
         let _ = writeln!(
             out,
             "- per cell: warmup {} ms, measured {} ms{}; seeded leads {}; one channel per client\n",
@@ -1671,6 +2925,248 @@ impl Report {
                 "\nwarning: {broken} subscriber stream(s) broke during the run"
             );
         }
-        out
+        let rss: Vec<&CellResult> = self
+            .cells
+            .iter()
+            .filter(|c| c.server_rss.is_some())
+            .collect();
+        if !rss.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### Server memory (child process, VmRSS sampled every 100 ms)\n"
+            );
+            if let Some(kib) = self.server_rss_after_seed_kib {
+                let _ = writeln!(out, "After seeding, idle: {:.1} MiB\n", mib(kib));
+            }
+            let _ = writeln!(
+                out,
+                "| scenario | clients | subs | RSS mean MiB | RSS max MiB |"
+            );
+            let _ = writeln!(out, "|---|--:|--:|--:|--:|");
+            for c in rss {
+                let r = c.server_rss.expect("filtered");
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.1} | {:.1} |",
+                    c.scenario,
+                    c.clients,
+                    c.subscribers,
+                    mib(r.mean_kib),
+                    mib(r.max_kib)
+                );
+            }
+        }
     }
+
+    fn fanout_markdown(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.settings;
+        let _ = writeln!(
+            out,
+            "\n### Fan-out: idle WatchStageChanges subscribers under paced moves\n"
+        );
+        let _ = writeln!(
+            out,
+            "- per cell: a fresh server; warmup {} ms, measured {} ms; {} streams per connection; \
+             moves spread over {} client(s)",
+            s.warmup_ms,
+            s.duration_ms,
+            s.streams_per_channel,
+            self.fanout.first().map_or(0, |f| f.move_clients)
+        );
+        let _ = writeln!(
+            out,
+            "- commit-to-delivery: {DELIVERY_CLOCK}, over every delivery to every idle stream\n"
+        );
+        let _ = writeln!(
+            out,
+            "| subs | conns | moves/s target | moves/s achieved | move p50 µs | move p99 µs | deliveries | delivery p50 µs | p99 µs | p99.9 µs | max µs | gaps | broken | errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for f in &self.fanout {
+            let d = &f.delivery;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.subscribers,
+                f.channels,
+                f.target_move_rate,
+                f.achieved_move_rate,
+                f.move_latency_us.p50,
+                f.move_latency_us.p99,
+                d.events,
+                d.latency_us.p50,
+                d.latency_us.p99,
+                d.latency_us.p999,
+                d.latency_us.max,
+                d.sequence_gaps,
+                d.broken_streams,
+                f.move_errors
+            );
+        }
+        if self.fanout.iter().any(|f| f.rss.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n#### Server memory per idle subscriber (child process VmRSS)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| subs | RSS before MiB | RSS with subs MiB | KiB per subscriber | RSS max during moves MiB |"
+            );
+            let _ = writeln!(out, "|--:|--:|--:|--:|--:|");
+            let opt =
+                |v: Option<u64>| v.map_or_else(|| "-".to_string(), |k| format!("{:.1}", mib(k)));
+            for f in &self.fanout {
+                if let Some(r) = &f.rss {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} |",
+                        f.subscribers,
+                        opt(r.before_kib),
+                        opt(r.after_kib),
+                        r.per_subscriber_kib
+                            .map_or_else(|| "-".to_string(), |k| format!("{k:.1}")),
+                        opt(r.during_moves.map(|d| d.max_kib))
+                    );
+                }
+            }
+        }
+        if self.fanout.iter().any(|f| f.slow_subscriber.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n#### The slow subscriber (own connection; pauses after every event until the moves stop)\n"
+            );
+            let _ = writeln!(
+                out,
+                "| subs | pause ms | received by end | behind at end (events) | age of its last event at end ms | caught up | lossless | catch-up s | gaps | duplicates | reconnects |"
+            );
+            let _ = writeln!(out, "|--:|--:|--:|--:|--:|---|---|--:|--:|--:|--:|");
+            for f in &self.fanout {
+                if let Some(w) = &f.slow_subscriber {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} | {} | {} | {} |",
+                        f.subscribers,
+                        w.delay_ms,
+                        w.received_by_end,
+                        w.behind_at_end_events,
+                        w.last_event_age_at_end_ms,
+                        if w.caught_up { "yes" } else { "NO" },
+                        if w.lossless { "yes" } else { "NO" },
+                        w.catch_up_seconds,
+                        w.sequence_gaps,
+                        w.duplicates,
+                        w.reconnects
+                    );
+                }
+            }
+            for f in &self.fanout {
+                if let Some(error) = f
+                    .slow_subscriber
+                    .as_ref()
+                    .and_then(|w| w.stream_error.as_ref())
+                {
+                    let _ = writeln!(
+                        out,
+                        "\nslow subscriber at {} subs: stream error: {error}",
+                        f.subscribers
+                    );
+                }
+            }
+        }
+        for f in &self.fanout {
+            let d = &f.delivery;
+            if d.sequence_gaps > 0 || d.broken_streams > 0 {
+                let _ = writeln!(
+                    out,
+                    "\nwarning: at {} subs, idle streams skipped or repeated a sequence {} time(s) \
+                     and {} stream(s) broke",
+                    f.subscribers, d.sequence_gaps, d.broken_streams
+                );
+            }
+            if f.slow_subscriber.as_ref().is_some_and(|w| !w.lossless) {
+                let _ = writeln!(
+                    out,
+                    "\nwarning: at {} subs, the slow subscriber did not catch up without loss",
+                    f.subscribers
+                );
+            }
+        }
+        let errors: Vec<String> = self
+            .fanout
+            .iter()
+            .filter(|f| f.move_errors > 0)
+            .map(|f| format!("{} subs: {:?}", f.subscribers, f.errors_by_code))
+            .collect();
+        if !errors.is_empty() {
+            let _ = writeln!(out, "\nMove errors by code: {}", errors.join("; "));
+        }
+    }
+
+    fn analytics_markdown(&self, out: &mut String) {
+        use std::fmt::Write;
+        let reps = self.analytics.first().map_or(0, |a| a.reps);
+        let _ = writeln!(out, "\n### Analytics at scale\n");
+        let _ = writeln!(
+            out,
+            "- per size: a fresh database; synthetic leads with a year of history imported in one ImportLeads stream"
+        );
+        let _ = writeln!(
+            out,
+            "- times: median of {reps} after one warmup, ms; GetForecast: 1000 simulations, MONTH, 6 periods; ListStuckLeads: page of 50"
+        );
+        let _ = writeln!(
+            out,
+            "- bare SQL, run on the same database directly: `{}` and `{}`; ×SQL = RPC time ÷ both together\n",
+            SQL_LEADS, SQL_CHANGES
+        );
+        let _ = writeln!(
+            out,
+            "| leads | stage changes | import s | import leads/s | GetPipelineMetrics ms | GetForecast ms | ListStuckLeads ms | SQL leads ms | SQL changes ms | metrics ×SQL | forecast ×SQL | stuck ×SQL |"
+        );
+        let _ = writeln!(out, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for a in &self.analytics {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} |",
+                a.leads,
+                a.stage_changes,
+                a.import_seconds,
+                a.import_leads_per_second,
+                a.metrics_ms,
+                a.forecast_ms,
+                a.stuck_ms,
+                a.sql_leads_ms,
+                a.sql_changes_ms,
+                a.metrics_vs_sql,
+                a.forecast_vs_sql,
+                a.stuck_vs_sql
+            );
+        }
+        if !self.analytics_growth.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nGrowth from size to size (time at the larger size ÷ time at the smaller):\n"
+            );
+            let _ = writeln!(
+                out,
+                "| leads | size × | GetPipelineMetrics × | GetForecast × | ListStuckLeads × | bare SQL × |"
+            );
+            let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+            for g in &self.analytics_growth {
+                let _ = writeln!(
+                    out,
+                    "| {} → {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    g.from_leads, g.to_leads, g.size_factor, g.metrics, g.forecast, g.stuck, g.sql
+                );
+            }
+        }
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }

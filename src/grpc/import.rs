@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::{Status, Streaming};
+use futures::{Stream, StreamExt};
+use tonic::Status;
 
 use super::convert::{lead_fields_from_proto, timestamp_to_datetime};
 use super::pb;
 use crate::app::RequestContext;
+use crate::app::forecast::ForecastService;
 use crate::app::import::{BATCH_SIZE, ImportItem, ImportOutcome, ImportService};
 use crate::domain::Violations;
 use crate::domain::history::{MAX_NOTE_LEN, StageChange};
@@ -18,26 +20,47 @@ use crate::domain::policy::CompiledPipeline;
 
 const MAX_REPORTED_ERRORS: usize = 1000;
 
-pub async fn import_leads(
+/// The whole of `ImportLeads`: imports the messages, then retrains the model of each pipeline
+/// that received leads and rescores its open leads. `leadpipe import` and `leadpipe demo` run
+/// this too, so a CSV row is validated exactly as the RPC validates a message.
+pub async fn import_and_rescore(
+    service: &ImportService,
+    forecasts: &ForecastService,
+    ctx: &RequestContext,
+    stream: impl Stream<Item = Result<pb::ImportLeadsRequest, Status>> + Unpin,
+) -> Result<pb::ImportLeadsResponse, Status> {
+    let (response, pipelines) = import_leads(service, ctx, stream).await?;
+    service.finished(response.imported as u64).await?;
+    if response.imported > 0 {
+        for pipeline in pipelines {
+            forecasts.rescore(ctx, &pipeline).await?;
+        }
+    }
+    Ok(response)
+}
+
+async fn import_leads(
     service: &ImportService,
     ctx: &RequestContext,
-    mut stream: Streaming<pb::ImportLeadsRequest>,
+    mut stream: impl Stream<Item = Result<pb::ImportLeadsRequest, Status>> + Unpin,
 ) -> Result<(pb::ImportLeadsResponse, Vec<PipelineId>), Status> {
     let mut response = pb::ImportLeadsResponse::default();
     let mut pipelines: HashMap<PipelineId, Option<Arc<CompiledPipeline>>> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     let mut index = 0i64;
     // A message that cannot be decoded is the client's fault, not an internal error.
-    while let Some(message) = stream
-        .message()
-        .await
-        .map_err(|status| match status.code() {
-            tonic::Code::Internal => Status::invalid_argument(format!(
-                "message {index} of the import stream could not be decoded: {}",
-                status.message()
-            )),
-            _ => status,
-        })?
+    while let Some(message) =
+        stream
+            .next()
+            .await
+            .transpose()
+            .map_err(|status| match status.code() {
+                tonic::Code::Internal => Status::invalid_argument(format!(
+                    "message {index} of the import stream could not be decoded: {}",
+                    status.message()
+                )),
+                _ => status,
+            })?
     {
         response.received += 1;
         match validate(service, ctx, &mut pipelines, index, message).await? {
@@ -77,6 +100,7 @@ async fn flush(
         .iter()
         .map(|i| (i.index, i.lead.external_id.clone().unwrap_or_default()))
         .collect();
+    let imported_before = response.imported as u64;
     for (index, outcome) in service.import(ctx, std::mem::take(batch)).await? {
         match outcome {
             ImportOutcome::Imported => response.imported += 1,
@@ -92,6 +116,9 @@ async fn flush(
             ),
         }
     }
+    service
+        .grew(imported_before, response.imported as u64)
+        .await?;
     Ok(())
 }
 

@@ -89,13 +89,13 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
     ) -> Result<Response<pb::ImportLeadsResponse>, Status> {
         let ctx = context(&request);
-        let (response, pipelines) =
-            super::import::import_leads(&self.import, &ctx, request.into_inner()).await?;
-        if response.imported > 0 {
-            for pipeline in pipelines {
-                self.forecasts.rescore(&ctx, &pipeline).await?;
-            }
-        }
+        let response = super::import::import_and_rescore(
+            &self.import,
+            &self.forecasts,
+            &ctx,
+            request.into_inner(),
+        )
+        .await?;
         Ok(Response::new(response))
     }
 

@@ -8,6 +8,7 @@ pub mod forecast_service;
 pub mod guard;
 pub mod import;
 pub mod lead_service;
+pub mod observe;
 pub mod pipeline_service;
 
 pub mod pb {

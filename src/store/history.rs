@@ -104,6 +104,26 @@ pub async fn list_for_lead(
         .collect()
 }
 
+/// The changes of several leads (one page of an export), oldest first.
+pub async fn list_for_leads(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    leads: &[LeadId],
+) -> Result<Vec<StageChange>, StoreError> {
+    if leads.is_empty() {
+        return Ok(Vec::new());
+    }
+    stage_change::Entity::find()
+        .filter(stage_change::Column::TenantId.eq(tenant.as_str()))
+        .filter(stage_change::Column::LeadId.is_in(leads.iter().map(|id| id.to_string())))
+        .order_by_asc(stage_change::Column::Sequence)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
 pub async fn delete_for_lead(
     db: &impl ConnectionTrait,
     tenant: &TenantId,

@@ -29,6 +29,8 @@ pub struct TestApp {
     pub database_url: String,
     pub leads: LeadServiceClient<Channel>,
     pub pipelines: PipelineServiceClient<Channel>,
+    /// Where `GET /metrics` is served, when the settings turn metrics on.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -124,6 +126,14 @@ pub async fn spawn_app_with(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let mut metrics_addr = None;
+    if settings.metrics {
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        metrics_addr = Some(metrics.local_addr().expect("metrics addr"));
+        app.serve_metrics(metrics);
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.serve(listener, async {
@@ -139,6 +149,7 @@ pub async fn spawn_app_with(
         database_url,
         leads: LeadServiceClient::new(channel.clone()),
         pipelines: PipelineServiceClient::new(channel),
+        metrics_addr,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
