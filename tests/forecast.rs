@@ -604,3 +604,32 @@ async fn import_throughput() {
         }
     }
 }
+
+/// A large import refreshes PostgreSQL's planner statistics itself: statements prepared while
+/// the tables were empty keep a full-scan plan until then, which made imports slow down as the
+/// table grew. `last_analyze` is set only by an explicit ANALYZE, never by autovacuum.
+#[tokio::test]
+async fn large_imports_refresh_planner_statistics_on_postgres() {
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let end = Utc::now() - Duration::hours(1);
+    let generated = synthetic::generate(1100, end - Duration::days(90), end, 5);
+    let response = import(&app, generated.leads).await;
+    assert_eq!(response.imported, 1100);
+
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    let db = Database::connect(&app.database_url).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT (last_analyze IS NOT NULL) AS analyzed FROM pg_stat_user_tables \
+             WHERE relname = 'leads'",
+        ))
+        .await
+        .unwrap()
+        .expect("the leads table has statistics");
+    let analyzed: bool = row.try_get("", "analyzed").unwrap();
+    assert!(analyzed, "the import did not ANALYZE the leads table");
+    db.close().await.ok();
+}
