@@ -54,6 +54,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// glibc malloc was about a third of the server's CPU when decoding rows and encoding replies.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Adds `authorization: Bearer <key>` to every call when --api-key is given.
