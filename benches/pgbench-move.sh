@@ -33,7 +33,7 @@ trap 'rm -rf "$work"; psql "$PG_SERVER_URL/postgres" -qc "DROP DATABASE IF EXIST
 # The schema is the service's own: its migrations, then leads seeded in SQL.
 psql "$PG_SERVER_URL/postgres" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)"
 psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE $DATABASE"
-LEADPIPE_LOG=warn ./target/release/leadpipe --database-url "$PG_SERVER_URL/$DATABASE" migrate
+./target/release/leadpipe --database-url "$PG_SERVER_URL/$DATABASE" migrate >/dev/null
 psql "$PG_SERVER_URL/$DATABASE" -q <<SQL
 -- Moves only share-lock the pipeline row, so its definition does not matter here.
 INSERT INTO pipelines (tenant_id, id, display_name, definition, version, create_time, update_time)

@@ -64,7 +64,8 @@ pub type EventStream = mpsc::Receiver<Result<Arc<StageChangeEvent>, AppError>>;
 struct TenantFeed {
     sender: broadcast::Sender<Arc<StageChangeEvent>>,
     wake: Notify,
-    /// The last sequence the tailer has read and fanned out, for the outbox-lag metric.
+    /// The last sequence the tailer has read and fanned out: for the outbox-lag metric, and for
+    /// subscribers to notice events that were fanned out before they could receive them.
     delivered: AtomicI64,
 }
 
@@ -186,7 +187,7 @@ impl EventHub {
         let permit = self.stream_permit(&tenant)?;
         // Subscribe before reading the cursor's position, so that nothing committed in between
         // is missed: anything already read from the database is skipped by sequence.
-        let live = self.live_events(&tenant);
+        let (live, feed) = self.live_events(&tenant);
         let reader = self.store.reader();
         let last = outbox::last_sequence(reader, &tenant).await?;
         let cursor = match after {
@@ -204,6 +205,8 @@ impl EventHub {
             cursor,
             out,
             shutdown: self.shutdown.clone(),
+            feed,
+            poll_interval: self.poll_interval,
             _permit: permit,
         };
         tokio::spawn(subscriber.run(live));
@@ -219,10 +222,10 @@ impl EventHub {
     fn live_events(
         self: &Arc<Self>,
         tenant: &TenantId,
-    ) -> broadcast::Receiver<Arc<StageChangeEvent>> {
+    ) -> (broadcast::Receiver<Arc<StageChangeEvent>>, Arc<TenantFeed>) {
         let mut feeds = self.feeds();
         if let Some(feed) = feeds.get(tenant) {
-            return feed.sender.subscribe();
+            return (feed.sender.subscribe(), feed.clone());
         }
         let feed = Arc::new(TenantFeed {
             sender: broadcast::channel(FANOUT_CAPACITY).0,
@@ -232,8 +235,8 @@ impl EventHub {
         });
         let receiver = feed.sender.subscribe();
         feeds.insert(tenant.clone(), feed.clone());
-        tokio::spawn(self.clone().tail(tenant.clone(), feed));
-        receiver
+        tokio::spawn(self.clone().tail(tenant.clone(), feed.clone()));
+        (receiver, feed)
     }
 
     /// Reads each committed outbox row once and fans it out, until nobody listens.
@@ -349,6 +352,8 @@ struct Subscriber {
     cursor: i64,
     out: mpsc::Sender<Result<Arc<StageChangeEvent>, AppError>>,
     shutdown: watch::Receiver<bool>,
+    feed: Arc<TenantFeed>,
+    poll_interval: Duration,
     _permit: StreamPermit,
 }
 
@@ -376,6 +381,17 @@ impl Subscriber {
                 received = live.recv() => received,
                 _ = shutdown.changed() => return Stop::Failed(self.shutting_down()),
                 _ = self.out.closed() => return Stop::ClientGone,
+                // A tailer that starts while this subscriber catches up may begin past events
+                // the catch-up read did not see yet; they are never fanned out, and without a
+                // later event nothing would reveal the gap. When idle, compare with the tailer.
+                _ = tokio::time::sleep(self.poll_interval) => {
+                    if self.feed.delivered.load(Ordering::Relaxed) > self.cursor
+                        && let Err(stop) = self.catch_up().await
+                    {
+                        return stop;
+                    }
+                    continue;
+                }
             };
             let result = match received {
                 Ok(event) if event.change.sequence <= self.cursor => Ok(()),
