@@ -59,6 +59,18 @@ struct Reading {
     refused: u64,
 }
 
+impl Reading {
+    /// A row the CSV reader itself could not parse.
+    fn refuse_unparsable(&mut self, line: u64, error: &::csv::Error) {
+        self.refused += 1;
+        self.errors.push(RowError {
+            line,
+            column: String::new(),
+            reason: csv_reason(error),
+        });
+    }
+}
+
 /// Imports `path` (`-`: standard input) into `tenant`. Fails only when the import cannot run at
 /// all (unreadable file, bad header, database down); refused rows are in the report.
 pub async fn run(
@@ -178,12 +190,7 @@ fn read_rows(
                     return Err(format!("line {line}: cannot read the file: {e}"));
                 }
                 reading.rows += 1;
-                reading.refused += 1;
-                reading.errors.push(RowError {
-                    line,
-                    column: String::new(),
-                    reason: csv_reason(&error),
-                });
+                reading.refuse_unparsable(line, &error);
                 continue;
             }
         }
@@ -197,12 +204,7 @@ fn read_rows(
         let row: LeadRow = match record.deserialize(Some(header)) {
             Ok(row) => row,
             Err(error) => {
-                reading.refused += 1;
-                reading.errors.push(RowError {
-                    line,
-                    column: String::new(),
-                    reason: csv_reason(&error),
-                });
+                reading.refuse_unparsable(line, &error);
                 continue;
             }
         };

@@ -22,12 +22,7 @@ pub(crate) async fn paced_mover(
     let mut leads = lead_client(&channel);
     let mut interval = tokio::time::interval_at(pace.first_tick.into(), pace.period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut outcome = ClientOutcome {
-        histogram: new_histogram(),
-        ok: 0,
-        errors: BTreeMap::new(),
-        last_end: None,
-    };
+    let mut outcome = ClientOutcome::new();
     let mut turn = 0usize;
     loop {
         interval.tick().await;
@@ -38,25 +33,8 @@ pub(crate) async fn paced_mover(
         let lead = &fixture.move_leads[client * fixture.per_client + turn % fixture.per_client];
         turn += 1;
         let result = tokio::time::timeout(pace.request_timeout, move_once(&mut leads, lead)).await;
-        let ended = Instant::now();
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(status)) => Some(format!("{:?}", status.code())),
-            Err(_) => Some("Timeout".to_string()),
-        };
-        if started >= pace.measure_start {
-            outcome.last_end = Some(ended);
-            match &failure {
-                None => {
-                    outcome.ok += 1;
-                    outcome
-                        .histogram
-                        .saturating_record(micros(ended - started).max(1));
-                }
-                Some(code) => *outcome.errors.entry(code.clone()).or_default() += 1,
-            }
-        }
-        if failure.is_some() {
+        let measured = started >= pace.measure_start;
+        if outcome.record(result, started, Instant::now(), measured) {
             reread_stage(&mut leads, lead, pace.request_timeout).await;
         }
     }

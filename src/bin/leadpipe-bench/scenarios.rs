@@ -312,6 +312,45 @@ pub(crate) struct ClientOutcome {
     pub(crate) last_end: Option<Instant>,
 }
 
+impl ClientOutcome {
+    pub(crate) fn new() -> Self {
+        Self {
+            histogram: new_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            last_end: None,
+        }
+    }
+
+    /// Records one timed call (when `measured`); returns whether it failed, so that a mover
+    /// can re-read its lead's stage.
+    pub(crate) fn record(
+        &mut self,
+        result: Result<Result<(), tonic::Status>, tokio::time::error::Elapsed>,
+        started: Instant,
+        ended: Instant,
+        measured: bool,
+    ) -> bool {
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(status)) => Some(format!("{:?}", status.code())),
+            Err(_) => Some("Timeout".to_string()),
+        };
+        if measured {
+            self.last_end = Some(ended);
+            match &failure {
+                None => {
+                    self.ok += 1;
+                    self.histogram
+                        .saturating_record(micros(ended - started).max(1));
+                }
+                Some(code) => *self.errors.entry(code.clone()).or_default() += 1,
+            }
+        }
+        failure.is_some()
+    }
+}
+
 pub(crate) struct CellPlan {
     pub(crate) scenario: Scenario,
     pub(crate) measure_start: Instant,
@@ -331,12 +370,7 @@ pub(crate) async fn client_loop(
     let mut health = health_client(&channel);
     let mut rng =
         Rng::new(((client as u64 + 1) * 0x1000_0001) ^ unix_micros(SystemTime::now()) as u64);
-    let mut outcome = ClientOutcome {
-        histogram: new_histogram(),
-        ok: 0,
-        errors: BTreeMap::new(),
-        last_end: None,
-    };
+    let mut outcome = ClientOutcome::new();
     let mut created = 0usize;
     let mut move_turn = 0usize;
     loop {
@@ -409,27 +443,8 @@ pub(crate) async fn client_loop(
             }
         };
         let result = tokio::time::timeout(plan.request_timeout, call).await;
-        let ended = Instant::now();
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(status)) => Some(format!("{:?}", status.code())),
-            Err(_) => Some("Timeout".to_string()),
-        };
-        if measured {
-            outcome.last_end = Some(ended);
-            match &failure {
-                None => {
-                    outcome.ok += 1;
-                    outcome
-                        .histogram
-                        .saturating_record(micros(ended - started).max(1));
-                }
-                Some(code) => *outcome.errors.entry(code.clone()).or_default() += 1,
-            }
-        }
-        if failure.is_some()
-            && let Some(lead) = mover
-        {
+        let failed = outcome.record(result, started, Instant::now(), measured);
+        if failed && let Some(lead) = mover {
             reread_stage(&mut leads, lead, plan.request_timeout).await;
         }
     }
