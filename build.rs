@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tonic_prost_build::configure()
         .skip_protoc_run()
+        .codec_path("crate::grpc::codec::LeanCodec")
         .file_descriptor_set_path(&descriptor_path)
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())

@@ -480,6 +480,33 @@ async fn forecasts_are_seeded_ranges_per_currency(app: TestApp) {
         .into_inner();
     assert_ne!(other_seed.periods, first.periods);
 
+    // A forecast for the present reads open leads from the lead rows; one with an explicit
+    // as_of replays the history. Both must find the same deals and give the same ranges.
+    let replayed = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            as_of: Some(ts(Utc::now())),
+            ..request.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.open_leads, first.open_leads);
+    for (present, history) in first.periods.iter().zip(&replayed.periods) {
+        for (a, b) in [
+            (&present.p10_amount, &history.p10_amount),
+            (&present.p50_amount, &history.p50_amount),
+            (&present.p90_amount, &history.p90_amount),
+            (&present.pipeline_amount, &history.pipeline_amount),
+        ] {
+            let (a, b) = (value(a), value(b));
+            assert!(
+                (a - b).abs() <= 0.01 * a.abs().max(1.0),
+                "present {a} vs replayed {b}"
+            );
+        }
+    }
+
     let usd = forecasts(&app)
         .await
         .get_forecast(pb::GetForecastRequest {

@@ -59,7 +59,10 @@ impl EventFilter {
     }
 }
 
-pub type EventStream = mpsc::Receiver<Result<Arc<StageChangeEvent>, AppError>>;
+/// What a stream carries. The error is boxed so that the channel's preallocated slots stay
+/// small: an idle stream's memory is mostly its channel and its task.
+pub type StreamItem = Result<Arc<StageChangeEvent>, Box<AppError>>;
+pub type EventStream = mpsc::Receiver<StreamItem>;
 
 struct TenantFeed {
     sender: broadcast::Sender<Arc<StageChangeEvent>>,
@@ -350,7 +353,7 @@ struct Subscriber {
     filter: EventFilter,
     /// The last sequence passed on or skipped by the filter.
     cursor: i64,
-    out: mpsc::Sender<Result<Arc<StageChangeEvent>, AppError>>,
+    out: mpsc::Sender<StreamItem>,
     shutdown: watch::Receiver<bool>,
     feed: Arc<TenantFeed>,
     poll_interval: Duration,
@@ -367,12 +370,14 @@ impl Subscriber {
     async fn run(mut self, mut live: broadcast::Receiver<Arc<StageChangeEvent>>) {
         let stop = self.serve(&mut live).await;
         if let Stop::Failed(error) = stop {
-            let _ = self.out.send(Err(error)).await;
+            let _ = self.out.send(Err(Box::new(error))).await;
         }
     }
 
+    /// Catch-ups are boxed: their database reads would otherwise make every idle subscriber's
+    /// task as large as the largest read's state.
     async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<StageChangeEvent>>) -> Stop {
-        if let Err(stop) = self.catch_up().await {
+        if let Err(stop) = Box::pin(self.catch_up()).await {
             return stop;
         }
         let mut shutdown = self.shutdown.clone();
@@ -386,7 +391,7 @@ impl Subscriber {
                 // later event nothing would reveal the gap. When idle, compare with the tailer.
                 _ = tokio::time::sleep(self.poll_interval) => {
                     if self.feed.delivered.load(Ordering::Relaxed) > self.cursor
-                        && let Err(stop) = self.catch_up().await
+                        && let Err(stop) = Box::pin(self.catch_up()).await
                     {
                         return stop;
                     }
@@ -397,7 +402,9 @@ impl Subscriber {
                 Ok(event) if event.change.sequence <= self.cursor => Ok(()),
                 Ok(event) if event.change.sequence == self.cursor + 1 => self.deliver(event).await,
                 // A gap (we subscribed while it was in flight) or lag: the database has it all.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Box::pin(self.catch_up()).await
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     return Stop::Failed(self.shutting_down());
                 }

@@ -113,7 +113,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
             .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
             item.map(|event| pb::StageChangeEvent::from(event.as_ref()))
-                .map_err(Status::from)
+                .map_err(|error| Status::from(*error))
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -2,6 +2,7 @@
 //! service implementations.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod forecast_service;

@@ -29,6 +29,9 @@ pub struct HistoryScope<'a> {
     pub pipeline: &'a PipelineId,
     /// Microseconds since the epoch.
     pub as_of: i64,
+    /// `as_of` is the present, so the leads table's own stage and stage entry time are the
+    /// state at `as_of`, and queries of open leads can skip replaying the history.
+    pub present: bool,
 }
 
 impl HistoryScope<'_> {
@@ -324,15 +327,28 @@ pub async fn leads_at(
     } else {
         ""
     };
-    let sql = format!(
-        "{HISTORY} SELECT h.lead_id, h.to_stage, h.change_time, l.amount_currency, l.amount_units,
-                l.amount_nanos, l.source, l.owner, l.labels, l.expected_close_time, l.win_probability
-         FROM h JOIN leads l ON l.tenant_id = ? AND l.id = h.lead_id
-         WHERE h.exit_time IS NULL AND h.to_stage IN ({}) {currency_clause}",
-        placeholders(stage_list.len())
-    );
-    let mut values = scope.values();
-    values.push(scope.tenant.as_str().into());
+    let (sql, mut values) = if scope.present {
+        // One indexed range of `leads_by_stage` instead of a window over all of the history:
+        // every stage change updates the lead row in the same transaction.
+        let sql = format!(
+            "SELECT l.id, l.stage, l.stage_enter_time, {LEAD_AT_COLUMNS}
+             FROM leads l
+             WHERE l.tenant_id = ? AND l.pipeline_id = ? AND l.stage IN ({}) {currency_clause}",
+            placeholders(stage_list.len())
+        );
+        let values: Vec<Value> = vec![scope.tenant.as_str().into(), scope.pipeline.as_str().into()];
+        (sql, values)
+    } else {
+        let sql = format!(
+            "{HISTORY} SELECT h.lead_id, h.to_stage, h.change_time, {LEAD_AT_COLUMNS}
+             FROM h JOIN leads l ON l.tenant_id = ? AND l.id = h.lead_id
+             WHERE h.exit_time IS NULL AND h.to_stage IN ({}) {currency_clause}",
+            placeholders(stage_list.len())
+        );
+        let mut values = scope.values();
+        values.push(scope.tenant.as_str().into());
+        (sql, values)
+    };
     values.extend(stage_list);
     if let Some(currency) = currency {
         values.push(currency.into());
@@ -357,6 +373,10 @@ pub async fn leads_at(
         })
         .collect()
 }
+
+/// The lead columns of a `LeadAt` after its id, stage and stage entry time.
+const LEAD_AT_COLUMNS: &str = "l.amount_currency, l.amount_units, l.amount_nanos, l.source, \
+    l.owner, l.labels, l.expected_close_time, l.win_probability";
 
 /// Wins (entries into a won stage) in [start, end) of leads in `currency`: (time, units, nanos).
 /// With `created_by`, only leads created by then.

@@ -12,11 +12,11 @@ pub mod leads;
 pub mod outbox;
 pub mod pipelines;
 pub mod sequences;
+mod sqlite;
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
     RuntimeErr, SqlErr, TransactionTrait,
@@ -108,10 +108,10 @@ impl Store {
     }
 
     async fn open(config: &StoreConfig, lazy: bool) -> Result<Self, StoreError> {
-        let url = normalize_sqlite_url(&config.database_url);
+        let url = sqlite::normalize_url(&config.database_url);
         if url.starts_with("sqlite:") {
-            let mut reader = sqlite_options(&url, config, config.pool_size);
-            let mut writer = sqlite_options(&url, config, 1);
+            let mut reader = sqlite::options(&url, config, config.pool_size);
+            let mut writer = sqlite::options(&url, config, 1);
             reader.connect_lazy(lazy);
             writer.connect_lazy(lazy);
             let reader = Database::connect(reader).await?;
@@ -216,37 +216,6 @@ pub struct PoolStats {
     pub open: u32,
     pub idle: u32,
     pub max: u32,
-}
-
-/// Accepts `sqlite:leadpipe.db` as well as `sqlite://leadpipe.db`, and creates the file if missing.
-fn normalize_sqlite_url(url: &str) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}mode=rwc")
-    } else {
-        url.to_owned()
-    }
-}
-
-fn sqlite_options(url: &str, config: &StoreConfig, connections: u32) -> ConnectOptions {
-    let synchronous = match config.sqlite_synchronous {
-        SqliteSync::Full => SqliteSynchronous::Full,
-        SqliteSync::Normal => SqliteSynchronous::Normal,
-    };
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(connections)
-        .min_connections(1)
-        .acquire_timeout(config.acquire_timeout)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(move |opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(synchronous)
-                .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true)
-                .create_if_missing(true)
-        });
-    options
 }
 
 pub fn to_micros(time: DateTime<Utc>) -> i64 {

@@ -126,6 +126,7 @@ impl ForecastService {
             tenant: &ctx.tenant,
             pipeline: &query.pipeline,
             as_of: to_micros(as_of),
+            present: query.as_of.is_none(),
         };
         let (window_start, window_end) = (to_micros(start), to_micros(end));
         let db = self.store.reader();
@@ -315,6 +316,7 @@ impl ForecastService {
             tenant: &ctx.tenant,
             pipeline: pipeline_id,
             as_of: to_micros(as_of),
+            present: true,
         };
         let db = self.store.reader();
         let index = stage_index(definition);

@@ -81,6 +81,7 @@ impl ForecastService {
             tenant,
             pipeline: id,
             as_of: to_micros(as_of),
+            present: is_now,
         };
         let model =
             Arc::new(train(self.store.reader(), &scope, pipeline.compiled.definition()).await?);
@@ -101,6 +102,7 @@ impl ForecastService {
             tenant: &ctx.tenant,
             pipeline: id,
             as_of: to_micros(time),
+            present: true,
         };
         let model = Arc::new(train(self.store.reader(), &scope, definition).await?);
         self.models

@@ -104,7 +104,7 @@ impl ForecastService {
         let as_of = query.as_of.unwrap_or_else(now);
         let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
         let reports = self
-            .project(ctx, &query, as_of, &periods, &deals, &model)
+            .project(ctx, &query, as_of, &periods, &deals, model.clone())
             .await?;
         Ok(ForecastReport {
             as_of,
@@ -126,7 +126,7 @@ impl ForecastService {
         }
         let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
         let mut reports = self
-            .project(ctx, &query, as_of, &periods, &deals, &model)
+            .project(ctx, &query, as_of, &periods, &deals, model.clone())
             .await?;
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
@@ -172,6 +172,7 @@ impl ForecastService {
             tenant: &ctx.tenant,
             pipeline: &query.pipeline,
             as_of: to_micros(horizon_end),
+            present: false,
         };
         let closed_stages = stage_keys(definition, &[StageKind::Won, StageKind::Lost]);
         let outcomes: HashMap<String, bool> =
@@ -219,14 +220,18 @@ impl ForecastService {
             tenant: &ctx.tenant,
             pipeline: &query.pipeline,
             as_of: to_micros(as_of),
+            present: query.as_of.is_none(),
         };
-        let open = analytics::leads_at(
+        let mut open = analytics::leads_at(
             self.store.reader(),
             &scope,
             &stage_keys(definition, &[StageKind::Open]),
             Some(query.currency.as_str()),
         )
         .await?;
+        // The simulation draws its random numbers deal by deal, so the same seed gives the same
+        // answer only if the deals come in the same order, whatever order the database chose.
+        open.sort_unstable_by(|a, b| a.lead_id.cmp(&b.lead_id));
         let deals = open_deals(definition, &model, open, scope.as_of);
         Ok((periods(query.period, as_of, query.horizon), deals, model))
     }
@@ -238,7 +243,7 @@ impl ForecastService {
         as_of: DateTime<Utc>,
         periods: &[PeriodRange],
         deals: &[Deal],
-        model: &LearnedModel,
+        model: std::sync::Arc<LearnedModel>,
     ) -> Result<Vec<PeriodReport>, AppError> {
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
@@ -274,14 +279,25 @@ impl ForecastService {
                 days_in_stage: d.days_in_stage,
             })
             .collect();
-        let outcomes = simulate(
-            &simulated,
-            &model.close_times,
-            as_of,
-            periods,
-            query.simulations,
-            query.seed,
-        );
+        // Seconds of CPU at a million open leads: off the runtime's workers, so that other calls
+        // on the same worker are not held up behind it.
+        let outcomes = {
+            let model = model.clone();
+            let periods = periods.to_vec();
+            let (simulations, seed) = (query.simulations, query.seed);
+            tokio::task::spawn_blocking(move || {
+                simulate(
+                    &simulated,
+                    &model.close_times,
+                    as_of,
+                    &periods,
+                    simulations,
+                    seed,
+                )
+            })
+            .await
+            .map_err(|e| AppError::Internal(format!("the forecast simulation failed: {e}")))?
+        };
         for (report, outcome) in reports.iter_mut().zip(outcomes) {
             report.expected = outcome.expected;
             report.p10 = report.closed_won + outcome.p10;
@@ -292,7 +308,7 @@ impl ForecastService {
             report.pipeline = report.closed_won;
         }
         for deal in deals {
-            let Some(i) = period_index(periods, close_estimate(model, deal, as_of)) else {
+            let Some(i) = period_index(periods, close_estimate(&model, deal, as_of)) else {
                 continue;
             };
             let report = &mut reports[i];

@@ -283,6 +283,8 @@ pub(crate) async fn fanout_cell(
         Some(task) => task.await.ok().flatten(),
         None => None,
     };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_settled = server_pid.and_then(rss_kib);
     let delivery = subs.harvest().await;
     let final_sequence = subs.state.max_sequence.load(Ordering::Relaxed);
     subs.close().await;
@@ -342,16 +344,17 @@ pub(crate) async fn fanout_cell(
         rss: server_pid.map(|_| FanoutRss {
             before_kib: rss_before,
             after_kib: rss_after,
-            per_subscriber_kib: match (rss_before, rss_after) {
-                (Some(before), Some(after)) => {
-                    Some((after as f64 - before as f64) / subscribers as f64)
-                }
-                _ => None,
-            },
+            per_subscriber_kib: per_subscriber(rss_before, rss_after, subscribers),
             during_moves: server_rss,
+            settled_kib: rss_settled,
+            per_subscriber_settled_kib: per_subscriber(rss_before, rss_settled, subscribers),
         }),
         slow_subscriber: slow_result,
     })
+}
+
+fn per_subscriber(before: Option<u64>, after: Option<u64>, subscribers: usize) -> Option<f64> {
+    Some((after? as f64 - before? as f64) / subscribers as f64)
 }
 
 pub(crate) const DELIVERY_CLOCK: &str = "driver receive wall clock − event.change_time (stamped by the \

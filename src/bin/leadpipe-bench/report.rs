@@ -81,6 +81,12 @@ pub(crate) struct FanoutRss {
     pub(crate) per_subscriber_kib: Option<f64>,
     /// Sampled every 100 ms while the moves were measured.
     pub(crate) during_moves: Option<RssStats>,
+    /// With every idle stream still open, a second after the moves stopped. The allocator keeps
+    /// the pages that opening thousands of streams at once used and freed until the server's
+    /// threads allocate again, so `after_kib` overstates what the streams hold; this does not.
+    pub(crate) settled_kib: Option<u64>,
+    /// (settled − before) / subscribers.
+    pub(crate) per_subscriber_settled_kib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -554,22 +560,25 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| subs | RSS before MiB | RSS with subs MiB | KiB per subscriber | RSS max during moves MiB |"
+                "| subs | RSS before MiB | RSS with subs MiB | KiB per subscriber | RSS max during moves MiB | RSS settled after moves MiB | KiB per subscriber, settled |"
             );
-            let _ = writeln!(out, "|--:|--:|--:|--:|--:|");
+            let _ = writeln!(out, "|--:|--:|--:|--:|--:|--:|--:|");
             let opt =
                 |v: Option<u64>| v.map_or_else(|| "-".to_string(), |k| format!("{:.1}", mib(k)));
             for f in &self.fanout {
                 if let Some(r) = &f.rss {
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {} | {} | {} |",
+                        "| {} | {} | {} | {} | {} | {} | {} |",
                         f.subscribers,
                         opt(r.before_kib),
                         opt(r.after_kib),
                         r.per_subscriber_kib
                             .map_or_else(|| "-".to_string(), |k| format!("{k:.1}")),
-                        opt(r.during_moves.map(|d| d.max_kib))
+                        opt(r.during_moves.map(|d| d.max_kib)),
+                        opt(r.settled_kib),
+                        r.per_subscriber_settled_kib
+                            .map_or_else(|| "-".to_string(), |k| format!("{k:.1}")),
                     );
                 }
             }
