@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_schema;
 mod m20261126_000002_api_keys;
+mod m20261126_000003_wins_by_time;
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261126_000001_schema::Migration),
             Box::new(m20261126_000002_api_keys::Migration),
+            Box::new(m20261126_000003_wins_by_time::Migration),
         ]
     }
 }
