@@ -16,15 +16,7 @@ CLIENTS=${CLIENTS:-1 8 16}
 DURATION=${DURATION:-10}
 LEADS=${LEADS:-1000}
 DATABASE=leadpipe_pgbench
-if [ "$(nproc)" -ge 2 ]; then
-  SERVER_CPU=${SERVER_CPU:-1}
-  DRIVER_CPU=${DRIVER_CPU:-0}
-  pin_driver=(taskset -c "$DRIVER_CPU")
-  pin_flags=(--pin-server-cpu "$SERVER_CPU" --pin-client-cpu "$DRIVER_CPU")
-else
-  pin_driver=()
-  pin_flags=()
-fi
+source benches/pin-cpus.sh
 
 cargo build --release --quiet --bin leadpipe --bin leadpipe-bench
 work=$(mktemp -d)

@@ -16,15 +16,7 @@ CLIENTS=${CLIENTS:-1 16}
 DURATION=${DURATION:-10}
 LEADS=${LEADS:-1000}
 SYNCHRONOUS=${SYNCHRONOUS:-full normal}
-if [ "$(nproc)" -ge 2 ]; then
-  SERVER_CPU=${SERVER_CPU:-1}
-  DRIVER_CPU=${DRIVER_CPU:-0}
-  pin_sql=(taskset -c "$SERVER_CPU")
-  pin_flags=(--pin-server-cpu "$SERVER_CPU" --pin-client-cpu "$DRIVER_CPU")
-else
-  pin_sql=()
-  pin_flags=()
-fi
+source benches/pin-cpus.sh
 
 cargo build --release --quiet --bin leadpipe --bin leadpipe-bench
 work=$(mktemp -d)
@@ -51,7 +43,7 @@ db.execute("COMMIT")
 PY
 
 for sync in $SYNCHRONOUS; do
-  sql_tps=$("${pin_sql[@]}" python3 benches/sqlite/move_lead.py "$db" "$DURATION" "$LEADS" "$sync")
+  sql_tps=$("${pin_server[@]}" python3 benches/sqlite/move_lead.py "$db" "$DURATION" "$LEADS" "$sync")
   printf '\nsynchronous = %s\n\n' "$sync"
   printf '| clients | direct SQL TPS | MoveLead RPS | MoveLead ÷ direct SQL |\n|--:|--:|--:|--:|\n'
   for c in $CLIENTS; do
