@@ -20,6 +20,7 @@ on_both_backends!(
     invalid_updates_change_nothing,
     list_pipelines_pages_through_every_pipeline,
     removing_a_stage_races_with_moves_into_it,
+    a_thousand_long_violations_still_arrive_as_invalid_argument,
 );
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -1111,4 +1112,35 @@ async fn removing_a_stage_races_with_moves_into_it(app: TestApp) {
         stranded.is_empty(),
         "leads were stranded in a removed stage (round, update ok, move ok): {stranded:?}"
     );
+}
+
+async fn a_thousand_long_violations_still_arrive_as_invalid_argument(app: TestApp) {
+    // 50 stages of 20 criteria, every id and expression malformed and long: each violation
+    // quotes its input, and all of them together would not fit in the HTTP/2 trailers that
+    // clients accept. The client must still get INVALID_ARGUMENT, not a protocol error.
+    let long = "ꝝ¥🫳 ".repeat(120);
+    let stages: Vec<pb::Stage> = (0..50)
+        .map(|i| {
+            stage(
+                &format!("stage_{i}"),
+                pb::StageKind::Open,
+                0.1,
+                (0..20)
+                    .map(|j| criterion(&format!("{long}{j}"), "m", &format!("{long} >")))
+                    .collect(),
+            )
+        })
+        .collect();
+    let pipeline = pb::Pipeline {
+        id: "oversized".into(),
+        display_name: "Oversized".into(),
+        stages,
+        ..Default::default()
+    };
+    let status = create_pipeline(&app, pipeline).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields = bad_request_fields(&status);
+    assert!(!fields.is_empty());
+    assert!(fields[0].starts_with("pipeline.stages[0]"), "{fields:?}");
+    assert!(status.message().contains(" more ("), "{}", status.message());
 }

@@ -18,15 +18,25 @@ impl From<AppError> for Status {
                 violations,
             } => {
                 let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_precondition_failure_violation(&v.kind, &v.subject, &v.description);
+                let shown = fitting(
+                    violations
+                        .iter()
+                        .map(|v| [v.kind.as_str(), v.subject.as_str(), v.description.as_str()]),
+                );
+                for v in &violations[..shown] {
+                    details.add_precondition_failure_violation(
+                        clip(&v.kind),
+                        clip(&v.subject),
+                        clip(&v.description),
+                    );
                 }
-                let summary: Vec<&str> = violations.iter().map(|v| v.subject.as_str()).collect();
-                Status::with_error_details(
-                    Code::FailedPrecondition,
-                    format!("{message}: unmet {}", summary.join(", ")),
-                    details,
-                )
+                let message = summary(
+                    &format!("{}: unmet ", clip(&message)),
+                    ", ",
+                    violations.iter().map(|v| v.subject.clone()),
+                    shown,
+                );
+                Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             AppError::Unavailable(message) => {
                 tracing::warn!(%message, "database unavailable");
@@ -60,20 +70,185 @@ impl From<AppError> for Status {
 /// INVALID_ARGUMENT with a BadRequest holding one field violation per bad field.
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
     let mut details = ErrorDetails::new();
-    for v in &violations {
-        details.add_bad_request_violation(&v.field, &v.description);
+    let shown = fitting(
+        violations
+            .iter()
+            .map(|v| [v.field.as_str(), v.description.as_str()]),
+    );
+    for v in &violations[..shown] {
+        details.add_bad_request_violation(clip(&v.field), clip(&v.description));
     }
-    let summary: Vec<String> = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("invalid request: {}", summary.join("; ")),
-        details,
-    )
+    let message = summary(
+        "invalid request: ",
+        "; ",
+        violations
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description)),
+        shown,
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+// A status travels in HTTP/2 trailers, and clients cap the size of a header block: hyper at
+// 16 KiB, gRPC's C core (Python, Ruby, PHP, C#) at 8 KiB by default. `grpc-message` is
+// percent-encoded and the details base64-encoded, so a pipeline of 50 stages with malformed
+// criteria, each violation quoting its input, reached the client as an HTTP/2 protocol error
+// instead of INVALID_ARGUMENT. These budgets keep every status well inside 8 KiB: the first
+// violations in full (each text clipped), and the message says how many more there were.
+const DETAILS_BUDGET_BYTES: usize = 4 * 1024;
+const MESSAGE_BUDGET_BYTES: usize = 512;
+const TEXT_MAX_BYTES: usize = 200;
+
+/// `text`, cut at a character boundary to at most `TEXT_MAX_BYTES`, with `…` where it was cut.
+fn clip(text: &str) -> String {
+    if text.len() <= TEXT_MAX_BYTES {
+        return text.to_owned();
+    }
+    let mut cut = TEXT_MAX_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+/// How many of the violations (each given by its texts) fit in the details budget, clipped.
+fn fitting<'a, const N: usize>(violations: impl Iterator<Item = [&'a str; N]>) -> usize {
+    let mut used = 0;
+    let mut count = 0;
+    for texts in violations {
+        used += texts
+            .iter()
+            .map(|t| t.len().min(TEXT_MAX_BYTES))
+            .sum::<usize>();
+        if used > DETAILS_BUDGET_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// `prefix` and the parts joined by `separator`, as many as fit the message budget, then how
+/// many more there were (beyond the message, and beyond the `shown` that the details carry).
+fn summary(
+    prefix: &str,
+    separator: &str,
+    parts: impl ExactSizeIterator<Item = String>,
+    shown: usize,
+) -> String {
+    let total = parts.len();
+    let mut message = prefix.to_owned();
+    for (i, part) in parts.enumerate() {
+        let part = clip(&part);
+        if message.len() + separator.len() + part.len() > MESSAGE_BUDGET_BYTES {
+            message.push_str(&format!(
+                "{separator}and {} more ({} in the error details)",
+                total - i,
+                shown.saturating_sub(i)
+            ));
+            return message;
+        }
+        if i > 0 {
+            message.push_str(separator);
+        }
+        message.push_str(&part);
+    }
+    message
 }
 
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     invalid_argument(vec![FieldViolation::new(field, description)])
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+    use crate::app::PreconditionViolation;
+
+    /// The bytes a status adds to the HTTP/2 trailers.
+    fn trailer_bytes(status: &Status) -> usize {
+        let mut headers = http::HeaderMap::new();
+        status.add_header(&mut headers).expect("encodable");
+        headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum()
+    }
+
+    #[test]
+    fn a_few_violations_are_reported_whole() {
+        let status = invalid_argument(vec![
+            FieldViolation::new("lead.title", "is required"),
+            FieldViolation::new("lead.amount", "must not be negative"),
+        ]);
+        assert_eq!(
+            status.message(),
+            "invalid request: lead.title: is required; lead.amount: must not be negative"
+        );
+        assert_eq!(
+            status
+                .get_details_bad_request()
+                .unwrap()
+                .field_violations
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn thousands_of_long_violations_stay_inside_what_clients_accept() {
+        let long = "ꝝ¥🫳".repeat(400);
+        let violations: Vec<FieldViolation> = (0..1000)
+            .map(|i| FieldViolation::new(format!("pipeline.stages[{i}].key {long}"), &long))
+            .collect();
+        let status = invalid_argument(violations);
+        assert!(
+            trailer_bytes(&status) < 8 * 1024,
+            "{}",
+            trailer_bytes(&status)
+        );
+        let shown = status.get_details_bad_request().unwrap().field_violations;
+        assert!(!shown.is_empty() && shown.len() < 1000);
+        assert!(shown[0].field.starts_with("pipeline.stages[0].key"));
+        // Two clipped violations fit the message; the details carry more.
+        assert!(
+            status.message().contains("; and 998 more ("),
+            "{}",
+            status.message()
+        );
+
+        let status: Status = AppError::FailedPrecondition {
+            message: "lead cannot move".into(),
+            violations: (0..1000)
+                .map(|i| PreconditionViolation {
+                    kind: "ENTRY_CRITERION".into(),
+                    subject: format!("criterion_{i}"),
+                    description: long.clone(),
+                })
+                .collect(),
+        }
+        .into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            trailer_bytes(&status) < 8 * 1024,
+            "{}",
+            trailer_bytes(&status)
+        );
+        let shown = status
+            .get_details_precondition_failure()
+            .unwrap()
+            .violations;
+        assert_eq!(shown[0].subject, "criterion_0");
+        assert!(shown.len() < 1000);
+    }
+
+    #[test]
+    fn clipping_respects_character_boundaries() {
+        let clipped = clip(&"é".repeat(300));
+        assert!(clipped.len() <= TEXT_MAX_BYTES);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short"), "short");
+    }
 }
