@@ -310,6 +310,10 @@ impl App {
         if let Some(metrics) = &self.metrics {
             tokio::spawn(metrics.clone().run_upkeep(self.shutdown.subscribe()));
         }
+        tokio::spawn(guard.clone().run_upkeep(
+            self.settings.maintenance_interval,
+            self.shutdown.subscribe(),
+        ));
         let observe = ObserveLayer::new(self.metrics.clone());
         let cors = cors_layer(&self.settings.cors_allowed_origins)?;
         // HTTP/1.1 as well as HTTP/2, for grpc-web: browsers use HTTP/2 only over TLS, and their

@@ -103,6 +103,37 @@ impl GuardLayer {
     }
 }
 
+impl GuardLayer {
+    /// Drops the rate-limit state of every tenant whose bucket has refilled, which is the same
+    /// as never having seen it. Run periodically, so that the limiter's memory follows the
+    /// tenants active lately rather than every tenant that ever called.
+    pub fn forget_idle_tenants(&self) {
+        if let Some(limiter) = &self.shared.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Tenants the rate limiter holds state for.
+    pub fn tracked_tenants(&self) -> usize {
+        self.shared.limiter.as_ref().map_or(0, |l| l.len())
+    }
+
+    pub async fn run_upkeep(
+        self,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => self.forget_idle_tenants(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 impl<S> Layer<S> for GuardLayer {
     type Service = Guard<S>;
 
@@ -267,6 +298,49 @@ fn blame_client_for_undecodable_requests<B>(mut response: Response<B>) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request_for(tenant: &str) -> Request<()> {
+        let mut request = Request::new(());
+        let mut ctx = RequestContext::anonymous();
+        ctx.tenant = TenantId::parse(tenant).expect("tenant id");
+        request.extensions_mut().insert(ctx);
+        request
+    }
+
+    fn guard(rate_limit_per_second: u32) -> GuardLayer {
+        GuardLayer::new(
+            &GuardConfig {
+                rate_limit_per_second,
+                rate_limit_burst: 2,
+                request_timeout: None,
+            },
+            Readiness::ready(),
+        )
+    }
+
+    #[test]
+    fn idle_tenants_are_forgotten() {
+        let guard = guard(1000);
+        for tenant in ["acme", "globex", "initech"] {
+            assert!(guard.shared.rate_limit(&request_for(tenant)).is_none());
+        }
+        assert_eq!(guard.tracked_tenants(), 3);
+        // At 1000 per second a burst of 2 refills within 2 ms.
+        std::thread::sleep(Duration::from_millis(20));
+        guard.forget_idle_tenants();
+        assert_eq!(guard.tracked_tenants(), 0);
+    }
+
+    #[test]
+    fn forgetting_keeps_a_tenant_that_is_over_its_rate() {
+        let guard = guard(1);
+        for _ in 0..2 {
+            assert!(guard.shared.rate_limit(&request_for("acme")).is_none());
+        }
+        guard.forget_idle_tenants();
+        assert_eq!(guard.tracked_tenants(), 1);
+        assert!(guard.shared.rate_limit(&request_for("acme")).is_some());
+    }
 
     #[test]
     fn parses_grpc_timeouts() {
