@@ -41,31 +41,6 @@ pub(crate) async fn paced_mover(
     outcome
 }
 
-/// Creates probe leads (one per 100 ms, at most 30 s) until `done` holds: streams deliver new
-/// events only, so this is how a stream is known to be registered on the server.
-pub(crate) async fn probe_until(
-    channel: &Channel,
-    done: impl Fn() -> bool,
-) -> Result<(), BoxError> {
-    let mut client = lead_client(channel);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut probes = 0;
-    while !done() {
-        if Instant::now() >= deadline {
-            return Err("a subscriber stream did not become live within 30 s".into());
-        }
-        probes += 1;
-        client
-            .create_lead(pb::CreateLeadRequest {
-                lead: Some(lead_to_create("probe", probes, false)),
-                request_id: String::new(),
-            })
-            .await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
 pub(crate) struct SlowState {
     /// The highest sequence received; -1 before the first event.
     pub(crate) last_sequence: AtomicI64,
@@ -207,7 +182,10 @@ pub(crate) async fn fanout_cell(
     let slow = if cli.slow_subscriber {
         let slow = SlowSubscriber::open(addr, cli.slow_delay).await?;
         let state = slow.state.clone();
-        probe_until(&channels[0], || state.received.load(Ordering::Relaxed) > 0).await?;
+        probe_until(&channels[0], || {
+            Ok(state.received.load(Ordering::Relaxed) > 0)
+        })
+        .await?;
         Some(slow)
     } else {
         None
@@ -254,23 +232,12 @@ pub(crate) async fn fanout_cell(
             ))
         })
         .collect();
-    let mut histogram = new_histogram();
-    let mut moves = 0;
-    let mut errors = BTreeMap::new();
-    for task in tasks {
-        match task.await {
-            Ok(outcome) => {
-                histogram
-                    .add(&outcome.histogram)
-                    .expect("histograms share bounds");
-                moves += outcome.ok;
-                for (code, n) in outcome.errors {
-                    *errors.entry(code).or_default() += n;
-                }
-            }
-            Err(error) => *errors.entry(format!("panic: {error}")).or_default() += 1,
-        }
-    }
+    let ClientOutcome {
+        histogram,
+        ok: moves,
+        errors,
+        ..
+    } = ClientOutcome::gather(tasks).await;
     let moves_end_wall = unix_micros(SystemTime::now());
     let slow_at_end = slow.as_ref().map(|slow| {
         (

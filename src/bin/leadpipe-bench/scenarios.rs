@@ -313,6 +313,29 @@ pub(crate) struct ClientOutcome {
 }
 
 impl ClientOutcome {
+    /// Waits for every client task and adds up what they measured; a task that panicked counts
+    /// as one error.
+    pub(crate) async fn gather(tasks: Vec<tokio::task::JoinHandle<ClientOutcome>>) -> Self {
+        let mut total = Self::new();
+        for task in tasks {
+            match task.await {
+                Ok(outcome) => {
+                    total
+                        .histogram
+                        .add(&outcome.histogram)
+                        .expect("histograms share bounds");
+                    total.ok += outcome.ok;
+                    for (code, n) in outcome.errors {
+                        *total.errors.entry(code).or_default() += n;
+                    }
+                    total.last_end = total.last_end.max(outcome.last_end);
+                }
+                Err(error) => *total.errors.entry(format!("panic: {error}")).or_default() += 1,
+            }
+        }
+        total
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             histogram: new_histogram(),
@@ -528,25 +551,12 @@ pub(crate) async fn run_cell(
             ))
         })
         .collect();
-    let mut histogram = new_histogram();
-    let mut ok = 0;
-    let mut errors = BTreeMap::new();
-    let mut last_end: Option<Instant> = None;
-    for task in tasks {
-        match task.await {
-            Ok(outcome) => {
-                histogram
-                    .add(&outcome.histogram)
-                    .expect("histograms share bounds");
-                ok += outcome.ok;
-                for (code, n) in outcome.errors {
-                    *errors.entry(code).or_default() += n;
-                }
-                last_end = last_end.max(outcome.last_end);
-            }
-            Err(error) => *errors.entry(format!("panic: {error}")).or_default() += 1,
-        }
-    }
+    let ClientOutcome {
+        histogram,
+        ok,
+        errors,
+        last_end,
+    } = ClientOutcome::gather(tasks).await;
     let seconds = last_end.map_or(0.0, |end| (end - measure_start).as_secs_f64());
     let server_rss = match rss {
         Some(task) => task.await.ok().flatten(),

@@ -117,27 +117,21 @@ impl Subscribers {
             tasks,
             channels: channel_count,
         };
-        // Streams deliver new events only, and a stream may be registered on the server a
-        // moment after its headers arrive: create probe leads until every stream has seen one.
-        let mut client = lead_client(probe_channel);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut probes = 0;
-        while subscribers.state.live.load(Ordering::Relaxed) < count {
-            if Instant::now() >= deadline || subscribers.state.broken.load(Ordering::Relaxed) > 0 {
-                let live = subscribers.state.live.load(Ordering::Relaxed);
-                subscribers.close().await;
-                return Err(
-                    format!("only {live} of {count} subscriber streams became live").into(),
-                );
+        // A stream may be registered on the server a moment after its headers arrive.
+        let state = &subscribers.state;
+        let live = probe_until(probe_channel, || {
+            if state.broken.load(Ordering::Relaxed) > 0 {
+                return Err("a subscriber stream broke".into());
             }
-            probes += 1;
-            client
-                .create_lead(pb::CreateLeadRequest {
-                    lead: Some(lead_to_create("probe", probes, false)),
-                    request_id: String::new(),
-                })
-                .await?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(state.live.load(Ordering::Relaxed) >= count)
+        })
+        .await;
+        if let Err(error) = live {
+            let live = subscribers.state.live.load(Ordering::Relaxed);
+            subscribers.close().await;
+            return Err(
+                format!("only {live} of {count} subscriber streams became live: {error}").into(),
+            );
         }
         Ok(subscribers)
     }
@@ -188,4 +182,29 @@ impl Subscribers {
             let _ = task.await;
         }
     }
+}
+
+/// Creates probe leads (one per 100 ms, at most 30 s) until `done` says so, or fails: streams
+/// deliver new events only, so a delivered probe is how a stream is known to be registered.
+pub(crate) async fn probe_until(
+    channel: &Channel,
+    done: impl Fn() -> Result<bool, String>,
+) -> Result<(), BoxError> {
+    let mut client = lead_client(channel);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = 0;
+    while !done()? {
+        if Instant::now() >= deadline {
+            return Err("a subscriber stream did not become live within 30 s".into());
+        }
+        probes += 1;
+        client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(lead_to_create("probe", probes, false)),
+                request_id: String::new(),
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
