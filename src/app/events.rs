@@ -390,9 +390,7 @@ impl Subscriber {
                 // the catch-up read did not see yet; they are never fanned out, and without a
                 // later event nothing would reveal the gap. When idle, compare with the tailer.
                 _ = tokio::time::sleep(self.poll_interval) => {
-                    if self.feed.delivered.load(Ordering::Relaxed) > self.cursor
-                        && let Err(stop) = Box::pin(self.catch_up()).await
-                    {
+                    if let Err(stop) = Box::pin(self.catch_up_with_tailer()).await {
                         return stop;
                     }
                     continue;
@@ -430,6 +428,23 @@ impl Subscriber {
                 return Ok(());
             }
         }
+    }
+
+    /// Catches up to where the tailer has read. Every sequence up to that point is committed,
+    /// so one the outbox does not hold was used by imported history or removed by retention:
+    /// the first is skipped, the second ends the stream with OUT_OF_RANGE. Without this an idle
+    /// stream would wait, unaware, until a later event revealed the gap.
+    async fn catch_up_with_tailer(&mut self) -> Result<(), Stop> {
+        let delivered = self.feed.delivered.load(Ordering::Relaxed);
+        if delivered <= self.cursor {
+            return Ok(());
+        }
+        self.catch_up().await?;
+        if self.cursor < delivered {
+            self.check_gap().await?;
+            self.cursor = delivered;
+        }
+        Ok(())
     }
 
     /// Sequences used by imported history have no events, so gaps are normal; but if retention
