@@ -42,6 +42,10 @@ pub struct Settings {
     /// TLS for the gRPC port; plaintext when None.
     pub tls: Option<TlsSettings>,
     pub limits: Limits,
+    /// How often stream tailers re-read the outbox when no commit woke them: the longest a
+    /// stage change waits when a wake-up is lost (for example while the PostgreSQL LISTEN
+    /// connection reconnects).
+    pub event_poll_interval: Duration,
     /// How often the database is pinged to keep the health status current.
     pub health_check_interval: Duration,
     /// When calls need an API key.
@@ -135,6 +139,7 @@ impl Settings {
             maintenance_interval: Duration::from_secs(60),
             tls: None,
             limits: Limits::default(),
+            event_poll_interval: crate::app::events::DEFAULT_POLL_INTERVAL,
             health_check_interval: Duration::from_secs(1),
             auth: AuthMode::Auto,
             metrics: false,
@@ -194,6 +199,7 @@ impl App {
         let models = Arc::new(ModelCache::default());
         let events = EventHub::new(store.clone(), shutdown_rx);
         events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
+        events.set_poll_interval(settings.event_poll_interval);
         Self {
             leads: LeadService::new(
                 store.clone(),

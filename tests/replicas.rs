@@ -1,5 +1,5 @@
 //! Two leadpipe servers sharing one PostgreSQL: a subscriber on one sees moves made through the
-//! other promptly.
+//! other, woken by the other's NOTIFY rather than by polling.
 
 mod common;
 
@@ -7,14 +7,32 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use leadpipe::grpc::pb;
+use tonic::Streaming;
+
+/// Far longer than the test: an event that arrives was woken by the relay, not by a poll.
+const NO_POLLING: Duration = Duration::from_secs(3600);
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn next(stream: &mut Streaming<pb::StageChangeEvent>) -> pb::StageChangeEvent {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the event arrives without polling")
+        .expect("stream healthy")
+        .expect("stream open")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscriber_on_one_replica_sees_moves_through_the_other() {
     let Some((url, _)) = fresh_database(Backend::Postgres).await else {
         return;
     };
-    let replica_a = spawn_app_on(Backend::Postgres, url.clone(), None).await;
-    let replica_b = spawn_app_on(Backend::Postgres, url, None).await;
+    let replica = || {
+        let mut settings = settings_for(&url);
+        settings.event_poll_interval = NO_POLLING;
+        spawn_app_with(Backend::Postgres, settings, None)
+    };
+    let replica_a = replica().await;
+    let replica_b = replica().await;
 
     let mut stream = replica_a
         .leads
@@ -23,21 +41,31 @@ async fn subscriber_on_one_replica_sees_moves_through_the_other() {
         .await
         .unwrap()
         .into_inner();
-    let lead = create(
-        &replica_b,
-        pb::Lead {
+    // A's LISTEN connection opens in the background, and a notification sent before it is
+    // lost; each further commit on B notifies again and A then reads everything it missed.
+    let mut created = Vec::new();
+    let first = loop {
+        let lead = pb::Lead {
             contact_email: "ops@example.com".into(),
-            ..new_lead("cross-replica")
-        },
-    )
-    .await;
-    let created = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("creation event arrives")
-        .unwrap()
-        .unwrap();
-    assert_eq!(created.lead_id, lead.id);
+            ..new_lead(&format!("cross-replica {}", created.len()))
+        };
+        let lead = create(&replica_b, lead).await;
+        created.push(lead.id);
+        if let Ok(event) = tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+            break event.expect("stream healthy").expect("stream open");
+        }
+        assert!(
+            created.len() < 20,
+            "replica A never heard replica B's commits"
+        );
+    };
+    let mut arrived = vec![first.lead_id];
+    while arrived.len() < created.len() {
+        arrived.push(next(&mut stream).await.lead_id);
+    }
+    assert_eq!(arrived, created, "every creation, once, in commit order");
 
+    let lead = created.last().unwrap();
     let mut latencies = Vec::new();
     for i in 0..20 {
         let stage = if i % 2 == 0 {
@@ -46,18 +74,15 @@ async fn subscriber_on_one_replica_sees_moves_through_the_other() {
             "lead_generation"
         };
         let started = Instant::now();
-        move_to(&replica_b, &lead.id, stage).await.unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(5), stream.message())
-            .await
-            .expect("event arrives")
-            .unwrap()
-            .unwrap();
+        move_to(&replica_b, lead, stage).await.unwrap();
+        let event = next(&mut stream).await;
         latencies.push(started.elapsed());
-        assert_eq!(event.to_stage, stage);
+        assert_eq!((&event.lead_id, event.to_stage.as_str()), (lead, stage));
     }
     latencies.sort();
-    let median = latencies[latencies.len() / 2];
-    let worst = *latencies.last().unwrap();
-    eprintln!("cross-replica move-to-delivery latency: median {median:?}, max {worst:?}");
-    assert!(worst < Duration::from_millis(900), "max latency {worst:?}");
+    eprintln!(
+        "cross-replica move-to-delivery latency (informational): median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap()
+    );
 }

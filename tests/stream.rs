@@ -17,6 +17,7 @@ on_both_backends!(
     slow_consumer_neither_blocks_others_nor_loses_events,
     shutdown_ends_streams_with_unavailable,
     expired_and_future_sequences_are_out_of_range,
+    commits_reach_new_streams_without_polling,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -372,4 +373,28 @@ async fn expired_and_future_sequences_are_out_of_range(app: TestApp) {
         .await
         .unwrap_err();
     assert_eq!(future.code(), Code::OutOfRange);
+}
+
+/// The first stream of a tenant starts the tenant's tailer, which must fan out everything after
+/// what that stream saw, however late it starts: a commit right after the stream opens is
+/// delivered by its wake-up alone, with the safety-net poll an hour away.
+async fn commits_reach_new_streams_without_polling(app: TestApp) {
+    let url = app.database_url.clone();
+    let backend = app.backend;
+    let dir = app.stop().await;
+    let mut settings = settings_for(&url);
+    settings.event_poll_interval = Duration::from_secs(3600);
+    let app = spawn_app_with(backend, settings, dir).await;
+
+    let mut stream = watch(&app, pb::WatchStageChangesRequest::default()).await;
+    let lead = create(&app, qualified("right after the stream opened")).await;
+    let created = next(&mut stream).await;
+    assert_eq!((created.sequence, created.lead_id), (1, lead.id.clone()));
+
+    // A second stream joins the running tailer, replays from the outbox and then goes live.
+    let mut replaying = watch(&app, after(0)).await;
+    assert_eq!(next(&mut replaying).await.sequence, 1);
+    move_to(&app, &lead.id, "qualification").await.unwrap();
+    assert_eq!(next(&mut stream).await.sequence, 2);
+    assert_eq!(next(&mut replaying).await.sequence, 2);
 }

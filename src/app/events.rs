@@ -13,7 +13,7 @@
 //! and by a slow poll as a safety net.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ const FANOUT_CAPACITY: usize = 1024;
 const READ_BATCH: u64 = 500;
 /// Events buffered per stream before the subscriber waits for its client.
 const STREAM_BUFFER: usize = 64;
+/// Default for `EventHub::set_poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Default for `EventHub::set_max_streams_per_tenant`.
 pub const DEFAULT_MAX_STREAMS_PER_TENANT: usize = 1000;
 /// How long a subscriber waits before re-reading the outbox after the database failed, at
@@ -82,7 +84,8 @@ pub struct EventHub {
     store: Store,
     feeds: Mutex<HashMap<TenantId, Arc<TenantFeed>>>,
     shutdown: watch::Receiver<bool>,
-    poll_interval: Duration,
+    /// Stored as milliseconds so that it can be changed after the hub is shared.
+    poll_interval_ms: AtomicU64,
     relay: Mutex<Option<Arc<dyn CommitListener>>>,
     /// Open streams per tenant, and the most each tenant may hold.
     open_streams: Arc<Mutex<HashMap<TenantId, usize>>>,
@@ -95,7 +98,7 @@ impl EventHub {
             store,
             feeds: Mutex::new(HashMap::new()),
             shutdown,
-            poll_interval: Duration::from_secs(1),
+            poll_interval_ms: AtomicU64::new(DEFAULT_POLL_INTERVAL.as_millis() as u64),
             relay: Mutex::new(None),
             open_streams: Arc::default(),
             max_streams_per_tenant: AtomicUsize::new(DEFAULT_MAX_STREAMS_PER_TENANT),
@@ -148,6 +151,17 @@ impl EventHub {
         })
     }
 
+    /// How often tailers re-read the outbox, and idle streams compare their position with the
+    /// tailer's, when nothing woke them: the bound on delivery delay when a wake-up is lost.
+    pub fn set_poll_interval(&self, interval: Duration) {
+        let millis = interval.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.poll_interval_ms.store(millis, Ordering::Relaxed);
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.load(Ordering::Relaxed))
+    }
+
     pub fn set_relay(&self, relay: Arc<dyn CommitListener>) {
         *self.relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(relay);
     }
@@ -190,9 +204,16 @@ impl EventHub {
         let permit = self.stream_permit(&tenant)?;
         // Subscribe before reading the cursor's position, so that nothing committed in between
         // is missed: anything already read from the database is skipped by sequence.
-        let (live, feed) = self.live_events(&tenant);
+        let (live, feed, new_feed) = self.live_events(&tenant);
         let reader = self.store.reader();
-        let last = outbox::last_sequence(reader, &tenant).await?;
+        let last = outbox::last_sequence(reader, &tenant).await;
+        if new_feed {
+            // The tailer fans out what comes after this subscriber's view of the outbox, so
+            // that nothing committed in between has to wait for an idle check to be found.
+            let start = last.as_ref().ok().copied();
+            tokio::spawn(self.clone().tail(tenant.clone(), feed.clone(), start));
+        }
+        let last = last?;
         let cursor = match after {
             None => last,
             Some(after) => {
@@ -209,7 +230,7 @@ impl EventHub {
             out,
             shutdown: self.shutdown.clone(),
             feed,
-            poll_interval: self.poll_interval,
+            poll_interval: self.poll_interval(),
             _permit: permit,
         };
         tokio::spawn(subscriber.run(live));
@@ -220,15 +241,20 @@ impl EventHub {
         self.feeds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A receiver of the tenant's live events. Created under the map lock so that a tailer that
-    /// finds no receivers and retires cannot race with a new subscriber.
+    /// A receiver of the tenant's live events, and whether its feed is new (the caller then
+    /// starts the feed's tailer). Created under the map lock so that a tailer that finds no
+    /// receivers and retires cannot race with a new subscriber.
     fn live_events(
-        self: &Arc<Self>,
+        &self,
         tenant: &TenantId,
-    ) -> (broadcast::Receiver<Arc<StageChangeEvent>>, Arc<TenantFeed>) {
+    ) -> (
+        broadcast::Receiver<Arc<StageChangeEvent>>,
+        Arc<TenantFeed>,
+        bool,
+    ) {
         let mut feeds = self.feeds();
         if let Some(feed) = feeds.get(tenant) {
-            return (feed.sender.subscribe(), feed.clone());
+            return (feed.sender.subscribe(), feed.clone(), false);
         }
         let feed = Arc::new(TenantFeed {
             sender: broadcast::channel(FANOUT_CAPACITY).0,
@@ -238,15 +264,19 @@ impl EventHub {
         });
         let receiver = feed.sender.subscribe();
         feeds.insert(tenant.clone(), feed.clone());
-        tokio::spawn(self.clone().tail(tenant.clone(), feed.clone()));
-        (receiver, feed)
+        (receiver, feed, true)
     }
 
-    /// Reads each committed outbox row once and fans it out, until nobody listens.
-    async fn tail(self: Arc<Self>, tenant: TenantId, feed: Arc<TenantFeed>) {
+    /// Reads each committed outbox row once and fans it out, until nobody listens. Starts after
+    /// `start`, or after the end of the outbox when None.
+    async fn tail(self: Arc<Self>, tenant: TenantId, feed: Arc<TenantFeed>, start: Option<i64>) {
         let mut shutdown = self.shutdown.clone();
         // Subscribers fill any gap between their cursor and this from the database.
         let mut last = loop {
+            if let Some(start) = start {
+                feed.delivered.store(start, Ordering::Relaxed);
+                break start;
+            }
             match outbox::last_sequence(self.store.reader(), &tenant).await {
                 Ok(last) => {
                     feed.delivered.store(last, Ordering::Relaxed);
@@ -255,7 +285,7 @@ impl EventHub {
                 Err(error) => {
                     tracing::warn!(%tenant, %error, "could not start tailing the outbox; retrying");
                     tokio::select! {
-                        _ = tokio::time::sleep(self.poll_interval) => {}
+                        _ = tokio::time::sleep(self.poll_interval()) => {}
                         _ = shutdown.changed() => return,
                     }
                 }
@@ -264,7 +294,7 @@ impl EventHub {
         loop {
             tokio::select! {
                 _ = feed.wake.notified() => {}
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(self.poll_interval()) => {}
                 _ = shutdown.changed() => return,
             }
             {
@@ -386,9 +416,10 @@ impl Subscriber {
                 received = live.recv() => received,
                 _ = shutdown.changed() => return Stop::Failed(self.shutting_down()),
                 _ = self.out.closed() => return Stop::ClientGone,
-                // A tailer that starts while this subscriber catches up may begin past events
-                // the catch-up read did not see yet; they are never fanned out, and without a
-                // later event nothing would reveal the gap. When idle, compare with the tailer.
+                // A tailer that another subscriber started while this one caught up may begin
+                // past events this catch-up read did not see yet; they are never fanned out, and
+                // without a later event nothing would reveal the gap. When idle, compare with
+                // the tailer.
                 _ = tokio::time::sleep(self.poll_interval) => {
                     if let Err(stop) = Box::pin(self.catch_up_with_tailer()).await {
                         return stop;
