@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::model::{dwell_estimates, features_of, money_of, stage_index, stage_keys};
+use super::model::{dwell_estimates, features_of, fit_dwell, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService};
 use crate::app::{AppError, RequestContext, now};
 use crate::domain::forecast::KaplanMeier;
@@ -143,9 +143,13 @@ impl ForecastService {
             })
             .collect();
 
+        let won_stages = stage_keys(definition, &[StageKind::Won]);
+        let summary =
+            analytics::window_summary(db, &scope, &won_stages, window_start, window_end).await?;
+
         // Flow: entered, advanced, lost, conversion.
         let mut ended = vec![0i64; n];
-        for row in analytics::flows(db, &scope, window_start, window_end).await? {
+        for row in &summary.flows {
             let Some(&i) = index.get(row.stage.as_str()) else {
                 continue;
             };
@@ -174,9 +178,7 @@ impl ForecastService {
         // Eventual win rate from each stage.
         let mut closed = vec![0i64; n];
         let mut won = vec![0i64; n];
-        for (stage, final_stage, count) in
-            analytics::stage_outcomes(db, &scope, window_start, window_end).await?
-        {
+        for &(ref stage, ref final_stage, count) in &summary.outcomes {
             let (Some(&i), Some(&f)) = (index.get(stage.as_str()), index.get(final_stage.as_str()))
             else {
                 continue;
@@ -197,7 +199,7 @@ impl ForecastService {
         }
 
         // Time in stage, Kaplan–Meier with open visits censored.
-        let dwell = dwell_estimates(db, &scope, &index, n, (window_start, window_end), 1.0).await?;
+        let dwell = fit_dwell(&summary.dwell, &index, n, 1.0);
         for (stage, km) in stages.iter_mut().zip(&dwell) {
             stage.median_hours = km.median();
             stage.p90_hours = km.quantile(0.9);
@@ -235,9 +237,7 @@ impl ForecastService {
         // Pipeline-wide.
         let mut created_closed = 0i64;
         let mut created_won = 0i64;
-        for (final_stage, count) in
-            analytics::creations(db, &scope, window_start, window_end).await?
-        {
+        for &(ref final_stage, count) in &summary.creations {
             match index
                 .get(final_stage.as_str())
                 .map(|&i| definition.stages[i].kind)
@@ -255,14 +255,9 @@ impl ForecastService {
         } else {
             0.0
         };
-        let won_stages = stage_keys(definition, &[StageKind::Won]);
-        let cycles =
-            analytics::won_cycle_hours(db, &scope, &won_stages, window_start, window_end).await?;
-        let median_cycle_hours = weighted_median(&cycles);
+        let median_cycle_hours = weighted_median(&summary.cycles);
         let mut average_won_amount = Amounts::new();
-        for (currency, units, nanos, count) in
-            analytics::won_amounts(db, &scope, &won_stages, window_start, window_end).await?
-        {
+        for (currency, units, nanos, count) in summary.won_amounts {
             if count > 0 {
                 let total = units as f64 + nanos as f64 / 1e9;
                 average_won_amount.insert(currency, total / count as f64);

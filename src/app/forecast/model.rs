@@ -16,7 +16,7 @@ use crate::domain::forecast::{
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::money::{CurrencyCode, Money};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
-use crate::store::analytics::{self, HistoryScope, LeadAt};
+use crate::store::analytics::{self, DwellRow, HistoryScope, LeadAt};
 
 /// Pseudo-observations pulling each stage's transitions towards the configured probabilities.
 pub const PRIOR_STRENGTH: f64 = 10.0;
@@ -172,8 +172,19 @@ pub async fn dwell_estimates(
     (start, end): (i64, i64),
     hours_per_unit: f64,
 ) -> Result<Vec<KaplanMeier>, AppError> {
+    let rows = analytics::dwell_times(db, scope, start, end).await?;
+    Ok(fit_dwell(&rows, index, stages, hours_per_unit))
+}
+
+/// Kaplan–Meier time in stage per stage index, from grouped visits.
+pub fn fit_dwell(
+    rows: &[DwellRow],
+    index: &HashMap<&str, usize>,
+    stages: usize,
+    hours_per_unit: f64,
+) -> Vec<KaplanMeier> {
     let mut observations: Vec<Vec<(f64, bool)>> = vec![Vec::new(); stages];
-    for row in analytics::dwell_times(db, scope, start, end).await? {
+    for row in rows {
         if let Some(&i) = index.get(row.stage.as_str()) {
             // The middle of the hour the SQL grouped by.
             let duration = (row.hours as f64 + 0.5) / hours_per_unit;
@@ -183,7 +194,7 @@ pub async fn dwell_estimates(
             ));
         }
     }
-    Ok(observations.into_iter().map(KaplanMeier::fit).collect())
+    observations.into_iter().map(KaplanMeier::fit).collect()
 }
 
 /// With little history, the observed times of won leads are all there is to go on.

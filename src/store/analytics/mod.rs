@@ -7,6 +7,9 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
+mod summary;
+pub use summary::{FlowRow, WindowSummary, window_summary};
+
 use super::StoreError;
 use crate::domain::ids::{PipelineId, TenantId};
 
@@ -91,58 +94,6 @@ fn get<T: sea_orm::TryGetable>(row: &QueryResult, index: usize) -> Result<T, Sto
     Ok(row.try_get_by_index::<T>(index)?)
 }
 
-/// Visits that began in [start, end), grouped by stage and the stage that followed.
-pub struct FlowRow {
-    pub stage: String,
-    pub next_stage: Option<String>,
-    pub visits: i64,
-}
-
-pub async fn flows(
-    db: &impl ConnectionTrait,
-    scope: &HistoryScope<'_>,
-    start: i64,
-    end: i64,
-) -> Result<Vec<FlowRow>, StoreError> {
-    let sql = format!(
-        "{HISTORY} SELECT to_stage, next_stage, COUNT(*) FROM h
-         WHERE change_time >= ? AND change_time < ? GROUP BY to_stage, next_stage"
-    );
-    let mut values = scope.values();
-    values.extend([start.into(), end.into()]);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(FlowRow {
-                stage: get(r, 0)?,
-                next_stage: get(r, 1)?,
-                visits: get(r, 2)?,
-            })
-        })
-        .collect()
-}
-
-/// Leads that entered each stage in [start, end), by their final stage at as_of.
-pub async fn stage_outcomes(
-    db: &impl ConnectionTrait,
-    scope: &HistoryScope<'_>,
-    start: i64,
-    end: i64,
-) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let sql = format!(
-        "{HISTORY} SELECT to_stage, final_stage, COUNT(DISTINCT lead_id) FROM h
-         WHERE change_time >= ? AND change_time < ? GROUP BY to_stage, final_stage"
-    );
-    let mut values = scope.values();
-    values.extend([start.into(), end.into()]);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?)))
-        .collect()
-}
-
 /// Time in stage of visits that began in [start, end), in whole hours; visits still open at
 /// as_of are censored there.
 pub struct DwellRow {
@@ -176,82 +127,6 @@ pub async fn dwell_times(
                 visits: get(r, 3)?,
             })
         })
-        .collect()
-}
-
-/// Leads created in [start, end), by final stage at as_of.
-pub async fn creations(
-    db: &impl ConnectionTrait,
-    scope: &HistoryScope<'_>,
-    start: i64,
-    end: i64,
-) -> Result<Vec<(String, i64)>, StoreError> {
-    let sql = format!(
-        "{HISTORY} SELECT final_stage, COUNT(*) FROM h
-         WHERE from_stage = '' AND change_time >= ? AND change_time < ? GROUP BY final_stage"
-    );
-    let mut values = scope.values();
-    values.extend([start.into(), end.into()]);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
-        .collect()
-}
-
-const CYCLES: &str = ", c AS (
-    SELECT lead_id,
-           MIN(CASE WHEN from_stage = '' THEN change_time END) AS created,
-           MIN(CASE WHEN to_stage IN ({won}) THEN change_time END) AS won
-    FROM h GROUP BY lead_id)";
-
-/// Creation-to-win times, in whole hours, of leads first won in [start, end).
-pub async fn won_cycle_hours(
-    db: &impl ConnectionTrait,
-    scope: &HistoryScope<'_>,
-    won_stages: &[String],
-    start: i64,
-    end: i64,
-) -> Result<Vec<(i64, i64)>, StoreError> {
-    let won = stage_values(won_stages);
-    let cycles = CYCLES.replace("{won}", &placeholders(won.len()));
-    let sql = format!(
-        "{HISTORY}{cycles} SELECT (won - created) / {MICROS_PER_HOUR}, COUNT(*) FROM c
-         WHERE won >= ? AND won < ? AND created IS NOT NULL GROUP BY 1"
-    );
-    let mut values = scope.values();
-    values.extend(won);
-    values.extend([start.into(), end.into()]);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
-        .collect()
-}
-
-/// Per currency: the summed amount (units, nanos) and count of leads first won in [start, end).
-pub async fn won_amounts(
-    db: &impl ConnectionTrait,
-    scope: &HistoryScope<'_>,
-    won_stages: &[String],
-    start: i64,
-    end: i64,
-) -> Result<Vec<(String, i64, i64, i64)>, StoreError> {
-    let won = stage_values(won_stages);
-    let cycles = CYCLES.replace("{won}", &placeholders(won.len()));
-    let sql = format!(
-        "{HISTORY}{cycles} SELECT l.amount_currency, CAST(SUM(l.amount_units) AS BIGINT), CAST(SUM(l.amount_nanos) AS BIGINT), COUNT(*)
-         FROM c JOIN leads l ON l.tenant_id = ? AND l.id = c.lead_id
-         WHERE c.won >= ? AND c.won < ? AND l.amount_currency <> ''
-         GROUP BY l.amount_currency"
-    );
-    let mut values = scope.values();
-    values.extend(won);
-    values.extend([scope.tenant.as_str().into(), start.into(), end.into()]);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| Ok((get(r, 0)?, get(r, 1)?, get(r, 2)?, get(r, 3)?)))
         .collect()
 }
 
