@@ -14,7 +14,7 @@ use tonic_health::server::HealthReporter;
 use crate::app::api_keys::KeyService;
 use crate::app::catalog::PipelineCatalog;
 use crate::app::events::EventHub;
-use crate::app::forecast::model::ModelCache;
+use crate::app::forecast::model::{MODEL_TTL, ModelCache};
 use crate::app::forecast::{ForecastService, LeadScorer};
 use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
@@ -196,7 +196,7 @@ impl App {
     fn wire(store: Store, settings: &Settings, readiness: Readiness) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let catalog = Arc::new(PipelineCatalog::default());
-        let models = Arc::new(ModelCache::default());
+        let models = Arc::new(ModelCache::new(MODEL_TTL));
         let events = EventHub::new(store.clone(), shutdown_rx);
         events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
         events.set_poll_interval(settings.event_poll_interval);

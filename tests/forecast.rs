@@ -5,11 +5,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
+use common::history::*;
 use common::synthetic::{self, STAGES};
 use common::*;
 use leadpipe::grpc::pb;
-use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
 use tonic::Code;
 
 on_both_backends!(
@@ -19,53 +19,6 @@ on_both_backends!(
     forecasts_are_seeded_ranges_per_currency,
     backtests_cover_the_actual_and_beat_the_naive_pipeline,
 );
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
-
-fn change(from: &str, to: &str, at: DateTime<Utc>) -> pb::ImportedStageChange {
-    pb::ImportedStageChange {
-        from_stage: from.into(),
-        to_stage: to.into(),
-        change_time: Some(ts(at)),
-        actor: "crm".into(),
-        note: String::new(),
-    }
-}
-
-fn import_request(
-    external_id: &str,
-    amount: i64,
-    history: Vec<pb::ImportedStageChange>,
-) -> pb::ImportLeadsRequest {
-    pb::ImportLeadsRequest {
-        external_id: external_id.into(),
-        lead: Some(pb::Lead {
-            title: format!("imported {external_id}"),
-            contact_name: "Dana".into(),
-            amount: Some(money("EUR", amount)),
-            ..Default::default()
-        }),
-        history,
-    }
-}
-
-async fn import(app: &TestApp, requests: Vec<pb::ImportLeadsRequest>) -> pb::ImportLeadsResponse {
-    app.leads
-        .clone()
-        .import_leads(tokio_stream::iter(requests))
-        .await
-        .expect("import")
-        .into_inner()
-}
-
-async fn forecasts(app: &TestApp) -> ForecastServiceClient<tonic::transport::Channel> {
-    ForecastServiceClient::new(app.channel().await)
-}
 
 async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
     let t0 = Utc::now() - Duration::days(30);
@@ -541,26 +494,11 @@ async fn forecasts_are_seeded_ranges_per_currency(app: TestApp) {
 
 async fn backtests_cover_the_actual_and_beat_the_naive_pipeline(app: TestApp) {
     // Hand-typed stage probabilities are usually optimistic; make them so, as a CRM admin would.
-    let mut pipelines = app.pipelines.clone();
-    let mut default = pipelines
-        .get_pipeline(pb::GetPipelineRequest {
-            id: "default".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut default = get_pipeline(&app, "default").await.unwrap();
     for (stage, p) in default.stages.iter_mut().zip([0.3, 0.5, 0.7, 0.9]) {
         stage.probability = p;
     }
-    pipelines
-        .update_pipeline(pb::UpdatePipelineRequest {
-            pipeline: Some(default),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["stages".into()],
-            }),
-        })
-        .await
-        .unwrap();
+    update_pipeline(&app, default, &["stages"]).await.unwrap();
     import_synthetic(&app, 5000, 23).await;
 
     let mut covered = 0;

@@ -110,31 +110,6 @@ async fn create_pipeline(
         .map(|r| r.into_inner())
 }
 
-async fn get_pipeline(app: &TestApp, id: &str) -> Result<pb::Pipeline, tonic::Status> {
-    app.pipelines
-        .clone()
-        .get_pipeline(pb::GetPipelineRequest { id: id.into() })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn update_pipeline(
-    app: &TestApp,
-    pipeline: pb::Pipeline,
-    paths: &[&str],
-) -> Result<pb::Pipeline, tonic::Status> {
-    app.pipelines
-        .clone()
-        .update_pipeline(pb::UpdatePipelineRequest {
-            pipeline: Some(pipeline),
-            update_mask: Some(prost_types::FieldMask {
-                paths: paths.iter().map(|p| p.to_string()).collect(),
-            }),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn create_in(app: &TestApp, pipeline_id: &str, lead: pb::Lead) -> pb::Lead {
     create(
         app,

@@ -123,6 +123,25 @@ pub async fn find(
         .transpose()
 }
 
+/// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    ids: &[&str],
+) -> Result<Vec<Lead>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    lead::Entity::find()
+        .filter(lead::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
 pub async fn insert(
     db: &impl ConnectionTrait,
     tenant: &TenantId,

@@ -259,6 +259,33 @@ pub fn precondition_violations(status: &tonic::Status) -> Vec<(String, String)> 
         .unwrap_or_default()
 }
 
+// ---- pipeline helpers -------------------------------------------------------------------
+
+pub async fn get_pipeline(app: &TestApp, id: &str) -> Result<pb::Pipeline, tonic::Status> {
+    app.pipelines
+        .clone()
+        .get_pipeline(pb::GetPipelineRequest { id: id.into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn update_pipeline(
+    app: &TestApp,
+    pipeline: pb::Pipeline,
+    paths: &[&str],
+) -> Result<pb::Pipeline, tonic::Status> {
+    app.pipelines
+        .clone()
+        .update_pipeline(pb::UpdatePipelineRequest {
+            pipeline: Some(pipeline),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 // ---- move and history helpers (tests/moves.rs, tests/pipelines.rs) ---------------------
 
 /// `(type, subject)`, for comparing violation lists.
@@ -479,4 +506,5 @@ impl TestApp {
         AuthedClients::new(self.channel().await, bearer)
     }
 }
+pub mod history;
 pub mod synthetic;

@@ -1,6 +1,7 @@
 //! GetPipelineMetrics and ListStuckLeads. Rate definitions are documented in forecast.proto.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -8,7 +9,7 @@ use super::model::{dwell_estimates, features_of, fit_dwell, money_of, stage_inde
 use super::{Amounts, ForecastService};
 use crate::app::{AppError, RequestContext, now};
 use crate::domain::forecast::KaplanMeier;
-use crate::domain::ids::{LeadId, PipelineId};
+use crate::domain::ids::PipelineId;
 use crate::domain::lead::Lead;
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
@@ -65,10 +66,9 @@ pub struct StuckLead {
 }
 
 /// Per stage: the stuck threshold in hours and what it came from.
-fn thresholds(
-    definition: &PipelineDefinition,
-    dwell: &[KaplanMeier],
-) -> Vec<Option<(f64, &'static str)>> {
+pub type StuckLimits = Vec<Option<(f64, &'static str)>>;
+
+fn thresholds(definition: &PipelineDefinition, dwell: &[KaplanMeier]) -> StuckLimits {
     definition
         .stages
         .iter()
@@ -316,9 +316,21 @@ impl ForecastService {
         let db = self.store.reader();
         let index = stage_index(definition);
         let n = definition.stages.len();
-        let since = to_micros(as_of - Duration::days(365));
-        let dwell = dwell_estimates(db, &scope, &index, n, (since, scope.as_of + 1), 1.0).await?;
-        let limits = thresholds(definition, &dwell);
+        let limits = match self
+            .stuck_limits
+            .fresh(&ctx.tenant, pipeline_id, pipeline.version)
+        {
+            Some(limits) => limits,
+            None => {
+                let since = to_micros(as_of - Duration::days(365));
+                let visits = (since, scope.as_of + 1);
+                let dwell = dwell_estimates(db, &scope, &index, n, visits, 1.0).await?;
+                let limits = Arc::new(thresholds(definition, &dwell));
+                self.stuck_limits
+                    .store(&ctx.tenant, pipeline_id, pipeline.version, limits.clone());
+                limits
+            }
+        };
         let open = analytics::leads_at(
             db,
             &scope,
@@ -346,12 +358,19 @@ impl ForecastService {
             .skip(offset as usize)
             .take(page_size as usize)
             .collect();
+        let ids: Vec<&str> = page
+            .iter()
+            .map(|(_, lead, ..)| lead.lead_id.as_str())
+            .collect();
+        let mut full: HashMap<String, Lead> = leads::find_many(db, &ctx.tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|lead| (lead.id.to_string(), lead))
+            .collect();
         let mut out = Vec::with_capacity(page.len());
         for (value, lead, hours, (limit, kind)) in page {
-            let Ok(id) = LeadId::parse(&lead.lead_id) else {
-                continue;
-            };
-            let Some(full) = leads::find(db, &ctx.tenant, &id).await? else {
+            // Deleted since the ranking was read.
+            let Some(full) = full.remove(&lead.lead_id) else {
                 continue;
             };
             out.push(StuckLead {

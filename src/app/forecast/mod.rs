@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use self::model::{LearnedModel, ModelCache, features_of, stage_index, stage_keys, train};
+use self::model::{
+    LearnedModel, MODEL_TTL, ModelCache, PipelineCache, features_of, stage_index, stage_keys, train,
+};
 use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::{AppError, RequestContext, now};
 use crate::domain::forecast::{Factor, LeadFeatures};
@@ -30,6 +32,9 @@ pub struct ForecastService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
     models: Arc<ModelCache>,
+    /// ListStuckLeads' per-stage thresholds, so that paging through the stuck leads does not
+    /// replay the history for every page.
+    stuck_limits: Arc<PipelineCache<metrics::StuckLimits>>,
 }
 
 pub struct Explanation {
@@ -48,6 +53,7 @@ impl ForecastService {
             store,
             catalog,
             models,
+            stuck_limits: Arc::new(PipelineCache::new(MODEL_TTL)),
         }
     }
 

@@ -217,57 +217,59 @@ async fn observed_close_times(
     Ok(close_times)
 }
 
-/// When it was trained, for which pipeline version, and the model.
-type CachedModel = (Instant, i64, Arc<LearnedModel>);
-
 /// Models trained "now", per pipeline, reused for `MODEL_TTL`.
-#[derive(Default)]
-pub struct ModelCache {
-    models: Mutex<HashMap<(TenantId, PipelineId), CachedModel>>,
+pub type ModelCache = PipelineCache<LearnedModel>;
+
+/// What was derived from a pipeline's history "now", per pipeline, with when and for which
+/// pipeline version: a new version (new stages or settings) makes an entry stale at once.
+pub struct PipelineCache<T> {
+    ttl: Duration,
+    entries: Mutex<HashMap<(TenantId, PipelineId), CacheEntry<T>>>,
 }
 
-impl ModelCache {
-    /// The cached model if it is fresh and was trained for pipeline `version`.
-    pub fn fresh(
-        &self,
-        tenant: &TenantId,
-        pipeline: &PipelineId,
-        version: i64,
-    ) -> Option<Arc<LearnedModel>> {
-        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        models
-            .get(&(tenant.clone(), pipeline.clone()))
-            .filter(|(at, v, _)| *v == version && at.elapsed() < MODEL_TTL)
-            .map(|(_, _, model)| model.clone())
+/// When it was derived, for which pipeline version, and the value.
+type CacheEntry<T> = (Instant, i64, Arc<T>);
+
+impl<T> PipelineCache<T> {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
     }
 
-    /// The cached model for `version`, however old: good enough for scoring a single write.
-    pub fn latest(
+    /// The cached value if it is younger than the TTL and was derived for pipeline `version`.
+    pub fn fresh(&self, tenant: &TenantId, pipeline: &PipelineId, version: i64) -> Option<Arc<T>> {
+        self.get(tenant, pipeline, version)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, value)| value)
+    }
+
+    /// The cached value for `version`, however old: good enough for scoring a single write.
+    pub fn latest(&self, tenant: &TenantId, pipeline: &PipelineId, version: i64) -> Option<Arc<T>> {
+        self.get(tenant, pipeline, version).map(|(_, value)| value)
+    }
+
+    fn get(
         &self,
         tenant: &TenantId,
         pipeline: &PipelineId,
         version: i64,
-    ) -> Option<Arc<LearnedModel>> {
-        let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        models
+    ) -> Option<(Instant, Arc<T>)> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
             .get(&(tenant.clone(), pipeline.clone()))
             .filter(|(_, v, _)| *v == version)
-            .map(|(_, _, model)| model.clone())
+            .map(|(at, _, value)| (*at, value.clone()))
     }
 
-    pub fn store(
-        &self,
-        tenant: &TenantId,
-        pipeline: &PipelineId,
-        version: i64,
-        model: Arc<LearnedModel>,
-    ) {
-        self.models
+    pub fn store(&self, tenant: &TenantId, pipeline: &PipelineId, version: i64, value: Arc<T>) {
+        self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
                 (tenant.clone(), pipeline.clone()),
-                (Instant::now(), version, model),
+                (Instant::now(), version, value),
             );
     }
 }

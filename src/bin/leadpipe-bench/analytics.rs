@@ -77,6 +77,7 @@ pub(crate) async fn analytics_cell(
     let mut forecasts = ForecastServiceClient::with_interceptor(channel.clone(), auth());
     let limit = cli.analytics_timeout;
     let mut times: [Vec<f64>; 5] = Default::default();
+    let mut stuck_first = 0.0;
     // One warmup round, then the timed ones.
     for round in 0..=cli.analytics_reps {
         let mut took = [0f64; 5];
@@ -124,7 +125,9 @@ pub(crate) async fn analytics_cell(
                 return Err(format!("the bare SQL aggregate returned no rows: {sql}").into());
             }
         }
-        if round > 0 {
+        if round == 0 {
+            stuck_first = took[2];
+        } else {
             for (list, ms) in times.iter_mut().zip(took) {
                 list.push(ms);
             }
@@ -142,11 +145,13 @@ pub(crate) async fn analytics_cell(
         metrics_ms: metrics,
         forecast_ms: forecast,
         stuck_ms: stuck,
+        stuck_first_ms: stuck_first,
         sql_leads_ms: sql_leads,
         sql_changes_ms: sql_changes,
         metrics_vs_sql: metrics / sql,
         forecast_vs_sql: forecast / sql,
         stuck_vs_sql: stuck / sql,
+        stuck_first_vs_sql: stuck_first / sql,
     };
     eprintln!(
         "{leads} leads: metrics {metrics:.1} ms, forecast {forecast:.1} ms, stuck {stuck:.1} ms, \
