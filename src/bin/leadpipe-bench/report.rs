@@ -165,6 +165,7 @@ pub(crate) struct AnalyticsGrowth {
     pub(crate) metrics: f64,
     pub(crate) forecast: f64,
     pub(crate) stuck: f64,
+    pub(crate) stuck_first: f64,
     pub(crate) sql: f64,
 }
 
@@ -256,6 +257,7 @@ impl Report {
                     metrics: factor(a.metrics_ms, b.metrics_ms),
                     forecast: factor(a.forecast_ms, b.forecast_ms),
                     stuck: factor(a.stuck_ms, b.stuck_ms),
+                    stuck_first: factor(a.stuck_first_ms, b.stuck_first_ms),
                     sql: factor(
                         a.sql_leads_ms + a.sql_changes_ms,
                         b.sql_leads_ms + b.sql_changes_ms,
@@ -710,14 +712,21 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "| leads | size × | GetPipelineMetrics × | GetForecast × | ListStuckLeads × | bare SQL × |"
+                "| leads | size × | GetPipelineMetrics × | GetForecast × | ListStuckLeads × | stuck first × | bare SQL × |"
             );
-            let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|");
+            let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|");
             for g in &self.analytics_growth {
                 let _ = writeln!(
                     out,
-                    "| {} → {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                    g.from_leads, g.to_leads, g.size_factor, g.metrics, g.forecast, g.stuck, g.sql
+                    "| {} → {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                    g.from_leads,
+                    g.to_leads,
+                    g.size_factor,
+                    g.metrics,
+                    g.forecast,
+                    g.stuck,
+                    g.stuck_first,
+                    g.sql
                 );
             }
         }
