@@ -298,14 +298,6 @@ async fn postgres_outages_at_start_and_while_running() {
     );
 }
 
-async fn next_event(stream: &mut tonic::Streaming<pb::StageChangeEvent>) -> pb::StageChangeEvent {
-    tokio::time::timeout(Duration::from_secs(20), stream.message())
-        .await
-        .expect("the stream delivers")
-        .expect("the stream stays open")
-        .expect("and does not end")
-}
-
 async fn stage_changes_of(
     client: &mut LeadServiceClient<Channel>,
     lead_id: &str,

@@ -7,19 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use leadpipe::grpc::pb;
-use tonic::Streaming;
 
 /// Far longer than the test: an event that arrives was woken by the relay, not by a poll.
 const NO_POLLING: Duration = Duration::from_secs(3600);
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn next(stream: &mut Streaming<pb::StageChangeEvent>) -> pb::StageChangeEvent {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("the event arrives without polling")
-        .expect("stream healthy")
-        .expect("stream open")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscriber_on_one_replica_sees_moves_through_the_other() {
@@ -61,7 +51,7 @@ async fn subscriber_on_one_replica_sees_moves_through_the_other() {
     };
     let mut arrived = vec![first.lead_id];
     while arrived.len() < created.len() {
-        arrived.push(next(&mut stream).await.lead_id);
+        arrived.push(next_event(&mut stream).await.lead_id);
     }
     assert_eq!(arrived, created, "every creation, once, in commit order");
 
@@ -75,7 +65,7 @@ async fn subscriber_on_one_replica_sees_moves_through_the_other() {
         };
         let started = Instant::now();
         move_to(&replica_b, lead, stage).await.unwrap();
-        let event = next(&mut stream).await;
+        let event = next_event(&mut stream).await;
         latencies.push(started.elapsed());
         assert_eq!((&event.lead_id, event.to_stage.as_str()), (lead, stage));
     }

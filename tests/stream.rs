@@ -41,18 +41,10 @@ fn after(sequence: i64) -> pb::WatchStageChangesRequest {
     }
 }
 
-async fn next(stream: &mut Streaming<pb::StageChangeEvent>) -> pb::StageChangeEvent {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("an event arrives in time")
-        .expect("stream healthy")
-        .expect("stream open")
-}
-
 async fn take(stream: &mut Streaming<pb::StageChangeEvent>, n: usize) -> Vec<pb::StageChangeEvent> {
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
-        events.push(next(stream).await);
+        events.push(next_event(stream).await);
     }
     events
 }
@@ -123,7 +115,7 @@ async fn unset_after_sequence_streams_new_events_only(app: TestApp) {
     create(&app, new_lead("before")).await;
     let mut stream = watch(&app, pb::WatchStageChangesRequest::default()).await;
     let later = create(&app, new_lead("after")).await;
-    let event = next(&mut stream).await;
+    let event = next_event(&mut stream).await;
     assert_eq!(event.sequence, 2);
     assert_eq!(event.lead_id, later.id);
 }
@@ -191,7 +183,7 @@ async fn filters_are_applied_on_the_server(app: TestApp) {
     // The next event of that lead arrives live; other leads' events in between are skipped.
     move_to(&app, &kims.id, "qualification").await.unwrap();
     move_to(&app, &sams.id, "lead_generation").await.unwrap();
-    assert_eq!(next(&mut by_lead).await.sequence, 7);
+    assert_eq!(next_event(&mut by_lead).await.sequence, 7);
 
     let status = app
         .leads
@@ -229,7 +221,7 @@ async fn concurrent_movers_and_random_reconnects_lose_nothing(app: TestApp) {
                     .into_inner();
                 let budget = rand::rng().random_range(1..25);
                 for _ in 0..budget {
-                    let event = next(&mut stream).await;
+                    let event = next_event(&mut stream).await;
                     seen.push(event.sequence);
                     last = event.sequence;
                     if last == total {
@@ -318,7 +310,7 @@ async fn slow_consumer_neither_blocks_others_nor_loses_events(app: TestApp) {
 async fn shutdown_ends_streams_with_unavailable(app: TestApp) {
     create(&app, new_lead("one")).await;
     let mut stream = watch(&app, after(0)).await;
-    assert_eq!(next(&mut stream).await.sequence, 1);
+    assert_eq!(next_event(&mut stream).await.sequence, 1);
     let stopped = tokio::time::timeout(WAIT, app.stop());
     let (_, message) = tokio::join!(stopped, tokio::time::timeout(WAIT, stream.message()));
     let status = message.expect("stream ends in time").unwrap_err();
@@ -364,7 +356,7 @@ async fn expired_and_future_sequences_are_out_of_range(app: TestApp) {
     // Resuming from the newest sequence still works: nothing after it was lost.
     let mut stream = watch(&app, after(3)).await;
     create(&app, new_lead("fresh")).await;
-    assert_eq!(next(&mut stream).await.sequence, 4);
+    assert_eq!(next_event(&mut stream).await.sequence, 4);
 
     let future = app
         .leads
@@ -388,13 +380,13 @@ async fn commits_reach_new_streams_without_polling(app: TestApp) {
 
     let mut stream = watch(&app, pb::WatchStageChangesRequest::default()).await;
     let lead = create(&app, qualified("right after the stream opened")).await;
-    let created = next(&mut stream).await;
+    let created = next_event(&mut stream).await;
     assert_eq!((created.sequence, created.lead_id), (1, lead.id.clone()));
 
     // A second stream joins the running tailer, replays from the outbox and then goes live.
     let mut replaying = watch(&app, after(0)).await;
-    assert_eq!(next(&mut replaying).await.sequence, 1);
+    assert_eq!(next_event(&mut replaying).await.sequence, 1);
     move_to(&app, &lead.id, "qualification").await.unwrap();
-    assert_eq!(next(&mut stream).await.sequence, 2);
-    assert_eq!(next(&mut replaying).await.sequence, 2);
+    assert_eq!(next_event(&mut stream).await.sequence, 2);
+    assert_eq!(next_event(&mut replaying).await.sequence, 2);
 }

@@ -19,7 +19,6 @@ on_both_backends!(
     auto_mode_requires_keys_once_one_exists,
 );
 
-const WAIT: Duration = Duration::from_secs(20);
 /// How long a stream must stay silent to count as "receives nothing".
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -57,14 +56,6 @@ fn small_pipeline(id: &str) -> pb::Pipeline {
         allow_skip: true,
         ..Default::default()
     }
-}
-
-async fn next(stream: &mut Streaming<pb::StageChangeEvent>) -> pb::StageChangeEvent {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("an event arrives in time")
-        .expect("stream healthy")
-        .expect("stream open")
 }
 
 async fn assert_silent(stream: &mut Streaming<pb::StageChangeEvent>, what: &str) {
@@ -528,7 +519,7 @@ async fn tenant_b_cannot_touch_tenant_a_through_any_rpc(app: TestApp) {
     assert_eq!((b_import.imported, b_import.already_imported), (1, 0));
 
     // Streams: B's live stream skipped all of A's events; its first event is B's own lead.
-    let first = next(&mut b_live).await;
+    let first = next_event(&mut b_live).await;
     assert_eq!(first.lead_id, b_lead.id, "{first:?}");
     assert_eq!(first.sequence, 1, "B's sequences are its own");
     // B's replay from the start holds only B's own changes.
@@ -541,7 +532,7 @@ async fn tenant_b_cannot_touch_tenant_a_through_any_rpc(app: TestApp) {
     )
     .await
     .expect("B replays");
-    let replayed = next(&mut b_replay).await;
+    let replayed = next_event(&mut b_replay).await;
     assert_eq!(replayed.lead_id, b_lead.id);
     // A moves again while B's streams are open: B receives none of it.
     move_lead(&a, &a_lead.id, "lost")
@@ -583,7 +574,7 @@ async fn tenant_b_cannot_touch_tenant_a_through_any_rpc(app: TestApp) {
     move_lead(&b, &b_lead.id, "qualification")
         .await
         .expect("B moves its own lead");
-    let own = next(&mut b_live).await;
+    let own = next_event(&mut b_live).await;
     assert_eq!(
         (own.lead_id.as_str(), own.to_stage.as_str()),
         (b_lead.id.as_str(), "qualification")
@@ -786,8 +777,8 @@ async fn roles_limit_what_a_key_may_do(app: TestApp) {
     for change in &changes {
         assert_eq!(change.actor, writer_key.actor(), "{change:?}");
     }
-    let created = next(&mut writer_stream).await;
-    let moved = next(&mut writer_stream).await;
+    let created = next_event(&mut writer_stream).await;
+    let moved = next_event(&mut writer_stream).await;
     assert_eq!(created.actor, writer_key.actor());
     assert_eq!(moved.actor, writer_key.actor());
     assert_eq!(moved.to_stage, "qualification");
@@ -820,7 +811,7 @@ async fn roles_limit_what_a_key_may_do(app: TestApp) {
     )
     .await
     .expect("reader watches");
-    assert_eq!(next(&mut reader_stream).await.lead_id, lead.id);
+    assert_eq!(next_event(&mut reader_stream).await.lead_id, lead.id);
     assert_eq!(pipeline_ids(&reader).await, vec!["default"]);
     reader
         .pipelines

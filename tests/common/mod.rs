@@ -259,6 +259,20 @@ pub fn precondition_violations(status: &tonic::Status) -> Vec<(String, String)> 
         .unwrap_or_default()
 }
 
+// ---- stream helpers ---------------------------------------------------------------------
+
+/// The next event of a stage-change stream; panics if none arrives within 20 s, or the stream
+/// fails or ends.
+pub async fn next_event(
+    stream: &mut tonic::Streaming<pb::StageChangeEvent>,
+) -> pb::StageChangeEvent {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("an event arrives in time")
+        .expect("stream healthy")
+        .expect("stream open")
+}
+
 // ---- pipeline helpers -------------------------------------------------------------------
 
 pub async fn get_pipeline(app: &TestApp, id: &str) -> Result<pb::Pipeline, tonic::Status> {
