@@ -267,30 +267,36 @@ impl EventHub {
         (receiver, feed, true)
     }
 
+    /// The tenant's last committed sequence, retried until it can be read; None on shutdown.
+    async fn end_of_outbox(&self, tenant: &TenantId) -> Option<i64> {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            match outbox::last_sequence(self.store.reader(), tenant).await {
+                Ok(last) => return Some(last),
+                Err(error) => {
+                    tracing::warn!(%tenant, %error, "could not start tailing the outbox; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.poll_interval()) => {}
+                        _ = shutdown.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads each committed outbox row once and fans it out, until nobody listens. Starts after
     /// `start`, or after the end of the outbox when None.
     async fn tail(self: Arc<Self>, tenant: TenantId, feed: Arc<TenantFeed>, start: Option<i64>) {
         let mut shutdown = self.shutdown.clone();
         // Subscribers fill any gap between their cursor and this from the database.
-        let mut last = loop {
-            if let Some(start) = start {
-                feed.delivered.store(start, Ordering::Relaxed);
-                break start;
-            }
-            match outbox::last_sequence(self.store.reader(), &tenant).await {
-                Ok(last) => {
-                    feed.delivered.store(last, Ordering::Relaxed);
-                    break last;
-                }
-                Err(error) => {
-                    tracing::warn!(%tenant, %error, "could not start tailing the outbox; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.poll_interval()) => {}
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            }
+        let mut last = match start {
+            Some(start) => start,
+            None => match self.end_of_outbox(&tenant).await {
+                Some(last) => last,
+                None => return,
+            },
         };
+        feed.delivered.store(last, Ordering::Relaxed);
         loop {
             tokio::select! {
                 _ = feed.wake.notified() => {}

@@ -103,6 +103,14 @@ pub struct DwellRow {
     pub visits: i64,
 }
 
+/// A visit's time in stage in whole hours; an open visit is measured to the `?`, which is as_of.
+fn dwell_hours() -> String {
+    format!("(COALESCE(exit_time, ?) - change_time) / {MICROS_PER_HOUR}")
+}
+
+/// 1 if the visit has ended by as_of, 0 if it is censored there.
+const VISIT_ENDED: &str = "CASE WHEN exit_time IS NULL THEN 0 ELSE 1 END";
+
 pub async fn dwell_times(
     db: &impl ConnectionTrait,
     scope: &HistoryScope<'_>,
@@ -110,9 +118,9 @@ pub async fn dwell_times(
     end: i64,
 ) -> Result<Vec<DwellRow>, StoreError> {
     let sql = format!(
-        "{HISTORY} SELECT to_stage, (COALESCE(exit_time, ?) - change_time) / {MICROS_PER_HOUR},
-                CASE WHEN exit_time IS NULL THEN 0 ELSE 1 END, COUNT(*)
-         FROM h WHERE change_time >= ? AND change_time < ? GROUP BY 1, 2, 3"
+        "{HISTORY} SELECT to_stage, {}, {VISIT_ENDED}, COUNT(*)
+         FROM h WHERE change_time >= ? AND change_time < ? GROUP BY 1, 2, 3",
+        dwell_hours()
     );
     let mut values = scope.values();
     values.extend([scope.as_of.into(), start.into(), end.into()]);

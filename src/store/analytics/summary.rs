@@ -8,7 +8,8 @@
 use sea_orm::ConnectionTrait;
 
 use super::{
-    DwellRow, HISTORY, HistoryScope, MICROS_PER_HOUR, get, placeholders, query, stage_values,
+    DwellRow, HISTORY, HistoryScope, MICROS_PER_HOUR, VISIT_ENDED, dwell_hours, get, placeholders,
+    query, stage_values,
 };
 use crate::store::StoreError;
 
@@ -50,6 +51,7 @@ fn sql(won_placeholders: &str) -> String {
     let in_window = "change_time >= ? AND change_time < ?";
     let none = "CAST(NULL AS TEXT)";
     let no_number = "CAST(NULL AS BIGINT)";
+    let dwell_hours = dwell_hours();
     format!(
         "{history},
          c AS MATERIALIZED (
@@ -66,8 +68,7 @@ fn sql(won_placeholders: &str) -> String {
            FROM h WHERE {in_window} GROUP BY to_stage, final_stage
          UNION ALL
          SELECT CAST({DWELL} AS BIGINT), to_stage, {none},
-                CAST((COALESCE(exit_time, ?) - change_time) / {MICROS_PER_HOUR} AS BIGINT),
-                CAST(CASE WHEN exit_time IS NULL THEN 0 ELSE 1 END AS BIGINT),
+                CAST({dwell_hours} AS BIGINT), CAST({VISIT_ENDED} AS BIGINT),
                 CAST(COUNT(*) AS BIGINT)
            FROM h WHERE {in_window} GROUP BY 2, 4, 5
          UNION ALL
