@@ -534,6 +534,7 @@ async fn supervise(
                 false
             }
         };
+        let reachable = reachable && writes_commit(&store, &settings, timeout).await;
         if reachable != serving {
             serving = reachable;
             if serving {
@@ -548,6 +549,34 @@ async fn supervise(
         }
     }
 }
+
+/// Whether writes commit. A database can answer reads while writes fail (a full disk, I/O
+/// errors, a file-size limit), and small writes can commit while larger ones fail. So after a
+/// write failed in storage, writes count as failing until none has failed for
+/// `STORAGE_FAILURE_HOLD_TICKS` health checks and then a probing commit succeeds.
+async fn writes_commit(store: &Store, settings: &Settings, timeout: Duration) -> bool {
+    let health = store.write_health();
+    let Some(since) = health.since_last_failure() else {
+        return true;
+    };
+    if since < settings.health_check_interval * STORAGE_FAILURE_HOLD_TICKS {
+        return false;
+    }
+    match tokio::time::timeout(timeout, store.probe_write()).await {
+        Ok(Ok(())) => {
+            health.clear();
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "writes still fail");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Health checks without a storage failure before a failed write path is probed again.
+const STORAGE_FAILURE_HOLD_TICKS: u32 = 5;
 
 /// Periodically removes expired events and idempotency keys.
 async fn maintain(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {

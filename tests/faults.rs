@@ -325,3 +325,505 @@ async fn move_to_stage(client: &mut LeadServiceClient<Channel>, id: &str, stage:
         .expect("move")
         .into_inner()
 }
+
+// ---- Storage faults: every write acknowledged OK can be read back ------------------------
+//
+// Each test below injects a fault into the storage under a running server while calls write,
+// then checks that no call was answered INTERNAL, that the fault was reported as UNAVAILABLE
+// or RESOURCE_EXHAUSTED, and that every write acknowledged OK can be read back, after the
+// fault is lifted and after a kill -9 and restart.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+
+/// A lead as large as the documented limits allow: the longest title and 64 labels with the
+/// longest values, so that a few dozen writes fill megabytes.
+fn largest_lead(title: &str) -> pb::Lead {
+    let labels: std::collections::HashMap<String, String> = (0..64)
+        .map(|i| {
+            (
+                format!("label_{i:02}"),
+                format!("{i:02}{}", "v".repeat(253)),
+            )
+        })
+        .collect();
+    pb::Lead {
+        title: format!("{title} {}", "t".repeat(200 - title.len() - 1)),
+        contact_name: "Dana".into(),
+        labels,
+        ..new_lead(title)
+    }
+}
+
+/// What the writers were told, and the statuses of the writes that failed.
+#[derive(Default, Debug)]
+struct Outcomes {
+    acknowledged: Vec<String>,
+    refused: BTreeMap<String, usize>,
+}
+
+impl Outcomes {
+    fn record(&mut self, result: Result<pb::Lead, tonic::Status>) {
+        match result {
+            Ok(lead) => self.acknowledged.push(lead.id),
+            Err(status) => {
+                assert!(
+                    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted),
+                    "a storage fault must be UNAVAILABLE or RESOURCE_EXHAUSTED, got {status:?}"
+                );
+                if status.code() == Code::Unavailable {
+                    use tonic_types::StatusExt;
+                    assert!(
+                        status.get_details_retry_info().is_some(),
+                        "UNAVAILABLE carries RetryInfo: {status:?}"
+                    );
+                }
+                *self
+                    .refused
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn refusals(&self) -> usize {
+        self.refused.values().sum()
+    }
+}
+
+/// Reads every acknowledged lead back; returns how many were found.
+async fn found(channel: &Channel, ids: &[String]) -> usize {
+    let mut client = LeadServiceClient::new(channel.clone());
+    let mut found = 0;
+    for id in ids {
+        match client.get_lead(pb::GetLeadRequest { id: id.clone() }).await {
+            Ok(_) => found += 1,
+            Err(status) => eprintln!("acknowledged lead {id} is missing: {status:?}"),
+        }
+    }
+    found
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `leadpipe serve` in a child process, killed when dropped.
+struct ChildServer(Child);
+
+impl ChildServer {
+    /// Starts `leadpipe serve` through `bash -c`, so that `prelude` (a ulimit, a mount) applies
+    /// to it first. `TEST_LOG=1` shows its logs.
+    fn start(prelude: &str, url: &str, addr: SocketAddr) -> Self {
+        let logs = std::env::var_os("TEST_LOG").is_some();
+        let child = Command::new("bash")
+            .args([
+                "-c",
+                &format!("{prelude} exec \"$0\" --database-url \"$1\" serve --listen \"$2\""),
+                env!("CARGO_BIN_EXE_leadpipe"),
+                url,
+                &addr.to_string(),
+            ])
+            .env("RUST_LOG", if logs { "info" } else { "off" })
+            .stdout(if logs {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start leadpipe serve");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill_hard(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// SQLite with a file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored): once the WAL cannot grow, every
+/// write fails with EFBIG inside SQLite. A failed COMMIT once left the single writer connection
+/// counting an open transaction, and every later write was acknowledged and never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_size_limit_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/leadpipe.db", dir.path().display());
+    let addr = free_addr();
+    let mut server = ChildServer::start("trap '' XFSZ; ulimit -S -f 3000;", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let mut client = LeadServiceClient::new(channel.clone());
+
+    let mut outcomes = Outcomes::default();
+    for n in 0..400 {
+        let result = client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(largest_lead(&format!("limited {n}"))),
+                request_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner());
+        outcomes.record(result);
+        if outcomes.refusals() >= 40 {
+            break;
+        }
+    }
+    eprintln!("file-size limit: {outcomes:?}");
+    assert!(
+        outcomes.refusals() > 0,
+        "the file-size limit never stopped a write"
+    );
+    wait_for_health(&channel, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    let before = outcomes.acknowledged.clone();
+    assert_eq!(
+        found(&channel, &before).await,
+        before.len(),
+        "while failing"
+    );
+
+    // Lift the limit of the running server: the writer recovers without a restart.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
+        .status()
+        .expect("prlimit");
+    assert!(lifted.success());
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(15)).await;
+    for n in 0..20 {
+        let lead = client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(largest_lead(&format!("lifted {n}"))),
+                request_id: String::new(),
+            })
+            .await
+            .expect("writes commit once the limit is lifted")
+            .into_inner();
+        outcomes.acknowledged.push(lead.id);
+    }
+    let all = outcomes.acknowledged.clone();
+    assert_eq!(found(&channel, &all).await, all.len(), "after lifting");
+
+    server.kill_hard();
+    let addr = free_addr();
+    let _server = ChildServer::start("", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let after_restart = found(&channel, &all).await;
+    eprintln!(
+        "file-size limit: {} writes acknowledged ({} before the limit was lifted), {} found after \
+         kill -9 and restart; refused: {:?}",
+        all.len(),
+        before.len(),
+        after_restart,
+        outcomes.refused
+    );
+    assert_eq!(after_restart, all.len(), "after kill -9 and restart");
+}
+
+async fn total_leads(channel: &Channel) -> i64 {
+    LeadServiceClient::new(channel.clone())
+        .list_leads(pb::ListLeadsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .total_size as i64
+}
+
+/// Another process holds SQLite's write lock: a write waits for it up to the database timeout,
+/// succeeds when it is released in time, and otherwise answers UNAVAILABLE with RetryInfo, never
+/// INTERNAL. Then `leadpipe demo` writes to the same file while the server takes writes, as the
+/// docs say is safe: every write is acknowledged or refused as UNAVAILABLE, and every
+/// acknowledged one is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_locked_by_another_process_waits_then_answers_unavailable() {
+    use sea_orm::sqlx::{Connection, Executor, SqliteConnection};
+
+    let (url, dir) = fresh_database(Backend::Sqlite).await.unwrap();
+    let mut settings = settings_for(&url);
+    settings.store.acquire_timeout = Duration::from_millis(500);
+    let app = spawn_app_with(Backend::Sqlite, settings, dir).await;
+    let channel = app.channel().await;
+    let mut client = app.leads.clone();
+    let mut outcomes = Outcomes::default();
+    outcomes.record(try_create(&mut client, "before the lock").await);
+
+    let mut other = SqliteConnection::connect(&url).await.expect("connect");
+    other.execute("BEGIN IMMEDIATE").await.expect("lock");
+    let started = Instant::now();
+    let status = try_create(&mut client, "while locked")
+        .await
+        .expect_err("the write lock is held elsewhere");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "answered before waiting out the busy timeout: {:?}",
+        started.elapsed()
+    );
+    outcomes.record(Err(status.clone()));
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // Released while a write waits for it: the write goes through.
+    let waiting = {
+        let mut client = client.clone();
+        tokio::spawn(async move { try_create(&mut client, "waits for the lock").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    other.execute("ROLLBACK").await.expect("unlock");
+    let waited = waiting.await.unwrap().expect("the lock came free in time");
+    outcomes.acknowledged.push(waited.id);
+    other.close().await.ok();
+
+    let demo = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_leadpipe"))
+                .args([
+                    "--database-url",
+                    &url,
+                    "demo",
+                    "--leads",
+                    "4000",
+                    "--tenant",
+                    "demo",
+                ])
+                .env("RUST_LOG", "off")
+                .stdout(Stdio::null())
+                .status()
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Outcomes::default();
+                for n in 0..60 {
+                    outcomes.record(try_create(&mut client, &format!("beside demo {w}/{n}")).await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    for writer in writers {
+        let theirs = writer.await.unwrap();
+        outcomes.acknowledged.extend(theirs.acknowledged);
+        for (code, n) in theirs.refused {
+            *outcomes.refused.entry(code).or_default() += n;
+        }
+    }
+    let demo = demo.await.unwrap().expect("run leadpipe demo");
+    assert!(demo.success(), "leadpipe demo beside the server: {demo}");
+
+    let all = outcomes.acknowledged.clone();
+    let present = found(&channel, &all).await;
+    eprintln!(
+        "locked database: {} writes acknowledged, {present} found; refused: {:?}",
+        all.len(),
+        outcomes.refused
+    );
+    assert_eq!(present, all.len());
+    assert_eq!(total_leads(&channel).await, all.len() as i64);
+}
+
+/// ImportLeads at the documented maxima: batches of leads with 64 labels of the longest values
+/// each. SQLite once refused such a batch whole (`too many SQL variables`).
+async fn imports_at_the_documented_maxima(app: TestApp) {
+    let leads = 600;
+    let messages: Vec<pb::ImportLeadsRequest> = (0..leads)
+        .map(|n| pb::ImportLeadsRequest {
+            external_id: format!("crm-{n:05}-{}", "x".repeat(180)),
+            lead: Some(largest_lead(&format!("imported {n}"))),
+            history: vec![],
+        })
+        .collect();
+    let response = app
+        .leads
+        .clone()
+        .import_leads(futures::stream::iter(messages))
+        .await
+        .expect("import")
+        .into_inner();
+    assert_eq!(
+        (response.imported, response.failed),
+        (leads, 0),
+        "{:?}",
+        response.errors
+    );
+    let channel = app.channel().await;
+    assert_eq!(total_leads(&channel).await, leads);
+    let page = LeadServiceClient::new(channel)
+        .list_leads(pb::ListLeadsRequest {
+            page_size: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for lead in page.leads {
+        assert_eq!(lead.labels.len(), 64);
+        assert!(lead.labels.values().all(|v| v.chars().count() == 255));
+    }
+}
+
+mod storage_limits {
+    use super::*;
+    on_both_backends!(imports_at_the_documented_maxima);
+}
+
+/// PostgreSQL refuses the COMMIT itself: a deferred trigger, which runs at commit, raises an
+/// I/O error (SQLSTATE 58030) or a full disk (53100) for some leads. Those calls answer
+/// UNAVAILABLE or RESOURCE_EXHAUSTED and leave nothing behind; health is NOT_SERVING until writes
+/// commit again; every acknowledged write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_failed_commits_are_never_acknowledged() {
+    use sea_orm::ConnectionTrait;
+
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let database = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    database
+        .execute_unprepared(
+            "CREATE FUNCTION leadpipe_test_fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.title LIKE 'io error at commit%' THEN
+                 RAISE EXCEPTION 'injected I/O error' USING ERRCODE = '58030';
+               ELSIF NEW.title LIKE 'disk full at commit%' THEN
+                 RAISE EXCEPTION 'injected full disk' USING ERRCODE = '53100';
+               END IF;
+               RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER leadpipe_test_fail_commit AFTER INSERT ON leads
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+               EXECUTE FUNCTION leadpipe_test_fail_commit();",
+        )
+        .await
+        .unwrap();
+    let channel = app.channel().await;
+    let mut client = app.leads.clone();
+    let mut outcomes = Outcomes::default();
+    for n in 0..30 {
+        let title = match n % 3 {
+            0 => format!("io error at commit {n}"),
+            1 => format!("disk full at commit {n}"),
+            _ => format!("commits {n}"),
+        };
+        let result = try_create(&mut client, &title).await;
+        if n % 3 != 2 {
+            let status = result.as_ref().expect_err("the commit failed");
+            let expected = if n % 3 == 0 {
+                Code::Unavailable
+            } else {
+                Code::ResourceExhausted
+            };
+            assert_eq!(status.code(), expected, "{status:?}");
+        }
+        outcomes.record(result);
+    }
+    wait_for_health(&channel, ServingStatus::NotServing, Duration::from_secs(10)).await;
+
+    database
+        .execute_unprepared("DROP TRIGGER leadpipe_test_fail_commit ON leads")
+        .await
+        .unwrap();
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(20)).await;
+    for n in 0..10 {
+        outcomes.record(try_create(&mut client, &format!("after {n}")).await);
+    }
+    let all = outcomes.acknowledged.clone();
+    let present = found(&channel, &all).await;
+    eprintln!(
+        "failed commits: {} writes acknowledged, {present} found, {} leads stored; refused: {:?}",
+        all.len(),
+        total_leads(&channel).await,
+        outcomes.refused
+    );
+    assert_eq!(all.len(), 20);
+    assert_eq!(present, all.len());
+    assert_eq!(
+        total_leads(&channel).await,
+        all.len() as i64,
+        "no failed write left a lead"
+    );
+}
+
+/// Every connection of the server to PostgreSQL is terminated again and again while calls write,
+/// so that some die mid-statement and some mid-commit. A call whose connection died may or may
+/// not have committed, but it is never answered OK unless it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_connections_killed_mid_commit_lose_no_acknowledged_write() {
+    use sea_orm::ConnectionTrait;
+
+    let Some(app) = spawn_app(Backend::Postgres).await else {
+        return;
+    };
+    let admin = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    let killer = tokio::spawn(async move {
+        let mut kills = 0u64;
+        while !*stopped.borrow() {
+            let killed = admin
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                ))
+                .await
+                .map_or(0, |rows| rows.len() as u64);
+            kills += killed;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(30)) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        kills
+    });
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = app.leads.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Outcomes::default();
+                for n in 0..50 {
+                    outcomes.record(try_create(&mut client, &format!("killed {w}/{n}")).await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut outcomes = Outcomes::default();
+    for writer in writers {
+        let theirs = writer.await.unwrap();
+        outcomes.acknowledged.extend(theirs.acknowledged);
+        for (code, n) in theirs.refused {
+            *outcomes.refused.entry(code).or_default() += n;
+        }
+    }
+    stop.send_replace(true);
+    let kills = killer.await.unwrap();
+    let channel = app.channel().await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(20)).await;
+    let all = outcomes.acknowledged.clone();
+    let present = found(&channel, &all).await;
+    eprintln!(
+        "killed connections: {kills} backends terminated; {} writes acknowledged, {present} found, \
+         {} leads stored; refused: {:?}",
+        all.len(),
+        total_leads(&channel).await,
+        outcomes.refused
+    );
+    assert!(kills > 0, "no connection was terminated");
+    assert_eq!(present, all.len());
+}

@@ -506,7 +506,10 @@ impl Subscriber {
                 .await
             {
                 Ok(events) => return Ok(events),
-                Err(crate::store::StoreError::Unavailable(error)) => {
+                Err(
+                    crate::store::StoreError::Unavailable(error)
+                    | crate::store::StoreError::StorageFailure(error),
+                ) => {
                     tracing::warn!(tenant = %self.tenant, cursor = self.cursor, %error,
                         "stream cannot read the outbox; retrying");
                 }

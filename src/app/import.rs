@@ -4,8 +4,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sea_orm::DatabaseTransaction;
-
 use super::catalog::PipelineCatalog;
 use super::{AppError, RequestContext};
 use crate::domain::history::StageChange;
@@ -13,7 +11,7 @@ use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::lead::Lead;
 use crate::domain::policy::CompiledPipeline;
 use crate::store::pipelines::RowLock;
-use crate::store::{Store, StoreError, history, leads, sequences};
+use crate::store::{Store, WriteTx, history, leads, sequences};
 
 /// Leads per transaction: large enough to amortise round-trips, small enough to stay within
 /// both backends' bind-parameter limits.
@@ -147,7 +145,7 @@ impl ImportService {
         let result = write_in(&tx, tenant, items).await;
         match result {
             Ok(()) => {
-                tx.commit().await.map_err(StoreError::from)?;
+                tx.commit().await?;
                 Ok(())
             }
             Err(e) => {
@@ -159,7 +157,7 @@ impl ImportService {
 }
 
 async fn write_in(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant: &TenantId,
     items: &mut [ImportItem],
 ) -> Result<(), AppError> {
@@ -172,8 +170,6 @@ async fn write_in(
     let batch: Vec<Lead> = items.iter().map(|i| i.lead.clone()).collect();
     leads::insert_many(tx, tenant, &batch).await?;
     let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();
-    for chunk in all.chunks(1000) {
-        history::insert_imported(tx, tenant, chunk).await?;
-    }
+    history::insert_imported(tx, tenant, &all).await?;
     Ok(())
 }

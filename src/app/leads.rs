@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseTransaction;
-
 use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::events::EventHub;
 use super::forecast::LeadScorer;
@@ -15,7 +13,9 @@ use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
 use crate::domain::policy::MoveViolation;
 use crate::store::pipelines::RowLock;
-use crate::store::{Store, StoreError, history, idempotency, lead_query, leads, sequences};
+use crate::store::{
+    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, sequences,
+};
 
 /// How often a write that lost a race without an etag re-reads and tries again.
 const MAX_ATTEMPTS: usize = 5;
@@ -147,7 +147,7 @@ impl LeadService {
         let event = StageChangeEvent { change, lead };
         history::append(&tx, &ctx.tenant, &event).await?;
         complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         self.events.committed(&ctx.tenant);
         Ok(event.lead)
     }
@@ -247,7 +247,7 @@ impl LeadService {
             if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
                 .await?
             {
-                tx.commit().await.map_err(StoreError::from)?;
+                tx.commit().await?;
                 return Ok(updated);
             }
             tx.rollback().await.ok();
@@ -266,7 +266,7 @@ impl LeadService {
     ) -> Result<(), AppError> {
         let tx = self.store.begin_write().await?;
         if leads::delete(&tx, &ctx.tenant, id, expected_version).await? {
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             return Ok(());
         }
         let exists = leads::find(&tx, &ctx.tenant, id).await?.is_some();
@@ -350,7 +350,7 @@ impl LeadService {
             };
             history::append(&tx, tenant, &event).await?;
             complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             self.events.committed(tenant);
             return Ok(event.lead);
         }
@@ -413,7 +413,7 @@ impl LeadService {
     /// so that a concurrent update cannot remove the first stage under it.
     async fn pipeline_for_new_lead(
         &self,
-        tx: &DatabaseTransaction,
+        tx: &WriteTx,
         tenant: &TenantId,
         id: &PipelineId,
     ) -> Result<CachedPipeline, AppError> {
@@ -447,7 +447,7 @@ impl LeadService {
 
     async fn find_expected(
         &self,
-        tx: &DatabaseTransaction,
+        tx: &WriteTx,
         tenant: &TenantId,
         id: &LeadId,
         expected_version: Option<i64>,
@@ -506,7 +506,7 @@ impl LeadService {
 
 /// Reserves the key in `tx`. False if an earlier (now committed) request holds it.
 async fn reserve(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant: &TenantId,
     key: &Idempotency,
     method: &str,
@@ -528,7 +528,7 @@ async fn reserve(
 }
 
 async fn complete(
-    tx: &DatabaseTransaction,
+    tx: &WriteTx,
     tenant: &TenantId,
     key: Option<&Idempotency>,
     lead: &Lead,

@@ -101,7 +101,13 @@ impl AppError {
 impl From<StoreError> for AppError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(e) => AppError::Unavailable(e),
+            StoreError::Unavailable(e) | StoreError::StorageFailure(e) => AppError::Unavailable(e),
+            StoreError::StorageFull(e) => {
+                tracing::error!(error = %e, "the database's storage is full");
+                AppError::ResourceExhausted(
+                    "the database's storage is full; the write was not applied".into(),
+                )
+            }
             StoreError::UniqueViolation(e) => AppError::AlreadyExists(e),
             StoreError::Corrupt(e) | StoreError::Database(e) => AppError::Internal(e),
         }

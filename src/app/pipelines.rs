@@ -215,7 +215,7 @@ impl PipelineService {
         if !pipelines::update_if_version(&tx, &ctx.tenant, &updated, current.version).await? {
             return Err(stale(id));
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         self.remember(&ctx.tenant, &updated, compiled);
         Ok(updated)
     }

@@ -271,7 +271,9 @@ impl Shared {
 
 fn unavailable(error: StoreError) -> Status {
     match error {
-        StoreError::Unavailable(e) => Status::unavailable(format!("cannot check the API key: {e}")),
+        StoreError::Unavailable(e) | StoreError::StorageFailure(e) => {
+            Status::unavailable(format!("cannot check the API key: {e}"))
+        }
         other => {
             tracing::error!(error = %other, "API key check failed");
             Status::internal("cannot check the API key")

@@ -40,7 +40,11 @@ impl From<AppError> for Status {
             }
             AppError::Unavailable(message) => {
                 tracing::warn!(%message, "database unavailable");
-                Status::unavailable("the database is unavailable; retry with backoff")
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "the database is unavailable or busy; nothing was written, retry with backoff",
+                    ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY_DELAY)),
+                )
             }
             AppError::OutOfRange {
                 message,
@@ -66,6 +70,11 @@ impl From<AppError> for Status {
         }
     }
 }
+
+/// The wait that UNAVAILABLE's RetryInfo suggests before the first retry: long enough for a
+/// lock held by another writer or a restarting database, short for a client's backoff to grow
+/// from.
+pub const UNAVAILABLE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// INVALID_ARGUMENT with a BadRequest holding one field violation per bad field.
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {

@@ -57,9 +57,19 @@ pub async fn insert_imported(
     tenant: &TenantId,
     changes: &[StageChange],
 ) -> Result<(), StoreError> {
-    if changes.is_empty() {
-        return Ok(());
+    use sea_orm::Iterable;
+    let rows = super::rows_per_statement(stage_change::Column::iter().count());
+    for chunk in changes.chunks(rows) {
+        insert_imported_rows(db, tenant, chunk).await?;
     }
+    Ok(())
+}
+
+async fn insert_imported_rows(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    changes: &[StageChange],
+) -> Result<(), StoreError> {
     stage_change::Entity::insert_many(changes.iter().map(|change| {
         stage_change::ActiveModel {
             tenant_id: Set(tenant.to_string()),

@@ -266,22 +266,23 @@ pub async fn count_in_stages(
     Ok(rows)
 }
 
-/// Inserts many leads (and their labels) with one statement per table.
+/// Inserts many leads (and their labels), in as few statements as the databases' limits on bind
+/// parameters allow.
 pub async fn insert_many(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     leads: &[Lead],
 ) -> Result<(), StoreError> {
-    if leads.is_empty() {
-        return Ok(());
+    use sea_orm::Iterable;
+    for chunk in leads.chunks(super::rows_per_statement(lead::Column::iter().count())) {
+        lead::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|l| to_model(tenant, l).into_active_model()),
+        )
+        .exec_without_returning(db)
+        .await?;
     }
-    lead::Entity::insert_many(
-        leads
-            .iter()
-            .map(|l| to_model(tenant, l).into_active_model()),
-    )
-    .exec_without_returning(db)
-    .await?;
     let labels: Vec<lead_label::ActiveModel> = leads
         .iter()
         .flat_map(|l| {
@@ -296,8 +297,10 @@ pub async fn insert_many(
                 })
         })
         .collect();
-    if !labels.is_empty() {
-        lead_label::Entity::insert_many(labels)
+    for chunk in labels.chunks(super::rows_per_statement(
+        lead_label::Column::iter().count(),
+    )) {
+        lead_label::Entity::insert_many(chunk.iter().cloned())
             .exec_without_returning(db)
             .await?;
     }

@@ -13,19 +13,32 @@ pub mod outbox;
 pub mod pipelines;
 pub mod sequences;
 mod sqlite;
+mod write;
+
+pub use write::{WriteHealth, WriteTx};
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    RuntimeErr, SqlErr, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or is busy; a retry later can succeed.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The storage under the database failed (an I/O error, a file-size limit): writes cannot
+    /// commit until it recovers.
+    #[error("the database's storage failed: {0}")]
+    StorageFailure(String),
+    /// The disk (or the database's quota) is full.
+    #[error("the database's storage is full: {0}")]
+    StorageFull(String),
     #[error("a row with the same key already exists: {0}")]
     UniqueViolation(String),
     #[error("stored data is unreadable: {0}")]
@@ -34,40 +47,99 @@ pub enum StoreError {
     Database(String),
 }
 
-impl From<DbErr> for StoreError {
-    fn from(error: DbErr) -> Self {
+impl StoreError {
+    /// Whether the error says that writes cannot commit, whatever they write.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::StorageFailure(_) | StoreError::StorageFull(_)
+        )
+    }
+
+    fn classify(error: &DbErr) -> Self {
         if let Some(SqlErr::UniqueConstraintViolation(detail)) = error.sql_err() {
             return StoreError::UniqueViolation(detail);
         }
-        match &error {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-                StoreError::Unavailable(error.to_string())
-            }
-            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))
-                if is_connection_error(e) =>
-            {
-                StoreError::Unavailable(error.to_string())
-            }
-            _ => StoreError::Database(error.to_string()),
+        let text = error.to_string();
+        match error {
+            DbErr::ConnectionAcquire(_) => StoreError::Unavailable(text),
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => classify_sqlx(e, text),
+            DbErr::Conn(_) => StoreError::Unavailable(text),
+            _ => StoreError::Database(text),
         }
     }
 }
 
-fn is_connection_error(error: &sea_orm::sqlx::Error) -> bool {
-    use sea_orm::sqlx::Error;
-    match error {
-        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed => true,
-        Error::WorkerCrashed => true,
-        Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
-        _ => false,
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        StoreError::classify(&error)
     }
 }
 
-/// PostgreSQL SQLSTATEs that mean "the server or the connection went away", not "the query is
-/// wrong": class 08 (connection exception) and 57P01..57P03 (admin shutdown, crash shutdown,
-/// cannot connect now). Retrying later can succeed, so they are UNAVAILABLE.
-fn is_unavailable_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+fn classify_sqlx(error: &sea_orm::sqlx::Error, text: String) -> StoreError {
+    use sea_orm::sqlx::Error;
+    use sea_orm::sqlx::error::DatabaseError;
+    match error {
+        Error::Io(_) | Error::Tls(_) | Error::PoolTimedOut | Error::PoolClosed => {
+            StoreError::Unavailable(text)
+        }
+        Error::WorkerCrashed => StoreError::StorageFailure(text),
+        Error::Database(db) => {
+            if let Some(sqlite) = db.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>() {
+                let code = sqlite
+                    .code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .unwrap_or(0);
+                classify_sqlite(code, text)
+            } else {
+                classify_sqlstate(db.code().as_deref().unwrap_or(""), text)
+            }
+        }
+        _ => StoreError::Database(text),
+    }
+}
+
+/// SQLite's primary result codes (the low byte of an extended code) that are not about the
+/// statement: <https://www.sqlite.org/rescode.html>.
+fn classify_sqlite(extended_code: i32, text: String) -> StoreError {
+    const BUSY: i32 = 5;
+    const LOCKED: i32 = 6;
+    const READONLY: i32 = 8;
+    const IOERR: i32 = 10;
+    const CORRUPT: i32 = 11;
+    const FULL: i32 = 13;
+    const CANTOPEN: i32 = 14;
+    const PROTOCOL: i32 = 15;
+    const NOTADB: i32 = 26;
+    match extended_code & 0xff {
+        BUSY | LOCKED => StoreError::Unavailable(text),
+        FULL => StoreError::StorageFull(text),
+        READONLY | IOERR | CANTOPEN | PROTOCOL => StoreError::StorageFailure(text),
+        CORRUPT | NOTADB => StoreError::Corrupt(text),
+        _ => StoreError::Database(text),
+    }
+}
+
+/// PostgreSQL SQLSTATEs that are not about the statement:
+/// <https://www.postgresql.org/docs/current/errcodes-appendix.html>.
+/// - class 08 (connection exception) and 57P01..57P03 (admin shutdown, crash shutdown, cannot
+///   connect now): the server or the connection went away;
+/// - 57014 (query canceled, as by `statement_timeout`), class 40 (serialization failure,
+///   deadlock): the transaction did not commit, and a retry can;
+/// - 53100 (disk full), the rest of class 53 (out of memory, too many connections), and
+///   class 58 (I/O error, system error): the server cannot do any write now.
+fn classify_sqlstate(code: &str, text: String) -> StoreError {
+    match code {
+        "53100" => StoreError::StorageFull(text),
+        _ if code.starts_with("58") => StoreError::StorageFailure(text),
+        _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("40") => {
+            StoreError::Unavailable(text)
+        }
+        "57P01" | "57P02" | "57P03" | "57014" => StoreError::Unavailable(text),
+        _ => StoreError::Database(text),
+    }
 }
 
 /// SQLite's durability setting. `Full` survives power loss; `Normal` survives a crashed or
@@ -94,6 +166,7 @@ pub struct StoreConfig {
 pub struct Store {
     reader: DatabaseConnection,
     writer: DatabaseConnection,
+    write_health: Arc<WriteHealth>,
 }
 
 impl Store {
@@ -116,7 +189,11 @@ impl Store {
             writer.connect_lazy(lazy);
             let reader = Database::connect(reader).await?;
             let writer = Database::connect(writer).await?;
-            Ok(Self { reader, writer })
+            Ok(Self {
+                reader,
+                writer,
+                write_health: Arc::default(),
+            })
         } else {
             let mut options = ConnectOptions::new(url);
             options
@@ -130,6 +207,7 @@ impl Store {
             Ok(Self {
                 reader: pool.clone(),
                 writer: pool,
+                write_health: Arc::default(),
             })
         }
     }
@@ -159,7 +237,6 @@ impl Store {
     /// invalidates those plans. SQLite's planner has no such cache, so this is a no-op there.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         if self.backend() == DbBackend::Postgres {
-            use sea_orm::ConnectionTrait;
             self.writer
                 .execute_unprepared("ANALYZE leads, lead_labels, stage_changes")
                 .await?;
@@ -167,8 +244,54 @@ impl Store {
         Ok(())
     }
 
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
-        Ok(self.writer.begin().await?)
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so that a transaction never fails halfway when another process holds the
+    /// lock: it waits up to the busy timeout, then fails with `Unavailable` before doing anything.
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
+                .then_some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        match self.writer.begin_with_options(options).await {
+            Ok(tx) => Ok(WriteTx::new(tx, self.write_health.clone())),
+            Err(error) => {
+                let error = StoreError::from(error);
+                self.write_health.record_error(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The store's record of writes that failed in storage.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.write_health
+    }
+
+    /// Commits a transaction that writes to the database file (or, on PostgreSQL, the WAL), to
+    /// learn whether writes can commit again. Changes no data: SQLite rewrites its header's
+    /// `user_version` with the value it has, PostgreSQL commits a transaction with an id.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let tx = self.begin_write().await?;
+        match self.backend() {
+            DbBackend::Postgres => {
+                tx.execute_unprepared("SELECT pg_current_xact_id()").await?;
+            }
+            _ => {
+                let version = tx
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        DbBackend::Sqlite,
+                        "PRAGMA user_version",
+                    ))
+                    .await?
+                    .map(|row| row.try_get_by_index::<i64>(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                tx.execute_unprepared(&format!("PRAGMA user_version = {version}"))
+                    .await?;
+            }
+        }
+        tx.commit().await
     }
 
     /// The connection pools' use: one shared pool on PostgreSQL, the read pool and the single
@@ -216,6 +339,16 @@ pub struct PoolStats {
     pub open: u32,
     pub idle: u32,
     pub max: u32,
+}
+
+/// The most bind parameters one statement carries. SQLite refuses more than 32,766 by default
+/// (`SQLITE_MAX_VARIABLE_NUMBER`), PostgreSQL more than 65,535; multi-row statements are cut to
+/// stay below both.
+pub(crate) const MAX_BIND_PARAMETERS: usize = 32_766;
+
+/// How many rows of `columns` columns one multi-row statement may hold.
+pub(crate) fn rows_per_statement(columns: usize) -> usize {
+    (MAX_BIND_PARAMETERS / columns.max(1)).max(1)
 }
 
 pub fn to_micros(time: DateTime<Utc>) -> i64 {

@@ -5,19 +5,15 @@
 //! find a committed change below N. That is what makes "resume after N" safe without gaps.
 //! The price is that one tenant's writes commit one at a time; tenants do not contend.
 
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
-use super::StoreError;
 use super::entities::tenant_sequence::{Column, Entity};
+use super::{StoreError, WriteTx};
 use crate::domain::ids::TenantId;
 
 /// Reserves `count` consecutive sequence numbers and returns the last one.
-pub async fn allocate(
-    tx: &DatabaseTransaction,
-    tenant: &TenantId,
-    count: i64,
-) -> Result<i64, StoreError> {
+pub async fn allocate(tx: &WriteTx, tenant: &TenantId, count: i64) -> Result<i64, StoreError> {
     let statement = Query::insert()
         .into_table(Entity)
         .columns([Column::TenantId, Column::LastSequence])

@@ -1,7 +1,6 @@
 //! How leadpipe opens SQLite: WAL, the configured durability, and one query plan per statement.
 
 use std::ffi::c_int;
-use std::time::Duration;
 
 use sea_orm::ConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnection, SqliteJournalMode, SqliteSynchronous};
@@ -18,11 +17,16 @@ pub(super) fn normalize_url(url: &str) -> String {
     }
 }
 
+/// The pool of readers or, with `connections` 1, the single writer.
 pub(super) fn options(url: &str, config: &StoreConfig, connections: u32) -> ConnectOptions {
     let synchronous = match config.sqlite_synchronous {
         SqliteSync::Full => SqliteSynchronous::Full,
         SqliteSync::Normal => SqliteSynchronous::Normal,
     };
+    // A call that finds the database locked by another process (a `leadpipe import` or `demo`
+    // beside the server, a backup) waits as long as it would for a connection, then fails with
+    // UNAVAILABLE.
+    let busy_timeout = config.acquire_timeout;
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(connections)
@@ -32,14 +36,46 @@ pub(super) fn options(url: &str, config: &StoreConfig, connections: u32) -> Conn
         .map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(synchronous)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 .create_if_missing(true)
         })
         .map_sqlx_sqlite_pool_opts(|pool| {
             pool.after_connect(|connection, _| Box::pin(keep_query_plans(connection)))
+                .after_release(|connection, _| Box::pin(outside_any_transaction(connection)))
         });
     options
+}
+
+/// Whether a connection given back to the pool is outside any transaction; one that is not is
+/// closed, and the pool opens a fresh one.
+///
+/// When a COMMIT fails (an I/O error, a full disk), SQLite may or may not have rolled the
+/// transaction back, and sqlx's own count of open transactions stays as it was. The rollback
+/// queued on drop then runs against whatever state is left. A connection that still counts a
+/// transaction turns every later BEGIN into a SAVEPOINT and every COMMIT into a RELEASE that
+/// commits nothing, so that writes would be acknowledged and never stored. Such a connection
+/// must never serve again.
+async fn outside_any_transaction(
+    connection: &mut SqliteConnection,
+) -> Result<bool, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Connection;
+    // Runs after the rollback that dropping a transaction queued.
+    connection.ping().await?;
+    let sqlx_in_transaction = connection.is_in_transaction();
+    let mut handle = connection.lock_handle().await?;
+    // SAFETY: the lock keeps the open connection to this thread for the call.
+    let autocommit =
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) };
+    let clean = !sqlx_in_transaction && autocommit != 0;
+    if !clean {
+        tracing::warn!(
+            sqlx_in_transaction,
+            sqlite_in_transaction = autocommit == 0,
+            "closing a database connection left inside a transaction"
+        );
+    }
+    Ok(clean)
 }
 
 /// Turns on SQLite's query planner stability guarantee for the connection.
@@ -73,6 +109,8 @@ async fn keep_query_plans(connection: &mut SqliteConnection) -> Result<(), sea_o
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::Store;
 
@@ -89,6 +127,33 @@ mod tests {
             )
         };
         enabled
+    }
+
+    #[tokio::test]
+    async fn statements_stay_within_the_linked_sqlites_variable_limit() {
+        let store = Store::connect(&StoreConfig {
+            database_url: "sqlite::memory:".into(),
+            pool_size: 1,
+            sqlite_synchronous: SqliteSync::Full,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("open");
+        let pool = store.writer().get_sqlite_connection_pool();
+        let mut connection = pool.acquire().await.expect("connection");
+        let mut handle = connection.lock_handle().await.expect("lock");
+        // SAFETY: as in `keep_query_plans`; a negative value only reads the limit.
+        let limit = unsafe {
+            libsqlite3_sys::sqlite3_limit(
+                handle.as_raw_handle().as_ptr(),
+                libsqlite3_sys::SQLITE_LIMIT_VARIABLE_NUMBER,
+                -1,
+            )
+        };
+        assert!(
+            limit as usize >= crate::store::MAX_BIND_PARAMETERS,
+            "SQLite allows {limit} variables"
+        );
     }
 
     #[tokio::test]

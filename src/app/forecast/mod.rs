@@ -134,7 +134,7 @@ impl ForecastService {
         for chunk in updates.chunks(500) {
             let tx = self.store.begin_write().await?;
             analytics::set_win_probabilities(&tx, &ctx.tenant, chunk).await?;
-            tx.commit().await.map_err(crate::store::StoreError::from)?;
+            tx.commit().await?;
         }
         Ok(updates.len())
     }
