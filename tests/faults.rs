@@ -418,11 +418,18 @@ impl ChildServer {
     /// Starts `leadpipe serve` through `bash -c`, so that `prelude` (a ulimit, a mount) applies
     /// to it first. `TEST_LOG=1` shows its logs.
     fn start(prelude: &str, url: &str, addr: SocketAddr) -> Self {
+        Self::start_in("", prelude, url, addr)
+    }
+
+    /// Like `start`, with the server run by `wrapper` (for example `nsenter …`).
+    fn start_in(wrapper: &str, prelude: &str, url: &str, addr: SocketAddr) -> Self {
         let logs = std::env::var_os("TEST_LOG").is_some();
         let child = Command::new("bash")
             .args([
                 "-c",
-                &format!("{prelude} exec \"$0\" --database-url \"$1\" serve --listen \"$2\""),
+                &format!(
+                    "{prelude} exec {wrapper} \"$0\" --database-url \"$1\" serve --listen \"$2\""
+                ),
                 env!("CARGO_BIN_EXE_leadpipe"),
                 url,
                 &addr.to_string(),
@@ -826,4 +833,136 @@ async fn postgres_connections_killed_mid_commit_lose_no_acknowledged_write() {
     );
     assert!(kills > 0, "no connection was terminated");
     assert_eq!(present, all.len());
+}
+
+/// A small filesystem of its own (a tmpfs in a private mount namespace) under the SQLite
+/// database: once it is full, writes fail with ENOSPC, which is RESOURCE_EXHAUSTED. Growing the
+/// filesystem lets writes commit again; a kill -9 and a restart in the same namespace find every
+/// acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_full_disk_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small-disk");
+    std::fs::create_dir(&mount).unwrap();
+    // Holds the namespace, and so the filesystem, across server restarts.
+    let Some(holder) = SmallDisk::mount(&mount, "6m") else {
+        return;
+    };
+    let url = format!("sqlite://{}/leadpipe.db", mount.display());
+    let wrapper = format!("nsenter --target {} --mount --", holder.pid());
+    let addr = free_addr();
+    let mut server = ChildServer::start_in(&wrapper, "", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let mut client = LeadServiceClient::new(channel.clone());
+
+    let mut outcomes = Outcomes::default();
+    for n in 0..600 {
+        let result = client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(largest_lead(&format!("small disk {n}"))),
+                request_id: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner());
+        outcomes.record(result);
+        if outcomes.refusals() >= 30 {
+            break;
+        }
+    }
+    assert!(
+        outcomes.refused.contains_key("ResourceExhausted"),
+        "a full disk is RESOURCE_EXHAUSTED: {:?}",
+        outcomes.refused
+    );
+    wait_for_health(&channel, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    let before = outcomes.acknowledged.clone();
+    assert_eq!(found(&channel, &before).await, before.len(), "while full");
+
+    holder.resize(&mount, "64m");
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(20)).await;
+    for n in 0..20 {
+        let lead = client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(largest_lead(&format!("grown {n}"))),
+                request_id: String::new(),
+            })
+            .await
+            .expect("writes commit once there is room")
+            .into_inner();
+        outcomes.acknowledged.push(lead.id);
+    }
+
+    server.kill_hard();
+    let addr = free_addr();
+    let _server = ChildServer::start_in(&wrapper, "", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let all = outcomes.acknowledged.clone();
+    let after_restart = found(&channel, &all).await;
+    eprintln!(
+        "full disk: {} writes acknowledged ({} before the disk grew), {after_restart} found after \
+         kill -9 and restart; refused: {:?}",
+        all.len(),
+        before.len(),
+        outcomes.refused
+    );
+    assert_eq!(after_restart, all.len(), "after kill -9 and restart");
+}
+
+/// A tmpfs mounted in a mount namespace of its own, which lives as long as this value.
+struct SmallDisk(Child);
+
+impl SmallDisk {
+    /// None, with a note, where mount namespaces are not allowed (not root) outside CI; in CI,
+    /// which runs as root, that is a failure.
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "bash", "-c"])
+            .arg("mount -t tmpfs -o size=\"$1\" tmpfs \"$0\" && exec sleep 600")
+            .arg(at)
+            .arg(size)
+            .spawn()
+            .expect("unshare");
+        let disk = Self(holder);
+        for _ in 0..100 {
+            let mounted = Command::new("nsenter")
+                .args(["--target", &disk.pid().to_string(), "--mount", "--"])
+                .args(["mountpoint", "-q"])
+                .arg(at)
+                .status()
+                .is_ok_and(|s| s.success());
+            if mounted {
+                return Some(disk);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "could not mount a tmpfs in a mount namespace of its own"
+        );
+        eprintln!("skipping the full-disk test: mount namespaces need root");
+        None
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn resize(&self, at: &std::path::Path, size: &str) {
+        let resized = Command::new("nsenter")
+            .args(["--target", &self.pid().to_string(), "--mount", "--"])
+            .args(["mount", "-o", &format!("remount,size={size}")])
+            .arg(at)
+            .status()
+            .expect("nsenter");
+        assert!(resized.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
