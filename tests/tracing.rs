@@ -3,6 +3,7 @@
 //!
 //! One test only: the export is set up in the process-wide `tracing` subscriber.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -60,7 +60,11 @@ async fn outside_any_transaction(
     connection: &mut SqliteConnection,
 ) -> Result<bool, sea_orm::sqlx::Error> {
     use sea_orm::sqlx::Connection;
-    // Runs after the rollback that dropping a transaction queued.
+    // The common case, a transaction committed or rolled back: nothing to ask the connection.
+    if !connection.is_in_transaction() {
+        return Ok(true);
+    }
+    // Runs after the rollback that dropping a transaction queued, and then asks again.
     connection.ping().await?;
     let sqlx_in_transaction = connection.is_in_transaction();
     let mut handle = connection.lock_handle().await?;

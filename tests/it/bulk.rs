@@ -1,7 +1,7 @@
 //! `leadpipe import`, `export` and `demo`: the real binary against the database of a running
 //! server, checked through the gRPC API.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

@@ -7,7 +7,7 @@
 //! off and on. SQLite is a local file that cannot go away like a server: on SQLite only the
 //! start-up path runs.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use tonic_health::pb::health_client::HealthClient;
 /// Starts a server with `App::start` (which does not wait for the database) and returns its
 /// address once it accepts connections.
 async fn start_server(settings: Settings) -> (SocketAddr, oneshot::Sender<()>) {
+    init_test_log();
     let app = App::start(&settings).await.expect("start app");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

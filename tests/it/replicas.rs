@@ -1,7 +1,7 @@
 //! Two leadpipe servers sharing one PostgreSQL: a subscriber on one sees moves made through the
 //! other, woken by the other's NOTIFY rather than by polling.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

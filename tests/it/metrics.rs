@@ -1,7 +1,7 @@
 //! The Prometheus endpoint: call counts by method and status, stream and lead gauges, outbox
 //! lag and pool use, scraped over HTTP from a running server.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

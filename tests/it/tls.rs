@@ -2,7 +2,7 @@
 //!
 //! Transport security does not depend on the database, so these run on SQLite only.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

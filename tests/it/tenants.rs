@@ -3,7 +3,7 @@
 //! revocable at once; roles limit what a key may do; the recorded actor is the key.
 //!
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! LeadService.MoveLead, CheckMove and ListStageChanges against the default pipeline's transition
 //! policy, through the real gRPC API.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! ImportLeads and ForecastService through the real gRPC API: metrics, stuck leads, learned
 //! probabilities checked against a synthetic truth, seeded range forecasts and backtests.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! HEALTHCHECK) and the `liveness` health service (the liveness probe), which stays SERVING
 //! while the database is down so that an outage does not restart every replica.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Output;
@@ -91,10 +91,10 @@ async fn liveness_stays_serving_while_the_database_is_unreachable() {
 
 #[test]
 fn the_deployment_files_use_what_the_binary_provides() {
-    let manifest = include_str!("../deploy/kubernetes/leadpipe.yaml");
+    let manifest = include_str!("../../deploy/kubernetes/leadpipe.yaml");
     assert!(manifest.contains(&format!("service: {LIVENESS_SERVICE}")));
     assert!(manifest.contains(r#"args: ["migrate"]"#));
-    let dockerfile = include_str!("../Dockerfile");
+    let dockerfile = include_str!("../../Dockerfile");
     assert!(dockerfile.contains(r#"CMD ["leadpipe", "health"]"#));
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
 }

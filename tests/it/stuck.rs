@@ -1,7 +1,7 @@
 //! ListStuckLeads through the real gRPC API: paging through the ranking, and thresholds that
 //! follow a change to the pipeline at once.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration, Utc};
 use common::history::*;

@@ -5,7 +5,7 @@
 //! These exercise the transport layer, which does not depend on the database, so they run on
 //! SQLite only; the live-server property tests in `tests/fuzz.rs` cover both backends.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

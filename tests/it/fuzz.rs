@@ -11,7 +11,7 @@
 //! (`src/domain/filter.rs`, `src/domain/listing.rs`). Cases default to 256 (`PROPTEST_CASES`
 //! overrides); the live-server properties run a quarter of that, at least 16.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

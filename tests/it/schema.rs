@@ -1,7 +1,7 @@
 //! The schema as the migrations leave it: every primary key and index leads with `tenant_id`,
 //! so that a deployment can shard by tenant (on Citus, say) without a schema rewrite.
 
-mod common;
+use crate::common;
 
 use common::*;
 use sea_orm::{ConnectionTrait, Database, Statement};

@@ -1,6 +1,6 @@
 //! LeadService: create, get, list, update, delete, through the real gRPC API.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

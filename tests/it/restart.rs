@@ -1,7 +1,7 @@
 //! SIGKILL in the middle of writes: after a restart, every acknowledged write is there, each
 //! lead's stage matches its history, and every committed change has exactly one event.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,7 +52,11 @@ fn start_server(url: &str, addr: SocketAddr) -> Child {
             &addr.to_string(),
         ])
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("start leadpipe")
 }

@@ -1,7 +1,7 @@
 //! grpc-web on the gRPC port: requests framed as a browser's grpc-web client frames them, sent
 //! over HTTP/1.1 to the real server, and the responses' frames and trailers decoded by hand.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! PipelineService, and how pipeline definitions steer MoveLead, through the real gRPC API.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -1,6 +1,6 @@
 //! WatchStageChanges: ordered, filtered, resumable delivery from the transactional outbox.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

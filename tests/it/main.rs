@@ -1,0 +1,26 @@
+//! The integration tests: one binary, so that the suite links once. Each module starts real
+//! servers (`common::spawn_app`) on SQLite, and on PostgreSQL when `LEADPIPE_TEST_DATABASE_URL`
+//! is set. `tests/tracing.rs` is a binary of its own: it installs the process-wide tracing
+//! subscriber.
+
+#[macro_use]
+mod common;
+
+mod bulk;
+mod deploy;
+mod faults;
+mod forecast;
+mod fuzz;
+mod grpc_web;
+mod leads;
+mod limits;
+mod metrics;
+mod moves;
+mod pipelines;
+mod replicas;
+mod restart;
+mod schema;
+mod stream;
+mod stuck;
+mod tenants;
+mod tls;
