@@ -71,7 +71,18 @@ fn words(n: usize) -> String {
     format!("[{}]", items.join(","))
 }
 
-/// Realistic criteria, then shapes sized to land near the per-criterion limit.
+/// The largest of `shape(1)`, `shape(2)`, … whose estimated cost is within the per-criterion
+/// limit, so that the case measures a criterion at the limit whatever its value.
+fn at_the_limit(shape: impl Fn(usize) -> String) -> String {
+    let cost = |n| criteria::compile_stored(&shape(n)).map_or(u64::MAX, |e| e.cost());
+    let mut n = 1;
+    while n < 4000 && cost(n + 1) <= MAX_CRITERION_COST {
+        n += 1;
+    }
+    shape(n)
+}
+
+/// Realistic criteria, then shapes sized to land at the per-criterion limit.
 fn cases() -> Vec<(&'static str, String)> {
     vec![
         ("amount_positive", "lead.amount.value > 0.0".into()),
@@ -87,39 +98,47 @@ fn cases() -> Vec<(&'static str, String)> {
         ("in_three_dozen", format!("lead.source in {}", words(36))),
         (
             "nested_all",
-            format!("{}.all(x, {}.all(y, x != y || x >= 0))", ints(80), ints(80)),
+            at_the_limit(|n| format!("{}.all(x, {}.all(y, x != y || x >= 0))", ints(n), ints(n))),
         ),
         (
             "triple_all",
-            format!(
-                "{}.all(x, {}.all(y, {}.all(z, x + y + z >= 0)))",
-                ints(18),
-                ints(18),
-                ints(18)
-            ),
+            at_the_limit(|n| {
+                format!(
+                    "{}.all(x, {}.all(y, {}.all(z, x + y + z >= 0)))",
+                    ints(n),
+                    ints(n),
+                    ints(n)
+                )
+            }),
         ),
         (
             "map_of_lists",
-            format!("{}.map(x, {}).size() > 0", ints(50), ints(50)),
+            at_the_limit(|n| format!("{}.map(x, {}).size() > 0", ints(n), ints(n))),
         ),
         (
             "text_scans",
-            format!("{}.all(x, !lead.lost_reason.contains(\"zz\"))", ints(60)),
+            at_the_limit(|n| format!("{}.all(x, !lead.lost_reason.contains(\"zz\"))", ints(n))),
         ),
         (
             "text_equality",
-            format!("{}.all(x, lead.lost_reason != lead.title)", ints(600)),
+            at_the_limit(|n| format!("{}.all(x, lead.lost_reason != lead.title)", ints(n))),
         ),
         (
             "regex",
-            format!(
-                "{}.all(x, !lead.title.matches(\"^(ab|cd){{20}}x$\"))",
-                ints(30)
-            ),
+            at_the_limit(|n| format!("{}.all(x, !lead.title.matches(\"^t+x$\"))", ints(n))),
+        ),
+        (
+            "regex_repeated",
+            at_the_limit(|n| {
+                format!(
+                    "{}.all(x, !lead.title.matches(\"^(ab|cd){{20}}x$\"))",
+                    ints(n)
+                )
+            }),
         ),
         (
             "membership",
-            format!("{}.all(x, !(lead.title in {}))", ints(40), words(60)),
+            at_the_limit(|n| format!("{}.all(x, !(lead.title in {}))", ints(n), words(60))),
         ),
     ]
 }

@@ -1187,8 +1187,9 @@ async fn costly_criteria_are_refused_before_they_run(app: TestApp) {
         description.starts_with("criterion \"cube\": its estimated cost is "),
         "{description}"
     );
+    let limit = leadpipe::domain::criteria::cost::MAX_CRITERION_COST;
     assert!(
-        description.contains("above the limit of 100000 per criterion"),
+        description.contains(&format!("above the limit of {limit} per criterion")),
         "{description}"
     );
     assert_eq!(

@@ -26,7 +26,7 @@ use crate::domain::lead::Lead;
 use crate::domain::policy::{CompiledPipeline, MovePlan, MoveViolation};
 
 /// Stages whose criteria are estimated at most this are evaluated inline.
-pub const INLINE_COST: Cost = 2_000;
+pub const INLINE_COST: Cost = 1_000;
 /// How long a caller waits for criteria evaluated off the async workers.
 pub const EVALUATION_BOUND: Duration = Duration::from_secs(1);
 /// Runaway expressions remembered at most; beyond it, the set starts over.

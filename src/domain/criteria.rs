@@ -52,8 +52,8 @@ impl CompileError {
         Self {
             message: format!(
                 "its estimated cost is {estimated_cost}, above the limit of \
-                 {MAX_CRITERION_COST} per criterion; iterate over fewer or shorter lists, or \
-                 nest fewer comprehensions"
+                 {MAX_CRITERION_COST} per criterion; simplify it: fewer or shorter lists, fewer \
+                 nested comprehensions, literal and simpler regular expressions"
             ),
             estimated_cost: Some(estimated_cost),
             ..Self::at_start("")
