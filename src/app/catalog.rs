@@ -57,13 +57,14 @@ impl PipelineCatalog {
         tenant: &TenantId,
         pipeline: &Pipeline,
     ) -> Result<CachedPipeline, AppError> {
-        let compiled =
-            crate::domain::policy::compile(pipeline.definition.clone()).map_err(|violations| {
+        let compiled = crate::domain::policy::compile_stored(pipeline.definition.clone()).map_err(
+            |violations| {
                 AppError::Internal(format!(
                     "stored pipeline {} does not compile: {violations:?}",
                     pipeline.id
                 ))
-            })?;
+            },
+        )?;
         let cached = CachedPipeline {
             version: pipeline.version,
             compiled: Arc::new(compiled),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
+use super::evaluation::CriteriaRunner;
 use super::events::EventHub;
 use super::forecast::LeadScorer;
 use super::{AppError, PreconditionViolation, RequestContext, now};
@@ -62,6 +63,7 @@ pub struct LeadService {
     catalog: Arc<PipelineCatalog>,
     events: Arc<EventHub>,
     scorer: LeadScorer,
+    criteria: Arc<CriteriaRunner>,
 }
 
 impl LeadService {
@@ -76,6 +78,7 @@ impl LeadService {
             catalog,
             events,
             scorer,
+            criteria: Arc::new(CriteriaRunner::default()),
         }
     }
 
@@ -122,12 +125,16 @@ impl LeadService {
             external_id: None,
         };
         lead.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &lead);
-        let unmet = pipeline.compiled.check_entry(&lead, &first.key);
+        let first = first.key.clone();
+        let unmet = self
+            .criteria
+            .check_entry(&pipeline.compiled, &lead, &first)
+            .await?;
         if !unmet.is_empty() {
             return Err(refused(
                 &format!(
                     "the lead does not meet the entry criteria of stage {:?}",
-                    first.key.as_str()
+                    first.as_str()
                 ),
                 unmet,
             ));
@@ -304,9 +311,10 @@ impl LeadService {
             let pipeline = self
                 .pipeline_of(&tx, tenant, &current, RowLock::KeyShare)
                 .await?;
-            let plan = pipeline
-                .compiled
-                .check_move(&current, &command.to)
+            let plan = self
+                .criteria
+                .check_move(&pipeline.compiled, &current, &command.to)
+                .await?
                 .map_err(|violations| {
                     refused(
                         &format!(
@@ -371,9 +379,10 @@ impl LeadService {
         let pipeline = self
             .pipeline_of(reader, &ctx.tenant, &lead, RowLock::None)
             .await?;
-        Ok(pipeline
-            .compiled
-            .check_move(&lead, to)
+        Ok(self
+            .criteria
+            .check_move(&pipeline.compiled, &lead, to)
+            .await?
             .err()
             .unwrap_or_default())
     }

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod catalog;
+pub mod evaluation;
 pub mod events;
 pub mod forecast;
 pub mod import;

@@ -5,6 +5,8 @@
 //! `proto/leadpipe/v1/pipeline.proto`; [`lead_value`] is the single place that shapes it and
 //! [`LeadShape`] the schema compile-time checks hold expressions to. Keep the three in step.
 
+pub mod cost;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -16,6 +18,7 @@ use chrono::{DateTime, Utc};
 use super::ids::{LeadId, PipelineId, StageKey};
 use super::lead::{Bant, Lead, LeadFields};
 use super::money::Money;
+use cost::{Cost, MAX_CRITERION_COST};
 
 /// Longest expression accepted, in bytes: criteria are one-liners, and the parser's cost grows
 /// with the input.
@@ -31,6 +34,8 @@ pub struct CompileError {
     pub message: String,
     pub line: usize,
     pub column: usize,
+    /// Set when the expression is refused for its estimated cost, which has no position.
+    pub estimated_cost: Option<Cost>,
 }
 
 impl CompileError {
@@ -39,6 +44,19 @@ impl CompileError {
             message: message.into(),
             line: 1,
             column: 1,
+            estimated_cost: None,
+        }
+    }
+
+    fn too_costly(estimated_cost: Cost) -> Self {
+        Self {
+            message: format!(
+                "its estimated cost is {estimated_cost}, above the limit of \
+                 {MAX_CRITERION_COST} per criterion; simplify it: fewer or shorter lists, fewer \
+                 nested comprehensions, literal and simpler regular expressions"
+            ),
+            estimated_cost: Some(estimated_cost),
+            ..Self::at_start("")
         }
     }
 
@@ -56,12 +74,16 @@ impl CompileError {
             message,
             line: clamp(first.pos.0),
             column: clamp(first.pos.1),
+            estimated_cost: None,
         }
     }
 }
 
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.estimated_cost.is_some() {
+            return f.write_str(&self.message);
+        }
         write!(
             f,
             "line {}, column {}: {}",
@@ -77,11 +99,17 @@ impl std::error::Error for CompileError {}
 pub struct CompiledExpression {
     source: String,
     program: Program,
+    cost: Cost,
 }
 
 impl CompiledExpression {
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The static upper bound of one evaluation, see [`cost`].
+    pub fn cost(&self) -> Cost {
+        self.cost
     }
 
     fn position_of(&self, id: u64) -> (usize, usize) {
@@ -94,8 +122,29 @@ impl CompiledExpression {
     }
 }
 
-/// Parses `expression` and refuses it unless it is a plausible criterion; see [`dry_run`].
+/// How much checking a compilation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An expression being saved: refused above [`MAX_CRITERION_COST`], then dry-run.
+    New,
+    /// An expression read back from storage: it passed the checks of its day, and is only
+    /// parsed and estimated, never run here, whatever its cost. The caller decides what to do
+    /// with one above today's limits.
+    Stored,
+}
+
+/// Parses `expression` and refuses it unless it is a plausible criterion whose cost is within
+/// [`MAX_CRITERION_COST`]; see [`dry_run`].
 pub fn compile(expression: &str) -> Result<CompiledExpression, CompileError> {
+    compile_in(expression, Mode::New)
+}
+
+/// Parses a stored expression and estimates its cost without evaluating it; see [`Mode::Stored`].
+pub fn compile_stored(expression: &str) -> Result<CompiledExpression, CompileError> {
+    compile_in(expression, Mode::Stored)
+}
+
+fn compile_in(expression: &str, mode: Mode) -> Result<CompiledExpression, CompileError> {
     if expression.trim().is_empty() {
         return Err(CompileError::at_start("the expression is empty"));
     }
@@ -111,6 +160,7 @@ pub fn compile(expression: &str) -> Result<CompiledExpression, CompileError> {
             message: format!("brackets are nested more than {MAX_NESTING} deep"),
             line,
             column,
+            estimated_cost: None,
         });
     }
     // The CEL parser recurses deeply (in a debug build some 100 KiB of stack per bracket), more
@@ -120,7 +170,7 @@ pub fn compile(expression: &str) -> Result<CompiledExpression, CompileError> {
         let compiling = std::thread::Builder::new()
             .name("cel-compile".into())
             .stack_size(COMPILE_STACK)
-            .spawn_scoped(scope, || compile_here(expression));
+            .spawn_scoped(scope, || compile_here(expression, mode));
         match compiling {
             Ok(compiling) => compiling.join().unwrap_or_else(|_| {
                 Err(CompileError::at_start("the expression could not be parsed"))
@@ -180,13 +230,14 @@ fn depth(node: &IdedExpr) -> usize {
         .unwrap_or(0)
 }
 
-fn compile_here(expression: &str) -> Result<CompiledExpression, CompileError> {
+fn compile_here(expression: &str, mode: Mode) -> Result<CompiledExpression, CompileError> {
     let program = ENV
         .compile(expression)
         .map_err(|e| CompileError::from_parse(&e))?;
-    let compiled = CompiledExpression {
+    let mut compiled = CompiledExpression {
         source: expression.to_owned(),
         program,
+        cost: Cost::MAX,
     };
     if depth(compiled.program.expression()) > MAX_DEPTH {
         return Err(CompileError::at_start(format!(
@@ -199,7 +250,16 @@ fn compile_here(expression: &str) -> Result<CompiledExpression, CompileError> {
             message,
             line,
             column,
+            estimated_cost: None,
         });
+    }
+    // Before the dry run, which would otherwise pay the very cost being refused.
+    compiled.cost = cost::estimate(compiled.program.expression());
+    if mode == Mode::Stored {
+        return Ok(compiled);
+    }
+    if compiled.cost > MAX_CRITERION_COST {
+        return Err(CompileError::too_costly(compiled.cost));
     }
     dry_run(&compiled)?;
     Ok(compiled)
@@ -562,6 +622,7 @@ fn runtime_error(expr: &CompiledExpression, error: &ExecutionError) -> CompileEr
         message: error.to_string(),
         line,
         column,
+        estimated_cost: None,
     }
 }
 

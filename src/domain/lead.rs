@@ -12,6 +12,7 @@ pub const MAX_TEXT_LEN: usize = 200;
 pub const MAX_LOST_REASON_LEN: usize = 2000;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_VALUE_LEN: usize = 255;
+pub const MAX_EMAIL_LEN: usize = 254;
 
 /// BANT qualification: budget, authority, need, timeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -138,7 +139,7 @@ pub fn validate_email(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Ok(());
     }
-    validate_text(value, 254)?;
+    validate_text(value, MAX_EMAIL_LEN)?;
     value
         .parse::<email_address::EmailAddress>()
         .map(|_| ())

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::FieldViolation;
+use super::criteria::cost::{Cost, MAX_CRITERION_COST, MAX_STAGE_COST};
 use super::criteria::{self, Activation, CompiledExpression};
 use super::ids::{CriterionId, StageKey};
 use super::lead::{Lead, validate_text};
@@ -20,12 +21,45 @@ pub const MAX_CRITERION_MESSAGE_LEN: usize = 500;
 pub struct CompiledPipeline {
     definition: PipelineDefinition,
     /// Parallel to `definition.stages[i].entry_criteria`.
-    criteria: Vec<Vec<CompiledExpression>>,
+    criteria: Vec<Vec<Check>>,
+    /// The estimated cost of evaluating each stage's criteria, parallel to `definition.stages`.
+    stage_costs: Vec<Cost>,
+}
+
+/// How a criterion is judged.
+#[derive(Debug)]
+enum Check {
+    Evaluate(CompiledExpression),
+    /// A stored criterion that today's limits refuse: never evaluated, always unmet, with this
+    /// reason. Its pipeline still serves every move that does not enter its stage.
+    Refuse(String),
+}
+
+/// Whether pipelines are being saved or read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    New,
+    Stored,
 }
 
 /// Validates `def` and compiles its criteria, reporting every problem at once with field paths
 /// relative to the Pipeline message.
 pub fn compile(def: PipelineDefinition) -> Result<CompiledPipeline, Vec<FieldViolation>> {
+    compile_in(def, Mode::New)
+}
+
+/// Compiles a pipeline read from storage. Its criteria were checked when it was saved, so they
+/// are not dry-run again; one above today's cost limits (saved before there were any) is never
+/// evaluated, and moves into its stage are refused naming it, rather than every move there
+/// burning the CPU.
+pub fn compile_stored(def: PipelineDefinition) -> Result<CompiledPipeline, Vec<FieldViolation>> {
+    compile_in(def, Mode::Stored)
+}
+
+fn compile_in(
+    def: PipelineDefinition,
+    mode: Mode,
+) -> Result<CompiledPipeline, Vec<FieldViolation>> {
     let mut violations = Vec::new();
     if let Err(e) = validate_text(&def.display_name, MAX_DISPLAY_NAME_LEN) {
         violations.push(FieldViolation::new("pipeline.display_name", e));
@@ -45,13 +79,24 @@ pub fn compile(def: PipelineDefinition) -> Result<CompiledPipeline, Vec<FieldVio
         criteria.push(compile_criteria(
             &path,
             &stage.entry_criteria,
+            mode,
             &mut violations,
         ));
     }
+    let stage_costs = criteria
+        .iter()
+        .map(|checks| {
+            checks.iter().fold(0, |sum: Cost, check| match check {
+                Check::Evaluate(expr) => sum.saturating_add(expr.cost()),
+                Check::Refuse(_) => sum,
+            })
+        })
+        .collect();
     if violations.is_empty() {
         Ok(CompiledPipeline {
             definition: def,
             criteria,
+            stage_costs,
         })
     } else {
         Err(violations)
@@ -111,14 +156,17 @@ fn validate_stage(path: &str, stage: &Stage, violations: &mut Vec<FieldViolation
 
 /// Compiles every criterion of a stage, recording the problems of each. Compiling (with its dry
 /// run) is the costly check, so a stage over the limit only has its first criteria compiled: the
-/// request is refused anyway.
+/// request is refused anyway. The criteria's estimated costs add up to the stage's, which
+/// [`MAX_STAGE_COST`] bounds: the criterion that takes the sum over it is the one refused.
 fn compile_criteria(
     stage_path: &str,
     criteria: &[Criterion],
+    mode: Mode,
     violations: &mut Vec<FieldViolation>,
-) -> Vec<CompiledExpression> {
+) -> Vec<Check> {
     let mut seen_ids: HashSet<&CriterionId> = HashSet::new();
     let mut compiled = Vec::with_capacity(criteria.len());
+    let mut stage_cost: Cost = 0;
     for (j, criterion) in criteria.iter().enumerate() {
         let path = format!("{stage_path}.entry_criteria[{j}]");
         if !seen_ids.insert(&criterion.id) {
@@ -133,12 +181,52 @@ fn compile_criteria(
         if j >= MAX_CRITERIA_PER_STAGE {
             continue;
         }
-        match criteria::compile(&criterion.expression) {
-            Ok(expr) => compiled.push(expr),
-            Err(e) => violations.push(FieldViolation::new(
+        let result = match mode {
+            Mode::New => criteria::compile(&criterion.expression),
+            Mode::Stored => criteria::compile_stored(&criterion.expression),
+        };
+        let expr = match result {
+            Ok(expr) => expr,
+            Err(e) => {
+                let description = match e.estimated_cost {
+                    Some(_) => format!("criterion \"{}\": {e}", criterion.id),
+                    None => e.to_string(),
+                };
+                violations.push(FieldViolation::new(
+                    format!("{path}.expression"),
+                    description,
+                ));
+                continue;
+            }
+        };
+        let cost = expr.cost();
+        let refusal = if cost > MAX_CRITERION_COST {
+            // Only stored expressions get here: new ones are refused by `criteria::compile`.
+            Some(format!(
+                "its estimated cost is {cost}, above the limit of {MAX_CRITERION_COST} per \
+                 criterion"
+            ))
+        } else if stage_cost.saturating_add(cost) > MAX_STAGE_COST {
+            Some(format!(
+                "its estimated cost of {cost} takes the stage's criteria to {}, above the limit \
+                 of {MAX_STAGE_COST} per stage; simplify or remove some of them",
+                stage_cost.saturating_add(cost)
+            ))
+        } else {
+            None
+        };
+        match (refusal, mode) {
+            (None, _) => {
+                stage_cost += cost;
+                compiled.push(Check::Evaluate(expr));
+            }
+            (Some(reason), Mode::New) => violations.push(FieldViolation::new(
                 format!("{path}.expression"),
-                e.to_string(),
+                format!("criterion \"{}\": {reason}", criterion.id),
             )),
+            (Some(reason), Mode::Stored) => compiled.push(Check::Refuse(format!(
+                "not evaluated: {reason}; update the pipeline"
+            ))),
         }
     }
     compiled
@@ -149,6 +237,14 @@ fn validate_message(message: &str) -> Result<(), String> {
         return Err("is required: it tells users what to do to meet the criterion".into());
     }
     validate_text(message, MAX_CRITERION_MESSAGE_LEN)
+}
+
+/// Asked before a criterion (its index in the stage, and its expression) is evaluated; an `Err`
+/// skips it, reporting it unmet with that reason.
+pub type Gate<'a> = dyn Fn(usize, &CompiledExpression) -> Result<(), String> + Sync + 'a;
+
+fn evaluate_every_criterion(_: usize, _: &CompiledExpression) -> Result<(), String> {
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,9 +291,28 @@ impl CompiledPipeline {
         &self.definition
     }
 
+    /// The estimated cost of evaluating the entry criteria of `stage` (zero if there is no such
+    /// stage): what a move there costs beyond its fixed work.
+    pub fn entry_cost(&self, stage: &StageKey) -> Cost {
+        self.definition
+            .stage_index(stage)
+            .map_or(0, |index| self.stage_costs[index])
+    }
+
     /// Judges moving `lead` to `to`, reporting every problem at once: the transition's first,
     /// then each unmet entry criterion of `to` in definition order.
     pub fn check_move(&self, lead: &Lead, to: &StageKey) -> Result<MovePlan, Vec<MoveViolation>> {
+        self.check_move_with(lead, to, &evaluate_every_criterion)
+    }
+
+    /// [`Self::check_move`], with `gate` asked before each criterion is evaluated: an `Err`
+    /// reports the criterion unmet for that reason, without evaluating it.
+    pub fn check_move_with(
+        &self,
+        lead: &Lead,
+        to: &StageKey,
+        gate: &Gate<'_>,
+    ) -> Result<MovePlan, Vec<MoveViolation>> {
         let Some(to_index) = self.definition.stage_index(to) else {
             return Err(vec![self.unknown_stage(lead, to)]);
         };
@@ -213,7 +328,7 @@ impl CompiledPipeline {
             })
             .into_iter()
             .collect();
-        violations.extend(self.unmet_criteria(lead, to_index));
+        violations.extend(self.unmet_criteria(lead, to_index, gate));
         match transition {
             Ok(reopens) if violations.is_empty() => Ok(MovePlan {
                 from: lead.stage.clone(),
@@ -229,10 +344,43 @@ impl CompiledPipeline {
 
     /// The unmet entry criteria of `stage`, without movement rules: for leads created in it.
     pub fn check_entry(&self, lead: &Lead, stage: &StageKey) -> Vec<MoveViolation> {
+        self.check_entry_with(lead, stage, &evaluate_every_criterion)
+    }
+
+    /// [`Self::check_entry`] with a gate, as [`Self::check_move_with`].
+    pub fn check_entry_with(
+        &self,
+        lead: &Lead,
+        stage: &StageKey,
+        gate: &Gate<'_>,
+    ) -> Vec<MoveViolation> {
         match self.definition.stage_index(stage) {
-            Some(index) => self.unmet_criteria(lead, index),
+            Some(index) => self.unmet_criteria(lead, index, gate),
             None => vec![self.unknown_stage(lead, stage)],
         }
+    }
+
+    /// The expression of the `index`th entry criterion of `stage`.
+    pub fn criterion_source(&self, stage: &StageKey, index: usize) -> Option<&str> {
+        let stage = self.definition.stage(stage)?;
+        Some(stage.entry_criteria.get(index)?.expression.as_str())
+    }
+
+    /// The violation reporting the `index`th entry criterion of `stage` unmet because it was
+    /// not evaluated, for `reason`; `None` if there is no such criterion.
+    pub fn unevaluated(
+        &self,
+        stage: &StageKey,
+        index: usize,
+        reason: &str,
+    ) -> Option<MoveViolation> {
+        let stage = self.definition.stage(stage)?;
+        let criterion = stage.entry_criteria.get(index)?;
+        Some(MoveViolation {
+            kind: ViolationKind::StageCriterion,
+            subject: criterion.id.to_string(),
+            description: format!("{} ({reason})", criterion.message),
+        })
     }
 
     fn unknown_stage(&self, lead: &Lead, to: &StageKey) -> MoveViolation {
@@ -246,7 +394,12 @@ impl CompiledPipeline {
         }
     }
 
-    fn unmet_criteria(&self, lead: &Lead, stage_index: usize) -> Vec<MoveViolation> {
+    fn unmet_criteria(
+        &self,
+        lead: &Lead,
+        stage_index: usize,
+        gate: &Gate<'_>,
+    ) -> Vec<MoveViolation> {
         let definitions = &self.definition.stages[stage_index].entry_criteria;
         let compiled = &self.criteria[stage_index];
         if compiled.is_empty() {
@@ -256,11 +409,17 @@ impl CompiledPipeline {
         definitions
             .iter()
             .zip(compiled)
-            .filter_map(|(criterion, expr)| {
-                let description = match activation.evaluate(expr) {
-                    Ok(true) => return None,
-                    Ok(false) => criterion.message.clone(),
-                    Err(e) => format!("{} (evaluation failed: {e})", criterion.message),
+            .enumerate()
+            .filter_map(|(index, (criterion, check))| {
+                let evaluated = match check {
+                    Check::Evaluate(expr) => gate(index, expr).map(|()| activation.evaluate(expr)),
+                    Check::Refuse(reason) => Err(reason.clone()),
+                };
+                let description = match evaluated {
+                    Ok(Ok(true)) => return None,
+                    Ok(Ok(false)) => criterion.message.clone(),
+                    Ok(Err(e)) => format!("{} (evaluation failed: {e})", criterion.message),
+                    Err(reason) => format!("{} ({reason})", criterion.message),
                 };
                 Some(MoveViolation {
                     kind: ViolationKind::StageCriterion,
@@ -926,6 +1085,142 @@ mod tests {
             fields,
             ["pipeline.stages", "pipeline.stages[1].entry_criteria"]
         );
+    }
+
+    fn with_criteria(stage: usize, expressions: &[&str]) -> PipelineDefinition {
+        let mut def = default_pipeline();
+        def.stages[stage].entry_criteria = expressions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| criterion(&format!("c{i}"), "Costly", e))
+            .collect();
+        def
+    }
+
+    #[test]
+    fn criteria_above_the_cost_limit_are_refused_naming_them() {
+        let cube = criteria::cost::tests::cube();
+        let mut def = with_criteria(1, &["true", &cube]);
+        def.stages[1].entry_criteria[1].id = CriterionId::parse("cube").unwrap();
+        let violations = compile(def).unwrap_err();
+        assert_eq!(violations.len(), 1, "{violations:#?}");
+        assert_eq!(
+            violations[0].field,
+            "pipeline.stages[1].entry_criteria[1].expression"
+        );
+        let description = &violations[0].description;
+        assert!(
+            description.starts_with("criterion \"cube\": its estimated cost is "),
+            "{description}"
+        );
+        assert!(
+            description.contains(&format!(
+                "above the limit of {MAX_CRITERION_COST} per criterion"
+            )),
+            "{description}"
+        );
+    }
+
+    #[test]
+    fn a_stage_s_criteria_share_one_cost_limit() {
+        let costly =
+            criteria::cost::tests::costing_between(MAX_STAGE_COST / 3 + 1, MAX_CRITERION_COST - 10);
+        let def = with_criteria(1, &[&costly, "true", &costly, &costly, &costly]);
+        let violations = compile(def).unwrap_err();
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        // The third costly criterion takes the sum over; the fourth too, as the limit holds
+        // for what is left.
+        assert_eq!(
+            fields,
+            [
+                "pipeline.stages[1].entry_criteria[3].expression",
+                "pipeline.stages[1].entry_criteria[4].expression"
+            ],
+            "{violations:#?}"
+        );
+        assert!(
+            violations[0]
+                .description
+                .starts_with("criterion \"c3\": its estimated cost of "),
+            "{}",
+            violations[0].description
+        );
+        assert!(
+            violations[0]
+                .description
+                .contains(&format!("above the limit of {MAX_STAGE_COST} per stage")),
+            "{}",
+            violations[0].description
+        );
+        // Two fit, in every stage of the pipeline: the limit is per stage (per move).
+        let mut def = default_pipeline();
+        for stage in &mut def.stages {
+            stage.entry_criteria = (0..2)
+                .map(|i| criterion(&format!("c{i}"), "Costly", &costly))
+                .collect();
+        }
+        let p = compile(def).unwrap();
+        for stage in &p.definition().stages {
+            assert!(p.entry_cost(&stage.key) <= MAX_STAGE_COST);
+        }
+    }
+
+    #[test]
+    fn stored_criteria_above_the_limits_are_never_evaluated() {
+        let cube = criteria::cost::tests::cube();
+        let def = with_criteria(1, &["lead.title != \"\"", &cube]);
+        assert!(compile(def.clone()).is_err());
+        let p = compile_stored(def).expect("a stored pipeline loads");
+        assert!(p.entry_cost(&key("qualification")) < 100);
+        let lead = bare_lead("lead_generation");
+        let violations = p.check_move(&lead, &key("qualification")).unwrap_err();
+        assert_eq!(subjects(&violations), ["c1"]);
+        assert!(
+            violations[0]
+                .description
+                .starts_with("Costly (not evaluated: its estimated cost is "),
+            "{}",
+            violations[0].description
+        );
+        assert!(p.check_move(&lead, &key("closed_lost")).is_err());
+        assert_eq!(
+            subjects(&p.check_entry(&lead, &key("qualification"))),
+            ["c1"]
+        );
+    }
+
+    #[test]
+    fn a_gate_can_skip_criteria() {
+        let p = default_compiled();
+        let lead = qualified_lead("qualification");
+        let asked = std::sync::Mutex::new(Vec::new());
+        let gate = |index: usize, expr: &CompiledExpression| {
+            asked
+                .lock()
+                .unwrap()
+                .push((index, expr.source().to_owned()));
+            if index == 2 {
+                Err("skipped".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let violations = p
+            .check_move_with(&lead, &key("proposal"), &gate)
+            .unwrap_err();
+        assert_eq!(subjects(&violations), ["bant_need"]);
+        assert_eq!(
+            violations[0].description,
+            "BANT: the need is stated (skipped)"
+        );
+        assert_eq!(asked.lock().unwrap().len(), 4);
+        assert_eq!(
+            p.criterion_source(&key("proposal"), 2),
+            Some("lead.bant.need != \"\"")
+        );
+        let unevaluated = p.unevaluated(&key("proposal"), 1, "why").unwrap();
+        assert_eq!(unevaluated.subject, "bant_authority");
+        assert!(p.unevaluated(&key("proposal"), 9, "why").is_none());
     }
 
     #[test]

@@ -21,6 +21,10 @@ on_both_backends!(
     list_pipelines_pages_through_every_pipeline,
     removing_a_stage_races_with_moves_into_it,
     a_thousand_long_violations_still_arrive_as_invalid_argument,
+    costly_criteria_are_refused_before_they_run,
+    a_stage_s_criteria_share_one_cost_limit,
+    costlier_criteria_still_steer_moves,
+    stored_criteria_above_the_limits_are_never_evaluated,
 );
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -1118,4 +1122,218 @@ async fn a_thousand_long_violations_still_arrive_as_invalid_argument(app: TestAp
     assert!(!fields.is_empty());
     assert!(fields[0].starts_with("pipeline.stages[0]"), "{fields:?}");
     assert!(status.message().contains(" more ("), "{}", status.message());
+}
+
+// ---- evaluation cost --------------------------------------------------------------------
+
+/// How long a test waits for a call that must not evaluate anything costly.
+const PROMPT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Three nested `all` over list literals of 300 elements: 27 million iterations in 1.8 KB.
+fn cube() -> String {
+    let list = format!("[{}]", vec!["1"; 300].join(","));
+    format!("{list}.all(x, {list}.all(y, {list}.all(z, x == y && y == z)))")
+}
+
+/// A criterion whose estimated cost lies within `low..=high`.
+fn costing_between(low: u64, high: u64) -> String {
+    let ints = |n: usize| {
+        let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        format!("[{}]", items.join(","))
+    };
+    (2..400)
+        .map(|n| format!("{}.all(x, {}.all(y, x != y || x >= 0))", ints(n), ints(n)))
+        .find(|e| {
+            let cost = leadpipe::domain::criteria::compile_stored(e)
+                .expect("compiles")
+                .cost();
+            (low..=high).contains(&cost)
+        })
+        .expect("some size lands in the range")
+}
+
+/// CreatePipeline, failing the test if it takes longer than [`PROMPT`].
+async fn create_pipeline_promptly(
+    app: &TestApp,
+    pipeline: pb::Pipeline,
+) -> Result<pb::Pipeline, tonic::Status> {
+    let mut request = tonic::Request::new(pb::CreatePipelineRequest {
+        pipeline: Some(pipeline),
+    });
+    request.set_timeout(PROMPT);
+    let mut client = app.pipelines.clone();
+    tokio::time::timeout(PROMPT, client.create_pipeline(request))
+        .await
+        .expect("CreatePipeline answers promptly")
+        .map(|r| r.into_inner())
+}
+
+async fn costly_criteria_are_refused_before_they_run(app: TestApp) {
+    let cube = cube();
+    assert!((1_800..1_900).contains(&cube.len()), "{}", cube.len());
+    let mut pipeline = enterprise("cubed");
+    pipeline.stages[1]
+        .entry_criteria
+        .push(criterion("cube", "Costly", &cube));
+    let status = create_pipeline_promptly(&app, pipeline).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        bad_request_fields(&status),
+        ["pipeline.stages[1].entry_criteria[0].expression"]
+    );
+    let description =
+        bad_request_description(&status, "pipeline.stages[1].entry_criteria[0].expression");
+    assert!(
+        description.starts_with("criterion \"cube\": its estimated cost is "),
+        "{description}"
+    );
+    let limit = leadpipe::domain::criteria::cost::MAX_CRITERION_COST;
+    assert!(
+        description.contains(&format!("above the limit of {limit} per criterion")),
+        "{description}"
+    );
+    assert_eq!(
+        get_pipeline(&app, "cubed").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+async fn a_stage_s_criteria_share_one_cost_limit(app: TestApp) {
+    use leadpipe::domain::criteria::cost::{MAX_CRITERION_COST, MAX_STAGE_COST};
+    let costly = costing_between(MAX_STAGE_COST / 3 + 1, MAX_CRITERION_COST - 10);
+    let mut pipeline = enterprise("heavy");
+    pipeline.stages[1].entry_criteria = (0..3)
+        .map(|i| criterion(&format!("heavy_{i}"), "Costly", &costly))
+        .collect();
+    let status = create_pipeline_promptly(&app, pipeline.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let field = "pipeline.stages[1].entry_criteria[2].expression";
+    assert_eq!(bad_request_fields(&status), [field]);
+    let description = bad_request_description(&status, field);
+    assert!(
+        description.starts_with("criterion \"heavy_2\": its estimated cost of "),
+        "{description}"
+    );
+    assert!(
+        description.contains(&format!("above the limit of {MAX_STAGE_COST} per stage")),
+        "{description}"
+    );
+    // Two fit in a stage, and the limit is per stage: another stage may hold two more.
+    pipeline.stages[1].entry_criteria.pop();
+    pipeline.stages[2].entry_criteria = pipeline.stages[1].entry_criteria.clone();
+    create_pipeline_promptly(&app, pipeline).await.unwrap();
+}
+
+async fn costlier_criteria_still_steer_moves(app: TestApp) {
+    use leadpipe::app::evaluation::INLINE_COST;
+    // Above the inline threshold: evaluated off the async workers.
+    let short_labels = "lead.labels.all(k, size(lead.labels[k]) < 100)";
+    let cost = leadpipe::domain::criteria::compile_stored(short_labels)
+        .unwrap()
+        .cost();
+    assert!(cost > INLINE_COST, "{cost}");
+    let words: Vec<String> = (0..36).map(|i| format!("\"source-{i:02}\"")).collect();
+    let mut pipeline = enterprise("labelled");
+    pipeline.stages[1].entry_criteria = vec![
+        criterion("short_labels", "Label values are short", short_labels),
+        criterion(
+            "known_source",
+            "The source is a known one",
+            &format!("lead.source in [{}]", words.join(",")),
+        ),
+        criterion(
+            "tiered",
+            "The lead has a tier",
+            r#"lead.labels.exists(k, k.startsWith("tier") && lead.labels[k] != "")"#,
+        ),
+    ];
+    create_pipeline_promptly(&app, pipeline).await.unwrap();
+    let lead = create_in(
+        &app,
+        "labelled",
+        pb::Lead {
+            source: "source-07".into(),
+            ..new_lead("Labelled")
+        },
+    )
+    .await;
+    set_label(&app, &lead.id, "tier_level", &"x".repeat(150)).await;
+    assert_refused(&app, &lead.id, "demo", &[unmet("short_labels")]).await;
+    set_label(&app, &lead.id, "tier_level", "gold").await;
+    assert_moves(&app, &lead.id, "demo").await;
+}
+
+async fn stored_criteria_above_the_limits_are_never_evaluated(app: TestApp) {
+    use leadpipe::domain::criteria::cost::MAX_CRITERION_COST;
+    use leadpipe::domain::ids::{CriterionId, PipelineId, TenantId};
+    use leadpipe::domain::pipeline::{Criterion, Pipeline};
+    use leadpipe::domain::policy::default_pipeline;
+
+    // Saved before there were cost limits: written to the database directly.
+    let mut definition = default_pipeline();
+    definition.rules.allow_skip = true;
+    definition.stages[1].entry_criteria = vec![Criterion {
+        id: CriterionId::parse("cube").unwrap(),
+        message: "Costly".into(),
+        expression: cube(),
+    }];
+    definition.stages[3].entry_criteria.clear();
+    let now = chrono::Utc::now();
+    let legacy = Pipeline {
+        id: PipelineId::parse("legacy").unwrap(),
+        definition,
+        create_time: now,
+        update_time: now,
+        version: 1,
+    };
+    let db = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    leadpipe::store::pipelines::insert(&db, &TenantId::default_tenant(), &legacy)
+        .await
+        .unwrap();
+    db.close().await.ok();
+
+    let stored = tokio::time::timeout(PROMPT, get_pipeline(&app, "legacy"))
+        .await
+        .expect("GetPipeline answers promptly")
+        .unwrap();
+    assert_eq!(stored.stages[1].entry_criteria[0].id, "cube");
+    let lead = tokio::time::timeout(PROMPT, create_in(&app, "legacy", new_lead("Old rules")))
+        .await
+        .expect("CreateLead answers promptly");
+    let check = tokio::time::timeout(PROMPT, check_move(&app, &lead.id, "qualification"))
+        .await
+        .expect("CheckMove answers promptly");
+    assert!(!check.allowed);
+    assert_eq!(check_violations(&check), [unmet("cube")]);
+    let description = &check.violations[0].description;
+    assert!(
+        description.starts_with("Costly (not evaluated: its estimated cost is "),
+        "{description}"
+    );
+    assert!(
+        description.contains(&format!(
+            "above the limit of {MAX_CRITERION_COST} per criterion"
+        )),
+        "{description}"
+    );
+    let status = tokio::time::timeout(PROMPT, move_to(&app, &lead.id, "qualification"))
+        .await
+        .expect("MoveLead answers promptly")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(precondition_violations(&status), [unmet("cube")]);
+
+    // Moves elsewhere work, and replacing the criterion makes the stage usable again.
+    assert_moves(&app, &lead.id, "negotiation").await;
+    let mut stages = stored.stages.clone();
+    stages[1].entry_criteria[0].expression = "lead.title != \"\"".into();
+    let update = pb::Pipeline {
+        id: "legacy".into(),
+        stages: stages.clone(),
+        ..Default::default()
+    };
+    update_pipeline(&app, update, &["stages"]).await.unwrap();
+    assert_moves(&app, &lead.id, "qualification").await;
 }
