@@ -14,6 +14,7 @@ use tonic::{Code, Streaming};
 on_both_backends!(
     tenant_b_cannot_touch_tenant_a_through_any_rpc,
     calls_without_a_valid_key_are_unauthenticated,
+    ambiguous_credentials_are_unauthenticated,
     revocation_takes_effect_at_once,
     roles_limit_what_a_key_may_do,
     auto_mode_requires_keys_once_one_exists,
@@ -715,6 +716,86 @@ async fn calls_without_a_valid_key_are_unauthenticated(app: TestApp) {
     // Nothing was created by the refused calls.
     let list = list_leads(&app.clients_for(&good).await, "").await;
     assert_eq!(list.total_size, 1);
+}
+
+/// Sends every listed `authorization` value, in order, with each call.
+#[derive(Clone)]
+struct EveryValue(Vec<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for EveryValue {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        for value in &self.0 {
+            request
+                .metadata_mut()
+                .append("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn ambiguous_credentials_are_unauthenticated(app: TestApp) {
+    use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
+
+    let app = restart_with_auth(app).await;
+    let acme = create_key(&app, "acme", Role::Admin).await;
+    let globex = create_key(&app, "globex", Role::Admin).await;
+    let lead = create_lead(&app.clients_for(&acme).await, contacted("acme's"), "").await;
+    let bearer = |key: &TestKey| format!("Bearer {}", key.key).parse().unwrap();
+    let cases = [
+        ("two tenants' keys", vec![bearer(&acme), bearer(&globex)]),
+        ("the other order", vec![bearer(&globex), bearer(&acme)]),
+        ("one key twice", vec![bearer(&acme), bearer(&acme)]),
+        (
+            "a key and garbage",
+            vec![bearer(&acme), "Bearer not-a-key".parse().unwrap()],
+        ),
+    ];
+    for (what, values) in cases {
+        let mut leads =
+            LeadServiceClient::with_interceptor(app.channel().await, EveryValue(values));
+        let status = leads
+            .get_lead(pb::GetLeadRequest {
+                id: lead.id.clone(),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert!(
+            status.message().contains("send exactly one"),
+            "{what}: {status:?}"
+        );
+        let created = leads
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(new_lead("ambiguous")),
+                request_id: String::new(),
+            })
+            .await;
+        assert_eq!(code(created), Code::Unauthenticated, "{what}: CreateLead");
+        let watch = leads
+            .watch_stage_changes(pb::WatchStageChangesRequest::default())
+            .await;
+        assert_eq!(
+            code(watch),
+            Code::Unauthenticated,
+            "{what}: WatchStageChanges"
+        );
+    }
+    // Nothing was written by the refused calls, in either tenant.
+    assert_eq!(
+        list_leads(&app.clients_for(&acme).await, "")
+            .await
+            .total_size,
+        1
+    );
+    assert_eq!(
+        list_leads(&app.clients_for(&globex).await, "")
+            .await
+            .total_size,
+        0
+    );
 }
 
 async fn revocation_takes_effect_at_once(app: TestApp) {
