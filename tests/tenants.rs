@@ -16,6 +16,7 @@ on_both_backends!(
     calls_without_a_valid_key_are_unauthenticated,
     ambiguous_credentials_are_unauthenticated,
     revocation_takes_effect_at_once,
+    revocation_ends_open_streams_on_every_replica,
     roles_limit_what_a_key_may_do,
     auto_mode_requires_keys_once_one_exists,
 );
@@ -833,6 +834,58 @@ async fn revocation_takes_effect_at_once(app: TestApp) {
     // A new connection with the revoked key is refused too.
     let fresh = app.clients_for(&doomed).await;
     assert_eq!(code(history(&fresh, &lead.id).await), Code::Unauthenticated);
+}
+
+/// `leadpipe keys revoke` is another process: each replica learns of it only from the database.
+async fn revocation_ends_open_streams_on_every_replica(app: TestApp) {
+    let backend = app.backend;
+    let database_url = app.database_url.clone();
+    let dir = app.stop().await;
+    let mut settings = settings_with_auth(&database_url);
+    settings.event_poll_interval = Duration::from_millis(200);
+    let app = spawn_app_with(backend, settings.clone(), dir).await;
+    let replica = spawn_app_with(backend, settings, None).await;
+
+    let doomed = create_key(&app, "acme", Role::Reader).await;
+    let kept = create_key(&app, "acme", Role::Writer).await;
+    let writer = app.clients_for(&kept).await;
+    let mut streams = Vec::new();
+    for server in [&app, &replica] {
+        let doomed_stream = watch(
+            &server.clients_for(&doomed).await,
+            pb::WatchStageChangesRequest::default(),
+        )
+        .await
+        .expect("the key is valid when the stream opens");
+        let kept_stream = watch(
+            &server.clients_for(&kept).await,
+            pb::WatchStageChangesRequest::default(),
+        )
+        .await
+        .expect("open");
+        streams.push((doomed_stream, kept_stream));
+    }
+    let lead = create_lead(&writer, contacted("watched"), "").await;
+    for (doomed_stream, kept_stream) in &mut streams {
+        assert_eq!(next_event(doomed_stream).await.lead_id, lead.id);
+        assert_eq!(next_event(kept_stream).await.lead_id, lead.id);
+    }
+
+    revoke_key(&app, &doomed).await;
+
+    for (doomed_stream, _) in &mut streams {
+        let ended = tokio::time::timeout(Duration::from_secs(20), doomed_stream.message())
+            .await
+            .expect("the revoked key's stream ends within the bound");
+        let status = ended.expect_err("the stream ends with an error");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("revoked"), "{status:?}");
+    }
+    // The other key's streams still deliver, on both replicas.
+    let later = create_lead(&writer, contacted("after the revocation"), "").await;
+    for (_, kept_stream) in &mut streams {
+        assert_eq!(next_event(kept_stream).await.lead_id, later.id);
+    }
 }
 
 async fn roles_limit_what_a_key_may_do(app: TestApp) {

@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 
 use super::guard::Readiness;
 use crate::app::RequestContext;
-use crate::app::api_keys::{KeyRejected, KeyService, Role};
+use crate::app::api_keys::{KeyName, KeyRejected, KeyService, Role};
 use crate::store::{Store, StoreError};
 
 /// When the server asks for API keys.
@@ -229,7 +229,7 @@ impl Shared {
         headers: &http::HeaderMap,
         path: &str,
         needed: Role,
-    ) -> Result<RequestContext, Status> {
+    ) -> Result<(RequestContext, Option<KeyName>), Status> {
         if !self.readiness.is_ready() {
             return Err(Status::unavailable(
                 "the database is not reachable yet; the server keeps trying. Retry with backoff",
@@ -253,7 +253,7 @@ impl Shared {
                     "this call needs an API key: send the metadata `authorization: Bearer <key>`",
                 ))
             } else {
-                Ok(RequestContext::anonymous())
+                Ok((RequestContext::anonymous(), None))
             };
         };
         let key = header
@@ -277,7 +277,7 @@ impl Shared {
                 principal.key, principal.role
             )));
         }
-        Ok(principal.context())
+        Ok((principal.context(), Some(principal.key)))
     }
 }
 
@@ -338,8 +338,12 @@ where
                 .authorize(request.headers(), request.uri().path(), needed)
                 .await;
             match authorized {
-                Ok(ctx) => {
+                Ok((ctx, key)) => {
                     request.extensions_mut().insert(ctx);
+                    // Streams re-check it while they are open (see `EventHub::subscribe`).
+                    if let Some(key) = key {
+                        request.extensions_mut().insert(key);
+                    }
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
