@@ -37,6 +37,9 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// One value, made once at start-up: boxing the serve settings to even out the variants would
+// buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (the default). Migrations run first.
@@ -229,6 +232,13 @@ pub struct ServeArgs {
     /// Calls a tenant may make in a burst before the per-second rate applies.
     #[arg(long, env = "LEADPIPE_RATE_LIMIT_BURST", default_value_t = 4000)]
     pub rate_limit_burst: u32,
+    /// The most connections open at once; further ones are closed as they arrive (0: no limit).
+    #[arg(long, env = "LEADPIPE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// How long a new connection has to complete its first request, TLS handshake and HTTP/2
+    /// preface included, before it is closed (`0s`: no deadline).
+    #[arg(long, env = "LEADPIPE_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub first_request_timeout: Duration,
     /// How long a call waits for a database connection before failing with UNAVAILABLE; also
     /// the connect timeout. Keeps calls fast when the database is gone.
     #[arg(long, env = "LEADPIPE_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -261,6 +271,8 @@ impl Default for ServeArgs {
             request_timeout: Duration::from_secs(30),
             rate_limit_per_second: 2000,
             rate_limit_burst: 4000,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
+            first_request_timeout: crate::server::DEFAULT_FIRST_REQUEST_TIMEOUT,
             db_timeout: Duration::from_secs(2),
             metrics_listen: None,
             otlp_endpoint: None,
@@ -282,6 +294,9 @@ impl ServeArgs {
                 request_timeout: (!self.request_timeout.is_zero()).then_some(self.request_timeout),
                 rate_limit_per_second: self.rate_limit_per_second,
                 rate_limit_burst: self.rate_limit_burst,
+                max_connections: (self.max_connections > 0).then_some(self.max_connections),
+                first_request_timeout: (!self.first_request_timeout.is_zero())
+                    .then_some(self.first_request_timeout),
             },
             metrics: self.metrics_listen.is_some(),
             cors_allowed_origins: self.cors_allowed_origins.clone(),
@@ -485,6 +500,8 @@ mod precedence_tests {
              listen = \"127.0.0.1:6000\"\n\
              rate_limit_burst = 7\n\
              request_timeout = \"5s\"\n\
+             max_connections = 0\n\
+             first_request_timeout = \"250ms\"\n\
              metrics_listen = \"127.0.0.1:9464\"\n",
         );
         let path = file.path().to_str().unwrap();
@@ -495,12 +512,24 @@ mod precedence_tests {
             assert_eq!(serve.listen, "127.0.0.1:6000".parse().unwrap());
             assert_eq!(serve.rate_limit_burst, 7);
             assert_eq!(serve.request_timeout, Duration::from_secs(5));
+            let limits = serve.settings(&cli.database).limits;
+            assert_eq!(limits.max_connections, None, "0 turns the limit off");
+            assert_eq!(
+                limits.first_request_timeout,
+                Some(Duration::from_millis(250))
+            );
             assert_eq!(
                 serve.metrics_listen,
                 Some("127.0.0.1:9464".parse().unwrap())
             );
             // Untouched settings keep their defaults.
             assert_eq!(serve.rate_limit_per_second, 2000);
+            let defaults = ServeArgs::default().settings(&cli.database).limits;
+            assert_eq!(defaults.max_connections, Some(10_000));
+            assert_eq!(
+                defaults.first_request_timeout,
+                Some(Duration::from_secs(10))
+            );
             assert_eq!(cli.database.db_pool_size, 8);
         }
         // Global settings reach the other subcommands too.

@@ -20,6 +20,7 @@ use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
 use crate::app::pipelines::PipelineService;
 use crate::grpc::auth::{AuthLayer, AuthMode, AuthRefused};
+use crate::grpc::connections::{ConnectionLimits, FirstRequestLayer, LimitedIncoming};
 use crate::grpc::forecast_service::ForecastApi;
 use crate::grpc::guard::{GuardConfig, GuardLayer, Readiness};
 use crate::grpc::lead_service::LeadApi;
@@ -104,6 +105,11 @@ impl TlsSettings {
     }
 }
 
+/// Default of `Limits::max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default of `Limits::first_request_timeout`.
+pub const DEFAULT_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Limits that protect the server from abusive or runaway clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -117,6 +123,12 @@ pub struct Limits {
     pub rate_limit_per_second: u32,
     /// Requests a tenant may send in a burst above the sustained rate.
     pub rate_limit_burst: u32,
+    /// The most connections open at once; further ones are closed as they arrive. None for no
+    /// limit.
+    pub max_connections: Option<usize>,
+    /// How long a new connection has to complete its first request (TLS handshake and HTTP
+    /// preamble included) before it is closed; None for no deadline.
+    pub first_request_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -127,6 +139,8 @@ impl Default for Limits {
             request_timeout: Some(Duration::from_secs(30)),
             rate_limit_per_second: 2000,
             rate_limit_burst: 4000,
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            first_request_timeout: Some(DEFAULT_FIRST_REQUEST_TIMEOUT),
         }
     }
 }
@@ -336,7 +350,10 @@ impl App {
         // after it, and every service, handles both protocols alike. Observation sees every
         // call, refused ones included. The guard reads the tenant from the RequestContext that
         // authentication puts into the request's extensions, so it comes after that layer.
+        // Marking a connection as having completed a request comes first, so that every request
+        // counts, preflights included.
         let result = server
+            .layer(FirstRequestLayer)
             .layer(tower::util::option_layer(cors))
             .layer(tonic_web::GrpcWebLayer::new())
             .layer(observe)
@@ -383,7 +400,13 @@ impl App {
             // Without TCP_NODELAY, responses larger than one segment wait for the client's
             // delayed ACK (about 40 ms).
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                LimitedIncoming::new(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    ConnectionLimits {
+                        max_connections: limits.max_connections,
+                        first_request_timeout: limits.first_request_timeout,
+                    },
+                ),
                 shutdown,
             )
             .await;

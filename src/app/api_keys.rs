@@ -318,6 +318,13 @@ impl KeyService {
         api_keys::any_active(self.store.reader()).await
     }
 
+    /// Whether the key still exists and is not revoked: for streams, which outlive the check
+    /// made when they opened.
+    pub async fn is_active(&self, name: &KeyName) -> Result<bool, StoreError> {
+        let row = api_keys::find(self.store.reader(), &name.tenant, &name.id).await?;
+        Ok(row.is_some_and(|row| row.revoke_time.is_none()))
+    }
+
     /// Checks a presented key against the database: one primary-key read per call, so a
     /// revocation is seen by the next request on every replica.
     pub async fn authenticate(&self, key: &str) -> Result<Principal, KeyRejected> {

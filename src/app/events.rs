@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+use super::api_keys::{KeyName, KeyService};
 use super::{AppError, RequestContext};
 use crate::domain::history::StageChangeEvent;
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
@@ -90,10 +91,15 @@ pub struct EventHub {
     /// Open streams per tenant, and the most each tenant may hold.
     open_streams: Arc<Mutex<HashMap<TenantId, usize>>>,
     max_streams_per_tenant: AtomicUsize,
+    keys: Arc<KeyChecks>,
 }
 
 impl EventHub {
     pub fn new(store: Store, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let keys = Arc::new(KeyChecks {
+            keys: KeyService::new(store.clone()),
+            recent: Mutex::default(),
+        });
         Arc::new(Self {
             store,
             feeds: Mutex::new(HashMap::new()),
@@ -102,6 +108,7 @@ impl EventHub {
             relay: Mutex::new(None),
             open_streams: Arc::default(),
             max_streams_per_tenant: AtomicUsize::new(DEFAULT_MAX_STREAMS_PER_TENANT),
+            keys,
         })
     }
 
@@ -193,10 +200,13 @@ impl EventHub {
     }
 
     /// Starts a stream: events above `after` (or, when None, events committed from now on) that
-    /// match `filter`.
+    /// match `filter`. A stream opened with an API key `key` re-reads the key from the database
+    /// every poll interval, and ends with UNAUTHENTICATED once it is revoked: revocation is a
+    /// write by another process, which every replica sees only in the database.
     pub async fn subscribe(
         self: &Arc<Self>,
         ctx: &RequestContext,
+        key: Option<KeyName>,
         after: Option<i64>,
         filter: EventFilter,
     ) -> Result<EventStream, AppError> {
@@ -231,6 +241,7 @@ impl EventHub {
             shutdown: self.shutdown.clone(),
             feed,
             poll_interval: self.poll_interval(),
+            key: key.map(|key| (key, self.keys.clone())),
             _permit: permit,
         };
         tokio::spawn(subscriber.run(live));
@@ -383,6 +394,44 @@ impl Drop for StreamPermit {
     }
 }
 
+/// Whether API keys are still valid, each read at most once per poll interval however many of
+/// its streams ask.
+struct KeyChecks {
+    keys: KeyService,
+    recent: Mutex<HashMap<String, (tokio::time::Instant, bool)>>,
+}
+
+impl KeyChecks {
+    /// Whether `key` is still valid, as read within the last `max_age`. A failed read counts as
+    /// valid: streams stay open through a database outage, and the next check reads again.
+    async fn is_active(&self, key: &KeyName, max_age: Duration) -> bool {
+        let name = key.to_string();
+        let now = tokio::time::Instant::now();
+        let cached = {
+            let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.get(&name).copied()
+        };
+        if let Some((read, active)) = cached
+            && now.duration_since(read) < max_age
+        {
+            return active;
+        }
+        match self.keys.is_active(key).await {
+            Ok(active) => {
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                // Keys whose streams have all ended would otherwise stay here for good.
+                recent.retain(|_, (read, _)| now.duration_since(*read) < max_age);
+                recent.insert(name, (now, active));
+                active
+            }
+            Err(error) => {
+                tracing::warn!(%key, %error, "cannot re-check a stream's API key; retrying");
+                true
+            }
+        }
+    }
+}
+
 struct Subscriber {
     store: Store,
     tenant: TenantId,
@@ -393,6 +442,8 @@ struct Subscriber {
     shutdown: watch::Receiver<bool>,
     feed: Arc<TenantFeed>,
     poll_interval: Duration,
+    /// The API key the stream was opened with, re-checked every poll interval.
+    key: Option<(KeyName, Arc<KeyChecks>)>,
     _permit: StreamPermit,
 }
 
@@ -417,11 +468,23 @@ impl Subscriber {
             return stop;
         }
         let mut shutdown = self.shutdown.clone();
+        // Its own timer, unlike the idle check below, so that a busy stream is checked too.
+        let mut key_check = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.poll_interval,
+            self.poll_interval,
+        );
+        key_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let received = tokio::select! {
                 received = live.recv() => received,
                 _ = shutdown.changed() => return Stop::Failed(self.shutting_down()),
                 _ = self.out.closed() => return Stop::ClientGone,
+                _ = key_check.tick(), if self.key.is_some() => {
+                    if let Err(stop) = self.check_key().await {
+                        return stop;
+                    }
+                    continue;
+                }
                 // A tailer that another subscriber started while this one caught up may begin
                 // past events this catch-up read did not see yet; they are never fanned out, and
                 // without a later event nothing would reveal the gap. When idle, compare with
@@ -536,6 +599,19 @@ impl Subscriber {
         }
         self.cursor = sequence;
         Ok(())
+    }
+
+    async fn check_key(&self) -> Result<(), Stop> {
+        let Some((key, checks)) = &self.key else {
+            return Ok(());
+        };
+        if checks.is_active(key, self.poll_interval).await {
+            return Ok(());
+        }
+        Err(Stop::Failed(AppError::Unauthenticated(format!(
+            "the API key {key} was revoked; the stream ended after sequence {}",
+            self.cursor
+        ))))
     }
 
     fn shutting_down(&self) -> AppError {

@@ -79,6 +79,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     ShuttingDown(String),
+    /// The caller's credentials are no longer valid (for example a stream's key was revoked).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A per-tenant limit (for example open streams) is reached.
     #[error("{0}")]
     ResourceExhausted(String),

@@ -163,6 +163,18 @@ fn compile_in(expression: &str, mode: Mode) -> Result<CompiledExpression, Compil
             estimated_cost: None,
         });
     }
+    if let Some(offset) = long_unary_chain(expression) {
+        let (line, column) = line_and_column(expression, offset);
+        return Err(CompileError {
+            message: format!(
+                "`!` or `-` is repeated more than {MAX_DEPTH} times in a row; each counts as a \
+                 level of the expression tree"
+            ),
+            line,
+            column,
+            estimated_cost: None,
+        });
+    }
     // The CEL parser recurses deeply (in a debug build some 100 KiB of stack per bracket), more
     // than a Tokio worker's 2 MiB allow for a hostile expression: compile on a thread of its own
     // with room to spare. A panic in the parser becomes an error, not a crash.
@@ -217,6 +229,45 @@ fn too_deeply_nested(expression: &str) -> Option<usize> {
             }
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
             _ => {}
+        }
+    }
+    None
+}
+
+/// The byte offset of the first `!` or `-` that makes a run of them (outside string literals,
+/// spaces between them allowed) longer than [`MAX_DEPTH`]. The parser folds such a run into at
+/// most one operator, so the tree-depth check never sees it, but it still recurses once per
+/// operator, and the documented limit counts each one as a level.
+fn long_unary_chain(expression: &str) -> Option<usize> {
+    let mut run = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut chars = expression.char_indices().peekable();
+    while let Some((offset, c)) = chars.next() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => {
+                quote = Some(c);
+                run = 0;
+            }
+            '!' if chars.peek().is_some_and(|&(_, next)| next == '=') => run = 0,
+            '!' | '-' => {
+                run += 1;
+                if run > MAX_DEPTH {
+                    return Some(offset);
+                }
+            }
+            _ if c.is_whitespace() => {}
+            _ => run = 0,
         }
     }
     None
@@ -743,6 +794,27 @@ pub(crate) mod tests {
             compiled >= 3,
             "most shapes compile at the limit ({compiled})"
         );
+    }
+
+    #[test]
+    fn long_chains_of_unary_operators_are_refused() {
+        for op in ["!", "-", "! "] {
+            let operand = if op.trim() == "!" { "true" } else { "1 > 0" };
+            let at_limit = format!("{}{operand}", op.repeat(MAX_DEPTH));
+            assert!(compile(&at_limit).is_ok(), "{at_limit}");
+            let over = format!("{}{operand}", op.repeat(MAX_DEPTH + 1));
+            let error = compile(&over).unwrap_err();
+            assert!(error.message.contains("repeated more than 32"), "{error}");
+            assert_eq!(error.column, op.len() * MAX_DEPTH + 1, "{error}");
+        }
+        let longest = format!("{}true", "!".repeat(MAX_EXPRESSION_LEN - 4));
+        assert!(compile(&longest).is_err());
+        // `!=`, subtraction and operators inside strings are not chains.
+        let fine = format!(
+            "lead.title != \"{}\" && 1 - -1 == 2 && !(lead.title != \"x\")",
+            "!".repeat(100)
+        );
+        assert!(compile(&fine).is_ok(), "{:?}", compile(&fine).err());
     }
 
     #[test]

@@ -108,16 +108,12 @@ impl Etag {
     }
 }
 
+/// A title is required, and otherwise held to the rules of every text field.
 pub fn validate_title(title: &str) -> Result<(), String> {
-    let len = title.chars().count();
     if title.trim().is_empty() {
         Err("is required".into())
-    } else if len > MAX_TEXT_LEN {
-        Err(format!(
-            "must be at most {MAX_TEXT_LEN} characters, got {len}"
-        ))
     } else {
-        Ok(())
+        validate_text(title, MAX_TEXT_LEN)
     }
 }
 
@@ -188,6 +184,7 @@ mod tests {
         assert!(validate_title("  ").is_err());
         assert!(validate_title(&"x".repeat(200)).is_ok());
         assert!(validate_title(&"x".repeat(201)).is_err());
+        assert!(validate_title("bell\u{7}").is_err());
     }
 
     #[test]

@@ -61,6 +61,43 @@ impl Money {
     }
 }
 
+/// An exact sum of non-negative amounts. Each amount fits in i64 units, a total may not:
+/// summing in nanos in an i128 keeps any total of up to some 10^10 maximal amounts exact, so it
+/// is never rounded, and never clipped where it is reported (see [`Total::parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Total {
+    /// None once the sum overflowed even an i128.
+    nanos: Option<i128>,
+}
+
+impl Default for Total {
+    fn default() -> Self {
+        Self { nanos: Some(0) }
+    }
+}
+
+impl Total {
+    pub fn add(&mut self, units: i64, nanos: i32) {
+        let amount = i128::from(units) * i128::from(NANOS_PER_UNIT) + i128::from(nanos);
+        self.nanos = self.nanos.and_then(|sum| sum.checked_add(amount));
+    }
+
+    pub fn add_total(&mut self, other: Total) {
+        self.nanos = self
+            .nanos
+            .zip(other.nanos)
+            .and_then(|(a, b)| a.checked_add(b));
+    }
+
+    /// `(units, nanos)` as in google.type.Money, or None when the units do not fit an i64.
+    pub fn parts(&self) -> Option<(i64, i32)> {
+        let nanos = self.nanos?;
+        let units = i64::try_from(nanos.div_euclid(i128::from(NANOS_PER_UNIT))).ok()?;
+        let rest = nanos.rem_euclid(i128::from(NANOS_PER_UNIT)) as i32;
+        Some((units, rest))
+    }
+}
+
 /// A non-negative decimal such as `10000` or `99.95`, split into units and nanos for comparing
 /// against stored amounts.
 pub fn parse_decimal_amount(text: &str) -> Result<(i64, i32), String> {
@@ -86,6 +123,25 @@ pub fn parse_decimal_amount(text: &str) -> Result<(i64, i32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn totals_are_exact_and_refuse_what_does_not_fit() {
+        let mut total = Total::default();
+        assert_eq!(total.parts(), Some((0, 0)));
+        total.add(i64::MAX, 999_999_999);
+        assert_eq!(total.parts(), Some((i64::MAX, 999_999_999)));
+        total.add(0, 1);
+        assert_eq!(total.parts(), None, "one nano past the largest");
+
+        let mut total = Total::default();
+        total.add(9_007_199_254_740_993, 0); // 2^53 + 1: not a double
+        total.add(0, 600_000_000);
+        total.add(0, 600_000_000);
+        assert_eq!(total.parts(), Some((9_007_199_254_740_994, 200_000_000)));
+        let mut twice = total;
+        twice.add_total(total);
+        assert_eq!(twice.parts(), Some((18_014_398_509_481_988, 400_000_000)));
+    }
 
     #[test]
     fn money_rejects_bad_parts() {

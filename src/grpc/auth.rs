@@ -1,6 +1,6 @@
 //! Authentication and authorisation: a tower layer in front of every gRPC service.
 //!
-//! A call carries `authorization: Bearer <key>`. The layer checks the key against the database
+//! A call carries one `authorization: Bearer <key>` (several are refused). The layer checks the key against the database
 //! on every call (one primary-key read, so a revocation applies to the next call on every
 //! replica), checks the key's role against the method, and puts the caller's
 //! [`RequestContext`] (the key's tenant, and `key:<tenant>_<id>` as the actor) into the request's
@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 
 use super::guard::Readiness;
 use crate::app::RequestContext;
-use crate::app::api_keys::{KeyRejected, KeyService, Role};
+use crate::app::api_keys::{KeyName, KeyRejected, KeyService, Role};
 use crate::store::{Store, StoreError};
 
 /// When the server asks for API keys.
@@ -226,14 +226,26 @@ impl Shared {
     /// The caller's context, or the status that refuses the call.
     async fn authorize(
         &self,
-        header: Option<&http::HeaderValue>,
+        headers: &http::HeaderMap,
         path: &str,
         needed: Role,
-    ) -> Result<RequestContext, Status> {
+    ) -> Result<(RequestContext, Option<KeyName>), Status> {
         if !self.readiness.is_ready() {
             return Err(Status::unavailable(
                 "the database is not reachable yet; the server keeps trying. Retry with backoff",
             ));
+        }
+        // Proxies and clients disagree on which of several values counts, so a call that
+        // carries more than one is refused rather than run as whichever comes first.
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let header = values.next();
+        let more = values.count();
+        if more > 0 {
+            return Err(Status::unauthenticated(format!(
+                "the call has {} authorization metadata entries; send exactly one, \
+                 `authorization: Bearer <key>`",
+                more + 1
+            )));
         }
         let Some(header) = header else {
             return if self.required().await.map_err(unavailable)? {
@@ -241,7 +253,7 @@ impl Shared {
                     "this call needs an API key: send the metadata `authorization: Bearer <key>`",
                 ))
             } else {
-                Ok(RequestContext::anonymous())
+                Ok((RequestContext::anonymous(), None))
             };
         };
         let key = header
@@ -265,7 +277,7 @@ impl Shared {
                 principal.key, principal.role
             )));
         }
-        Ok(principal.context())
+        Ok((principal.context(), Some(principal.key)))
     }
 }
 
@@ -325,15 +337,15 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let authorized = shared
-                .authorize(
-                    request.headers().get(http::header::AUTHORIZATION),
-                    request.uri().path(),
-                    needed,
-                )
+                .authorize(request.headers(), request.uri().path(), needed)
                 .await;
             match authorized {
-                Ok(ctx) => {
+                Ok((ctx, key)) => {
                     request.extensions_mut().insert(ctx);
+                    // Streams re-check it while they are open (see `EventHub::subscribe`).
+                    if let Some(key) = key {
+                        request.extensions_mut().insert(key);
+                    }
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),

@@ -99,7 +99,9 @@ pub fn lead_fields_from_proto(
     }
     let bant = lead.bant.clone().unwrap_or_default();
     LeadFields {
-        title: text(violations, &path("title"), &lead.title, MAX_TEXT_LEN),
+        // Checked above with the rest of what a title needs; checking it here as well would
+        // report a title that is too long twice.
+        title: lead.title.trim().to_owned(),
         company: text(violations, &path("company"), &lead.company, MAX_TEXT_LEN),
         contact_name: text(
             violations,

@@ -63,6 +63,7 @@ impl From<AppError> for Status {
             },
             AppError::ShuttingDown(message) => Status::unavailable(message),
             AppError::ResourceExhausted(message) => Status::resource_exhausted(message),
+            AppError::Unauthenticated(message) => Status::unauthenticated(message),
             AppError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 Status::internal("internal error")

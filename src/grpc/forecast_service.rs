@@ -7,13 +7,14 @@ use tonic::{Request, Response, Status};
 use super::convert::{datetime_to_timestamp, timestamp_to_datetime};
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
+use crate::app::AppError;
 use crate::app::forecast::metrics::{MetricsQuery, StageReport};
 use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
-use crate::app::forecast::{Amounts, ForecastService};
+use crate::app::forecast::{Amounts, ForecastService, Totals};
 use crate::domain::Violations;
 use crate::domain::forecast::PeriodKind;
 use crate::domain::ids::{LeadId, PipelineId};
-use crate::domain::money::CurrencyCode;
+use crate::domain::money::{CurrencyCode, Total};
 
 const DEFAULT_SIMULATIONS: i32 = 1000;
 const MAX_HORIZON: i32 = 36;
@@ -22,12 +23,18 @@ pub struct ForecastApi {
     pub forecasts: ForecastService,
 }
 
-fn money(currency: &str, value: f64) -> pb::Money {
+/// An estimate as Money, or OUT_OF_RANGE when its units do not fit the API's int64: casting
+/// would clip it to the largest int64 and report a wrong number as if it were right.
+fn money(currency: &str, value: f64) -> Result<pb::Money, Status> {
     let value = if value.is_finite() {
         value.max(0.0)
     } else {
         0.0
     };
+    // 2^63, the first double past i64::MAX.
+    if value >= i64::MAX as f64 {
+        return Err(too_large(currency));
+    }
     let units = value.trunc();
     let mut nanos = ((value - units) * 1e9).round() as i32;
     let mut units = units as i64;
@@ -35,15 +42,42 @@ fn money(currency: &str, value: f64) -> pb::Money {
         units += 1;
         nanos -= 1_000_000_000;
     }
-    pb::Money {
+    Ok(pb::Money {
         currency_code: currency.to_owned(),
         units,
         nanos,
-    }
+    })
 }
 
-fn amounts(values: &Amounts) -> Vec<pb::Money> {
+/// An exact total as Money, or OUT_OF_RANGE when its units do not fit the API's int64.
+fn total(currency: &str, total: &Total) -> Result<pb::Money, Status> {
+    let (units, nanos) = total.parts().ok_or_else(|| too_large(currency))?;
+    Ok(pb::Money {
+        currency_code: currency.to_owned(),
+        units,
+        nanos,
+    })
+}
+
+fn too_large(currency: &str) -> Status {
+    AppError::OutOfRange {
+        message: format!(
+            "an amount in {currency} adds up to more than {} units, the most that Money.units \
+             (int64) can hold; narrow the request (another pipeline, or a filter on the leads \
+             behind it) or split the amounts across pipelines",
+            i64::MAX
+        ),
+        oldest_available: None,
+    }
+    .into()
+}
+
+fn amounts(values: &Amounts) -> Result<Vec<pb::Money>, Status> {
     values.iter().map(|(c, v)| money(c, *v)).collect()
+}
+
+fn totals(values: &Totals) -> Result<Vec<pb::Money>, Status> {
+    values.iter().map(|(c, t)| total(c, t)).collect()
 }
 
 fn hours(value: Option<f64>) -> Option<ProtoDuration> {
@@ -148,12 +182,12 @@ fn forecast_query(
     })
 }
 
-fn stage_metrics(stage: &StageReport) -> pb::StageMetrics {
-    pb::StageMetrics {
+fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
+    Ok(pb::StageMetrics {
         stage: stage.stage.clone(),
         open_count: stage.open_count,
-        open_amount: amounts(&stage.open_amount),
-        weighted_amount: amounts(&stage.weighted_amount),
+        open_amount: totals(&stage.open_amount)?,
+        weighted_amount: amounts(&stage.weighted_amount)?,
         entered_count: stage.entered,
         advanced_count: stage.advanced,
         lost_count: stage.lost,
@@ -163,23 +197,23 @@ fn stage_metrics(stage: &StageReport) -> pb::StageMetrics {
         p90_time_in_stage: hours(stage.p90_hours),
         stuck_count: stage.stuck,
         learned_win_probability: stage.learned_win_probability,
-    }
+    })
 }
 
-fn period_forecast(currency: &str, report: &PeriodReport) -> pb::PeriodForecast {
+fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodForecast, Status> {
     let range = report.range.expect("every report has its period");
-    pb::PeriodForecast {
+    Ok(pb::PeriodForecast {
         start_time: Some(datetime_to_timestamp(range.start)),
         end_time: Some(datetime_to_timestamp(range.end)),
-        closed_won_amount: Some(money(currency, report.closed_won)),
-        expected_amount: Some(money(currency, report.expected)),
-        p10_amount: Some(money(currency, report.p10)),
-        p50_amount: Some(money(currency, report.p50)),
-        p90_amount: Some(money(currency, report.p90)),
-        commit_amount: Some(money(currency, report.commit)),
-        best_case_amount: Some(money(currency, report.best_case)),
-        pipeline_amount: Some(money(currency, report.pipeline)),
-    }
+        closed_won_amount: Some(money(currency, report.closed_won)?),
+        expected_amount: Some(money(currency, report.expected)?),
+        p10_amount: Some(money(currency, report.p10)?),
+        p50_amount: Some(money(currency, report.p50)?),
+        p90_amount: Some(money(currency, report.p90)?),
+        commit_amount: Some(money(currency, report.commit)?),
+        best_case_amount: Some(money(currency, report.best_case)?),
+        pipeline_amount: Some(total(currency, &report.pipeline)?),
+    })
 }
 
 fn relative_error(error: f64, actual: f64) -> f64 {
@@ -218,11 +252,15 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             start_time: Some(datetime_to_timestamp(report.start)),
             end_time: Some(datetime_to_timestamp(report.end)),
             as_of: Some(datetime_to_timestamp(report.as_of)),
-            stages: report.stages.iter().map(stage_metrics).collect(),
+            stages: report
+                .stages
+                .iter()
+                .map(stage_metrics)
+                .collect::<Result<_, _>>()?,
             win_rate: report.win_rate,
             median_time_to_close: hours(report.median_time_to_close_hours),
-            average_won_amount: amounts(&report.average_won_amount),
-            sales_velocity: amounts(&report.sales_velocity),
+            average_won_amount: amounts(&report.average_won_amount)?,
+            sales_velocity: amounts(&report.sales_velocity)?,
             bottleneck_stage: report.bottleneck_stage,
             bottleneck_explanation: report.bottleneck_explanation,
             open_count: report.open_count,
@@ -251,7 +289,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         Ok(Response::new(pb::ListStuckLeadsResponse {
             stuck_leads: stuck
                 .iter()
-                .map(|s| {
+                .map(|s| -> Result<_, Status> {
                     let currency = s
                         .lead
                         .fields
@@ -259,7 +297,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
                         .as_ref()
                         .map(|m| m.currency.as_str().to_owned())
                         .unwrap_or_default();
-                    pb::StuckLead {
+                    Ok(pb::StuckLead {
                         lead: Some((&s.lead).into()),
                         time_in_stage: Some(ProtoDuration {
                             seconds: s.time_in_stage.num_seconds(),
@@ -270,10 +308,10 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
                             nanos: 0,
                         }),
                         threshold_kind: s.threshold_kind.to_owned(),
-                        value_at_risk: Some(money(&currency, s.value_at_risk)),
-                    }
+                        value_at_risk: Some(money(&currency, s.value_at_risk)?),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
         }))
@@ -341,7 +379,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
                 .periods
                 .iter()
                 .map(|p| period_forecast(&currency, p))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             currency_code: currency,
             open_leads: report.open_leads as i64,
             simulations: simulations as i32,
@@ -377,26 +415,26 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             periods: report
                 .periods
                 .iter()
-                .map(|p| {
+                .map(|p| -> Result<_, Status> {
                     let range = p.range.expect("every report has its period");
                     let error = (p.p50 - p.actual).abs();
                     let naive_error = (p.naive - p.actual).abs();
-                    pb::BacktestPeriod {
+                    Ok(pb::BacktestPeriod {
                         start_time: Some(datetime_to_timestamp(range.start)),
                         end_time: Some(datetime_to_timestamp(range.end)),
-                        actual_amount: Some(money(&currency, p.actual)),
-                        predicted_amount: Some(money(&currency, p.p50)),
-                        p10_amount: Some(money(&currency, p.p10)),
-                        p90_amount: Some(money(&currency, p.p90)),
+                        actual_amount: Some(money(&currency, p.actual)?),
+                        predicted_amount: Some(money(&currency, p.p50)?),
+                        p10_amount: Some(money(&currency, p.p10)?),
+                        p90_amount: Some(money(&currency, p.p90)?),
                         absolute_error: error,
                         percentage_error: relative_error(error, p.actual),
                         actual_within_p10_p90: p.p10 <= p.actual + 1e-6 && p.actual <= p.p90 + 1e-6,
-                        naive_predicted_amount: Some(money(&currency, p.naive)),
+                        naive_predicted_amount: Some(money(&currency, p.naive)?),
                         naive_absolute_error: naive_error,
                         naive_percentage_error: relative_error(naive_error, p.actual),
-                    }
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
             currency_code: currency,
             brier_score: report.brier.unwrap_or(0.0),
             naive_brier_score: report.naive_brier.unwrap_or(0.0),

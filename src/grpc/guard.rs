@@ -230,7 +230,7 @@ impl Shared {
 
 /// Client-streaming calls last as long as the client keeps sending (an import of a million leads
 /// takes minutes), so the server's default deadline does not apply to them.
-const CLIENT_STREAMING: &[&str] = &["/leadpipe.v1.LeadService/ImportLeads"];
+pub(crate) const CLIENT_STREAMING: &[&str] = &["/leadpipe.v1.LeadService/ImportLeads"];
 
 /// The sooner of the server's default deadline and the client's `grpc-timeout`.
 fn deadline<B>(request: &Request<B>, default: Option<Duration>) -> Option<Duration> {

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::convert::lead_fields_from_proto;
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
+use crate::app::api_keys::KeyName;
 use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
 use crate::app::import::ImportService;
@@ -104,12 +105,13 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::WatchStageChangesRequest>,
     ) -> Result<Response<Self::WatchStageChangesStream>, Status> {
         let ctx = context(&request);
+        let key = request.extensions().get::<KeyName>().cloned();
         let request = request.into_inner();
         let filter = event_filter(&request)?;
         let events = self
             .leads
             .events()
-            .subscribe(&ctx, request.after_sequence, filter)
+            .subscribe(&ctx, key, request.after_sequence, filter)
             .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
             item.map(|event| pb::StageChangeEvent::from(event.as_ref()))

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod connections;
 pub mod convert;
 pub mod error;
 pub mod forecast_service;

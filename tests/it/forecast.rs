@@ -18,6 +18,7 @@ on_both_backends!(
     learned_probabilities_recover_the_synthetic_truth,
     forecasts_are_seeded_ranges_per_currency,
     backtests_cover_the_actual_and_beat_the_naive_pipeline,
+    totals_are_exact_or_out_of_range,
 );
 
 async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
@@ -261,6 +262,91 @@ async fn metrics_follow_their_definitions_on_a_small_history(app: TestApp) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// Sums of amounts near the int64 limit: exact while they fit Money.units, OUT_OF_RANGE once
+/// they do not, never clipped to i64::MAX (nor rounded through a double).
+async fn totals_are_exact_or_out_of_range(app: TestApp) {
+    // 2^62 + 1: a double rounds it to 2^62, and two of them reach 2^63, one past i64::MAX.
+    const BIG: i64 = (1 << 62) + 1;
+    let big_lead = |title: &str| pb::Lead {
+        amount: Some(money("EUR", BIG)),
+        ..new_lead(title)
+    };
+    create(&app, big_lead("first")).await;
+    let metrics = || async {
+        forecasts(&app)
+            .await
+            .get_pipeline_metrics(pb::GetPipelineMetricsRequest::default())
+            .await
+    };
+    let forecast = || async {
+        forecasts(&app)
+            .await
+            .get_forecast(pb::GetForecastRequest {
+                currency_code: "EUR".into(),
+                horizon_periods: 24,
+                simulations: 100,
+                seed: 3,
+                ..Default::default()
+            })
+            .await
+    };
+    let open_amount = |metrics: &pb::PipelineMetrics| {
+        let stage = &metrics.stages[0];
+        assert_eq!(stage.stage, "lead_generation");
+        stage
+            .open_amount
+            .iter()
+            .map(|m| (m.currency_code.clone(), m.units, m.nanos))
+            .collect::<Vec<_>>()
+    };
+    let pipeline_total = |forecast: &pb::Forecast| {
+        let amounts: Vec<(i64, i32)> = forecast
+            .periods
+            .iter()
+            .filter_map(|p| p.pipeline_amount.as_ref())
+            .filter(|m| m.units != 0 || m.nanos != 0)
+            .map(|m| (m.units, m.nanos))
+            .collect();
+        assert_eq!(amounts.len(), 1, "one period holds the lead: {amounts:?}");
+        amounts[0]
+    };
+
+    let one = metrics().await.expect("one lead fits").into_inner();
+    assert_eq!(open_amount(&one), vec![("EUR".to_string(), BIG, 0)]);
+    let one = forecast().await.expect("one lead fits").into_inner();
+    assert_eq!(pipeline_total(&one), (BIG, 0));
+
+    create(&app, big_lead("second")).await;
+    let status = metrics().await.expect_err("2^63 + 2 does not fit");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("EUR") && status.message().contains("9223372036854775807"),
+        "{status:?}"
+    );
+    let status = forecast().await.expect_err("2^63 + 2 does not fit");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+
+    // Another currency is summed on its own, and still fits.
+    let mut usd = big_lead("dollars");
+    usd.amount = Some(money("USD", i64::MAX));
+    create(&app, usd).await;
+    let status = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            currency_code: "USD".into(),
+            horizon_periods: 24,
+            simulations: 100,
+            seed: 3,
+            ..Default::default()
+        })
+        .await;
+    match status {
+        Ok(forecast) => assert_eq!(pipeline_total(&forecast.into_inner()), (i64::MAX, 0)),
+        // The simulated amounts are estimates in doubles, where i64::MAX reads as 2^63.
+        Err(status) => assert_eq!(status.code(), Code::OutOfRange, "{status:?}"),
+    }
 }
 
 async fn import_synthetic(app: &TestApp, leads: usize, seed: u64) -> synthetic::SyntheticPipeline {

@@ -11,6 +11,7 @@ use tonic::Code;
 on_both_backends!(
     create_then_get_round_trips,
     create_rejects_every_bad_field_at_once,
+    each_violation_is_reported_once,
     get_reports_not_found_and_bad_ids,
     create_retries_with_one_request_id_create_one_lead,
     request_id_reuse_with_another_request_is_refused,
@@ -184,6 +185,69 @@ async fn create_rejects_every_bad_field_at_once(app: TestApp) {
     assert_eq!(
         bad_request_fields(&unknown_pipeline),
         vec!["lead.pipeline_id".to_string()]
+    );
+}
+
+/// A title that is too long once was reported twice, in the details and in the message.
+async fn each_violation_is_reported_once(app: TestApp) {
+    let too_long = |title: String| pb::Lead {
+        title,
+        owner: "o".repeat(201),
+        ..Default::default()
+    };
+    let status = app
+        .leads
+        .clone()
+        .create_lead(pb::CreateLeadRequest {
+            lead: Some(too_long("x".repeat(201))),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&status),
+        vec!["lead.title".to_string(), "lead.owner".to_string()]
+    );
+    assert_eq!(
+        status.message(),
+        "invalid request: lead.title: must be at most 200 characters, got 201; \
+         lead.owner: must be at most 200 characters, got 201"
+    );
+
+    let lead = create(&app, new_lead("short")).await;
+    let status = app
+        .leads
+        .clone()
+        .update_lead(pb::UpdateLeadRequest {
+            lead: Some(pb::Lead {
+                id: lead.id,
+                ..too_long("y".repeat(300))
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["title".into(), "owner".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&status),
+        vec!["lead.title".to_string(), "lead.owner".to_string()]
+    );
+    // A title with a control character is refused as other text fields are, once.
+    let status = app
+        .leads
+        .clone()
+        .create_lead(pb::CreateLeadRequest {
+            lead: Some(new_lead("bell\u{7}")),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.message(),
+        "invalid request: lead.title: must not contain control characters"
     );
 }
 

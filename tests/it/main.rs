@@ -7,6 +7,7 @@
 mod common;
 
 mod bulk;
+mod connections;
 mod deploy;
 mod faults;
 mod forecast;

@@ -430,6 +430,27 @@ async fn invalid_definitions_name_each_bad_field(app: TestApp) {
     );
     assert!(description.contains("amout"), "{description}");
 
+    // A long run of `!` is as deep as the operators it repeats, though the parser folds it.
+    for expression in [
+        format!("{}true", "!".repeat(4090)),
+        format!("{}lead.amount.value > 0.0", "- ".repeat(33)),
+    ] {
+        let mut pipeline = enterprise("broken");
+        pipeline.stages[3].entry_criteria[0].expression = expression;
+        let status = assert_invalid(
+            &app,
+            pipeline,
+            &["pipeline.stages[3].entry_criteria[0].expression"],
+        )
+        .await;
+        let description =
+            bad_request_description(&status, "pipeline.stages[3].entry_criteria[0].expression");
+        assert!(
+            description.contains("repeated more than 32 times"),
+            "{description}"
+        );
+    }
+
     // An expression that is not a bool.
     let mut pipeline = enterprise("broken");
     pipeline.stages[3].entry_criteria[0].expression = "lead.amount.value".into();

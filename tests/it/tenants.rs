@@ -14,7 +14,9 @@ use tonic::{Code, Streaming};
 on_both_backends!(
     tenant_b_cannot_touch_tenant_a_through_any_rpc,
     calls_without_a_valid_key_are_unauthenticated,
+    ambiguous_credentials_are_unauthenticated,
     revocation_takes_effect_at_once,
+    revocation_ends_open_streams_on_every_replica,
     roles_limit_what_a_key_may_do,
     auto_mode_requires_keys_once_one_exists,
 );
@@ -717,6 +719,86 @@ async fn calls_without_a_valid_key_are_unauthenticated(app: TestApp) {
     assert_eq!(list.total_size, 1);
 }
 
+/// Sends every listed `authorization` value, in order, with each call.
+#[derive(Clone)]
+struct EveryValue(Vec<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for EveryValue {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        for value in &self.0 {
+            request
+                .metadata_mut()
+                .append("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn ambiguous_credentials_are_unauthenticated(app: TestApp) {
+    use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
+
+    let app = restart_with_auth(app).await;
+    let acme = create_key(&app, "acme", Role::Admin).await;
+    let globex = create_key(&app, "globex", Role::Admin).await;
+    let lead = create_lead(&app.clients_for(&acme).await, contacted("acme's"), "").await;
+    let bearer = |key: &TestKey| format!("Bearer {}", key.key).parse().unwrap();
+    let cases = [
+        ("two tenants' keys", vec![bearer(&acme), bearer(&globex)]),
+        ("the other order", vec![bearer(&globex), bearer(&acme)]),
+        ("one key twice", vec![bearer(&acme), bearer(&acme)]),
+        (
+            "a key and garbage",
+            vec![bearer(&acme), "Bearer not-a-key".parse().unwrap()],
+        ),
+    ];
+    for (what, values) in cases {
+        let mut leads =
+            LeadServiceClient::with_interceptor(app.channel().await, EveryValue(values));
+        let status = leads
+            .get_lead(pb::GetLeadRequest {
+                id: lead.id.clone(),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+        assert!(
+            status.message().contains("send exactly one"),
+            "{what}: {status:?}"
+        );
+        let created = leads
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(new_lead("ambiguous")),
+                request_id: String::new(),
+            })
+            .await;
+        assert_eq!(code(created), Code::Unauthenticated, "{what}: CreateLead");
+        let watch = leads
+            .watch_stage_changes(pb::WatchStageChangesRequest::default())
+            .await;
+        assert_eq!(
+            code(watch),
+            Code::Unauthenticated,
+            "{what}: WatchStageChanges"
+        );
+    }
+    // Nothing was written by the refused calls, in either tenant.
+    assert_eq!(
+        list_leads(&app.clients_for(&acme).await, "")
+            .await
+            .total_size,
+        1
+    );
+    assert_eq!(
+        list_leads(&app.clients_for(&globex).await, "")
+            .await
+            .total_size,
+        0
+    );
+}
+
 async fn revocation_takes_effect_at_once(app: TestApp) {
     let app = restart_with_auth(app).await;
     let doomed = create_key(&app, "acme", Role::Writer).await;
@@ -752,6 +834,58 @@ async fn revocation_takes_effect_at_once(app: TestApp) {
     // A new connection with the revoked key is refused too.
     let fresh = app.clients_for(&doomed).await;
     assert_eq!(code(history(&fresh, &lead.id).await), Code::Unauthenticated);
+}
+
+/// `leadpipe keys revoke` is another process: each replica learns of it only from the database.
+async fn revocation_ends_open_streams_on_every_replica(app: TestApp) {
+    let backend = app.backend;
+    let database_url = app.database_url.clone();
+    let dir = app.stop().await;
+    let mut settings = settings_with_auth(&database_url);
+    settings.event_poll_interval = Duration::from_millis(200);
+    let app = spawn_app_with(backend, settings.clone(), dir).await;
+    let replica = spawn_app_with(backend, settings, None).await;
+
+    let doomed = create_key(&app, "acme", Role::Reader).await;
+    let kept = create_key(&app, "acme", Role::Writer).await;
+    let writer = app.clients_for(&kept).await;
+    let mut streams = Vec::new();
+    for server in [&app, &replica] {
+        let doomed_stream = watch(
+            &server.clients_for(&doomed).await,
+            pb::WatchStageChangesRequest::default(),
+        )
+        .await
+        .expect("the key is valid when the stream opens");
+        let kept_stream = watch(
+            &server.clients_for(&kept).await,
+            pb::WatchStageChangesRequest::default(),
+        )
+        .await
+        .expect("open");
+        streams.push((doomed_stream, kept_stream));
+    }
+    let lead = create_lead(&writer, contacted("watched"), "").await;
+    for (doomed_stream, kept_stream) in &mut streams {
+        assert_eq!(next_event(doomed_stream).await.lead_id, lead.id);
+        assert_eq!(next_event(kept_stream).await.lead_id, lead.id);
+    }
+
+    revoke_key(&app, &doomed).await;
+
+    for (doomed_stream, _) in &mut streams {
+        let ended = tokio::time::timeout(Duration::from_secs(20), doomed_stream.message())
+            .await
+            .expect("the revoked key's stream ends within the bound");
+        let status = ended.expect_err("the stream ends with an error");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("revoked"), "{status:?}");
+    }
+    // The other key's streams still deliver, on both replicas.
+    let later = create_lead(&writer, contacted("after the revocation"), "").await;
+    for (_, kept_stream) in &mut streams {
+        assert_eq!(next_event(kept_stream).await.lead_id, later.id);
+    }
 }
 
 async fn roles_limit_what_a_key_may_do(app: TestApp) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use super::model::{dwell_estimates, features_of, fit_dwell, money_of, stage_index, stage_keys};
-use super::{Amounts, ForecastService};
+use super::{Amounts, ForecastService, Totals};
 use crate::app::{AppError, RequestContext, now};
 use crate::domain::forecast::KaplanMeier;
 use crate::domain::ids::PipelineId;
@@ -22,7 +22,7 @@ const HOURS_PER_DAY: f64 = 24.0;
 pub struct StageReport {
     pub stage: String,
     pub open_count: i64,
-    pub open_amount: Amounts,
+    pub open_amount: Totals,
     pub weighted_amount: Amounts,
     pub entered: i64,
     pub advanced: i64,
@@ -224,7 +224,11 @@ impl ForecastService {
             if let Some(money) = money_of(lead) {
                 let currency = money.currency.as_str().to_owned();
                 let p = model.score(i, &features_of(lead)).probability;
-                *report.open_amount.entry(currency.clone()).or_default() += money.value();
+                report
+                    .open_amount
+                    .entry(currency.clone())
+                    .or_default()
+                    .add(money.units, money.nanos);
                 *report.weighted_amount.entry(currency.clone()).or_default() += money.value() * p;
                 *open_by_currency.entry(currency).or_default() += 1;
             }

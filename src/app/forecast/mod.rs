@@ -26,6 +26,8 @@ use crate::store::{Store, leads, to_micros};
 
 /// Amounts per currency; different currencies are never added together.
 pub type Amounts = BTreeMap<String, f64>;
+/// Exact sums of amounts per currency, for the numbers that are plain totals.
+pub type Totals = BTreeMap<String, crate::domain::money::Total>;
 
 #[derive(Clone)]
 pub struct ForecastService {

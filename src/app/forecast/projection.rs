@@ -12,7 +12,7 @@ use crate::domain::forecast::{
     OpenDeal, PeriodKind, PeriodRange, brier_score, period_index, periods, simulate,
 };
 use crate::domain::ids::PipelineId;
-use crate::domain::money::CurrencyCode;
+use crate::domain::money::{CurrencyCode, Total};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
 use crate::store::analytics::{self, HistoryScope, LeadAt};
 use crate::store::{from_micros, to_micros};
@@ -42,7 +42,8 @@ pub struct PeriodReport {
     pub p90: f64,
     pub commit: f64,
     pub best_case: f64,
-    pub pipeline: f64,
+    /// Exact: a plain total of amounts.
+    pub pipeline: Total,
     /// Backtests only.
     pub actual: f64,
     pub naive: f64,
@@ -268,6 +269,7 @@ impl ForecastService {
         for (time, units, nanos) in won_before {
             if let Some(i) = period_index(periods, from_micros(time)) {
                 reports[i].closed_won += units as f64 + nanos as f64 / 1e9;
+                reports[i].pipeline.add(units, nanos);
             }
         }
         let simulated: Vec<OpenDeal> = deals
@@ -305,14 +307,13 @@ impl ForecastService {
             report.p90 = report.closed_won + outcome.p90;
             report.commit = report.closed_won;
             report.best_case = report.closed_won;
-            report.pipeline = report.closed_won;
         }
         for deal in deals {
             let Some(i) = period_index(periods, close_estimate(&model, deal, as_of)) else {
                 continue;
             };
             let report = &mut reports[i];
-            report.pipeline += deal.amount;
+            report.pipeline.add(deal.lead.units, deal.lead.nanos);
             if deal.probability >= BEST_CASE_PROBABILITY {
                 report.best_case += deal.amount;
             }
