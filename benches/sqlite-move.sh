@@ -18,7 +18,7 @@ LEADS=${LEADS:-1000}
 SYNCHRONOUS=${SYNCHRONOUS:-full normal}
 source benches/pin-cpus.sh
 
-cargo build --release --quiet --bin leadpipe --bin leadpipe-bench
+cargo build --release --quiet --bin leadpipe -p leadpipe-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -3,7 +3,7 @@
 pub mod app;
 pub mod bulk;
 pub mod config;
-pub mod domain;
+pub use leadpipe_domain as domain;
 pub mod grpc;
 pub mod health_cli;
 pub mod keys_cli;

@@ -183,7 +183,7 @@ fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::criteria::cost::tests::costing_between;
+    use crate::domain::criteria::cost::testing::costing_between;
     use crate::domain::ids::CriterionId;
     use crate::domain::pipeline::Criterion;
     use crate::domain::policy::{compile, default_pipeline};
@@ -204,7 +204,7 @@ mod tests {
     }
 
     fn lead(stage: &str) -> Lead {
-        let mut lead = crate::domain::criteria::tests::lead();
+        let mut lead = crate::domain::criteria::testing::lead();
         lead.stage = key(stage);
         lead
     }

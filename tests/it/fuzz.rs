@@ -8,7 +8,7 @@
 //!   fewer cases because each is a round trip.
 //!
 //! The filter parser and page tokens have property tests of their own, next to their code
-//! (`src/domain/filter.rs`, `src/domain/listing.rs`). Cases default to 256 (`PROPTEST_CASES`
+//! (`crates/leadpipe-domain/src/filter.rs`, `crates/leadpipe-domain/src/listing.rs`). Cases default to 256 (`PROPTEST_CASES`
 //! overrides); the live-server properties run a quarter of that, at least 16.
 
 use crate::common;

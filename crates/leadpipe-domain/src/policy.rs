@@ -633,9 +633,9 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::domain::ids::{LeadId, PipelineId};
-    use crate::domain::lead::{Bant, LeadFields};
-    use crate::domain::money::Money;
+    use crate::ids::{LeadId, PipelineId};
+    use crate::lead::{Bant, LeadFields};
+    use crate::money::Money;
 
     fn key(k: &str) -> StageKey {
         StageKey::parse(k).unwrap()
@@ -1123,8 +1123,10 @@ mod tests {
 
     #[test]
     fn a_stage_s_criteria_share_one_cost_limit() {
-        let costly =
-            criteria::cost::tests::costing_between(MAX_STAGE_COST / 3 + 1, MAX_CRITERION_COST - 10);
+        let costly = criteria::cost::testing::costing_between(
+            MAX_STAGE_COST / 3 + 1,
+            MAX_CRITERION_COST - 10,
+        );
         let def = with_criteria(1, &[&costly, "true", &costly, &costly, &costly]);
         let violations = compile(def).unwrap_err();
         let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();

@@ -3,7 +3,7 @@
 
 use nalgebra::{DMatrix, DVector};
 
-use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::pipeline::{PipelineDefinition, StageKind};
 
 /// Observed moves between stages (indices into `PipelineDefinition::stages`). Counts are `f64`
 /// so that callers may weight or decay them.
@@ -130,7 +130,7 @@ pub fn fit_chain(
     }
 }
 
-fn configured_probability(stage: &crate::domain::pipeline::Stage) -> f64 {
+fn configured_probability(stage: &crate::pipeline::Stage) -> f64 {
     match stage.kind {
         StageKind::Won => 1.0,
         StageKind::Lost => 0.0,
@@ -205,7 +205,7 @@ pub fn solve_win_probability(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::policy::default_pipeline;
+    use crate::policy::default_pipeline;
 
     // default_pipeline(): 0 lead_generation .1, 1 qualification .2, 2 proposal .4,
     // 3 negotiation .7, 4 closed_won, 5 closed_lost.

@@ -14,7 +14,7 @@ use cel::common::ast::{
     CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedEntryExpr, IdedExpr, LiteralValue, operators,
 };
 
-use crate::domain::lead::{
+use crate::lead::{
     MAX_EMAIL_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_LOST_REASON_LEN, MAX_TEXT_LEN,
 };
 
@@ -584,33 +584,40 @@ fn literal_shape(literal: &LiteralValue) -> Shape {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Expressions of a known estimated cost, for the tests of this crate and the crates built on it.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
     use super::*;
-    use crate::domain::policy::default_pipeline;
 
-    pub(crate) fn cost_of(expression: &str) -> Cost {
+    pub fn cost_of(expression: &str) -> Cost {
         let program = cel::Env::stdlib().compile(expression).expect("parses");
         estimate(program.expression())
     }
 
-    pub(crate) fn ints(n: usize) -> String {
+    pub fn ints(n: usize) -> String {
         let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
         format!("[{}]", items.join(","))
     }
+
+    /// A nested comprehension whose estimated cost is within `low..=high`.
+    pub fn costing_between(low: Cost, high: Cost) -> String {
+        (2..400)
+            .map(|n| format!("{}.all(x, {}.all(y, x != y || x >= 0))", ints(n), ints(n)))
+            .find(|e| (low..=high).contains(&cost_of(e)))
+            .expect("some size lands in the range")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::testing::{cost_of, ints};
+    use super::*;
+    use crate::policy::default_pipeline;
 
     /// The criterion: three nested `all` over list literals of 300 elements, 1.8 KB.
     pub(crate) fn cube() -> String {
         let list = format!("[{}]", vec!["1"; 300].join(","));
         format!("{list}.all(x, {list}.all(y, {list}.all(z, x == y && y == z)))")
-    }
-
-    /// A nested comprehension whose estimated cost is within `low..=high`.
-    pub(crate) fn costing_between(low: Cost, high: Cost) -> String {
-        (2..400)
-            .map(|n| format!("{}.all(x, {}.all(y, x != y || x >= 0))", ints(n), ints(n)))
-            .find(|e| (low..=high).contains(&cost_of(e)))
-            .expect("some size lands in the range")
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::domain::lead::Lead;
-use crate::domain::money::Money;
+use crate::lead::Lead;
+use crate::money::Money;
 
 /// Fewer closed leads than this and the attributes are ignored.
 pub const MIN_TRAINING_SIZE: u64 = 20;

@@ -724,12 +724,21 @@ fn line_and_column(source: &str, byte_offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Leads for the tests of this crate and the crates built on it.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    /// A lead with nothing set, as a brand-new lead looks.
+    pub fn lead() -> super::Lead {
+        super::sample_lead(false)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn lead() -> Lead {
-        sample_lead(false)
+        testing::lead()
     }
 
     fn eval(expression: &str, lead: &Lead) -> Result<bool, String> {

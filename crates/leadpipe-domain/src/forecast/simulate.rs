@@ -362,7 +362,7 @@ pub fn simulate_grouped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::forecast::periods::{PeriodKind, periods as make_periods};
+    use crate::forecast::periods::{PeriodKind, periods as make_periods};
     use chrono::{Duration, TimeZone};
 
     fn as_of() -> DateTime<Utc> {

@@ -111,7 +111,7 @@ pub fn check_history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::policy::default_pipeline;
+    use crate::policy::default_pipeline;
 
     fn change(from: Option<&str>, to: &str, day: i64) -> ImportedChange {
         ImportedChange {
