@@ -113,6 +113,15 @@ impl From<StoreError> for AppError {
                 )
             }
             StoreError::UniqueViolation(e) => AppError::AlreadyExists(e),
+            StoreError::OutOfRange(e) => {
+                tracing::warn!(error = %e, "a total does not fit 64 bits");
+                AppError::OutOfRange {
+                    message: "a total of amounts is too large for int64 units; narrow the \
+                              request (a pipeline, an owner, a time window)"
+                        .into(),
+                    oldest_available: None,
+                }
+            }
             StoreError::Corrupt(e) | StoreError::Database(e) => AppError::Internal(e),
         }
     }

@@ -41,6 +41,9 @@ pub enum StoreError {
     StorageFull(String),
     #[error("a row with the same key already exists: {0}")]
     UniqueViolation(String),
+    /// An aggregate (a sum of amounts) does not fit a 64-bit integer.
+    #[error("a total is out of the 64-bit range: {0}")]
+    OutOfRange(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -113,7 +116,10 @@ fn classify_sqlite(extended_code: i32, text: String) -> StoreError {
     const CANTOPEN: i32 = 14;
     const PROTOCOL: i32 = 15;
     const NOTADB: i32 = 26;
+    const ERROR: i32 = 1;
     match extended_code & 0xff {
+        // The one runtime error of SQLite's `sum()`; its text is the only way to tell it apart.
+        ERROR if text.contains("integer overflow") => StoreError::OutOfRange(text),
         BUSY | LOCKED => StoreError::Unavailable(text),
         FULL => StoreError::StorageFull(text),
         READONLY | IOERR | CANTOPEN | PROTOCOL => StoreError::StorageFailure(text),
@@ -128,11 +134,13 @@ fn classify_sqlite(extended_code: i32, text: String) -> StoreError {
 ///   connect now): the server or the connection went away;
 /// - 57014 (query canceled, as by `statement_timeout`), class 40 (serialization failure,
 ///   deadlock): the transaction did not commit, and a retry can;
+/// - 22003 (numeric value out of range): a sum that does not fit its 64-bit column;
 /// - 53100 (disk full), the rest of class 53 (out of memory, too many connections), and
 ///   class 58 (I/O error, system error): the server cannot do any write now.
 fn classify_sqlstate(code: &str, text: String) -> StoreError {
     match code {
         "53100" => StoreError::StorageFull(text),
+        "22003" => StoreError::OutOfRange(text),
         _ if code.starts_with("58") => StoreError::StorageFailure(text),
         _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("40") => {
             StoreError::Unavailable(text)

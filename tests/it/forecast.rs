@@ -19,6 +19,7 @@ on_both_backends!(
     forecasts_are_seeded_ranges_per_currency,
     backtests_cover_the_actual_and_beat_the_naive_pipeline,
     totals_are_exact_or_out_of_range,
+    won_amounts_past_int64_are_out_of_range,
 );
 
 async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
@@ -347,6 +348,34 @@ async fn totals_are_exact_or_out_of_range(app: TestApp) {
         // The simulated amounts are estimates in doubles, where i64::MAX reads as 2^63.
         Err(status) => assert_eq!(status.code(), Code::OutOfRange, "{status:?}"),
     }
+}
+
+/// The average won amount sums the won leads' amounts in the database: two won leads of 2^62 + 1
+/// each sum past int64, which is OUT_OF_RANGE, never INTERNAL and never a clipped figure.
+async fn won_amounts_past_int64_are_out_of_range(app: TestApp) {
+    const BIG: i64 = (1 << 62) + 1;
+    let t0 = Utc::now() - Duration::days(30);
+    let won = |id: &str| {
+        import_request(
+            id,
+            BIG,
+            vec![
+                change("", "lead_generation", t0),
+                change("lead_generation", "closed_won", t0 + Duration::days(3)),
+            ],
+        )
+    };
+    let metrics = || async {
+        forecasts(&app)
+            .await
+            .get_pipeline_metrics(pb::GetPipelineMetricsRequest::default())
+            .await
+    };
+    assert_eq!(import(&app, vec![won("won-1")]).await.imported, 1);
+    metrics().await.expect("one won amount fits");
+    assert_eq!(import(&app, vec![won("won-2")]).await.imported, 1);
+    let status = metrics().await.expect_err("their sum does not fit int64");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 }
 
 async fn import_synthetic(app: &TestApp, leads: usize, seed: u64) -> synthetic::SyntheticPipeline {
