@@ -205,3 +205,6 @@ def test_readme_example(readme_run, document, number):
 def test_readme_has_grpcurl_examples():
     """Guards against the extraction silently finding nothing."""
     assert len(BLOCKS) >= 10
+    found = {block.path for _, _, block in BLOCKS}
+    for path in ("README.md", "docs/tutorial.md", "docs/pipelines.md", "docs/importing.md"):
+        assert path in found, f"no grpcurl example found in {path}"
