@@ -2,7 +2,8 @@ use leadpipe::config::{Cli, Command};
 use leadpipe::server::{App, shutdown_signal};
 use leadpipe::store::Store;
 
-/// glibc malloc was about a third of the server's CPU when decoding rows and encoding replies.
+/// mimalloc rather than glibc malloc: decoding rows and encoding replies allocate many small,
+/// short-lived buffers across threads, which glibc serves slowly (BENCHMARKS.md, "The allocator change").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,6 @@
 //! An index for the history's entries into a stage over a time window, such as the wins of a
 //! forecast period. Without it SQLite answered those by walking every lead of the tenant and
-//! each lead's history: 1.8 s of a 2.7 s GetForecast over a million leads.
+//! each lead's history, which was most of a large GetForecast (BENCHMARKS.md, section 5).
 
 use sea_orm_migration::prelude::*;
 

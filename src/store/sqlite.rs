@@ -87,8 +87,9 @@ async fn outside_any_transaction(
 /// Without it SQLite marks a prepared statement stale whenever a value is bound to a parameter
 /// its plan looked at (`LIMIT ?`, which SeaORM uses for every single-row read, and with STAT4 any
 /// indexed comparison), and compiles it again on the next step. sqlx binds every parameter on
-/// every run, so the statement cache never helped: re-parsing took a third of the server's CPU
-/// under GetLead. With the guarantee each cached statement keeps the plan it was prepared with.
+/// every run, so the statement cache never helped and every single-row read was parsed again
+/// (BENCHMARKS.md, "The query-plan change"). With the guarantee each cached statement keeps the
+/// plan it was prepared with.
 async fn keep_query_plans(connection: &mut SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
     let mut handle = connection.lock_handle().await?;
     let db = handle.as_raw_handle().as_ptr();

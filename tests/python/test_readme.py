@@ -1,7 +1,10 @@
-"""Runs every grpcurl example in README.md against a freshly started `leadpipe serve`.
+"""Runs every grpcurl example of README.md and docs/**/*.md against a fresh `leadpipe serve`.
 
-The ```sh blocks that mention grpcurl run in README order in one bash session, as a reader
-pasting them into one shell would, so variables such as $LEAD carry from block to block.
+Each file's ```sh blocks that mention grpcurl run in the file's order in one bash session of
+their own, as a reader pasting them into one shell would, so variables such as $LEAD carry from
+block to block within a file. The files run one after another against the same server, README.md
+first and then docs/ in path order; the README's tour seeds the sample data that later guides
+query.
 `localhost:50051` becomes the test server's address, `leadpipe` on PATH is the binary under
 test, and LEADPIPE_DATABASE_URL points the `leadpipe keys` commands at the server's database.
 
@@ -24,7 +27,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / "README.md"
+
+
+def documents() -> list[Path]:
+    """README.md, then every Markdown file under docs/, in path order."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
 DIRECTIVE = re.compile(r"<!--\s*readme-check:\s*(skip|exit\s+(\d+))\b.*?-->")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 README_ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):50051\b")
@@ -34,6 +43,7 @@ RUN_TIMEOUT_SECONDS = 300
 
 @dataclass
 class Block:
+    path: str  # relative to the repository, e.g. docs/tutorial.md
     line: int  # where the fence opens, 1-based
     language: str
     code: str
@@ -42,7 +52,7 @@ class Block:
     expected_output: str | None = None
 
 
-def fenced_blocks(text: str) -> list[Block]:
+def fenced_blocks(path: str, text: str) -> list[Block]:
     lines = text.splitlines()
     blocks = []
     i = 0
@@ -59,7 +69,7 @@ def fenced_blocks(text: str) -> list[Block]:
             body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
             i += 1
         i += 1
-        block = Block(line=start + 1, language=language, code="\n".join(body) + "\n")
+        block = Block(path=path, line=start + 1, language=language, code="\n".join(body) + "\n")
         before = lines[start - 1] if start > 0 else ""
         directive = DIRECTIVE.search(before)
         if directive:
@@ -70,10 +80,10 @@ def fenced_blocks(text: str) -> list[Block]:
     return blocks
 
 
-def checked_blocks() -> list[Block]:
-    """The grpcurl blocks, each with the ```text block that directly follows it, if any."""
-    text = README.read_text()
-    blocks = fenced_blocks(text)
+def checked_blocks(document: Path) -> list[Block]:
+    """A file's grpcurl blocks, each with the ```text block that directly follows it, if any."""
+    text = document.read_text()
+    blocks = fenced_blocks(str(document.relative_to(REPO)), text)
     lines = text.splitlines()
     checked = []
     for index, block in enumerate(blocks):
@@ -102,7 +112,10 @@ def output_matches(expected: str, actual: str) -> bool:
     return True
 
 
-BLOCKS = checked_blocks()
+DOCUMENTS = [(document, checked_blocks(document)) for document in documents()]
+DOCUMENTS = [(document, blocks) for document, blocks in DOCUMENTS if blocks]
+BLOCKS = [(index, number, block) for index, (_, blocks) in enumerate(DOCUMENTS)
+          for number, block in enumerate(blocks)]
 
 
 def script_for(blocks: list[Block], address: str, results: Path) -> str:
@@ -131,49 +144,67 @@ def script_for(blocks: list[Block], address: str, results: Path) -> str:
 
 @pytest.fixture(scope="module")
 def readme_run(server, tmp_path_factory):
-    """Runs the README's blocks once per server; the tests below check each block's result."""
-    results = tmp_path_factory.mktemp("readme")
-    work = tmp_path_factory.mktemp("readme-cwd")
-    script = results / "readme.sh"
-    script.write_text(script_for(BLOCKS, server.address, results))
+    """Runs every file's blocks once per server, each file in its own shell and directory.
+
+    Returns one results directory per file; the tests below check each block's result.
+    """
     grpcurl = shutil.which("grpcurl")
     assert grpcurl, "grpcurl is not on PATH: pip install -r tests/python/requirements.txt"
-    assert shutil.which("jq"), "the README's examples use jq"
+    assert shutil.which("jq"), "the examples use jq"
     env = dict(
         os.environ,
         PATH=f"{server.binary.parent}{os.pathsep}{os.environ['PATH']}",
         LEADPIPE_DATABASE_URL=server.database_url,
         NO_COLOR="1",
     )
-    try:
-        subprocess.run(
-            ["bash", str(script)], cwd=work, env=env, timeout=RUN_TIMEOUT_SECONDS, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the README's examples did not finish within {RUN_TIMEOUT_SECONDS} s")
-    return results
+    runs = []
+    for document, blocks in DOCUMENTS:
+        results = tmp_path_factory.mktemp("examples")
+        work = tmp_path_factory.mktemp("examples-cwd")
+        script = results / "examples.sh"
+        script.write_text(script_for(blocks, server.address, results))
+        try:
+            subprocess.run(
+                ["bash", str(script)], cwd=work, env=env, timeout=RUN_TIMEOUT_SECONDS, check=False
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(
+                f"the examples of {document.relative_to(REPO)} did not finish within "
+                f"{RUN_TIMEOUT_SECONDS} s"
+            )
+        runs.append(results)
+    return runs
 
 
-@pytest.mark.parametrize("number", range(len(BLOCKS)), ids=[f"README.md:{b.line}" for b in BLOCKS])
-def test_readme_example(readme_run, number):
-    block = BLOCKS[number]
+@pytest.mark.parametrize(
+    ("document", "number"),
+    [(index, number) for index, number, _ in BLOCKS],
+    ids=[f"{block.path}:{block.line}" for _, _, block in BLOCKS],
+)
+def test_readme_example(readme_run, document, number):
+    block = DOCUMENTS[document][1][number]
+    where = f"{block.path}:{block.line}"
     if block.skip:
-        pytest.skip(f"README.md:{block.line} is marked readme-check: skip")
-    status_file = readme_run / f"{number}.status"
-    assert status_file.exists(), f"README.md:{block.line} did not run (an earlier block ended the shell)"
+        pytest.skip(f"{where} is marked readme-check: skip")
+    results = readme_run[document]
+    status_file = results / f"{number}.status"
+    assert status_file.exists(), f"{where} did not run (an earlier block ended the shell)"
     status, _, command = status_file.read_text().partition("\n")
-    output = (readme_run / f"{number}.out").read_text()
+    output = (results / f"{number}.out").read_text()
     assert int(status) == block.expected_exit, (
-        f"README.md:{block.line}: `{command.strip()}` exited {status}, "
+        f"{where}: `{command.strip()}` exited {status}, "
         f"expected {block.expected_exit}; output:\n{output}"
     )
     if block.expected_output is not None:
         assert output_matches(block.expected_output, output), (
-            f"README.md:{block.line}: the output does not match the text block after it.\n"
-            f"--- README\n{block.expected_output}--- actual\n{output}"
+            f"{where}: the output does not match the text block after it.\n"
+            f"--- {block.path}\n{block.expected_output}--- actual\n{output}"
         )
 
 
 def test_readme_has_grpcurl_examples():
     """Guards against the extraction silently finding nothing."""
     assert len(BLOCKS) >= 10
+    found = {block.path for _, _, block in BLOCKS}
+    for path in ("README.md", "docs/tutorial.md", "docs/pipelines.md", "docs/importing.md"):
+        assert path in found, f"no grpcurl example found in {path}"

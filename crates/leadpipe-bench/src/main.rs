@@ -54,7 +54,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// glibc malloc was about a third of the server's CPU when decoding rows and encoding replies.
+/// mimalloc rather than glibc malloc: decoding rows and encoding replies allocate many small,
+/// short-lived buffers across threads, which glibc serves slowly (BENCHMARKS.md, "The allocator change").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,7 +5,7 @@ use super::*;
 pub(crate) struct SubscriberState {
     /// Events whose change_time (unix µs) is at least this are recorded; i64::MAX: none.
     pub(crate) record_from_us: AtomicI64,
-    /// One histogram per shared channel: one per stream would take ~150 KiB × streams.
+    /// One histogram per shared channel: one per stream would multiply their memory by the streams.
     pub(crate) histograms: Vec<Mutex<Histogram<u64>>>,
     /// The highest sequence any stream has received.
     pub(crate) max_sequence: AtomicI64,

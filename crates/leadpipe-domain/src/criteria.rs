@@ -175,9 +175,9 @@ fn compile_in(expression: &str, mode: Mode) -> Result<CompiledExpression, Compil
             estimated_cost: None,
         });
     }
-    // The CEL parser recurses deeply (in a debug build some 100 KiB of stack per bracket), more
-    // than a Tokio worker's 2 MiB allow for a hostile expression: compile on a thread of its own
-    // with room to spare. A panic in the parser becomes an error, not a crash.
+    // The CEL parser recurses deeply, with large frames per bracket in a debug build, so a
+    // hostile expression needs more stack than a Tokio worker's 2 MiB: compile on a thread of its
+    // own with room to spare. A panic in the parser becomes an error, not a crash.
     std::thread::scope(|scope| {
         let compiling = std::thread::Builder::new()
             .name("cel-compile".into())
