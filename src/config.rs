@@ -18,6 +18,7 @@ use crate::domain::ids::TenantId;
 use crate::grpc::auth::AuthMode;
 use crate::server::{Limits, Settings, TlsSettings};
 
+use crate::defaults;
 use crate::store::{SqliteSync, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -170,7 +171,7 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "LEADPIPE_DATABASE_URL",
-        default_value = "sqlite://leadpipe.db",
+        default_value = defaults::DATABASE_URL,
         global = true
     )]
     pub database_url: String,
@@ -178,7 +179,7 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "LEADPIPE_DB_POOL_SIZE",
-        default_value_t = 8,
+        default_value_t = defaults::DB_POOL_SIZE,
         global = true
     )]
     pub db_pool_size: u32,
@@ -192,15 +193,20 @@ pub struct DatabaseArgs {
         global = true
     )]
     pub sqlite_synchronous: SqliteSync,
+    /// How long a call waits for a database connection, and on SQLite for the write lock that
+    /// another process holds, before failing with UNAVAILABLE; also the connect timeout. Keeps
+    /// calls fast when the database is gone.
+    #[arg(long, env = "LEADPIPE_DB_TIMEOUT", default_value = defaults::text(defaults::DB_TIMEOUT), value_parser = humantime::parse_duration, global = true)]
+    pub db_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "LEADPIPE_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "LEADPIPE_LISTEN", default_value_t = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// How long stage-change events stay replayable by WatchStageChanges, e.g. `7d` or `36h`.
-    #[arg(long, env = "LEADPIPE_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LEADPIPE_OUTBOX_RETENTION", default_value = defaults::text(defaults::OUTBOX_RETENTION), value_parser = humantime::parse_duration)]
     pub outbox_retention: Duration,
     /// When calls need an API key. auto: if any unrevoked key exists at start-up; with none,
     /// serve the `default` tenant without keys on a loopback address and refuse to start on any
@@ -217,32 +223,28 @@ pub struct ServeArgs {
     #[arg(long, env = "LEADPIPE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// The largest request or response message, in bytes, on every service.
-    #[arg(long, env = "LEADPIPE_MAX_MESSAGE_SIZE", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "LEADPIPE_MAX_MESSAGE_SIZE", default_value_t = defaults::MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
     /// The most WatchStageChanges streams one tenant may hold open at once.
-    #[arg(long, env = "LEADPIPE_MAX_STREAMS_PER_TENANT", default_value_t = 1000)]
+    #[arg(long, env = "LEADPIPE_MAX_STREAMS_PER_TENANT", default_value_t = defaults::MAX_STREAMS_PER_TENANT)]
     pub max_streams_per_tenant: usize,
     /// Deadline of a call whose client sets none or a longer one (`0s`: none). Streams are
     /// bounded only until they open.
-    #[arg(long, env = "LEADPIPE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LEADPIPE_REQUEST_TIMEOUT", default_value = defaults::text(defaults::REQUEST_TIMEOUT), value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Sustained calls per second per tenant (0: no rate limit).
-    #[arg(long, env = "LEADPIPE_RATE_LIMIT_PER_SECOND", default_value_t = 2000)]
+    #[arg(long, env = "LEADPIPE_RATE_LIMIT_PER_SECOND", default_value_t = defaults::RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: u32,
     /// Calls a tenant may make in a burst before the per-second rate applies.
-    #[arg(long, env = "LEADPIPE_RATE_LIMIT_BURST", default_value_t = 4000)]
+    #[arg(long, env = "LEADPIPE_RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST)]
     pub rate_limit_burst: u32,
     /// The most connections open at once; further ones are closed as they arrive (0: no limit).
-    #[arg(long, env = "LEADPIPE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "LEADPIPE_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
     /// How long a new connection has to complete its first request, TLS handshake and HTTP/2
     /// preface included, before it is closed (`0s`: no deadline).
-    #[arg(long, env = "LEADPIPE_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LEADPIPE_FIRST_REQUEST_TIMEOUT", default_value = defaults::text(defaults::FIRST_REQUEST_TIMEOUT), value_parser = humantime::parse_duration)]
     pub first_request_timeout: Duration,
-    /// How long a call waits for a database connection before failing with UNAVAILABLE; also
-    /// the connect timeout. Keeps calls fast when the database is gone.
-    #[arg(long, env = "LEADPIPE_DB_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub db_timeout: Duration,
     /// Serve Prometheus metrics at `http://ADDRESS/metrics` (none unless set), e.g.
     /// `127.0.0.1:9464`.
     #[arg(long, env = "LEADPIPE_METRICS_LISTEN", value_name = "ADDRESS")]
@@ -257,34 +259,9 @@ pub struct ServeArgs {
     pub cors_allowed_origins: Vec<String>,
 }
 
-impl Default for ServeArgs {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:50051".parse().expect("valid default address"),
-            outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
-            auth: AuthMode::Auto,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-            max_message_size: 4 * 1024 * 1024,
-            max_streams_per_tenant: 1000,
-            request_timeout: Duration::from_secs(30),
-            rate_limit_per_second: 2000,
-            rate_limit_burst: 4000,
-            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
-            first_request_timeout: crate::server::DEFAULT_FIRST_REQUEST_TIMEOUT,
-            db_timeout: Duration::from_secs(2),
-            metrics_listen: None,
-            otlp_endpoint: None,
-            cors_allowed_origins: Vec::new(),
-        }
-    }
-}
-
 impl ServeArgs {
     pub fn settings(&self, database: &DatabaseArgs) -> Settings {
-        let mut store = database.store_config();
-        store.acquire_timeout = self.db_timeout.max(Duration::from_millis(100));
+        let store = database.store_config();
         Settings {
             outbox_retention: self.outbox_retention,
             auth: self.auth,
@@ -327,7 +304,7 @@ impl DatabaseArgs {
             database_url: self.database_url.clone(),
             pool_size: self.db_pool_size.max(1),
             sqlite_synchronous: self.sqlite_synchronous,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: self.db_timeout.max(Duration::from_millis(100)),
         }
     }
 }
@@ -524,17 +501,27 @@ mod precedence_tests {
             );
             // Untouched settings keep their defaults.
             assert_eq!(serve.rate_limit_per_second, 2000);
-            let defaults = ServeArgs::default().settings(&cli.database).limits;
-            assert_eq!(defaults.max_connections, Some(10_000));
             assert_eq!(
-                defaults.first_request_timeout,
-                Some(Duration::from_secs(10))
+                serve.max_streams_per_tenant,
+                defaults::MAX_STREAMS_PER_TENANT
             );
-            assert_eq!(cli.database.db_pool_size, 8);
+            assert_eq!(serve.outbox_retention, defaults::OUTBOX_RETENTION);
+            assert_eq!(cli.database.db_pool_size, defaults::DB_POOL_SIZE);
+            assert_eq!(cli.database.db_timeout, defaults::DB_TIMEOUT);
         }
         // Global settings reach the other subcommands too.
         let cli = load(&["--config", path, "migrate"]).unwrap();
         assert_eq!(cli.database.database_url, "sqlite://from-file.db");
+    }
+
+    #[test]
+    fn serve_without_settings_is_a_server_built_with_the_defaults() {
+        let cli = load(&["serve"]).unwrap();
+        let from_flags = serve_args(&cli).settings(&cli.database);
+        let in_code = Settings::new(cli.database.store_config());
+        assert_eq!(format!("{from_flags:?}"), format!("{in_code:?}"));
+        assert_eq!(serve_args(&cli).listen, defaults::LISTEN);
+        assert_eq!(cli.database.db_timeout, defaults::DB_TIMEOUT);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bulk;
 pub mod config;
+pub mod defaults;
 pub use leadpipe_domain as domain;
 pub mod grpc;
 pub mod health_cli;

@@ -19,6 +19,7 @@ use crate::app::forecast::{ForecastService, LeadScorer};
 use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
 use crate::app::pipelines::PipelineService;
+use crate::defaults;
 use crate::grpc::auth::{AuthLayer, AuthMode, AuthRefused};
 use crate::grpc::connections::{ConnectionLimits, FirstRequestLayer, LimitedIncoming};
 use crate::grpc::forecast_service::ForecastApi;
@@ -105,11 +106,6 @@ impl TlsSettings {
     }
 }
 
-/// Default of `Limits::max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default of `Limits::first_request_timeout`.
-pub const DEFAULT_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Limits that protect the server from abusive or runaway clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -134,13 +130,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_message_size: 4 * 1024 * 1024,
-            max_streams_per_tenant: crate::app::events::DEFAULT_MAX_STREAMS_PER_TENANT,
-            request_timeout: Some(Duration::from_secs(30)),
-            rate_limit_per_second: 2000,
-            rate_limit_burst: 4000,
-            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
-            first_request_timeout: Some(DEFAULT_FIRST_REQUEST_TIMEOUT),
+            max_message_size: defaults::MAX_MESSAGE_SIZE,
+            max_streams_per_tenant: defaults::MAX_STREAMS_PER_TENANT,
+            request_timeout: Some(defaults::REQUEST_TIMEOUT),
+            rate_limit_per_second: defaults::RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: defaults::RATE_LIMIT_BURST,
+            max_connections: Some(defaults::MAX_CONNECTIONS),
+            first_request_timeout: Some(defaults::FIRST_REQUEST_TIMEOUT),
         }
     }
 }
@@ -149,12 +145,12 @@ impl Settings {
     pub fn new(store: StoreConfig) -> Self {
         Self {
             store,
-            outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
-            maintenance_interval: Duration::from_secs(60),
+            outbox_retention: defaults::OUTBOX_RETENTION,
+            maintenance_interval: defaults::MAINTENANCE_INTERVAL,
             tls: None,
             limits: Limits::default(),
-            event_poll_interval: crate::app::events::DEFAULT_POLL_INTERVAL,
-            health_check_interval: Duration::from_secs(1),
+            event_poll_interval: defaults::EVENT_POLL_INTERVAL,
+            health_check_interval: defaults::HEALTH_CHECK_INTERVAL,
             auth: AuthMode::Auto,
             metrics: false,
             cors_allowed_origins: Vec::new(),

@@ -29,10 +29,6 @@ const FANOUT_CAPACITY: usize = 1024;
 const READ_BATCH: u64 = 500;
 /// Events buffered per stream before the subscriber waits for its client.
 const STREAM_BUFFER: usize = 64;
-/// Default for `EventHub::set_poll_interval`.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// Default for `EventHub::set_max_streams_per_tenant`.
-pub const DEFAULT_MAX_STREAMS_PER_TENANT: usize = 1000;
 /// How long a subscriber waits before re-reading the outbox after the database failed, at
 /// first and at most (the wait doubles in between).
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -104,10 +100,12 @@ impl EventHub {
             store,
             feeds: Mutex::new(HashMap::new()),
             shutdown,
-            poll_interval_ms: AtomicU64::new(DEFAULT_POLL_INTERVAL.as_millis() as u64),
+            poll_interval_ms: AtomicU64::new(
+                crate::defaults::EVENT_POLL_INTERVAL.as_millis() as u64
+            ),
             relay: Mutex::new(None),
             open_streams: Arc::default(),
-            max_streams_per_tenant: AtomicUsize::new(DEFAULT_MAX_STREAMS_PER_TENANT),
+            max_streams_per_tenant: AtomicUsize::new(crate::defaults::MAX_STREAMS_PER_TENANT),
             keys,
         })
     }

@@ -549,7 +549,7 @@ fn real_main(cli: Cli) -> Result<(), BoxError> {
         sqlite_synchronous: cli.sqlite_synchronous,
         rate_limit: cli.server_rate_limit,
         // Room for the subscribers, the slow one and a few more.
-        max_streams: leadpipe::app::events::DEFAULT_MAX_STREAMS_PER_TENANT.max(most_streams + 16),
+        max_streams: leadpipe::defaults::MAX_STREAMS_PER_TENANT.max(most_streams + 16),
         request_timeout: Some(Duration::from_secs(30)),
         threads: server_threads,
         threads_flag: cli.server_threads,

@@ -134,6 +134,7 @@ impl ServerSpec {
             database_url: database_url.to_owned(),
             db_pool_size: self.pool_size,
             sqlite_synchronous: self.sqlite_synchronous,
+            db_timeout: leadpipe::defaults::DB_TIMEOUT,
         };
         let mut settings = Settings::new(args.store_config());
         settings.limits.rate_limit_per_second = self.rate_limit;

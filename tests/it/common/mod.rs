@@ -108,6 +108,9 @@ pub fn settings_for(database_url: &str) -> Settings {
         database_url: database_url.to_owned(),
         db_pool_size: 8,
         sqlite_synchronous: SqliteSync::Normal,
+        // Longer than a server's default: a loaded test machine must not turn a queue for the
+        // SQLite writer into UNAVAILABLE.
+        db_timeout: Duration::from_secs(5),
     };
     Settings::new(args.store_config())
 }
