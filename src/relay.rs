@@ -13,6 +13,7 @@ use std::time::Duration;
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tokio::sync::{Notify, watch};
+use tokio_util::task::TaskTracker;
 
 use crate::app::events::{CommitListener, EventHub};
 use crate::domain::ids::TenantId;
@@ -47,11 +48,12 @@ pub fn start(
     database_url: String,
     hub: Arc<EventHub>,
     shutdown: watch::Receiver<bool>,
+    tasks: &TaskTracker,
 ) {
     let relay = Arc::new(PgRelay::default());
     hub.set_relay(relay.clone());
-    tokio::spawn(notify_loop(store, relay, shutdown.clone()));
-    tokio::spawn(listen_loop(database_url, hub, shutdown));
+    tasks.spawn(notify_loop(store, relay, shutdown.clone()));
+    tasks.spawn(listen_loop(database_url, hub, shutdown));
 }
 
 async fn notify_loop(store: Store, relay: Arc<PgRelay>, mut shutdown: watch::Receiver<bool>) {

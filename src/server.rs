@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
@@ -169,6 +170,8 @@ pub struct App {
     /// Set once the database is connected and migrated.
     readiness: Readiness,
     metrics: Option<Arc<Metrics>>,
+    /// Every background task, so that `serve` returns only once they have all stopped.
+    tasks: TaskTracker,
 }
 
 impl App {
@@ -207,7 +210,8 @@ impl App {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let catalog = Arc::new(PipelineCatalog::default());
         let models = Arc::new(ModelCache::new(MODEL_TTL));
-        let events = EventHub::new(store.clone(), shutdown_rx);
+        let tasks = TaskTracker::new();
+        let events = EventHub::new(store.clone(), shutdown_rx, tasks.clone());
         events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
         events.set_poll_interval(settings.event_poll_interval);
         Self {
@@ -225,6 +229,7 @@ impl App {
             shutdown,
             readiness,
             metrics: settings.metrics.then(Metrics::new),
+            tasks,
         }
     }
 
@@ -244,7 +249,7 @@ impl App {
             tracing::info!(%address, "serving Prometheus metrics at /metrics");
         }
         let shutdown = self.shutdown.subscribe();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Err(error) = crate::metrics::serve(listener, sources, shutdown).await {
                 tracing::error!(%error, "the metrics endpoint failed");
             }
@@ -285,14 +290,16 @@ impl App {
                 self.settings.store.database_url.clone(),
                 self.leads.events().clone(),
                 self.shutdown.subscribe(),
+                &self.tasks,
             );
         }
-        tokio::spawn(supervise(
+        self.tasks.spawn(supervise(
             self.store.clone(),
             self.settings.clone(),
             self.readiness.clone(),
             health,
             self.shutdown.subscribe(),
+            self.tasks.clone(),
         ));
 
         let stop_streams = self.shutdown.clone();
@@ -324,9 +331,10 @@ impl App {
         );
         auth.resolve().await?;
         if let Some(metrics) = &self.metrics {
-            tokio::spawn(metrics.clone().run_upkeep(self.shutdown.subscribe()));
+            self.tasks
+                .spawn(metrics.clone().run_upkeep(self.shutdown.subscribe()));
         }
-        tokio::spawn(guard.clone().run_upkeep(
+        self.tasks.spawn(guard.clone().run_upkeep(
             self.settings.maintenance_interval,
             self.shutdown.subscribe(),
         ));
@@ -406,7 +414,19 @@ impl App {
                 shutdown,
             )
             .await;
+        // Streams, tailers and maintenance all watch this; the store closes only once every
+        // one of them has stopped, so none is cut off mid-transaction.
         let _ = self.shutdown.send(true);
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_TASKS_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "background tasks still running at shutdown; closing the store anyway"
+            );
+        }
         self.store.close().await;
         tracing::info!("leadpipe stopped");
         Ok(result?)
@@ -463,6 +483,10 @@ fn cors_layer(
     ))
 }
 
+/// How long shutdown waits for background tasks (a maintenance pass, a stream's last read)
+/// before closing the store regardless.
+const SHUTDOWN_TASKS_GRACE: Duration = Duration::from_secs(10);
+
 /// The health service name that liveness probes ask about (see `serve`).
 pub const LIVENESS_SERVICE: &str = "liveness";
 
@@ -501,6 +525,7 @@ async fn supervise(
     readiness: Readiness,
     health: HealthReporter,
     mut shutdown: watch::Receiver<bool>,
+    tasks: TaskTracker,
 ) {
     let mut delay = CONNECT_BACKOFF_FIRST;
     let mut attempts = 0u32;
@@ -527,7 +552,7 @@ async fn supervise(
         delay = (delay * 2).min(CONNECT_BACKOFF_MAX);
     }
     set_health(&health, ServingStatus::Serving).await;
-    tokio::spawn(maintain(store.clone(), settings.clone(), shutdown.clone()));
+    tasks.spawn(maintain(store.clone(), settings.clone(), shutdown.clone()));
 
     let mut serving = true;
     let mut interval = tokio::time::interval(settings.health_check_interval);

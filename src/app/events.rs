@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio_util::task::TaskTracker;
 
 use super::api_keys::{KeyName, KeyService};
 use super::{AppError, RequestContext};
@@ -88,10 +89,13 @@ pub struct EventHub {
     open_streams: Arc<Mutex<HashMap<TenantId, usize>>>,
     max_streams_per_tenant: AtomicUsize,
     keys: Arc<KeyChecks>,
+    /// The tailers and subscribers, so that shutdown can wait for them.
+    tasks: TaskTracker,
 }
 
 impl EventHub {
-    pub fn new(store: Store, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    /// A hub whose tasks stop when `shutdown` turns true; `tasks` tracks them.
+    pub fn new(store: Store, shutdown: watch::Receiver<bool>, tasks: TaskTracker) -> Arc<Self> {
         let keys = Arc::new(KeyChecks {
             keys: KeyService::new(store.clone()),
             recent: Mutex::default(),
@@ -107,6 +111,7 @@ impl EventHub {
             open_streams: Arc::default(),
             max_streams_per_tenant: AtomicUsize::new(crate::defaults::MAX_STREAMS_PER_TENANT),
             keys,
+            tasks,
         })
     }
 
@@ -219,7 +224,8 @@ impl EventHub {
             // The tailer fans out what comes after this subscriber's view of the outbox, so
             // that nothing committed in between has to wait for an idle check to be found.
             let start = last.as_ref().ok().copied();
-            tokio::spawn(self.clone().tail(tenant.clone(), feed.clone(), start));
+            self.tasks
+                .spawn(self.clone().tail(tenant.clone(), feed.clone(), start));
         }
         let last = last?;
         let cursor = match after {
@@ -242,7 +248,7 @@ impl EventHub {
             key: key.map(|key| (key, self.keys.clone())),
             _permit: permit,
         };
-        tokio::spawn(subscriber.run(live));
+        self.tasks.spawn(subscriber.run(live));
         Ok(stream)
     }
 
