@@ -165,6 +165,24 @@ fn parse_origin(value: &str) -> Result<String, String> {
     }
 }
 
+/// `--sqlite-synchronous`: SQLite's durability, as the command line and the file spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// Survives power loss.
+    Full,
+    /// Survives a crashed or killed process; may lose the last commits on power loss.
+    Normal,
+}
+
+impl From<Synchronous> for SqliteSync {
+    fn from(value: Synchronous) -> Self {
+        match value {
+            Synchronous::Full => SqliteSync::Full,
+            Synchronous::Normal => SqliteSync::Normal,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Database URL: `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
@@ -192,7 +210,7 @@ pub struct DatabaseArgs {
         default_value = "full",
         global = true
     )]
-    pub sqlite_synchronous: SqliteSync,
+    pub sqlite_synchronous: Synchronous,
     /// How long a call waits for a database connection, and on SQLite for the write lock that
     /// another process holds, before failing with UNAVAILABLE; also the connect timeout. Keeps
     /// calls fast when the database is gone.
@@ -303,7 +321,7 @@ impl DatabaseArgs {
         StoreConfig {
             database_url: self.database_url.clone(),
             pool_size: self.db_pool_size.max(1),
-            sqlite_synchronous: self.sqlite_synchronous,
+            sqlite_synchronous: self.sqlite_synchronous.into(),
             acquire_timeout: self.db_timeout.max(Duration::from_millis(100)),
         }
     }

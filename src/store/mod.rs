@@ -153,7 +153,7 @@ fn classify_sqlstate(code: &str, text: String) -> StoreError {
 /// SQLite's durability setting. `Full` survives power loss; `Normal` survives a crashed or
 /// killed process but may lose the last commits on power loss; it commits faster because it does
 /// not wait for `fsync` on every commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqliteSync {
     Full,
     Normal,

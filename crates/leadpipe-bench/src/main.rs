@@ -45,10 +45,10 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use leadpipe::config::DatabaseArgs;
+use leadpipe::config::Synchronous;
 use leadpipe::grpc::pb;
 use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
 use leadpipe::server::{App, Settings};
-use leadpipe::store::SqliteSync;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -183,7 +183,7 @@ struct Cli {
     /// SQLite durability of the in-process server (as LEADPIPE_SQLITE_SYNCHRONOUS): `full`
     /// survives power loss, `normal` only process crashes but commits faster.
     #[arg(long, value_enum, default_value = "full")]
-    sqlite_synchronous: SqliteSync,
+    sqlite_synchronous: Synchronous,
 
     /// Database connection pool size of the in-process server.
     #[arg(long, value_name = "N")]
@@ -701,10 +701,10 @@ fn run_modes(
     Ok(outputs)
 }
 
-fn sync_name(sync: SqliteSync) -> &'static str {
+fn sync_name(sync: Synchronous) -> &'static str {
     match sync {
-        SqliteSync::Full => "full",
-        SqliteSync::Normal => "normal",
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
     }
 }
 

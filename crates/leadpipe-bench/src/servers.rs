@@ -75,7 +75,7 @@ pub(crate) struct ServerSpec {
     /// A `leadpipe serve` child process instead of an in-process server.
     pub(crate) spawn: bool,
     pub(crate) pool_size: u32,
-    pub(crate) sqlite_synchronous: SqliteSync,
+    pub(crate) sqlite_synchronous: Synchronous,
     pub(crate) rate_limit: u32,
     pub(crate) max_streams: usize,
     pub(crate) request_timeout: Option<Duration>,

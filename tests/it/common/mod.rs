@@ -6,12 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use leadpipe::config::DatabaseArgs;
+use leadpipe::config::{DatabaseArgs, Synchronous};
 use leadpipe::grpc::pb;
 use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
 use leadpipe::grpc::pb::pipeline_service_client::PipelineServiceClient;
 use leadpipe::server::{App, Settings};
-use leadpipe::store::SqliteSync;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -107,7 +106,7 @@ pub fn settings_for(database_url: &str) -> Settings {
     let args = DatabaseArgs {
         database_url: database_url.to_owned(),
         db_pool_size: 8,
-        sqlite_synchronous: SqliteSync::Normal,
+        sqlite_synchronous: Synchronous::Normal,
         // Longer than a server's default: a loaded test machine must not turn a queue for the
         // SQLite writer into UNAVAILABLE.
         db_timeout: Duration::from_secs(5),
