@@ -79,9 +79,13 @@ pub enum AppError {
     },
     #[error("{0}")]
     ShuttingDown(String),
-    /// The caller's credentials are no longer valid (for example a stream's key was revoked).
+    /// The caller's credentials are missing or no longer valid (for example a stream's key was
+    /// revoked).
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller's credentials are valid but do not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A per-tenant limit (for example open streams) is reached.
     #[error("{0}")]
     ResourceExhausted(String),
