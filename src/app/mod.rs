@@ -122,6 +122,16 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// The rows a list use case returns per page: 50 when the caller asks for none, and at most
+/// 1000, so that one call cannot hold a connection and megabytes of memory for long. Larger
+/// requests are served 1000 rather than refused, as the API documents.
+pub fn page_size(requested: u64) -> u64 {
+    match requested {
+        0 => leads::DEFAULT_PAGE_SIZE,
+        n => n.min(leads::MAX_PAGE_SIZE),
+    }
+}
+
 /// Now, truncated to the microsecond precision the database stores, so that what a write
 /// returns equals what a later read returns.
 pub fn now() -> DateTime<Utc> {

@@ -138,10 +138,7 @@ impl PipelineService {
         } else {
             decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
         };
-        let page_size = match page_size {
-            0 => super::leads::DEFAULT_PAGE_SIZE,
-            n => n.min(super::leads::MAX_PAGE_SIZE),
-        };
+        let page_size = super::page_size(page_size);
         let mut rows =
             pipelines::list(self.store.reader(), &ctx.tenant, &after, page_size + 1).await?;
         let next = if rows.len() as u64 > page_size {

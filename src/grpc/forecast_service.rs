@@ -1,11 +1,12 @@
 //! `leadpipe.v1.ForecastService`.
 
-use chrono::{DateTime, Utc};
 use prost_types::Duration as ProtoDuration;
 use tonic::{Request, Response, Status};
 
-use super::convert::{datetime_to_timestamp, timestamp_to_datetime};
-use super::error::{invalid_argument, invalid_field};
+use super::convert::{
+    datetime_to_timestamp, finish, optional_time, page_size, pipeline_or_default,
+};
+use super::error::invalid_field;
 use super::{context, pb};
 use crate::app::AppError;
 use crate::app::forecast::metrics::{MetricsQuery, StageReport};
@@ -88,19 +89,7 @@ fn hours(value: Option<f64>) -> Option<ProtoDuration> {
 }
 
 fn pipeline_id(violations: &mut Violations, value: &str) -> Option<PipelineId> {
-    if value.is_empty() {
-        Some(PipelineId::default_pipeline())
-    } else {
-        violations.check("pipeline_id", PipelineId::parse(value))
-    }
-}
-
-fn time(
-    violations: &mut Violations,
-    field: &str,
-    ts: Option<&prost_types::Timestamp>,
-) -> Option<DateTime<Utc>> {
-    ts.and_then(|ts| violations.check(field, timestamp_to_datetime(ts)))
+    pipeline_or_default(violations, "pipeline_id", value)
 }
 
 fn period(violations: &mut Violations, value: i32) -> PeriodKind {
@@ -161,7 +150,7 @@ fn forecast_query(
         1,
         MAX_HORIZON,
     );
-    let as_of = time(&mut violations, "as_of", as_of);
+    let as_of = optional_time(&mut violations, "as_of", as_of);
     let simulations = bounded(
         &mut violations,
         "simulations",
@@ -170,16 +159,18 @@ fn forecast_query(
         100,
         100_000,
     );
-    violations.into_result().map_err(invalid_argument)?;
-    Ok(ForecastQuery {
-        pipeline: pipeline.expect("validated"),
-        currency: currency.expect("validated"),
-        period,
-        horizon,
-        as_of,
-        simulations,
-        seed: if seed == 0 { 1 } else { seed },
-    })
+    let query = (|| {
+        Some(ForecastQuery {
+            pipeline: pipeline?,
+            currency: currency?,
+            period,
+            horizon,
+            as_of,
+            simulations,
+            seed: if seed == 0 { 1 } else { seed },
+        })
+    })();
+    Ok(finish(violations, query)?)
 }
 
 fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
@@ -201,10 +192,9 @@ fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
 }
 
 fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodForecast, Status> {
-    let range = report.range.expect("every report has its period");
     Ok(pb::PeriodForecast {
-        start_time: Some(datetime_to_timestamp(range.start)),
-        end_time: Some(datetime_to_timestamp(range.end)),
+        start_time: report.range.map(|r| datetime_to_timestamp(r.start)),
+        end_time: report.range.map(|r| datetime_to_timestamp(r.end)),
         closed_won_amount: Some(money(currency, report.closed_won)?),
         expected_amount: Some(money(currency, report.expected)?),
         p10_amount: Some(money(currency, report.p10)?),
@@ -214,10 +204,6 @@ fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodFo
         best_case_amount: Some(money(currency, report.best_case)?),
         pipeline_amount: Some(total(currency, &report.pipeline)?),
     })
-}
-
-fn relative_error(error: f64, actual: f64) -> f64 {
-    if actual > 0.0 { error / actual } else { 0.0 }
 }
 
 #[tonic::async_trait]
@@ -230,23 +216,18 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         let request = request.get_ref();
         let mut violations = Violations::default();
         let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let start = time(&mut violations, "start_time", request.start_time.as_ref());
-        let end = time(&mut violations, "end_time", request.end_time.as_ref());
-        let as_of = time(&mut violations, "as_of", request.as_of.as_ref());
-        violations.into_result().map_err(invalid_argument)?;
-        let pipeline = pipeline.expect("validated");
-        let report = self
-            .forecasts
-            .metrics(
-                &ctx,
-                MetricsQuery {
-                    pipeline: pipeline.clone(),
-                    start,
-                    end,
-                    as_of,
-                },
-            )
-            .await?;
+        let start = optional_time(&mut violations, "start_time", request.start_time.as_ref());
+        let end = optional_time(&mut violations, "end_time", request.end_time.as_ref());
+        let as_of = optional_time(&mut violations, "as_of", request.as_of.as_ref());
+        let query = pipeline.map(|pipeline| MetricsQuery {
+            pipeline,
+            start,
+            end,
+            as_of,
+        });
+        let query = finish(violations, query)?;
+        let pipeline = query.pipeline.clone();
+        let report = self.forecasts.metrics(&ctx, query).await?;
         Ok(Response::new(pb::PipelineMetrics {
             pipeline_id: pipeline.to_string(),
             start_time: Some(datetime_to_timestamp(report.start)),
@@ -275,16 +256,11 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         let request = request.get_ref();
         let mut violations = Violations::default();
         let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let page_size = bounded(&mut violations, "page_size", request.page_size, 50, 1, 1000);
-        violations.into_result().map_err(invalid_argument)?;
+        let page_size = page_size(&mut violations, request.page_size);
+        let pipeline = finish(violations, pipeline)?;
         let (stuck, next_page_token, total) = self
             .forecasts
-            .stuck_leads(
-                &ctx,
-                &pipeline.expect("validated"),
-                page_size as u64,
-                &request.page_token,
-            )
+            .stuck_leads(&ctx, &pipeline, page_size, &request.page_token)
             .await?;
         Ok(Response::new(pb::ListStuckLeadsResponse {
             stuck_leads: stuck
@@ -327,7 +303,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         let mut factors = vec![pb::WinProbabilityFactor {
             feature: "stage".into(),
             value: explanation.lead.stage.to_string(),
-            log_odds: logit(explanation.stage_probability),
+            log_odds: explanation.stage_log_odds(),
             support: explanation.stage_support as i64,
         }];
         factors.extend(
@@ -416,22 +392,19 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
                 .periods
                 .iter()
                 .map(|p| -> Result<_, Status> {
-                    let range = p.range.expect("every report has its period");
-                    let error = (p.p50 - p.actual).abs();
-                    let naive_error = (p.naive - p.actual).abs();
                     Ok(pb::BacktestPeriod {
-                        start_time: Some(datetime_to_timestamp(range.start)),
-                        end_time: Some(datetime_to_timestamp(range.end)),
+                        start_time: p.range.map(|r| datetime_to_timestamp(r.start)),
+                        end_time: p.range.map(|r| datetime_to_timestamp(r.end)),
                         actual_amount: Some(money(&currency, p.actual)?),
                         predicted_amount: Some(money(&currency, p.p50)?),
                         p10_amount: Some(money(&currency, p.p10)?),
                         p90_amount: Some(money(&currency, p.p90)?),
-                        absolute_error: error,
-                        percentage_error: relative_error(error, p.actual),
-                        actual_within_p10_p90: p.p10 <= p.actual + 1e-6 && p.actual <= p.p90 + 1e-6,
+                        absolute_error: p.absolute_error(),
+                        percentage_error: p.percentage_error(),
+                        actual_within_p10_p90: p.actual_within_p10_p90(),
                         naive_predicted_amount: Some(money(&currency, p.naive)?),
-                        naive_absolute_error: naive_error,
-                        naive_percentage_error: relative_error(naive_error, p.actual),
+                        naive_absolute_error: p.naive_absolute_error(),
+                        naive_percentage_error: p.naive_percentage_error(),
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -441,9 +414,4 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             scored_leads: report.scored as i64,
         }))
     }
-}
-
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-6, 1.0 - 1e-6);
-    (p / (1.0 - p)).ln()
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod forecast_service;
 pub mod guard;
 pub mod import;
+pub mod lead_requests;
 pub mod lead_service;
 pub mod observe;
 pub mod pipeline_service;

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::pipeline_definition_from_proto;
+use super::convert::{finish, page_size, pipeline_definition_from_proto, update_mask};
 use super::error::{invalid_argument, invalid_field};
 use super::{context, pb};
 use crate::app::pipelines::{PipelineField, PipelineService};
@@ -52,10 +52,8 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
         violations
             .into_result()
             .map_err(|found| invalid_definition(found, &definition))?;
-        let created = self
-            .pipelines
-            .create(&ctx, id.expect("validated"), definition)
-            .await?;
+        let id = finish(Violations::default(), id)?;
+        let created = self.pipelines.create(&ctx, id, definition).await?;
         Ok(Response::new((&created).into()))
     }
 
@@ -75,8 +73,9 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
     ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
         let ctx = context(&request);
         let request = request.get_ref();
-        let size = u64::try_from(request.page_size)
-            .map_err(|_| invalid_field("page_size", "must not be negative"))?;
+        let mut violations = Violations::default();
+        let size = page_size(&mut violations, request.page_size);
+        finish(violations, Some(()))?;
         let (pipelines, next_page_token) =
             self.pipelines.list(&ctx, size, &request.page_token).await?;
         Ok(Response::new(pb::ListPipelinesResponse {
@@ -98,21 +97,12 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
         let id = violations.check("pipeline.id", PipelineId::parse(&pipeline.id));
         let expected_version =
             violations.check("pipeline.etag", Etag::parse_optional(&pipeline.etag));
-        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
-        let mask: Vec<PipelineField> = if paths.is_empty() {
-            PipelineField::ALL.to_vec()
-        } else {
-            paths
-                .iter()
-                .enumerate()
-                .filter_map(|(i, path)| {
-                    violations.check(
-                        &format!("update_mask.paths[{i}]"),
-                        PipelineField::parse(path),
-                    )
-                })
-                .collect()
-        };
+        let mask = update_mask(
+            &mut violations,
+            request.update_mask,
+            PipelineField::ALL.to_vec(),
+            PipelineField::parse,
+        );
         let mut field_violations = Violations::default();
         let definition = pipeline_definition_from_proto(&pipeline, &mut field_violations);
         let touches_stages = mask.contains(&PipelineField::Stages);
@@ -134,15 +124,10 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
                 invalid_argument(found)
             }
         })?;
+        let id = finish(Violations::default(), id)?;
         let updated = self
             .pipelines
-            .update(
-                &ctx,
-                &id.expect("validated"),
-                &definition,
-                &mask,
-                expected_version.flatten(),
-            )
+            .update(&ctx, &id, &definition, &mask, expected_version.flatten())
             .await?;
         Ok(Response::new((&updated).into()))
     }

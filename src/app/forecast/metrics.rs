@@ -308,6 +308,7 @@ impl ForecastService {
         } else {
             decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
         };
+        let page_size = crate::app::page_size(page_size);
         let pipeline = self.pipeline(ctx, pipeline_id).await?;
         let definition = pipeline.compiled.definition();
         let as_of = now();
