@@ -10,12 +10,55 @@ pub mod import;
 pub mod leads;
 pub mod pipelines;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
+use self::catalog::PipelineCatalog;
+use self::events::EventHub;
+use self::forecast::model::{MODEL_TTL, ModelCache};
+use self::forecast::{ForecastService, LeadScorer};
+use self::import::ImportService;
+use self::leads::LeadService;
 use crate::domain::FieldViolation;
 use crate::domain::ids::TenantId;
 use crate::domain::policy::MoveViolation;
-use crate::store::StoreError;
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// The use cases a command-line tool needs, wired on a connected and migrated database; the
+/// server wires its own, with the settings only it has.
+pub struct Services {
+    pub store: Store,
+    pub leads: LeadService,
+    pub import: ImportService,
+    pub forecasts: ForecastService,
+    /// Held so that the event hub runs until the services are dropped.
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Services {
+    /// Connects and migrates. Fails if the database cannot be reached.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let store = Store::connect(config).await?;
+        store.migrate().await?;
+        let catalog = Arc::new(PipelineCatalog::default());
+        let models = Arc::new(ModelCache::new(MODEL_TTL));
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let events = EventHub::new(store.clone(), shutdown_rx);
+        Ok(Self {
+            leads: LeadService::new(
+                store.clone(),
+                catalog.clone(),
+                events,
+                LeadScorer::new(models.clone()),
+            ),
+            import: ImportService::new(store.clone(), catalog.clone()),
+            forecasts: ForecastService::new(store.clone(), catalog, models),
+            store,
+            _shutdown: shutdown,
+        })
+    }
+}
 
 /// Who is calling, on whose behalf.
 #[derive(Debug, Clone)]

@@ -34,14 +34,12 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
     ) -> Result<Response<pb::ImportLeadsResponse>, Status> {
         let ctx = context(&request);
-        let response = super::import::import_and_rescore(
-            &self.import,
-            &self.forecasts,
-            &ctx,
-            request.into_inner(),
-        )
-        .await?;
-        Ok(Response::new(response))
+        let rows = super::import::rows(request.into_inner());
+        let summary = self
+            .import
+            .import_and_rescore(&self.forecasts, &ctx, rows)
+            .await?;
+        Ok(Response::new(summary.into()))
     }
 
     async fn watch_stage_changes(
