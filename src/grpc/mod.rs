@@ -12,6 +12,7 @@ pub mod import;
 pub mod lead_requests;
 pub mod lead_service;
 pub mod observe;
+pub mod pipeline_requests;
 pub mod pipeline_service;
 
 pub mod pb {

@@ -103,6 +103,8 @@ fn weighted_median(groups: &[(i64, i64)]) -> Option<f64> {
 }
 
 impl ForecastService {
+    /// Conversion, velocity and time-in-stage figures of the pipeline over a window, computed
+    /// from the recorded history as it stood at `as_of`. Reads only.
     pub async fn metrics(
         &self,
         ctx: &RequestContext,
@@ -295,7 +297,8 @@ impl ForecastService {
     }
 
     /// Open leads past their stage's threshold, highest value at risk first. Pages are offsets
-    /// into that ranking, which is recomputed per call.
+    /// into that ranking, which is recomputed per call. Page size: see [`crate::app::page_size`].
+    /// Reads only.
     pub async fn stuck_leads(
         &self,
         ctx: &RequestContext,

@@ -150,6 +150,8 @@ impl ForecastService {
         Ok(updates.len())
     }
 
+    /// Why the lead has its win probability: the stage's learned rate and each factor's
+    /// contribution in log-odds. Reads only.
     pub async fn explain(
         &self,
         ctx: &RequestContext,

@@ -127,6 +127,8 @@ fn open_deals(
 }
 
 impl ForecastService {
+    /// Won amounts per period, simulated from the open leads and the learned model: the same
+    /// seed gives the same ranges. Amounts in other currencies are left out. Reads only.
     pub async fn forecast(
         &self,
         ctx: &RequestContext,
@@ -144,6 +146,8 @@ impl ForecastService {
         })
     }
 
+    /// The forecast as it would have been made at `as_of`, next to what was then won, and the
+    /// naive forecast (configured stage probabilities) for comparison. Reads only.
     pub async fn backtest(
         &self,
         ctx: &RequestContext,
