@@ -174,6 +174,15 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     invalid_argument(vec![FieldViolation::new(field, description)])
 }
 
+/// INVALID_ARGUMENT for a streamed message that tonic could not decode (and reported as
+/// INTERNAL): the client sent it.
+pub fn undecodable_stream_message(index: usize, status: &Status) -> Status {
+    Status::invalid_argument(format!(
+        "message {index} of the import stream could not be decoded: {}",
+        status.message()
+    ))
+}
+
 /// UNAVAILABLE for a call that arrives before the database is connected and migrated.
 pub fn not_ready() -> Status {
     Status::unavailable(

@@ -4,7 +4,7 @@ use futures::{Stream, StreamExt};
 use tonic::Status;
 
 use super::convert::{lead_fields_from_proto, pipeline_or_default, timestamp_to_datetime};
-use super::pb;
+use super::{error, pb};
 use crate::app::import::{ImportError, ImportRow, ImportSummary, ParsedLead};
 use crate::domain::history::MAX_NOTE_LEN;
 use crate::domain::ids::StageKey;
@@ -21,10 +21,7 @@ pub fn rows(
         message
             .map(ImportRow::from)
             .map_err(|status| match status.code() {
-                tonic::Code::Internal => Status::invalid_argument(format!(
-                    "message {index} of the import stream could not be decoded: {}",
-                    status.message()
-                )),
+                tonic::Code::Internal => error::undecodable_stream_message(index, &status),
                 _ => status,
             })
     })
