@@ -3,22 +3,14 @@
 use prost_types::Duration as ProtoDuration;
 use tonic::{Request, Response, Status};
 
-use super::convert::{
-    datetime_to_timestamp, finish, optional_time, page_size, pipeline_or_default,
-};
-use super::error::invalid_field;
+use super::convert::datetime_to_timestamp;
+use super::lead_requests::lead_id;
 use super::{context, pb};
 use crate::app::AppError;
-use crate::app::forecast::metrics::{MetricsQuery, StageReport};
+use crate::app::forecast::metrics::{MetricsQuery, StageReport, StuckLeadsQuery};
 use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
 use crate::app::forecast::{Amounts, ForecastService, Totals};
-use crate::domain::Violations;
-use crate::domain::forecast::PeriodKind;
-use crate::domain::ids::{LeadId, PipelineId};
-use crate::domain::money::{CurrencyCode, Total};
-
-const DEFAULT_SIMULATIONS: i32 = 1000;
-const MAX_HORIZON: i32 = 36;
+use crate::domain::money::Total;
 
 pub struct ForecastApi {
     pub forecasts: ForecastService,
@@ -88,91 +80,6 @@ fn hours(value: Option<f64>) -> Option<ProtoDuration> {
     })
 }
 
-fn pipeline_id(violations: &mut Violations, value: &str) -> Option<PipelineId> {
-    pipeline_or_default(violations, "pipeline_id", value)
-}
-
-fn period(violations: &mut Violations, value: i32) -> PeriodKind {
-    match pb::Period::try_from(value) {
-        Ok(pb::Period::Week) => PeriodKind::Week,
-        Ok(pb::Period::Quarter) => PeriodKind::Quarter,
-        Ok(pb::Period::Month | pb::Period::Unspecified) => PeriodKind::Month,
-        Err(_) => {
-            violations.push(
-                "period",
-                "must be PERIOD_WEEK, PERIOD_MONTH or PERIOD_QUARTER",
-            );
-            PeriodKind::Month
-        }
-    }
-}
-
-fn bounded(
-    violations: &mut Violations,
-    field: &str,
-    value: i32,
-    default: i32,
-    min: i32,
-    max: i32,
-) -> usize {
-    match value {
-        0 => default as usize,
-        v if (min..=max).contains(&v) => v as usize,
-        _ => {
-            violations.push(
-                field,
-                format!("must be between {min} and {max}, or 0 for {default}"),
-            );
-            default as usize
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn forecast_query(
-    pipeline: &str,
-    currency: &str,
-    period_value: i32,
-    horizon: i32,
-    as_of: Option<&prost_types::Timestamp>,
-    simulations: i32,
-    seed: u64,
-) -> Result<ForecastQuery, Status> {
-    let mut violations = Violations::default();
-    let pipeline = pipeline_id(&mut violations, pipeline);
-    let currency = violations.check("currency_code", CurrencyCode::parse(currency));
-    let period = period(&mut violations, period_value);
-    let horizon = bounded(
-        &mut violations,
-        "horizon_periods",
-        horizon,
-        3,
-        1,
-        MAX_HORIZON,
-    );
-    let as_of = optional_time(&mut violations, "as_of", as_of);
-    let simulations = bounded(
-        &mut violations,
-        "simulations",
-        simulations,
-        DEFAULT_SIMULATIONS,
-        100,
-        100_000,
-    );
-    let query = (|| {
-        Some(ForecastQuery {
-            pipeline: pipeline?,
-            currency: currency?,
-            period,
-            horizon,
-            as_of,
-            simulations,
-            seed: if seed == 0 { 1 } else { seed },
-        })
-    })();
-    Ok(finish(violations, query)?)
-}
-
 fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
     Ok(pb::StageMetrics {
         stage: stage.stage.clone(),
@@ -213,19 +120,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::GetPipelineMetricsRequest>,
     ) -> Result<Response<pb::PipelineMetrics>, Status> {
         let ctx = context(&request);
-        let request = request.get_ref();
-        let mut violations = Violations::default();
-        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let start = optional_time(&mut violations, "start_time", request.start_time.as_ref());
-        let end = optional_time(&mut violations, "end_time", request.end_time.as_ref());
-        let as_of = optional_time(&mut violations, "as_of", request.as_of.as_ref());
-        let query = pipeline.map(|pipeline| MetricsQuery {
-            pipeline,
-            start,
-            end,
-            as_of,
-        });
-        let query = finish(violations, query)?;
+        let query = MetricsQuery::try_from(request.into_inner())?;
         let pipeline = query.pipeline.clone();
         let report = self.forecasts.metrics(&ctx, query).await?;
         Ok(Response::new(pb::PipelineMetrics {
@@ -253,15 +148,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::ListStuckLeadsRequest>,
     ) -> Result<Response<pb::ListStuckLeadsResponse>, Status> {
         let ctx = context(&request);
-        let request = request.get_ref();
-        let mut violations = Violations::default();
-        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let page_size = page_size(&mut violations, request.page_size);
-        let pipeline = finish(violations, pipeline)?;
-        let (stuck, next_page_token, total) = self
-            .forecasts
-            .stuck_leads(&ctx, &pipeline, page_size, &request.page_token)
-            .await?;
+        let query = StuckLeadsQuery::try_from(request.into_inner())?;
+        let (stuck, next_page_token, total) = self.forecasts.stuck_leads(&ctx, query).await?;
         Ok(Response::new(pb::ListStuckLeadsResponse {
             stuck_leads: stuck
                 .iter()
@@ -298,7 +186,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::ExplainWinProbabilityRequest>,
     ) -> Result<Response<pb::WinProbabilityExplanation>, Status> {
         let ctx = context(&request);
-        let id = LeadId::parse(&request.get_ref().id).map_err(|e| invalid_field("id", e))?;
+        let id = lead_id("id", &request.get_ref().id)?;
         let explanation = self.forecasts.explain(&ctx, &id).await?;
         let mut factors = vec![pb::WinProbabilityFactor {
             feature: "stage".into(),
@@ -332,16 +220,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::GetForecastRequest>,
     ) -> Result<Response<pb::Forecast>, Status> {
         let ctx = context(&request);
-        let r = request.get_ref();
-        let query = forecast_query(
-            &r.pipeline_id,
-            &r.currency_code,
-            r.period,
-            r.horizon_periods,
-            r.as_of.as_ref(),
-            r.simulations,
-            r.seed,
-        )?;
+        let query = ForecastQuery::try_from(request.into_inner())?;
         let (pipeline, currency, simulations) = (
             query.pipeline.to_string(),
             query.currency.as_str().to_owned(),
@@ -367,19 +246,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::BacktestForecastRequest>,
     ) -> Result<Response<pb::Backtest>, Status> {
         let ctx = context(&request);
-        let r = request.get_ref();
-        if r.as_of.is_none() {
-            return Err(invalid_field("as_of", "is required"));
-        }
-        let query = forecast_query(
-            &r.pipeline_id,
-            &r.currency_code,
-            r.period,
-            r.horizon_periods,
-            r.as_of.as_ref(),
-            r.simulations,
-            r.seed,
-        )?;
+        let query = ForecastQuery::try_from(request.into_inner())?;
         let (pipeline, currency) = (
             query.pipeline.to_string(),
             query.currency.as_str().to_owned(),

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod connections;
 pub mod convert;
 pub mod error;
+pub mod forecast_requests;
 pub mod forecast_service;
 pub mod guard;
 pub mod import;

@@ -50,6 +50,12 @@ pub struct MetricsReport {
     pub open_count: i64,
 }
 
+pub struct StuckLeadsQuery {
+    pub pipeline: PipelineId,
+    pub page_size: u64,
+    pub page_token: String,
+}
+
 pub struct MetricsQuery {
     pub pipeline: PipelineId,
     pub start: Option<DateTime<Utc>>,
@@ -302,10 +308,10 @@ impl ForecastService {
     pub async fn stuck_leads(
         &self,
         ctx: &RequestContext,
-        pipeline_id: &PipelineId,
-        page_size: u64,
-        page_token: &str,
+        query: StuckLeadsQuery,
     ) -> Result<(Vec<StuckLead>, String, u64), AppError> {
+        let (pipeline_id, page_size, page_token) =
+            (&query.pipeline, query.page_size, &query.page_token[..]);
         let offset: u64 = if page_token.is_empty() {
             0
         } else {
