@@ -273,6 +273,8 @@ impl KeyService {
         })
     }
 
+    /// The keys of `tenant`, or of every tenant, revoked ones included; never a key's secret,
+    /// which is not stored.
     pub async fn list(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyInfo>, AppError> {
         let rows = api_keys::list(self.store.reader(), tenant).await?;
         Ok(rows.iter().map(info).collect::<Result<_, _>>()?)
