@@ -273,6 +273,8 @@ impl KeyService {
         })
     }
 
+    /// The keys of `tenant`, or of every tenant, revoked ones included; never a key's secret,
+    /// which is not stored.
     pub async fn list(&self, tenant: Option<&TenantId>) -> Result<Vec<KeyInfo>, AppError> {
         let rows = api_keys::list(self.store.reader(), tenant).await?;
         Ok(rows.iter().map(info).collect::<Result<_, _>>()?)
@@ -313,9 +315,16 @@ impl KeyService {
         Ok(info(&row)?)
     }
 
-    /// Whether any key, in any tenant, is not revoked.
+    /// Whether any key, in any tenant, is not revoked. Reads only.
     pub async fn any_active(&self) -> Result<bool, StoreError> {
         api_keys::any_active(self.store.reader()).await
+    }
+
+    /// [`Self::any_active`] on a database that may not be migrated yet: the start-up check runs
+    /// before anything else has created the keys table.
+    pub async fn any_active_after_migrating(&self) -> Result<bool, StoreError> {
+        self.store.migrate().await?;
+        self.any_active().await
     }
 
     /// Whether the key still exists and is not revoked: for streams, which outlive the check

@@ -1,14 +1,19 @@
 //! Bulk import of leads with their history, in batches: one transaction and a handful of
 //! multi-row statements per batch, so that a million leads load in minutes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
+
 use super::catalog::PipelineCatalog;
+use super::forecast::ForecastService;
 use super::{AppError, RequestContext};
+use crate::domain::FieldViolation;
 use crate::domain::history::StageChange;
-use crate::domain::ids::{PipelineId, TenantId};
-use crate::domain::lead::Lead;
+use crate::domain::ids::{LeadId, PipelineId, TenantId};
+use crate::domain::import::{ImportedChange, check_history, validate_external_id};
+use crate::domain::lead::{Lead, LeadFields};
 use crate::domain::policy::CompiledPipeline;
 use crate::store::pipelines::RowLock;
 use crate::store::{Store, WriteTx, history, leads, sequences};
@@ -31,6 +36,52 @@ const STATISTICS_REFRESH_AT: [u64; 10] = [
     1 << 21,
     1 << 22,
 ];
+
+/// Refused leads listed in an import's summary; the count covers them all.
+const MAX_REPORTED_ERRORS: usize = 1000;
+
+/// One lead to import, as its source sent it: read, but not yet checked against its pipeline.
+pub struct ImportRow {
+    pub external_id: String,
+    /// The lead, or the first of its fields that could not be read.
+    pub parsed: Result<ParsedLead, FieldViolation>,
+}
+
+pub struct ParsedLead {
+    pub fields: LeadFields,
+    pub pipeline_id: PipelineId,
+    /// Oldest first; empty means created now in the pipeline's first stage.
+    pub history: Vec<ImportedChange>,
+}
+
+/// A refused lead: its position in the import, and the first reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportError {
+    pub index: i64,
+    pub external_id: String,
+    /// Empty when the reason concerns the whole lead.
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportSummary {
+    pub received: i64,
+    pub imported: i64,
+    pub already_imported: i64,
+    pub failed: i64,
+    /// The first refusals, in order.
+    pub errors: Vec<ImportError>,
+}
+
+impl ImportSummary {
+    fn refuse(&mut self, error: ImportError) {
+        self.failed += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(error);
+        }
+    }
+}
 
 /// A validated lead ready to import; `history` sequences are assigned on insert.
 pub struct ImportItem {
@@ -55,6 +106,171 @@ pub struct ImportService {
 impl ImportService {
     pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
         Self { store, catalog }
+    }
+
+    /// Imports every row of `rows`, in batches of one transaction each, then retrains the model
+    /// of each pipeline that received leads and rescores its open leads. A lead whose external
+    /// id was imported before is skipped, so a repeated import adds nothing; a bad lead is
+    /// refused and reported while the others go in. Fails as a whole only when the stream or
+    /// the database does, keeping the batches already committed.
+    pub async fn import_and_rescore<E: From<AppError>>(
+        &self,
+        forecasts: &ForecastService,
+        ctx: &RequestContext,
+        rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
+    ) -> Result<ImportSummary, E> {
+        let (summary, pipelines) = self.import_rows(ctx, rows).await?;
+        self.finished(summary.imported as u64).await?;
+        if summary.imported > 0 {
+            for pipeline in pipelines {
+                forecasts.rescore(ctx, &pipeline).await?;
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn import_rows<E: From<AppError>>(
+        &self,
+        ctx: &RequestContext,
+        mut rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
+    ) -> Result<(ImportSummary, Vec<PipelineId>), E> {
+        let mut summary = ImportSummary::default();
+        let mut pipelines: HashMap<PipelineId, Option<Arc<CompiledPipeline>>> = HashMap::new();
+        let mut batch = Vec::with_capacity(BATCH_SIZE);
+        let mut index = 0i64;
+        while let Some(row) = rows.next().await.transpose()? {
+            summary.received += 1;
+            match self.prepare(ctx, &mut pipelines, index, row).await? {
+                Ok(item) => batch.push(item),
+                Err(error) => summary.refuse(error),
+            }
+            if batch.len() == BATCH_SIZE {
+                self.flush(ctx, &mut batch, &mut summary).await?;
+            }
+            index += 1;
+        }
+        self.flush(ctx, &mut batch, &mut summary).await?;
+        let touched = pipelines
+            .into_iter()
+            .filter_map(|(id, compiled)| compiled.map(|_| id))
+            .collect();
+        Ok((summary, touched))
+    }
+
+    async fn flush(
+        &self,
+        ctx: &RequestContext,
+        batch: &mut Vec<ImportItem>,
+        summary: &mut ImportSummary,
+    ) -> Result<(), AppError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let externals: HashMap<i64, String> = batch
+            .iter()
+            .map(|i| (i.index, i.lead.external_id.clone().unwrap_or_default()))
+            .collect();
+        let imported_before = summary.imported as u64;
+        for (index, outcome) in self.import(ctx, std::mem::take(batch)).await? {
+            match outcome {
+                ImportOutcome::Imported => summary.imported += 1,
+                ImportOutcome::AlreadyImported => summary.already_imported += 1,
+                ImportOutcome::Failed(reason) => summary.refuse(ImportError {
+                    index,
+                    external_id: externals.get(&index).cloned().unwrap_or_default(),
+                    field: String::new(),
+                    reason,
+                }),
+            }
+        }
+        self.grew(imported_before, summary.imported as u64).await
+    }
+
+    /// Checks a row against its pipeline and builds the lead and its stage changes. The outer
+    /// error fails the whole import; the inner one refuses just this lead.
+    async fn prepare(
+        &self,
+        ctx: &RequestContext,
+        pipelines: &mut HashMap<PipelineId, Option<Arc<CompiledPipeline>>>,
+        index: i64,
+        row: ImportRow,
+    ) -> Result<Result<ImportItem, ImportError>, AppError> {
+        let refuse = |field: &str, reason: String| ImportError {
+            index,
+            external_id: row.external_id.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        if let Err(reason) = validate_external_id(&row.external_id) {
+            return Ok(Err(refuse("external_id", reason)));
+        }
+        let parsed = match row.parsed {
+            Ok(parsed) => parsed,
+            Err(violation) => return Ok(Err(refuse(&violation.field, violation.description))),
+        };
+        let pipeline_id = parsed.pipeline_id;
+        if !pipelines.contains_key(&pipeline_id) {
+            let compiled = self.pipeline(ctx, &pipeline_id).await?;
+            pipelines.insert(pipeline_id.clone(), compiled);
+        }
+        let Some(Some(pipeline)) = pipelines.get(&pipeline_id) else {
+            return Ok(Err(refuse(
+                "lead.pipeline_id",
+                format!("pipeline {:?} does not exist", pipeline_id.as_str()),
+            )));
+        };
+        let definition = pipeline.definition();
+        let now = super::now();
+        let history = if parsed.history.is_empty() {
+            vec![ImportedChange {
+                from_stage: None,
+                to_stage: definition.first_stage().key.clone(),
+                change_time: now,
+                actor: String::new(),
+                note: String::new(),
+            }]
+        } else {
+            parsed.history
+        };
+        let timeline = match check_history(definition, &history, now) {
+            Ok(timeline) => timeline,
+            Err((field, reason)) => return Ok(Err(refuse(&field, reason))),
+        };
+        let id = LeadId::generate();
+        let lead = Lead {
+            id,
+            fields: parsed.fields,
+            pipeline_id: pipeline_id.clone(),
+            stage: timeline.stage,
+            win_probability: timeline.probability,
+            create_time: timeline.create_time,
+            update_time: timeline.stage_enter_time,
+            stage_enter_time: timeline.stage_enter_time,
+            close_time: timeline.close_time,
+            version: 1,
+            external_id: Some(row.external_id.trim().to_owned()),
+        };
+        let history = history
+            .into_iter()
+            .map(|change| StageChange {
+                sequence: 0,
+                lead_id: id,
+                pipeline_id: pipeline_id.clone(),
+                from_stage: change.from_stage,
+                to_stage: change.to_stage,
+                change_time: change.change_time,
+                // The recorded actor is the caller's identity; the source system's actor is
+                // kept in the note.
+                actor: ctx.actor.clone(),
+                note: imported_note(change.note, &change.actor),
+                imported: true,
+            })
+            .collect();
+        Ok(Ok(ImportItem {
+            index,
+            lead,
+            history,
+        }))
     }
 
     /// The pipeline imported leads of `id` are checked against.
@@ -153,6 +369,16 @@ impl ImportService {
                 Err(e)
             }
         }
+    }
+}
+
+fn imported_note(note: String, actor: &str) -> String {
+    if actor.is_empty() {
+        note
+    } else if note.is_empty() {
+        format!("imported; by {actor} in the source system")
+    } else {
+        format!("{note} (imported; by {actor} in the source system)")
     }
 }
 

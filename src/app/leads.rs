@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::evaluation::CriteriaRunner;
 use super::events::EventHub;
@@ -30,9 +32,53 @@ pub struct Idempotency {
     pub request_hash: String,
 }
 
+impl Idempotency {
+    /// The key, with a digest of what the request asks for: a retry with the same key but a
+    /// different request is refused instead of answered with the first request's result. The
+    /// digest is stored with the key, so its input must stay the same across releases for
+    /// retries that span an upgrade.
+    pub fn new(request_id: Option<RequestId>, request: impl serde::Serialize) -> Option<Self> {
+        let request_id = request_id?;
+        let digest = Sha256::digest(serde_json::to_vec(&request).unwrap_or_default());
+        Some(Self {
+            request_id,
+            request_hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
 pub struct NewLead {
     pub fields: LeadFields,
     pub pipeline_id: PipelineId,
+}
+
+pub struct CreateLead {
+    pub lead: NewLead,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Replaces the fields named by `mask` with those of `fields`.
+pub struct UpdateLead {
+    pub id: LeadId,
+    pub fields: LeadFields,
+    pub mask: Vec<LeadField>,
+    pub expected_version: Option<i64>,
+}
+
+pub struct DeleteLead {
+    pub id: LeadId,
+    pub expected_version: Option<i64>,
+}
+
+pub struct CheckMove {
+    pub id: LeadId,
+    pub to: StageKey,
+}
+
+pub struct StageChangeQuery {
+    pub lead_id: LeadId,
+    pub page_size: u64,
+    pub page_token: String,
 }
 
 pub struct MoveCommand {
@@ -86,12 +132,18 @@ impl LeadService {
         &self.events
     }
 
+    /// Creates the lead in the first stage of its pipeline, in one transaction with its first
+    /// stage change. With a request id, a retry returns the lead the first call created, and a
+    /// different request under the same id is refused. Refuses a pipeline that does not exist.
     pub async fn create(
         &self,
         ctx: &RequestContext,
-        new: NewLead,
-        idempotency: Option<Idempotency>,
+        command: CreateLead,
     ) -> Result<Lead, AppError> {
+        let CreateLead {
+            lead: new,
+            idempotency,
+        } = command;
         const METHOD: &str = "CreateLead";
         if let Some(key) = &idempotency
             && let Some(lead) = self.replay(&ctx.tenant, key, METHOD).await?
@@ -159,12 +211,16 @@ impl LeadService {
         Ok(event.lead)
     }
 
+    /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
     pub async fn get(&self, ctx: &RequestContext, id: &LeadId) -> Result<Lead, AppError> {
         leads::find(self.store.reader(), &ctx.tenant, id)
             .await?
             .ok_or_else(|| AppError::lead_not_found(id))
     }
 
+    /// One page in the order asked for, resumable with keyset paging: a page token is refused
+    /// for a filter or order other than the one it was issued for. Page size: see
+    /// [`super::page_size`].
     pub async fn list(
         &self,
         ctx: &RequestContext,
@@ -185,10 +241,7 @@ impl LeadService {
             }
             Some((cursor.key, cursor.last_id))
         };
-        let page_size = match query.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let page_size = super::page_size(query.page_size);
         let page = lead_query::LeadPage {
             filter: query.filter.as_ref(),
             order: query.order,
@@ -218,14 +271,22 @@ impl LeadService {
         })
     }
 
+    /// Applies the masked fields in one transaction and rescores the lead. With an etag the
+    /// write happens only on that version (ABORTED otherwise); without one, a lost race is
+    /// retried on the new version. A change that changes nothing writes nothing and keeps the
+    /// etag. Refuses more labels than a lead may carry.
     pub async fn update(
         &self,
         ctx: &RequestContext,
-        id: &LeadId,
-        source: &LeadFields,
-        mask: &[LeadField],
-        expected_version: Option<i64>,
+        command: UpdateLead,
     ) -> Result<Lead, AppError> {
+        let UpdateLead {
+            id,
+            fields: source,
+            mask,
+            expected_version,
+        } = command;
+        let (id, source, mask) = (&id, &source, &mask[..]);
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
             let current = self
@@ -265,12 +326,13 @@ impl LeadService {
         Err(contended(id))
     }
 
-    pub async fn delete(
-        &self,
-        ctx: &RequestContext,
-        id: &LeadId,
-        expected_version: Option<i64>,
-    ) -> Result<(), AppError> {
+    /// Deletes the lead and its history in one transaction; with an etag, only that version.
+    pub async fn delete(&self, ctx: &RequestContext, command: DeleteLead) -> Result<(), AppError> {
+        let DeleteLead {
+            id,
+            expected_version,
+        } = command;
+        let id = &id;
         let tx = self.store.begin_write().await?;
         if leads::delete(&tx, &ctx.tenant, id, expected_version).await? {
             tx.commit().await?;
@@ -285,6 +347,9 @@ impl LeadService {
         })
     }
 
+    /// Moves the lead to another stage if the pipeline's rules and entry criteria allow it
+    /// (FAILED_PRECONDITION with every unmet one otherwise), and records the stage change, in
+    /// one transaction. Etag and idempotency as for [`Self::update`] and [`Self::create`].
     pub async fn move_lead(
         &self,
         ctx: &RequestContext,
@@ -369,9 +434,9 @@ impl LeadService {
     pub async fn check_move(
         &self,
         ctx: &RequestContext,
-        id: &LeadId,
-        to: &StageKey,
+        command: CheckMove,
     ) -> Result<Vec<MoveViolation>, AppError> {
+        let (id, to) = (&command.id, &command.to);
         let reader = self.store.reader();
         let lead = leads::find(reader, &ctx.tenant, id)
             .await?
@@ -387,13 +452,14 @@ impl LeadService {
             .unwrap_or_default())
     }
 
+    /// The lead's stage changes, oldest first, with the token of the next page. Page size: see
+    /// [`super::page_size`].
     pub async fn list_stage_changes(
         &self,
         ctx: &RequestContext,
-        id: &LeadId,
-        page_size: u64,
-        page_token: &str,
+        query: StageChangeQuery,
     ) -> Result<(Vec<StageChange>, String), AppError> {
+        let (id, page_size, page_token) = (&query.lead_id, query.page_size, &query.page_token[..]);
         let after: i64 = if page_token.is_empty() {
             0
         } else {
@@ -403,10 +469,7 @@ impl LeadService {
         if leads::find(reader, &ctx.tenant, id).await?.is_none() {
             return Err(AppError::lead_not_found(id));
         }
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let page_size = super::page_size(page_size);
         let mut changes =
             history::list_for_lead(reader, &ctx.tenant, id, after, page_size + 1).await?;
         let next = if changes.len() as u64 > page_size {

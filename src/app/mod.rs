@@ -10,12 +10,55 @@ pub mod import;
 pub mod leads;
 pub mod pipelines;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
+use self::catalog::PipelineCatalog;
+use self::events::EventHub;
+use self::forecast::model::{MODEL_TTL, ModelCache};
+use self::forecast::{ForecastService, LeadScorer};
+use self::import::ImportService;
+use self::leads::LeadService;
 use crate::domain::FieldViolation;
 use crate::domain::ids::TenantId;
 use crate::domain::policy::MoveViolation;
-use crate::store::StoreError;
+use crate::store::{Store, StoreConfig, StoreError};
+
+/// The use cases a command-line tool needs, wired on a connected and migrated database; the
+/// server wires its own, with the settings only it has.
+pub struct Services {
+    pub store: Store,
+    pub leads: LeadService,
+    pub import: ImportService,
+    pub forecasts: ForecastService,
+    /// Held so that the event hub runs until the services are dropped.
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Services {
+    /// Connects and migrates. Fails if the database cannot be reached.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let store = Store::connect(config).await?;
+        store.migrate().await?;
+        let catalog = Arc::new(PipelineCatalog::default());
+        let models = Arc::new(ModelCache::new(MODEL_TTL));
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let events = EventHub::new(store.clone(), shutdown_rx);
+        Ok(Self {
+            leads: LeadService::new(
+                store.clone(),
+                catalog.clone(),
+                events,
+                LeadScorer::new(models.clone()),
+            ),
+            import: ImportService::new(store.clone(), catalog.clone()),
+            forecasts: ForecastService::new(store.clone(), catalog, models),
+            store,
+            _shutdown: shutdown,
+        })
+    }
+}
 
 /// Who is calling, on whose behalf.
 #[derive(Debug, Clone)]
@@ -79,9 +122,13 @@ pub enum AppError {
     },
     #[error("{0}")]
     ShuttingDown(String),
-    /// The caller's credentials are no longer valid (for example a stream's key was revoked).
+    /// The caller's credentials are missing or no longer valid (for example a stream's key was
+    /// revoked).
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller's credentials are valid but do not allow the call.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A per-tenant limit (for example open streams) is reached.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -124,6 +171,16 @@ impl From<StoreError> for AppError {
             }
             StoreError::Corrupt(e) | StoreError::Database(e) => AppError::Internal(e),
         }
+    }
+}
+
+/// The rows a list use case returns per page: 50 when the caller asks for none, and at most
+/// 1000, so that one call cannot hold a connection and megabytes of memory for long. Larger
+/// requests are served 1000 rather than refused, as the API documents.
+pub fn page_size(requested: u64) -> u64 {
+    match requested {
+        0 => leads::DEFAULT_PAGE_SIZE,
+        n => n.min(leads::MAX_PAGE_SIZE),
     }
 }
 

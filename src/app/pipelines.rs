@@ -61,6 +61,24 @@ impl PipelineField {
     }
 }
 
+pub struct CreatePipeline {
+    pub id: PipelineId,
+    pub definition: PipelineDefinition,
+}
+
+/// Replaces the parts named by `mask` with those of `definition`.
+pub struct UpdatePipeline {
+    pub id: PipelineId,
+    pub definition: PipelineDefinition,
+    pub mask: Vec<PipelineField>,
+    pub expected_version: Option<i64>,
+}
+
+pub struct PipelineListQuery {
+    pub page_size: u64,
+    pub page_token: String,
+}
+
 #[derive(Clone)]
 pub struct PipelineService {
     store: Store,
@@ -72,12 +90,15 @@ impl PipelineService {
         Self { store, catalog }
     }
 
+    /// Creates the pipeline with one write. Refuses a definition that does not compile
+    /// (INVALID_ARGUMENT, every finding at once) and a taken id (ALREADY_EXISTS), also for
+    /// `default`, which every tenant has from its first use.
     pub async fn create(
         &self,
         ctx: &RequestContext,
-        id: PipelineId,
-        definition: PipelineDefinition,
+        command: CreatePipeline,
     ) -> Result<Pipeline, AppError> {
+        let CreatePipeline { id, definition } = command;
         let compiled = compile(definition)?;
         if id == PipelineId::default_pipeline() {
             // Make sure a tenant's own default exists before reporting the conflict.
@@ -107,6 +128,7 @@ impl PipelineService {
         Ok(pipeline)
     }
 
+    /// Reads the pipeline; `default` is created on its first read.
     pub async fn get(&self, ctx: &RequestContext, id: &PipelineId) -> Result<Pipeline, AppError> {
         if *id == PipelineId::default_pipeline() {
             self.catalog
@@ -118,12 +140,14 @@ impl PipelineService {
             .ok_or_else(|| not_found(id))
     }
 
+    /// One page of the tenant's pipelines in id order, with the token of the next. Page size:
+    /// see [`super::page_size`].
     pub async fn list(
         &self,
         ctx: &RequestContext,
-        page_size: u64,
-        page_token: &str,
+        query: PipelineListQuery,
     ) -> Result<(Vec<Pipeline>, String), AppError> {
+        let (page_size, page_token) = (query.page_size, &query.page_token[..]);
         let after: String = if page_token.is_empty() {
             // Listing shows the tenant's default pipeline even before its first use.
             self.catalog
@@ -138,10 +162,7 @@ impl PipelineService {
         } else {
             decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
         };
-        let page_size = match page_size {
-            0 => super::leads::DEFAULT_PAGE_SIZE,
-            n => n.min(super::leads::MAX_PAGE_SIZE),
-        };
+        let page_size = super::page_size(page_size);
         let mut rows =
             pipelines::list(self.store.reader(), &ctx.tenant, &after, page_size + 1).await?;
         let next = if rows.len() as u64 > page_size {
@@ -153,14 +174,21 @@ impl PipelineService {
         Ok((rows, next))
     }
 
+    /// Applies the masked fields in one transaction that locks the pipeline's row. With an etag
+    /// only that version is changed (ABORTED otherwise). Refuses a result that does not compile,
+    /// and the removal of a stage that still holds leads (FAILED_PRECONDITION naming each).
     pub async fn update(
         &self,
         ctx: &RequestContext,
-        id: &PipelineId,
-        source: &PipelineDefinition,
-        mask: &[PipelineField],
-        expected_version: Option<i64>,
+        command: UpdatePipeline,
     ) -> Result<Pipeline, AppError> {
+        let UpdatePipeline {
+            id,
+            definition: source,
+            mask,
+            expected_version,
+        } = command;
+        let (id, source) = (&id, &source);
         // Materialises the tenant's default pipeline if this is its first use.
         self.catalog
             .get(self.store.reader(), &ctx.tenant, id, RowLock::None)

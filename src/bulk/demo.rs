@@ -16,9 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use super::synthetic::{LOST, STAGES, WON, pick, timestamp};
+use crate::app::AppError;
+use crate::app::import::{ImportRow, ImportSummary};
 use crate::app::leads::LeadListQuery;
 use crate::domain::ids::TenantId;
-use crate::grpc::import::import_and_rescore;
 use crate::grpc::pb;
 use crate::store::StoreConfig;
 
@@ -434,7 +435,7 @@ pub async fn run(
     config: &StoreConfig,
     tenant: &TenantId,
     options: &DemoOptions,
-) -> Result<(DemoSummary, pb::ImportLeadsResponse), String> {
+) -> Result<(DemoSummary, ImportSummary), String> {
     if options.until > Utc::now() {
         return Err("--until must not be in the future: history records what did happen".into());
     }
@@ -471,11 +472,13 @@ pub async fn run(
             if progress.position() == total {
                 progress.set_message("(retraining and rescoring open leads)");
             }
-            Ok(m)
+            Ok::<_, AppError>(ImportRow::from(m))
         }));
-        let response = import_and_rescore(&app.import, &app.forecasts, &ctx, stream)
+        let response = app
+            .import
+            .import_and_rescore(&app.forecasts, &ctx, stream)
             .await
-            .map_err(|status| format!("the import failed: {}", status.message()))?;
+            .map_err(|error| format!("the import failed: {error}"))?;
         progress.finish_and_clear();
         Ok((summary, response))
     }

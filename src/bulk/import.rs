@@ -1,6 +1,6 @@
-//! `leadpipe import FILE.csv`: each row becomes an `ImportLeadsRequest` and runs through the
-//! code of `LeadService.ImportLeads`. Bad rows are reported with their line and column; the
-//! good rows still go in.
+//! `leadpipe import FILE.csv`: each row is read as an `ImportLeadsRequest` message would be and
+//! runs through the use case behind `LeadService.ImportLeads`. Bad rows are reported with their
+//! line and column; the good rows still go in.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,12 +9,11 @@ use std::path::Path;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
 
 use super::csv::{HistorySource, LeadRow, check_header, column_of, row_to_message};
+use crate::app::AppError;
+use crate::app::import::ImportRow;
 use crate::domain::ids::{PipelineId, TenantId};
-use crate::grpc::import::import_and_rescore;
-use crate::grpc::pb;
 use crate::store::StoreConfig;
 
 /// A refused row.
@@ -96,11 +95,13 @@ pub async fn run(
 
     let app = super::open(config).await?;
     let ctx = super::context(tenant, "import");
-    let (tx, rx) = mpsc::channel::<Result<pb::ImportLeadsRequest, Status>>(1024);
+    let (tx, rx) = mpsc::channel::<Result<ImportRow, AppError>>(1024);
     let importing = {
         let (import, forecasts, ctx) = (app.import.clone(), app.forecasts.clone(), ctx.clone());
         tokio::spawn(async move {
-            import_and_rescore(&import, &forecasts, &ctx, ReceiverStream::new(rx)).await
+            import
+                .import_and_rescore(&forecasts, &ctx, ReceiverStream::new(rx))
+                .await
         })
     };
     let progress = super::progress_bar(size, "importing", "bytes");
@@ -134,7 +135,7 @@ pub async fn run(
     let response = importing
         .await
         .map_err(|e| format!("the import failed: {e}"))?
-        .map_err(|status| format!("the import failed: {}", status.message()));
+        .map_err(|error| format!("the import failed: {error}"));
     progress.finish_and_clear();
     app.store.close().await;
     let (reading, response) = (reading?, response?);
@@ -168,7 +169,7 @@ pub async fn run(
 fn read_rows(
     reader: &mut ::csv::Reader<Box<dyn Read + Send>>,
     header: &::csv::StringRecord,
-    tx: &mpsc::Sender<Result<pb::ImportLeadsRequest, Status>>,
+    tx: &mpsc::Sender<Result<ImportRow, AppError>>,
     first_stage: &mut dyn FnMut(&str) -> Option<String>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Reading, String> {
@@ -214,7 +215,8 @@ fn read_rows(
                     line,
                     history: converted.history,
                 });
-                if tx.blocking_send(Ok(converted.message)).is_err() {
+                let row = ImportRow::from(converted.message);
+                if tx.blocking_send(Ok(row)).is_err() {
                     // The import ended early; its error is reported by the caller.
                     break;
                 }

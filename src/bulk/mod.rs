@@ -15,14 +15,13 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::app::RequestContext;
+use crate::app::{RequestContext, Services};
 use crate::domain::ids::TenantId;
-use crate::server::{App, Settings};
 use crate::store::StoreConfig;
 
 /// Connects to and migrates the database, and wires the use cases.
-pub(crate) async fn open(config: &StoreConfig) -> Result<App, String> {
-    App::build(&Settings::new(config.clone()))
+pub(crate) async fn open(config: &StoreConfig) -> Result<Services, String> {
+    Services::open(config)
         .await
         .map_err(|e| format!("cannot open the database: {e}"))
 }

@@ -22,9 +22,10 @@ use tokio::sync::OnceCell;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use super::error;
 use super::guard::Readiness;
-use crate::app::RequestContext;
 use crate::app::api_keys::{KeyName, KeyRejected, KeyService, Role};
+use crate::app::{AppError, RequestContext};
 use crate::store::{Store, StoreError};
 
 /// When the server asks for API keys.
@@ -184,11 +185,10 @@ pub async fn check(store: &Store, mode: AuthMode, addr: SocketAddr) -> Result<()
     if mode != AuthMode::Auto || addr.ip().is_loopback() {
         return Ok(());
     }
-    let any_key = async {
-        store.migrate().await?;
-        crate::store::api_keys::any_active(store.reader()).await
-    };
-    match any_key.await {
+    match KeyService::new(store.clone())
+        .any_active_after_migrating()
+        .await
+    {
         Ok(any_key) => decide(mode, any_key, addr).map(|_| ()),
         Err(error) => {
             tracing::warn!(%error, "cannot look for API keys yet; calls without one are refused");
@@ -231,9 +231,7 @@ impl Shared {
         needed: Role,
     ) -> Result<(RequestContext, Option<KeyName>), Status> {
         if !self.readiness.is_ready() {
-            return Err(Status::unavailable(
-                "the database is not reachable yet; the server keeps trying. Retry with backoff",
-            ));
+            return Err(error::not_ready());
         }
         // Proxies and clients disagree on which of several values counts, so a call that
         // carries more than one is refused rather than run as whichever comes first.
@@ -241,17 +239,20 @@ impl Shared {
         let header = values.next();
         let more = values.count();
         if more > 0 {
-            return Err(Status::unauthenticated(format!(
+            return Err(AppError::Unauthenticated(format!(
                 "the call has {} authorization metadata entries; send exactly one, \
                  `authorization: Bearer <key>`",
                 more + 1
-            )));
+            ))
+            .into());
         }
         let Some(header) = header else {
-            return if self.required().await.map_err(unavailable)? {
-                Err(Status::unauthenticated(
-                    "this call needs an API key: send the metadata `authorization: Bearer <key>`",
-                ))
+            return if self.required().await.map_err(key_check_failed)? {
+                Err(AppError::Unauthenticated(
+                    "this call needs an API key: send the metadata `authorization: Bearer <key>`"
+                        .into(),
+                )
+                .into())
             } else {
                 Ok((RequestContext::anonymous(), None))
             };
@@ -264,33 +265,30 @@ impl Shared {
                 scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
             })
             .ok_or_else(|| {
-                Status::unauthenticated("the authorization metadata must read `Bearer <key>`")
+                Status::from(AppError::Unauthenticated(
+                    "the authorization metadata must read `Bearer <key>`".into(),
+                ))
             })?;
         let principal = self.keys.authenticate(key).await.map_err(|e| match e {
-            KeyRejected::Store(error) => unavailable(error),
-            rejected => Status::unauthenticated(rejected.to_string()),
+            KeyRejected::Store(error) => key_check_failed(error),
+            rejected => AppError::Unauthenticated(rejected.to_string()).into(),
         })?;
         if principal.role < needed {
             let method = path.strip_prefix('/').unwrap_or(path);
-            return Err(Status::permission_denied(format!(
+            return Err(AppError::PermissionDenied(format!(
                 "API key {} has the role {}; {method} needs {needed}",
                 principal.key, principal.role
-            )));
+            ))
+            .into());
         }
         Ok((principal.context(), Some(principal.key)))
     }
 }
 
-fn unavailable(error: StoreError) -> Status {
-    match error {
-        StoreError::Unavailable(e) | StoreError::StorageFailure(e) => {
-            Status::unavailable(format!("cannot check the API key: {e}"))
-        }
-        other => {
-            tracing::error!(error = %other, "API key check failed");
-            Status::internal("cannot check the API key")
-        }
-    }
+/// The database's own words stay in the server's log: they can name hosts, users and tables.
+fn key_check_failed(error: StoreError) -> Status {
+    tracing::warn!(%error, "cannot check the API key");
+    AppError::from(error).into()
 }
 
 impl<S> Layer<S> for AuthLayer {

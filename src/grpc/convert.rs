@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use super::pb;
+use crate::app::AppError;
 use crate::domain::Violations;
 use crate::domain::history::{StageChange, StageChangeEvent};
-use crate::domain::ids::{CriterionId, StageKey};
+use crate::domain::ids::{CriterionId, PipelineId, StageKey};
 use crate::domain::lead::{
     Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_email, validate_labels,
     validate_text, validate_title,
@@ -40,7 +41,59 @@ pub fn datetime_to_timestamp(time: DateTime<Utc>) -> Timestamp {
     }
 }
 
-fn optional_time(
+/// The command built from a request's checked parts, or INVALID_ARGUMENT with every violation
+/// found. `command` is None only when a part was refused, and so a violation recorded.
+pub fn finish<T>(violations: Violations, command: Option<T>) -> Result<T, AppError> {
+    match (violations.into_result(), command) {
+        (Ok(()), Some(command)) => Ok(command),
+        (Err(found), _) => Err(AppError::InvalidArgument(found)),
+        (Ok(()), None) => Err(AppError::Internal(
+            "a request part was refused without a violation".into(),
+        )),
+    }
+}
+
+/// The one `page_size` rule of every list RPC: negative is refused; 0 and values above the
+/// maximum are left to the use case (see `app::page_size`).
+pub fn page_size(violations: &mut Violations, value: i32) -> u64 {
+    u64::try_from(value).unwrap_or_else(|_| {
+        violations.push("page_size", "must not be negative");
+        0
+    })
+}
+
+/// A pipeline id, or the default pipeline when the field is empty.
+pub fn pipeline_or_default(
+    violations: &mut Violations,
+    field: &str,
+    value: &str,
+) -> Option<PipelineId> {
+    if value.is_empty() {
+        Some(PipelineId::default_pipeline())
+    } else {
+        violations.check(field, PipelineId::parse(value))
+    }
+}
+
+/// The fields an `update_mask` names, or `all` when it names none.
+pub fn update_mask<F>(
+    violations: &mut Violations,
+    mask: Option<prost_types::FieldMask>,
+    all: Vec<F>,
+    parse: impl Fn(&str) -> Result<F, String>,
+) -> Vec<F> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return all;
+    }
+    paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| violations.check(&format!("update_mask.paths[{i}]"), parse(path)))
+        .collect()
+}
+
+pub fn optional_time(
     violations: &mut Violations,
     field: &str,
     ts: Option<&Timestamp>,

@@ -3,8 +3,11 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use std::time::Duration;
+
 use crate::app::AppError;
 use crate::domain::FieldViolation;
+use crate::domain::ids::TenantId;
 
 impl From<AppError> for Status {
     fn from(error: AppError) -> Self {
@@ -64,6 +67,7 @@ impl From<AppError> for Status {
             AppError::ShuttingDown(message) => Status::unavailable(message),
             AppError::ResourceExhausted(message) => Status::resource_exhausted(message),
             AppError::Unauthenticated(message) => Status::unauthenticated(message),
+            AppError::PermissionDenied(message) => Status::permission_denied(message),
             AppError::Internal(message) => {
                 tracing::error!(%message, "internal error");
                 Status::internal("internal error")
@@ -168,6 +172,38 @@ fn summary(
 
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     invalid_argument(vec![FieldViolation::new(field, description)])
+}
+
+/// INVALID_ARGUMENT for a streamed message that tonic could not decode (and reported as
+/// INTERNAL): the client sent it.
+pub fn undecodable_stream_message(index: usize, status: &Status) -> Status {
+    Status::invalid_argument(format!(
+        "message {index} of the import stream could not be decoded: {}",
+        status.message()
+    ))
+}
+
+/// UNAVAILABLE for a call that arrives before the database is connected and migrated.
+pub fn not_ready() -> Status {
+    Status::unavailable(
+        "the database is not reachable yet; the server keeps trying. Retry with backoff",
+    )
+}
+
+/// RESOURCE_EXHAUSTED with a RetryInfo giving the wait, for a tenant over its rate.
+pub fn rate_limited(tenant: &TenantId, wait: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("tenant {tenant} is over its rate limit; retry in {wait:?}"),
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
+
+/// DEADLINE_EXCEEDED for a call still running when its deadline passed.
+pub fn deadline_exceeded(deadline: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the call did not complete within its deadline of {deadline:?}"
+    ))
 }
 
 #[cfg(test)]

@@ -1,23 +1,16 @@
 //! `leadpipe.v1.ForecastService`.
 
-use chrono::{DateTime, Utc};
 use prost_types::Duration as ProtoDuration;
 use tonic::{Request, Response, Status};
 
-use super::convert::{datetime_to_timestamp, timestamp_to_datetime};
-use super::error::{invalid_argument, invalid_field};
+use super::convert::datetime_to_timestamp;
+use super::lead_requests::lead_id;
 use super::{context, pb};
 use crate::app::AppError;
-use crate::app::forecast::metrics::{MetricsQuery, StageReport};
+use crate::app::forecast::metrics::{MetricsQuery, StageReport, StuckLeadsQuery};
 use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
 use crate::app::forecast::{Amounts, ForecastService, Totals};
-use crate::domain::Violations;
-use crate::domain::forecast::PeriodKind;
-use crate::domain::ids::{LeadId, PipelineId};
-use crate::domain::money::{CurrencyCode, Total};
-
-const DEFAULT_SIMULATIONS: i32 = 1000;
-const MAX_HORIZON: i32 = 36;
+use crate::domain::money::Total;
 
 pub struct ForecastApi {
     pub forecasts: ForecastService,
@@ -87,101 +80,6 @@ fn hours(value: Option<f64>) -> Option<ProtoDuration> {
     })
 }
 
-fn pipeline_id(violations: &mut Violations, value: &str) -> Option<PipelineId> {
-    if value.is_empty() {
-        Some(PipelineId::default_pipeline())
-    } else {
-        violations.check("pipeline_id", PipelineId::parse(value))
-    }
-}
-
-fn time(
-    violations: &mut Violations,
-    field: &str,
-    ts: Option<&prost_types::Timestamp>,
-) -> Option<DateTime<Utc>> {
-    ts.and_then(|ts| violations.check(field, timestamp_to_datetime(ts)))
-}
-
-fn period(violations: &mut Violations, value: i32) -> PeriodKind {
-    match pb::Period::try_from(value) {
-        Ok(pb::Period::Week) => PeriodKind::Week,
-        Ok(pb::Period::Quarter) => PeriodKind::Quarter,
-        Ok(pb::Period::Month | pb::Period::Unspecified) => PeriodKind::Month,
-        Err(_) => {
-            violations.push(
-                "period",
-                "must be PERIOD_WEEK, PERIOD_MONTH or PERIOD_QUARTER",
-            );
-            PeriodKind::Month
-        }
-    }
-}
-
-fn bounded(
-    violations: &mut Violations,
-    field: &str,
-    value: i32,
-    default: i32,
-    min: i32,
-    max: i32,
-) -> usize {
-    match value {
-        0 => default as usize,
-        v if (min..=max).contains(&v) => v as usize,
-        _ => {
-            violations.push(
-                field,
-                format!("must be between {min} and {max}, or 0 for {default}"),
-            );
-            default as usize
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn forecast_query(
-    pipeline: &str,
-    currency: &str,
-    period_value: i32,
-    horizon: i32,
-    as_of: Option<&prost_types::Timestamp>,
-    simulations: i32,
-    seed: u64,
-) -> Result<ForecastQuery, Status> {
-    let mut violations = Violations::default();
-    let pipeline = pipeline_id(&mut violations, pipeline);
-    let currency = violations.check("currency_code", CurrencyCode::parse(currency));
-    let period = period(&mut violations, period_value);
-    let horizon = bounded(
-        &mut violations,
-        "horizon_periods",
-        horizon,
-        3,
-        1,
-        MAX_HORIZON,
-    );
-    let as_of = time(&mut violations, "as_of", as_of);
-    let simulations = bounded(
-        &mut violations,
-        "simulations",
-        simulations,
-        DEFAULT_SIMULATIONS,
-        100,
-        100_000,
-    );
-    violations.into_result().map_err(invalid_argument)?;
-    Ok(ForecastQuery {
-        pipeline: pipeline.expect("validated"),
-        currency: currency.expect("validated"),
-        period,
-        horizon,
-        as_of,
-        simulations,
-        seed: if seed == 0 { 1 } else { seed },
-    })
-}
-
 fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
     Ok(pb::StageMetrics {
         stage: stage.stage.clone(),
@@ -201,10 +99,9 @@ fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
 }
 
 fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodForecast, Status> {
-    let range = report.range.expect("every report has its period");
     Ok(pb::PeriodForecast {
-        start_time: Some(datetime_to_timestamp(range.start)),
-        end_time: Some(datetime_to_timestamp(range.end)),
+        start_time: report.range.map(|r| datetime_to_timestamp(r.start)),
+        end_time: report.range.map(|r| datetime_to_timestamp(r.end)),
         closed_won_amount: Some(money(currency, report.closed_won)?),
         expected_amount: Some(money(currency, report.expected)?),
         p10_amount: Some(money(currency, report.p10)?),
@@ -216,10 +113,6 @@ fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodFo
     })
 }
 
-fn relative_error(error: f64, actual: f64) -> f64 {
-    if actual > 0.0 { error / actual } else { 0.0 }
-}
-
 #[tonic::async_trait]
 impl pb::forecast_service_server::ForecastService for ForecastApi {
     async fn get_pipeline_metrics(
@@ -227,26 +120,9 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::GetPipelineMetricsRequest>,
     ) -> Result<Response<pb::PipelineMetrics>, Status> {
         let ctx = context(&request);
-        let request = request.get_ref();
-        let mut violations = Violations::default();
-        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let start = time(&mut violations, "start_time", request.start_time.as_ref());
-        let end = time(&mut violations, "end_time", request.end_time.as_ref());
-        let as_of = time(&mut violations, "as_of", request.as_of.as_ref());
-        violations.into_result().map_err(invalid_argument)?;
-        let pipeline = pipeline.expect("validated");
-        let report = self
-            .forecasts
-            .metrics(
-                &ctx,
-                MetricsQuery {
-                    pipeline: pipeline.clone(),
-                    start,
-                    end,
-                    as_of,
-                },
-            )
-            .await?;
+        let query = MetricsQuery::try_from(request.into_inner())?;
+        let pipeline = query.pipeline.clone();
+        let report = self.forecasts.metrics(&ctx, query).await?;
         Ok(Response::new(pb::PipelineMetrics {
             pipeline_id: pipeline.to_string(),
             start_time: Some(datetime_to_timestamp(report.start)),
@@ -272,20 +148,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::ListStuckLeadsRequest>,
     ) -> Result<Response<pb::ListStuckLeadsResponse>, Status> {
         let ctx = context(&request);
-        let request = request.get_ref();
-        let mut violations = Violations::default();
-        let pipeline = pipeline_id(&mut violations, &request.pipeline_id);
-        let page_size = bounded(&mut violations, "page_size", request.page_size, 50, 1, 1000);
-        violations.into_result().map_err(invalid_argument)?;
-        let (stuck, next_page_token, total) = self
-            .forecasts
-            .stuck_leads(
-                &ctx,
-                &pipeline.expect("validated"),
-                page_size as u64,
-                &request.page_token,
-            )
-            .await?;
+        let query = StuckLeadsQuery::try_from(request.into_inner())?;
+        let (stuck, next_page_token, total) = self.forecasts.stuck_leads(&ctx, query).await?;
         Ok(Response::new(pb::ListStuckLeadsResponse {
             stuck_leads: stuck
                 .iter()
@@ -322,12 +186,12 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::ExplainWinProbabilityRequest>,
     ) -> Result<Response<pb::WinProbabilityExplanation>, Status> {
         let ctx = context(&request);
-        let id = LeadId::parse(&request.get_ref().id).map_err(|e| invalid_field("id", e))?;
+        let id = lead_id("id", &request.get_ref().id)?;
         let explanation = self.forecasts.explain(&ctx, &id).await?;
         let mut factors = vec![pb::WinProbabilityFactor {
             feature: "stage".into(),
             value: explanation.lead.stage.to_string(),
-            log_odds: logit(explanation.stage_probability),
+            log_odds: explanation.stage_log_odds(),
             support: explanation.stage_support as i64,
         }];
         factors.extend(
@@ -356,16 +220,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::GetForecastRequest>,
     ) -> Result<Response<pb::Forecast>, Status> {
         let ctx = context(&request);
-        let r = request.get_ref();
-        let query = forecast_query(
-            &r.pipeline_id,
-            &r.currency_code,
-            r.period,
-            r.horizon_periods,
-            r.as_of.as_ref(),
-            r.simulations,
-            r.seed,
-        )?;
+        let query = ForecastQuery::try_from(request.into_inner())?;
         let (pipeline, currency, simulations) = (
             query.pipeline.to_string(),
             query.currency.as_str().to_owned(),
@@ -391,19 +246,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::BacktestForecastRequest>,
     ) -> Result<Response<pb::Backtest>, Status> {
         let ctx = context(&request);
-        let r = request.get_ref();
-        if r.as_of.is_none() {
-            return Err(invalid_field("as_of", "is required"));
-        }
-        let query = forecast_query(
-            &r.pipeline_id,
-            &r.currency_code,
-            r.period,
-            r.horizon_periods,
-            r.as_of.as_ref(),
-            r.simulations,
-            r.seed,
-        )?;
+        let query = ForecastQuery::try_from(request.into_inner())?;
         let (pipeline, currency) = (
             query.pipeline.to_string(),
             query.currency.as_str().to_owned(),
@@ -416,22 +259,19 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
                 .periods
                 .iter()
                 .map(|p| -> Result<_, Status> {
-                    let range = p.range.expect("every report has its period");
-                    let error = (p.p50 - p.actual).abs();
-                    let naive_error = (p.naive - p.actual).abs();
                     Ok(pb::BacktestPeriod {
-                        start_time: Some(datetime_to_timestamp(range.start)),
-                        end_time: Some(datetime_to_timestamp(range.end)),
+                        start_time: p.range.map(|r| datetime_to_timestamp(r.start)),
+                        end_time: p.range.map(|r| datetime_to_timestamp(r.end)),
                         actual_amount: Some(money(&currency, p.actual)?),
                         predicted_amount: Some(money(&currency, p.p50)?),
                         p10_amount: Some(money(&currency, p.p10)?),
                         p90_amount: Some(money(&currency, p.p90)?),
-                        absolute_error: error,
-                        percentage_error: relative_error(error, p.actual),
-                        actual_within_p10_p90: p.p10 <= p.actual + 1e-6 && p.actual <= p.p90 + 1e-6,
+                        absolute_error: p.absolute_error(),
+                        percentage_error: p.percentage_error(),
+                        actual_within_p10_p90: p.actual_within_p10_p90(),
                         naive_predicted_amount: Some(money(&currency, p.naive)?),
-                        naive_absolute_error: naive_error,
-                        naive_percentage_error: relative_error(naive_error, p.actual),
+                        naive_absolute_error: p.naive_absolute_error(),
+                        naive_percentage_error: p.naive_percentage_error(),
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -441,9 +281,4 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             scored_leads: report.scored as i64,
         }))
     }
-}
-
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-6, 1.0 - 1e-6);
-    (p / (1.0 - p)).ln()
 }

@@ -18,9 +18,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderValue, Request, Response};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use super::error;
 use crate::app::RequestContext;
 use crate::domain::ids::TenantId;
 
@@ -175,10 +175,7 @@ where
             return Box::pin(self.inner.call(request));
         }
         if path.starts_with(DATABASE_PREFIX) && !self.shared.readiness.is_ready() {
-            let status = Status::unavailable(
-                "the database is not reachable yet; the server keeps trying. Retry with backoff",
-            );
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+            return Box::pin(std::future::ready(Ok(error::not_ready().into_http())));
         }
         if let Some(status) = self.shared.rate_limit(&request) {
             return Box::pin(std::future::ready(Ok(status.into_http())));
@@ -193,12 +190,7 @@ where
                 None => call.await?,
                 Some(deadline) => match tokio::time::timeout(deadline, call).await {
                     Ok(response) => response?,
-                    Err(_) => {
-                        let status = Status::deadline_exceeded(format!(
-                            "the call did not complete within its deadline of {deadline:?}"
-                        ));
-                        return Ok(status.into_http());
-                    }
+                    Err(_) => return Ok(error::deadline_exceeded(deadline).into_http()),
                 },
             };
             Ok(blame_client_for_undecodable_requests(response))
@@ -220,11 +212,7 @@ impl Shared {
         let wait = not_until.wait_time_from(self.clock.now());
         // Whole milliseconds, rounded up, so that a client waiting exactly this long succeeds.
         let wait = Duration::from_millis(wait.as_micros().div_ceil(1000) as u64);
-        Some(Status::with_error_details(
-            Code::ResourceExhausted,
-            format!("tenant {tenant} is over its rate limit; retry in {wait:?}"),
-            ErrorDetails::with_retry_info(Some(wait)),
-        ))
+        Some(error::rate_limited(&tenant, wait))
     }
 }
 
@@ -297,6 +285,8 @@ fn blame_client_for_undecodable_requests<B>(mut response: Response<B>) -> Respon
 
 #[cfg(test)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
 
     fn request_for(tenant: &str) -> Request<()> {

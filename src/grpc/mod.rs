@@ -6,11 +6,14 @@ pub mod codec;
 pub mod connections;
 pub mod convert;
 pub mod error;
+pub mod forecast_requests;
 pub mod forecast_service;
 pub mod guard;
 pub mod import;
+pub mod lead_requests;
 pub mod lead_service;
 pub mod observe;
+pub mod pipeline_requests;
 pub mod pipeline_service;
 
 pub mod pb {

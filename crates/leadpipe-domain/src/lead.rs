@@ -328,7 +328,10 @@ impl LeadField {
             Self::BantNeed => "bant.need",
             Self::BantTimeline => "bant.timeline",
             Self::ExpectedCloseTime => "expected_close_time",
-            Self::Labels => "labels",
+            // A bad label is reported as `labels["key"]`: replacing every label writes it too.
+            Self::Labels => {
+                return violation_path == "labels" || violation_path.starts_with("labels[");
+            }
             Self::Label(key) => {
                 return violation_path == format!("labels[{key:?}]") || violation_path == "labels";
             }
@@ -418,5 +421,7 @@ mod mask_tests {
         assert_eq!(target.labels, BTreeMap::from([("a".into(), "9".into())]));
         assert!(LeadField::Amount.covers("amount.currency_code"));
         assert!(!LeadField::Amount.covers("amount_x"));
+        assert!(LeadField::Labels.covers("labels[\"\\0\"]"));
+        assert!(!LeadField::Labels.covers("labels_x"));
     }
 }

@@ -50,6 +50,12 @@ pub struct MetricsReport {
     pub open_count: i64,
 }
 
+pub struct StuckLeadsQuery {
+    pub pipeline: PipelineId,
+    pub page_size: u64,
+    pub page_token: String,
+}
+
 pub struct MetricsQuery {
     pub pipeline: PipelineId,
     pub start: Option<DateTime<Utc>>,
@@ -103,6 +109,8 @@ fn weighted_median(groups: &[(i64, i64)]) -> Option<f64> {
 }
 
 impl ForecastService {
+    /// Conversion, velocity and time-in-stage figures of the pipeline over a window, computed
+    /// from the recorded history as it stood at `as_of`. Reads only.
     pub async fn metrics(
         &self,
         ctx: &RequestContext,
@@ -295,19 +303,21 @@ impl ForecastService {
     }
 
     /// Open leads past their stage's threshold, highest value at risk first. Pages are offsets
-    /// into that ranking, which is recomputed per call.
+    /// into that ranking, which is recomputed per call. Page size: see [`crate::app::page_size`].
+    /// Reads only.
     pub async fn stuck_leads(
         &self,
         ctx: &RequestContext,
-        pipeline_id: &PipelineId,
-        page_size: u64,
-        page_token: &str,
+        query: StuckLeadsQuery,
     ) -> Result<(Vec<StuckLead>, String, u64), AppError> {
+        let (pipeline_id, page_size, page_token) =
+            (&query.pipeline, query.page_size, &query.page_token[..]);
         let offset: u64 = if page_token.is_empty() {
             0
         } else {
             decode_page_token(page_token).map_err(|e| AppError::invalid("page_token", e))?
         };
+        let page_size = crate::app::page_size(page_size);
         let pipeline = self.pipeline(ctx, pipeline_id).await?;
         let definition = pipeline.compiled.definition();
         let as_of = now();

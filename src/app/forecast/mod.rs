@@ -49,6 +49,15 @@ pub struct Explanation {
     pub training_size: u64,
 }
 
+impl Explanation {
+    /// The stage's contribution in the same unit as the other factors. Clamped away from 0 and
+    /// 1, where the log-odds are infinite and would not survive JSON or most clients' maths.
+    pub fn stage_log_odds(&self) -> f64 {
+        let p = self.stage_probability.clamp(1e-6, 1.0 - 1e-6);
+        (p / (1.0 - p)).ln()
+    }
+}
+
 impl ForecastService {
     pub fn new(store: Store, catalog: Arc<PipelineCatalog>, models: Arc<ModelCache>) -> Self {
         Self {
@@ -141,6 +150,8 @@ impl ForecastService {
         Ok(updates.len())
     }
 
+    /// Why the lead has its win probability: the stage's learned rate and each factor's
+    /// contribution in log-odds. Reads only.
     pub async fn explain(
         &self,
         ctx: &RequestContext,

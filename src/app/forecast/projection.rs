@@ -49,6 +49,36 @@ pub struct PeriodReport {
     pub naive: f64,
 }
 
+impl PeriodReport {
+    /// How far the median missed what was won: backtests only.
+    pub fn absolute_error(&self) -> f64 {
+        (self.p50 - self.actual).abs()
+    }
+
+    pub fn naive_absolute_error(&self) -> f64 {
+        (self.naive - self.actual).abs()
+    }
+
+    /// The error relative to what was won; 0 when nothing was, where a ratio means nothing.
+    pub fn percentage_error(&self) -> f64 {
+        relative_error(self.absolute_error(), self.actual)
+    }
+
+    pub fn naive_percentage_error(&self) -> f64 {
+        relative_error(self.naive_absolute_error(), self.actual)
+    }
+
+    /// Whether the actual amount fell inside the 80% band, with a tolerance for the sums of
+    /// doubles that produced both.
+    pub fn actual_within_p10_p90(&self) -> bool {
+        self.p10 <= self.actual + 1e-6 && self.actual <= self.p90 + 1e-6
+    }
+}
+
+fn relative_error(error: f64, actual: f64) -> f64 {
+    if actual > 0.0 { error / actual } else { 0.0 }
+}
+
 pub struct ForecastReport {
     pub as_of: DateTime<Utc>,
     pub periods: Vec<PeriodReport>,
@@ -97,6 +127,8 @@ fn open_deals(
 }
 
 impl ForecastService {
+    /// Won amounts per period, simulated from the open leads and the learned model: the same
+    /// seed gives the same ranges. Amounts in other currencies are left out. Reads only.
     pub async fn forecast(
         &self,
         ctx: &RequestContext,
@@ -114,6 +146,8 @@ impl ForecastService {
         })
     }
 
+    /// The forecast as it would have been made at `as_of`, next to what was then won, and the
+    /// naive forecast (configured stage probabilities) for comparison. Reads only.
     pub async fn backtest(
         &self,
         ctx: &RequestContext,
