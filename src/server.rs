@@ -12,11 +12,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::app::Services;
 use crate::app::api_keys::KeyService;
-use crate::app::catalog::PipelineCatalog;
-use crate::app::events::EventHub;
-use crate::app::forecast::model::{MODEL_TTL, ModelCache};
-use crate::app::forecast::{ForecastService, LeadScorer};
+use crate::app::forecast::ForecastService;
 use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
 use crate::app::pipelines::PipelineService;
@@ -208,23 +206,17 @@ impl App {
 
     fn wire(store: Store, settings: &Settings, readiness: Readiness) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let catalog = Arc::new(PipelineCatalog::default());
-        let models = Arc::new(ModelCache::new(MODEL_TTL));
         let tasks = TaskTracker::new();
-        let events = EventHub::new(store.clone(), shutdown_rx, tasks.clone());
+        let services = Services::wire(store, shutdown_rx, tasks.clone());
+        let events = services.leads.events();
         events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
         events.set_poll_interval(settings.event_poll_interval);
         Self {
-            leads: LeadService::new(
-                store.clone(),
-                catalog.clone(),
-                events,
-                LeadScorer::new(models.clone()),
-            ),
-            import: ImportService::new(store.clone(), catalog.clone()),
-            forecasts: ForecastService::new(store.clone(), catalog.clone(), models),
-            pipelines: PipelineService::new(store.clone(), catalog),
-            store,
+            leads: services.leads,
+            import: services.import,
+            forecasts: services.forecasts,
+            pipelines: services.pipelines,
+            store: services.store,
             settings: settings.clone(),
             shutdown,
             readiness,

@@ -20,32 +20,41 @@ use self::forecast::model::{MODEL_TTL, ModelCache};
 use self::forecast::{ForecastService, LeadScorer};
 use self::import::ImportService;
 use self::leads::LeadService;
+use self::pipelines::PipelineService;
 use crate::domain::FieldViolation;
 use crate::domain::ids::TenantId;
 use crate::domain::policy::MoveViolation;
 use crate::store::{Store, StoreConfig, StoreError};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
-/// The use cases a command-line tool needs, wired on a connected and migrated database; the
-/// server wires its own, with the settings only it has.
+/// The application's use cases over one store, wired once for the server and the command-line
+/// tools alike.
 pub struct Services {
     pub store: Store,
     pub leads: LeadService,
+    pub pipelines: PipelineService,
     pub import: ImportService,
     pub forecasts: ForecastService,
-    /// Held so that the event hub runs until the services are dropped.
-    _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Services {
-    /// Connects and migrates. Fails if the database cannot be reached.
+    /// Connects and migrates, for a command-line tool. Fails if the database cannot be reached.
+    /// The event hub's tasks stop when `shutdown` turns true.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let store = Store::connect(config).await?;
         store.migrate().await?;
+        let (_, shutdown) = tokio::sync::watch::channel(false);
+        Ok(Self::wire(store, shutdown, TaskTracker::new()))
+    }
+
+    /// Wires the use cases over `store`. Streams and their tailers run on `tasks` and stop when
+    /// `shutdown` turns true.
+    pub fn wire(store: Store, shutdown: watch::Receiver<bool>, tasks: TaskTracker) -> Self {
         let catalog = Arc::new(PipelineCatalog::default());
         let models = Arc::new(ModelCache::new(MODEL_TTL));
-        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let events = EventHub::new(store.clone(), shutdown_rx);
-        Ok(Self {
+        let events = EventHub::new(store.clone(), shutdown, tasks);
+        Self {
             leads: LeadService::new(
                 store.clone(),
                 catalog.clone(),
@@ -53,10 +62,10 @@ impl Services {
                 LeadScorer::new(models.clone()),
             ),
             import: ImportService::new(store.clone(), catalog.clone()),
-            forecasts: ForecastService::new(store.clone(), catalog, models),
+            forecasts: ForecastService::new(store.clone(), catalog.clone(), models),
+            pipelines: PipelineService::new(store.clone(), catalog),
             store,
-            _shutdown: shutdown,
-        })
+        }
     }
 }
 
