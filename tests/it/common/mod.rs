@@ -325,7 +325,7 @@ pub async fn update_pipeline(
         .map(|r| r.into_inner())
 }
 
-// ---- move and history helpers (tests/moves.rs, tests/pipelines.rs) ---------------------
+// ---- move and history helpers (tests/it/moves.rs, tests/it/pipelines.rs) ---------------------
 
 /// `(type, subject)`, for comparing violation lists.
 pub fn violation(kind: &str, subject: &str) -> (String, String) {

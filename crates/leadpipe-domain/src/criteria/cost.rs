@@ -614,7 +614,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::policy::default_pipeline;
 
-    /// The criterion: three nested `all` over list literals of 300 elements, 1.8 KB.
+    /// A hostile criterion: three nested `all` over list literals of 300 elements, 1.8 KB.
     pub(crate) fn cube() -> String {
         let list = format!("[{}]", vec!["1"; 300].join(","));
         format!("{list}.all(x, {list}.all(y, {list}.all(z, x == y && y == z)))")
