@@ -18,7 +18,7 @@ LEADS=${LEADS:-1000}
 SYNCHRONOUS=${SYNCHRONOUS:-full normal}
 source benches/pin-cpus.sh
 
-cargo build --release --quiet --bin leadpipe -p leadpipe-bench
+cargo build --release --quiet -p leadpipe -p leadpipe-bench --bins
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
