@@ -202,13 +202,12 @@ pub const MAX_DEPTH: usize = 32;
 /// Stack of the thread that parses and checks an expression (reserved, not committed, memory).
 const COMPILE_STACK: usize = 256 * 1024 * 1024;
 
-/// The byte offset of the first bracket nested deeper than [`MAX_NESTING`], outside string
-/// literals.
-fn too_deeply_nested(expression: &str) -> Option<usize> {
-    let mut depth = 0usize;
+/// The characters of `expression` outside string literals, with their byte offsets; a
+/// literal's opening quote stands for the whole literal.
+fn outside_strings(expression: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut quote: Option<char> = None;
     let mut escaped = false;
-    for (offset, c) in expression.char_indices() {
+    expression.char_indices().filter(move |&(_, c)| {
         if let Some(q) = quote {
             if escaped {
                 escaped = false;
@@ -217,10 +216,21 @@ fn too_deeply_nested(expression: &str) -> Option<usize> {
             } else if c == q {
                 quote = None;
             }
-            continue;
+            return false;
         }
+        if c == '"' || c == '\'' {
+            quote = Some(c);
+        }
+        true
+    })
+}
+
+/// The byte offset of the first bracket nested deeper than [`MAX_NESTING`], outside string
+/// literals.
+fn too_deeply_nested(expression: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (offset, c) in outside_strings(expression) {
         match c {
-            '"' | '\'' => quote = Some(c),
             '(' | '[' | '{' => {
                 depth += 1;
                 if depth > MAX_NESTING {
@@ -240,25 +250,10 @@ fn too_deeply_nested(expression: &str) -> Option<usize> {
 /// operator, and the documented limit counts each one as a level.
 fn long_unary_chain(expression: &str) -> Option<usize> {
     let mut run = 0usize;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    let mut chars = expression.char_indices().peekable();
+    let mut chars = outside_strings(expression).peekable();
     while let Some((offset, c)) = chars.next() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
         match c {
-            '"' | '\'' => {
-                quote = Some(c);
-                run = 0;
-            }
+            '"' | '\'' => run = 0,
             '!' if chars.peek().is_some_and(|&(_, next)| next == '=') => run = 0,
             '!' | '-' => {
                 run += 1;
@@ -437,28 +432,34 @@ enum LeadShape {
     Scalar,
 }
 
+/// The fields of `lead`, of its money values and of its BANT, as [`lead_value`] builds them; the
+/// compile-time checks and the cost estimate both read these.
+pub(crate) const LEAD_FIELDS: &[&str] = &[
+    "title",
+    "company",
+    "contact_name",
+    "contact_email",
+    "owner",
+    "source",
+    "pipeline_id",
+    "stage",
+    "lost_reason",
+    "amount",
+    "bant",
+    "expected_close_time",
+    "has_bant_timeline",
+    "has_expected_close_time",
+    "labels",
+];
+pub(crate) const MONEY_FIELDS: &[&str] = &["currency_code", "value"];
+pub(crate) const BANT_FIELDS: &[&str] = &["budget", "authority", "need", "timeline"];
+
 impl LeadShape {
     fn fields(self) -> &'static [&'static str] {
         match self {
-            LeadShape::Lead => &[
-                "title",
-                "company",
-                "contact_name",
-                "contact_email",
-                "owner",
-                "source",
-                "pipeline_id",
-                "stage",
-                "lost_reason",
-                "amount",
-                "bant",
-                "expected_close_time",
-                "has_bant_timeline",
-                "has_expected_close_time",
-                "labels",
-            ],
-            LeadShape::Money => &["currency_code", "value"],
-            LeadShape::Bant => &["budget", "authority", "need", "timeline"],
+            LeadShape::Lead => LEAD_FIELDS,
+            LeadShape::Money => MONEY_FIELDS,
+            LeadShape::Bant => BANT_FIELDS,
             LeadShape::Labels | LeadShape::Scalar => &[],
         }
     }

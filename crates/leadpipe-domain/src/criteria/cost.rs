@@ -96,25 +96,9 @@ enum Record {
 impl Record {
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Record::Lead => &[
-                "title",
-                "company",
-                "contact_name",
-                "contact_email",
-                "owner",
-                "source",
-                "pipeline_id",
-                "stage",
-                "lost_reason",
-                "amount",
-                "bant",
-                "expected_close_time",
-                "has_bant_timeline",
-                "has_expected_close_time",
-                "labels",
-            ],
-            Record::Money => &["currency_code", "value"],
-            Record::Bant => &["budget", "authority", "need", "timeline"],
+            Record::Lead => super::LEAD_FIELDS,
+            Record::Money => super::MONEY_FIELDS,
+            Record::Bant => super::BANT_FIELDS,
         }
     }
 
