@@ -563,7 +563,9 @@ async fn sqlite_locked_by_another_process_waits_then_answers_unavailable() {
 
     let (url, dir) = fresh_database(Backend::Sqlite).await.unwrap();
     let mut settings = settings_for(&url);
-    settings.store.acquire_timeout = Duration::from_millis(500);
+    // Twenty times the wait below before the lock is released, so that a loaded machine cannot
+    // turn the second case into the first.
+    settings.store.acquire_timeout = Duration::from_secs(2);
     let app = spawn_app_with(Backend::Sqlite, settings, dir).await;
     let channel = app.channel().await;
     let mut client = app.leads.clone();
@@ -577,7 +579,7 @@ async fn sqlite_locked_by_another_process_waits_then_answers_unavailable() {
         .await
         .expect_err("the write lock is held elsewhere");
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
+        started.elapsed() >= Duration::from_millis(1900),
         "answered before waiting out the busy timeout: {:?}",
         started.elapsed()
     );
