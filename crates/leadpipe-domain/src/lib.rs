@@ -1,5 +1,6 @@
 //! Pure domain types and rules: no transport, no persistence.
 
+pub mod changes;
 pub mod criteria;
 pub mod filter;
 pub mod forecast;
