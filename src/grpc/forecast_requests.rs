@@ -4,9 +4,11 @@
 use super::convert::{finish, optional_time, page_size, pipeline_or_default};
 use super::pb;
 use crate::app::AppError;
+use crate::app::forecast::changes::ChangesQuery;
 use crate::app::forecast::metrics::{MetricsQuery, StuckLeadsQuery};
 use crate::app::forecast::projection::ForecastQuery;
 use crate::domain::Violations;
+use crate::domain::changes::Bucket;
 use crate::domain::forecast::PeriodKind;
 use crate::domain::ids::PipelineId;
 use crate::domain::money::CurrencyCode;
@@ -167,5 +169,63 @@ impl TryFrom<pb::BacktestForecastRequest> for ForecastQuery {
             r.simulations,
             r.seed,
         )
+    }
+}
+
+/// The domain's bucket of a protobuf one; None for UNSPECIFIED.
+pub fn bucket_from_proto(bucket: pb::PipelineChangeBucket) -> Option<Bucket> {
+    use pb::PipelineChangeBucket as P;
+    Some(match bucket {
+        P::Unspecified => return None,
+        P::New => Bucket::New,
+        P::Reopened => Bucket::Reopened,
+        P::Added => Bucket::Added,
+        P::Won => Bucket::Won,
+        P::Lost => Bucket::Lost,
+        P::Removed => Bucket::Removed,
+        P::Increased => Bucket::Increased,
+        P::Decreased => Bucket::Decreased,
+        P::Pushed => Bucket::Pushed,
+        P::PulledIn => Bucket::PulledIn,
+        P::MovedForward => Bucket::MovedForward,
+        P::MovedBackward => Bucket::MovedBackward,
+    })
+}
+
+impl TryFrom<pb::GetPipelineChangesRequest> for ChangesQuery {
+    type Error = AppError;
+
+    fn try_from(r: pb::GetPipelineChangesRequest) -> Result<Self, AppError> {
+        let mut violations = Violations::default();
+        let pipeline = pipeline_id(&mut violations, &r.pipeline_id);
+        let start = optional_time(&mut violations, "start_time", r.start_time.as_ref());
+        if r.start_time.is_none() {
+            violations.push("start_time", "is required");
+        }
+        let end = optional_time(&mut violations, "end_time", r.end_time.as_ref());
+        let currency = violations.check("currency_code", CurrencyCode::parse(&r.currency_code));
+        let bucket = match pb::PipelineChangeBucket::try_from(r.bucket) {
+            Ok(bucket) => bucket_from_proto(bucket),
+            Err(_) => {
+                violations.push("bucket", "is not a PipelineChangeBucket");
+                None
+            }
+        };
+        let page_size = page_size(&mut violations, r.page_size);
+        let owner = r.owner.trim();
+        let owner = (!owner.is_empty()).then(|| owner.to_owned());
+        let query = (|| {
+            Some(ChangesQuery {
+                pipeline: pipeline?,
+                start: start?,
+                end,
+                currency: currency?,
+                owner,
+                bucket,
+                page_size,
+                page_token: r.page_token,
+            })
+        })();
+        finish(violations, query)
     }
 }

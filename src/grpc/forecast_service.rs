@@ -7,10 +7,13 @@ use super::convert::datetime_to_timestamp;
 use super::lead_requests::lead_id;
 use super::{context, pb};
 use crate::app::AppError;
+use crate::app::forecast::changes::{ChangesQuery, ChangesReport, LeadChange};
 use crate::app::forecast::metrics::{MetricsQuery, StageReport, StuckLeadsQuery};
 use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
 use crate::app::forecast::{Amounts, ForecastService, Totals};
+use crate::domain::changes::{Bucket, Nanos, Tally, money_parts};
 use crate::domain::money::Total;
+use crate::store::analytics::changes::RevisionState;
 
 pub struct ForecastApi {
     pub forecasts: ForecastService,
@@ -110,6 +113,97 @@ fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodFo
         commit_amount: Some(money(currency, report.commit)?),
         best_case_amount: Some(money(currency, report.best_case)?),
         pipeline_amount: Some(total(currency, &report.pipeline)?),
+    })
+}
+
+/// An exact amount of the report's currency as Money, or OUT_OF_RANGE when it does not fit.
+fn exact(currency: &str, amount: Nanos) -> Result<pb::Money, Status> {
+    let (units, nanos) = money_parts(amount).ok_or_else(|| too_large(currency))?;
+    Ok(pb::Money {
+        currency_code: currency.to_owned(),
+        units,
+        nanos,
+    })
+}
+
+fn change_tally(currency: &str, tally: Tally) -> Result<pb::PipelineChangeTally, Status> {
+    Ok(pb::PipelineChangeTally {
+        count: tally.count,
+        amount: Some(exact(currency, tally.amount)?),
+    })
+}
+
+fn bucket_to_proto(bucket: Bucket) -> pb::PipelineChangeBucket {
+    use pb::PipelineChangeBucket as P;
+    match bucket {
+        Bucket::New => P::New,
+        Bucket::Reopened => P::Reopened,
+        Bucket::Added => P::Added,
+        Bucket::Won => P::Won,
+        Bucket::Lost => P::Lost,
+        Bucket::Removed => P::Removed,
+        Bucket::Increased => P::Increased,
+        Bucket::Decreased => P::Decreased,
+        Bucket::Pushed => P::Pushed,
+        Bucket::PulledIn => P::PulledIn,
+        Bucket::MovedForward => P::MovedForward,
+        Bucket::MovedBackward => P::MovedBackward,
+    }
+}
+
+fn lead_state(state: &RevisionState) -> pb::PipelineChangeLeadState {
+    pb::PipelineChangeLeadState {
+        stage: state.stage.clone(),
+        amount: (!state.currency.is_empty()).then(|| pb::Money {
+            currency_code: state.currency.clone(),
+            units: state.units,
+            nanos: state.nanos,
+        }),
+        owner: state.owner.clone(),
+        expected_close_time: state
+            .expected_close_time
+            .map(|t| datetime_to_timestamp(crate::store::from_micros(t))),
+        deleted: state.deleted,
+    }
+}
+
+fn change_lead(currency: &str, lead: &LeadChange) -> Result<pb::PipelineChangeLead, Status> {
+    Ok(pb::PipelineChangeLead {
+        lead_id: lead.lead_id.clone(),
+        amount: Some(exact(currency, lead.amount)?),
+        before: lead.before.as_ref().map(lead_state),
+        after: Some(lead_state(&lead.after)),
+    })
+}
+
+fn pipeline_changes(
+    pipeline: String,
+    currency: String,
+    report: ChangesReport,
+) -> Result<pb::PipelineChanges, Status> {
+    let changes = &report.changes;
+    Ok(pb::PipelineChanges {
+        start_time: Some(datetime_to_timestamp(report.start)),
+        end_time: Some(datetime_to_timestamp(report.end)),
+        start: Some(change_tally(&currency, changes.start)?),
+        buckets: Bucket::ALL
+            .iter()
+            .map(|&b| -> Result<_, Status> {
+                Ok(pb::PipelineChangeBucketTally {
+                    bucket: bucket_to_proto(b).into(),
+                    tally: Some(change_tally(&currency, changes.bucket(b))?),
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        end: Some(change_tally(&currency, changes.end)?),
+        leads: report
+            .leads
+            .iter()
+            .map(|l| change_lead(&currency, l))
+            .collect::<Result<_, _>>()?,
+        next_page_token: report.next_page_token,
+        pipeline_id: pipeline,
+        currency_code: currency,
     })
 }
 
@@ -280,5 +374,19 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             naive_brier_score: report.naive_brier.unwrap_or(0.0),
             scored_leads: report.scored as i64,
         }))
+    }
+
+    async fn get_pipeline_changes(
+        &self,
+        request: Request<pb::GetPipelineChangesRequest>,
+    ) -> Result<Response<pb::PipelineChanges>, Status> {
+        let ctx = context(&request);
+        let query = ChangesQuery::try_from(request.into_inner())?;
+        let (pipeline, currency) = (
+            query.pipeline.to_string(),
+            query.currency.as_str().to_owned(),
+        );
+        let report = self.forecasts.pipeline_changes(&ctx, query).await?;
+        Ok(Response::new(pipeline_changes(pipeline, currency, report)?))
     }
 }

@@ -2,6 +2,7 @@
 //! and backtests. The maths is in `crate::domain::forecast`; this module feeds it from the
 //! store and keeps lead probabilities in step with the learned model.
 
+pub mod changes;
 pub mod metrics;
 pub mod model;
 pub mod projection;

@@ -7,6 +7,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
+pub mod changes;
 mod summary;
 pub use summary::{FlowRow, WindowSummary, window_summary};
 
