@@ -17,6 +17,7 @@ mod leads;
 mod limits;
 mod metrics;
 mod moves;
+mod pipeline_changes;
 mod pipelines;
 mod replicas;
 mod restart;
