@@ -234,6 +234,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
             bottleneck_stage: report.bottleneck_stage,
             bottleneck_explanation: report.bottleneck_explanation,
             open_count: report.open_count,
+            pushed_share: report.slippage.pushed_share,
+            average_push_days: report.slippage.average_push_days.unwrap_or(0.0),
         }))
     }
 

@@ -48,6 +48,44 @@ pub struct MetricsReport {
     pub bottleneck_stage: String,
     pub bottleneck_explanation: String,
     pub open_count: i64,
+    pub slippage: Slippage,
+}
+
+/// How far the open leads' expected close times have slipped, as of the report's time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Slippage {
+    /// Open leads whose expected close time moved later at least once ÷ open leads; 0 without
+    /// open leads.
+    pub pushed_share: f64,
+    /// Over those pushed leads that still have an expected close time: the mean of (expected
+    /// close time − first expected close time), in days; None without such leads.
+    pub average_push_days: Option<f64>,
+}
+
+impl Slippage {
+    /// From each open lead's (push count, expected close, first expected close), in µs.
+    pub fn of(leads: impl IntoIterator<Item = (i64, Option<i64>, Option<i64>)>) -> Self {
+        let (mut open, mut pushed, mut measured, mut days) = (0usize, 0usize, 0usize, 0.0);
+        for (pushes, expected, first) in leads {
+            open += 1;
+            if pushes <= 0 {
+                continue;
+            }
+            pushed += 1;
+            if let (Some(expected), Some(first)) = (expected, first) {
+                measured += 1;
+                days += (expected - first) as f64 / 8.64e10;
+            }
+        }
+        Slippage {
+            pushed_share: if open > 0 {
+                pushed as f64 / open as f64
+            } else {
+                0.0
+            },
+            average_push_days: (measured > 0).then(|| days / measured as f64),
+        }
+    }
 }
 
 pub struct StuckLeadsQuery {
@@ -128,7 +166,7 @@ impl ForecastService {
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
         let model = self
-            .model_at(&ctx.tenant, &query.pipeline, &pipeline, as_of)
+            .model_at(&ctx.tenant, &query.pipeline, &pipeline, query.as_of)
             .await?;
         let scope = HistoryScope {
             tenant: &ctx.tenant,
@@ -286,6 +324,13 @@ impl ForecastService {
                 );
             }
         }
+        let slippage = Slippage::of(open.iter().filter(|l| index.contains_key(l.stage.as_str())).map(|l| {
+            (
+                l.close_date_push_count,
+                l.expected_close_time,
+                l.first_expected_close_time,
+            )
+        }));
         let (bottleneck_stage, bottleneck_explanation) = bottleneck(definition, &stages, &ended);
         Ok(MetricsReport {
             start,
@@ -299,6 +344,7 @@ impl ForecastService {
             sales_velocity,
             bottleneck_stage,
             bottleneck_explanation,
+            slippage,
         })
     }
 
@@ -445,5 +491,27 @@ fn bottleneck(
             )
         }
         None => (String::new(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slippage;
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn slippage_is_the_share_pushed_and_their_mean_push() {
+        let leads = [
+            (0, Some(10 * DAY), Some(10 * DAY)),
+            (1, Some(15 * DAY), Some(10 * DAY)),
+            (2, Some(12 * DAY), Some(10 * DAY)),
+            // Pushed, then its date was cleared: pushed, but no length to measure.
+            (1, None, Some(3 * DAY)),
+        ];
+        let slippage = Slippage::of(leads);
+        assert_eq!(slippage.pushed_share, 0.75);
+        assert_eq!(slippage.average_push_days, Some(3.5));
+        assert_eq!(Slippage::of([]), Slippage::default());
     }
 }

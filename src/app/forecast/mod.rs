@@ -83,22 +83,24 @@ impl ForecastService {
             })
     }
 
-    /// A model trained on history up to `as_of`; models for "now" are cached.
+    /// A model trained on history up to `as_of`, or up to now (cached) when it is None. A past
+    /// `as_of` reads every lead as it was then, however close to now it is, so that a model
+    /// as of a time never learns from what happened after it.
     pub(crate) async fn model_at(
         &self,
         tenant: &TenantId,
         id: &PipelineId,
         pipeline: &CachedPipeline,
-        as_of: DateTime<Utc>,
+        as_of: Option<DateTime<Utc>>,
     ) -> Result<Arc<LearnedModel>, AppError> {
-        let is_now = (now() - as_of).num_seconds().abs() < 5;
+        let is_now = as_of.is_none();
         if is_now && let Some(model) = self.models.fresh(tenant, id, pipeline.version) {
             return Ok(model);
         }
         let scope = HistoryScope {
             tenant,
             pipeline: id,
-            as_of: to_micros(as_of),
+            as_of: to_micros(as_of.unwrap_or_else(now)),
             present: is_now,
         };
         let model =
@@ -167,7 +169,7 @@ impl ForecastService {
             .stage_index(&lead.stage)
             .ok_or_else(|| AppError::Internal(format!("lead {id} is in an unknown stage")))?;
         let model = self
-            .model_at(&ctx.tenant, &lead.pipeline_id, &pipeline, now())
+            .model_at(&ctx.tenant, &lead.pipeline_id, &pipeline, None)
             .await?;
         let scored = model.score(stage, &LeadFeatures::of(&lead));
         Ok(Explanation {

@@ -249,7 +249,7 @@ impl ForecastService {
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
         let model = self
-            .model_at(&ctx.tenant, &query.pipeline, &pipeline, as_of)
+            .model_at(&ctx.tenant, &query.pipeline, &pipeline, query.as_of)
             .await?;
         let scope = HistoryScope {
             tenant: &ctx.tenant,

@@ -3,6 +3,9 @@
 //!
 //! Every query starts from the history as it stood at `as_of` (rows with change_time ≤ as_of),
 //! with window functions giving each visit its exit and each lead its final stage at that time.
+//! A lead's attributes at a past time (amount, owner, source, labels, expected close, slippage)
+//! come from its latest revision by then, never from the lead as it is now, so that nothing
+//! learned or forecast as of a past time sees what happened after it.
 //! SQLite (3.28+) and PostgreSQL run the same SQL.
 
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
@@ -181,7 +184,7 @@ pub async fn close_time_samples(
         .collect()
 }
 
-/// A lead as it stood at as_of: its stage then, with its current attributes.
+/// A lead as it stood at as_of: its stage and its attributes then.
 #[derive(Debug, Clone)]
 pub struct LeadAt {
     pub lead_id: String,
@@ -195,7 +198,12 @@ pub struct LeadAt {
     pub owner: String,
     pub labels: String,
     pub expected_close_time: Option<i64>,
+    /// The stored probability of the lead now; 0 for a past as_of, where it is not used.
     pub win_probability: f64,
+    /// Times the expected close time had moved later by as_of.
+    pub close_date_push_count: i64,
+    /// The first expected close time it was given, if it had one by as_of (µs).
+    pub first_expected_close_time: Option<i64>,
 }
 
 /// Every lead whose stage at as_of is one of `stages`, optionally only in `currency`.
@@ -223,14 +231,24 @@ pub async fn leads_at(
         let values: Vec<Value> = vec![scope.tenant.as_str().into(), scope.pipeline.as_str().into()];
         (sql, values)
     } else {
+        // The stage and its entry time from the stage history, every other attribute from
+        // the lead's latest revision by as_of (through `lead_revisions_by_lead_time`).
         let sql = format!(
-            "{HISTORY} SELECT h.lead_id, h.to_stage, h.change_time, {LEAD_AT_COLUMNS}
-             FROM h JOIN leads l ON l.tenant_id = ? AND l.id = h.lead_id
+            "{HISTORY} SELECT h.lead_id, h.to_stage, h.change_time, {REVISION_AT_COLUMNS}
+             FROM h JOIN lead_revisions l ON l.tenant_id = ? AND l.lead_id = h.lead_id
+              AND l.revision = (SELECT x.revision FROM lead_revisions x
+                                WHERE x.tenant_id = ? AND x.lead_id = h.lead_id
+                                  AND x.change_time <= ?
+                                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1)
              WHERE h.exit_time IS NULL AND h.to_stage IN ({}) {currency_clause}",
             placeholders(stage_list.len())
         );
         let mut values = scope.values();
-        values.push(scope.tenant.as_str().into());
+        values.extend([
+            scope.tenant.as_str().into(),
+            scope.tenant.as_str().into(),
+            scope.as_of.into(),
+        ]);
         (sql, values)
     };
     values.extend(stage_list);
@@ -253,6 +271,8 @@ pub async fn leads_at(
                 labels: get(r, 8)?,
                 expected_close_time: get(r, 9)?,
                 win_probability: get(r, 10)?,
+                close_date_push_count: get(r, 11)?,
+                first_expected_close_time: get(r, 12)?,
             })
         })
         .collect()
@@ -260,10 +280,16 @@ pub async fn leads_at(
 
 /// The lead columns of a `LeadAt` after its id, stage and stage entry time.
 const LEAD_AT_COLUMNS: &str = "l.amount_currency, l.amount_units, l.amount_nanos, l.source, \
-    l.owner, l.labels, l.expected_close_time, l.win_probability";
+    l.owner, l.labels, l.expected_close_time, l.win_probability, l.close_date_push_count, \
+    l.first_expected_close_time";
 
-/// Wins (entries into a won stage) in [start, end) of leads in `currency`: (time, units, nanos).
-/// With `created_by`, only leads created by then.
+/// The same columns from a lead revision, which keeps no probability.
+const REVISION_AT_COLUMNS: &str = "l.amount_currency, l.amount_units, l.amount_nanos, l.source, \
+    l.owner, l.labels, l.expected_close_time, CAST(0 AS DOUBLE PRECISION), \
+    l.close_date_push_count, l.first_expected_close_time";
+
+/// Wins (entries into a won stage) in [start, end) of leads in `currency`: (time, units, nanos),
+/// with the amount the lead had when it was won. With `created_by`, only leads created by then.
 #[allow(clippy::too_many_arguments)]
 pub async fn wins_between(
     db: &impl ConnectionTrait,
@@ -278,7 +304,12 @@ pub async fn wins_between(
     let won = stage_values(won_stages);
     let sql = format!(
         "SELECT h.change_time, l.amount_units, l.amount_nanos
-         FROM stage_changes h JOIN leads l ON l.tenant_id = h.tenant_id AND l.id = h.lead_id
+         FROM stage_changes h JOIN lead_revisions l
+           ON l.tenant_id = h.tenant_id AND l.lead_id = h.lead_id
+          AND l.revision = (SELECT x.revision FROM lead_revisions x
+                            WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
+                              AND x.change_time <= h.change_time
+                            ORDER BY x.change_time DESC, x.revision DESC LIMIT 1)
          WHERE h.tenant_id = ? AND h.pipeline_id = ? AND h.to_stage IN ({})
            AND h.change_time >= ? AND h.change_time < ? AND l.amount_currency = ?
            AND l.create_time <= ?",
