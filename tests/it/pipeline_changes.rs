@@ -38,12 +38,32 @@ const OWNERS: [&str; 2] = ["ana", "bo"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { lead: usize, units: Option<i64>, dollars: bool },
-    Amount { lead: usize, units: i64, nanos: i32, dollars: bool },
-    Close { lead: usize, days: i64 },
-    Owner { lead: usize, owner: usize },
-    Move { lead: usize, stage: usize },
-    Delete { lead: usize },
+    Create {
+        lead: usize,
+        units: Option<i64>,
+        dollars: bool,
+    },
+    Amount {
+        lead: usize,
+        units: i64,
+        nanos: i32,
+        dollars: bool,
+    },
+    Close {
+        lead: usize,
+        days: i64,
+    },
+    Owner {
+        lead: usize,
+        owner: usize,
+    },
+    Move {
+        lead: usize,
+        stage: usize,
+    },
+    Delete {
+        lead: usize,
+    },
     Mark,
 }
 
@@ -300,9 +320,7 @@ async fn run(app: &TestApp, ops: &[Op]) -> Recorded {
 }
 
 fn nanos_of(money: &Option<pb::Money>) -> i128 {
-    money
-        .as_ref()
-        .map_or(0, |m| to_nanos(m.units, m.nanos))
+    money.as_ref().map_or(0, |m| to_nanos(m.units, m.nanos))
 }
 
 fn tally_of(t: &Option<pb::PipelineChangeTally>) -> Tally {
@@ -373,10 +391,7 @@ async fn random_histories_reconcile_and_match_the_recorded_states(app: TestApp) 
     for _ in 0..4 {
         // A database of its own per history, so that the windows see only its leads.
         let app = spawn_app(backend).await.expect("a server");
-        let ops = strategy
-            .new_tree(&mut runner)
-            .expect("a history")
-            .current();
+        let ops = strategy.new_tree(&mut runner).expect("a history").current();
         check_history(&app, &ops).await;
     }
 }
@@ -409,7 +424,11 @@ async fn check_history(app: &TestApp, ops: &[Op]) {
                     .unwrap_or_else(|e| panic!("changes {from}..{to}: {e:?}\n{ops:?}"))
                     .into_inner();
                 let context = format!("window {before}..{after} owner {owner:?}\n{ops:?}");
-                assert_eq!(tally_of(&response.start), expected.start, "start, {context}");
+                assert_eq!(
+                    tally_of(&response.start),
+                    expected.start,
+                    "start, {context}"
+                );
                 assert_eq!(tally_of(&response.end), expected.end, "end, {context}");
                 assert_eq!(reconciled(&response), tally_of(&response.end), "{context}");
                 for (bucket, tally) in Bucket::ALL.iter().zip(&response.buckets) {
@@ -490,12 +509,24 @@ async fn a_created_increased_and_won_lead_is_new_and_won(app: TestApp) {
         let t = b.tally.as_ref().unwrap();
         (t.count, t.amount.as_ref().unwrap().units)
     };
-    assert_eq!(tally_of(&response.start), Tally { count: 2, amount: to_nanos(140, 0) });
+    assert_eq!(
+        tally_of(&response.start),
+        Tally {
+            count: 2,
+            amount: to_nanos(140, 0)
+        }
+    );
     assert_eq!(units(pb::PipelineChangeBucket::New), (1, 70));
     assert_eq!(units(pb::PipelineChangeBucket::Won), (2, 80));
     assert_eq!(units(pb::PipelineChangeBucket::Decreased), (1, 90));
     assert_eq!(units(pb::PipelineChangeBucket::Increased), (0, 0));
-    assert_eq!(tally_of(&response.end), Tally { count: 1, amount: to_nanos(40, 0) });
+    assert_eq!(
+        tally_of(&response.end),
+        Tally {
+            count: 1,
+            amount: to_nanos(40, 0)
+        }
+    );
     let mut won: Vec<(String, i64, Option<i64>, i64)> = response
         .leads
         .iter()
@@ -503,9 +534,7 @@ async fn a_created_increased_and_won_lead_is_new_and_won(app: TestApp) {
             (
                 l.lead_id.clone(),
                 l.amount.as_ref().unwrap().units,
-                l.before
-                    .as_ref()
-                    .map(|b| b.amount.as_ref().unwrap().units),
+                l.before.as_ref().map(|b| b.amount.as_ref().unwrap().units),
                 l.after.as_ref().unwrap().amount.as_ref().unwrap().units,
             )
         })
@@ -548,7 +577,10 @@ async fn requests_are_checked(app: TestApp) {
         0,
         String::new(),
     );
-    let status = client.get_pipeline_changes(later).await.expect_err("refused");
+    let status = client
+        .get_pipeline_changes(later)
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(bad_request_fields(&status), vec!["start_time"]);
 
@@ -560,7 +592,10 @@ async fn requests_are_checked(app: TestApp) {
         0,
         String::new(),
     );
-    let status = client.get_pipeline_changes(future).await.expect_err("refused");
+    let status = client
+        .get_pipeline_changes(future)
+        .await
+        .expect_err("refused");
     assert_eq!(bad_request_fields(&status), vec!["end_time"]);
 
     let mut token = request(
@@ -579,6 +614,9 @@ async fn requests_are_checked(app: TestApp) {
 
     token.pipeline_id = "nope".into();
     token.page_token = String::new();
-    let status = client.get_pipeline_changes(token).await.expect_err("refused");
+    let status = client
+        .get_pipeline_changes(token)
+        .await
+        .expect_err("refused");
     assert_eq!(status.code(), Code::NotFound);
 }

@@ -385,11 +385,17 @@ mod tests {
         after.expected_close_time = Some(200);
         assert_eq!(
             classify(&eur(), &window(Some(before.clone()), after.clone(), true)),
-            vec![(Bucket::Pushed, units(10)), (Bucket::MovedForward, units(10))]
+            vec![
+                (Bucket::Pushed, units(10)),
+                (Bucket::MovedForward, units(10))
+            ]
         );
         assert_eq!(
             classify(&eur(), &window(Some(after), before, true)),
-            vec![(Bucket::PulledIn, units(10)), (Bucket::MovedBackward, units(10))]
+            vec![
+                (Bucket::PulledIn, units(10)),
+                (Bucket::MovedBackward, units(10))
+            ]
         );
     }
 

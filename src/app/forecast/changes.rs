@@ -211,4 +211,3 @@ fn lead_window(definition: &PipelineDefinition, lead: &ChangedLead) -> LeadWindo
         open_inside: lead.open_inside,
     }
 }
-

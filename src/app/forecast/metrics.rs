@@ -324,13 +324,17 @@ impl ForecastService {
                 );
             }
         }
-        let slippage = Slippage::of(open.iter().filter(|l| index.contains_key(l.stage.as_str())).map(|l| {
-            (
-                l.close_date_push_count,
-                l.expected_close_time,
-                l.first_expected_close_time,
-            )
-        }));
+        let slippage = Slippage::of(
+            open.iter()
+                .filter(|l| index.contains_key(l.stage.as_str()))
+                .map(|l| {
+                    (
+                        l.close_date_push_count,
+                        l.expected_close_time,
+                        l.first_expected_close_time,
+                    )
+                }),
+        );
         let (bottleneck_stage, bottleneck_explanation) = bottleneck(definition, &stages, &ended);
         Ok(MetricsReport {
             start,

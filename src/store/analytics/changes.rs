@@ -6,8 +6,8 @@
 //! only the open totals count them; the others come back in pages ordered by lead id.
 
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel,
-    QueryResult, TransactionTrait, Value,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
+    IsolationLevel, QueryResult, TransactionTrait, Value,
 };
 
 use super::{get, placeholders, query, stage_values};
