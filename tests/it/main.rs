@@ -19,6 +19,7 @@ mod metrics;
 mod moves;
 mod pipeline_changes;
 mod pipelines;
+mod point_in_time;
 mod replicas;
 mod restart;
 mod schema;
