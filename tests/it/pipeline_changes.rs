@@ -33,7 +33,7 @@ const STAGES: [(&str, StageKind); 6] = [
     ("closed_won", StageKind::Won),
     ("closed_lost", StageKind::Lost),
 ];
-const LEADS: usize = 5;
+const LEADS: usize = 4;
 const OWNERS: [&str; 2] = ["ana", "bo"];
 
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ enum Op {
     },
     Move {
         lead: usize,
-        stage: usize,
+        step: Step,
     },
     Delete {
         lead: usize,
@@ -76,10 +76,42 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(lead, units, nanos, dollars)| Op::Amount { lead, units, nanos, dollars }),
         1 => (lead.clone(), 1i64..60).prop_map(|(lead, days)| Op::Close { lead, days }),
         1 => (lead.clone(), 0..OWNERS.len()).prop_map(|(lead, owner)| Op::Owner { lead, owner }),
-        3 => (lead.clone(), 0..STAGES.len()).prop_map(|(lead, stage)| Op::Move { lead, stage }),
+        6 => (lead.clone(), prop_oneof![
+                6 => Just(Step::Next),
+                1 => Just(Step::Back),
+                2 => Just(Step::Won),
+                1 => Just(Step::Lost),
+                1 => Just(Step::Reopen),
+            ])
+            .prop_map(|(lead, step)| Op::Move { lead, step }),
         1 => lead.prop_map(|lead| Op::Delete { lead }),
         2 => Just(Op::Mark),
     ]
+}
+
+/// Where a move goes, from the lead's stage: most moves the pipeline allows are one stage
+/// forward, and a won stage is reachable from the last open stage only.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Next,
+    Back,
+    Won,
+    Lost,
+    Reopen,
+}
+
+fn target(stage: &str, step: Step) -> &'static str {
+    let i = STAGES
+        .iter()
+        .position(|(key, _)| *key == stage)
+        .unwrap_or(0);
+    match step {
+        Step::Next => STAGES[(i + 1).min(3)].0,
+        Step::Back => STAGES[i.saturating_sub(1).min(3)].0,
+        Step::Won => STAGES[4].0,
+        Step::Lost => STAGES[5].0,
+        Step::Reopen => STAGES[0].0,
+    }
 }
 
 /// A lead as the API last returned it.
@@ -236,7 +268,9 @@ async fn run(app: &TestApp, ops: &[Op]) -> Recorded {
         };
         let result: Option<Known> = match (op, &current) {
             (Op::Create { units, dollars, .. }, None) if fresh => {
-                let lead = create(app, new_pb_lead(*units, *dollars)).await;
+                let mut lead = new_pb_lead(*units, *dollars);
+                lead.expected_close_time = Some(ts(Utc::now() + chrono::Duration::days(30)));
+                let lead = create(app, lead).await;
                 recorded.ids[slot] = Some(lead.id.clone());
                 Some(Known {
                     lead,
@@ -288,13 +322,49 @@ async fn run(app: &TestApp, ops: &[Op]) -> Recorded {
                     deleted: false,
                 })
             }
-            (Op::Move { stage, .. }, Some(c)) => move_to(app, &c.lead.id, STAGES[*stage].0)
-                .await
-                .ok()
-                .map(|lead| Known {
-                    lead,
-                    deleted: false,
-                }),
+            (
+                Op::Move {
+                    step: Step::Won, ..
+                },
+                Some(c),
+            ) => {
+                // Forward stage by stage to the won stage: a lead is won from the last open
+                // stage only. Every move but the last is a write of its own.
+                let mut lead = c.lead.clone();
+                while let Some(next) = STAGES[..4]
+                    .iter()
+                    .position(|(key, _)| *key == lead.stage)
+                    .filter(|&i| i < 3)
+                {
+                    match move_to(app, &lead.id, STAGES[next + 1].0).await {
+                        Ok(moved) => lead = moved,
+                        Err(_) => break,
+                    }
+                    let k = Known {
+                        lead: lead.clone(),
+                        deleted: false,
+                    };
+                    recorded.states[slot].push((writes, snapshot(&k)));
+                    known[slot] = Some(k);
+                    writes += 1;
+                }
+                move_to(app, &lead.id, STAGES[4].0)
+                    .await
+                    .ok()
+                    .map(|lead| Known {
+                        lead,
+                        deleted: false,
+                    })
+            }
+            (Op::Move { step, .. }, Some(c)) => {
+                move_to(app, &c.lead.id, target(&c.lead.stage, *step))
+                    .await
+                    .ok()
+                    .map(|lead| Known {
+                        lead,
+                        deleted: false,
+                    })
+            }
             (Op::Delete { .. }, Some(c)) => leads
                 .delete_lead(pb::DeleteLeadRequest {
                     id: c.lead.id.clone(),
@@ -382,21 +452,36 @@ fn reconciled(response: &pb::PipelineChanges) -> Tally {
 
 async fn random_histories_reconcile_and_match_the_recorded_states(app: TestApp) {
     let backend = app.backend;
-    drop(app);
+    let mut first = Some(app);
     let mut runner = TestRunner::new(Config {
         cases: 4,
         ..Config::default()
     });
-    let strategy = proptest::collection::vec(op(), 20..45);
+    let strategy = proptest::collection::vec(op(), 30..70);
+    let mut seen = [0i64; 12];
     for _ in 0..4 {
         // A database of its own per history, so that the windows see only its leads.
-        let app = spawn_app(backend).await.expect("a server");
+        let app = match first.take() {
+            Some(app) => app,
+            None => spawn_app(backend).await.expect("a server"),
+        };
         let ops = strategy.new_tree(&mut runner).expect("a history").current();
-        check_history(&app, &ops).await;
+        let counts = check_history(&app, &ops).await;
+        app.stop().await;
+        for (total, n) in seen.iter_mut().zip(counts) {
+            *total += n;
+        }
     }
+    eprintln!("leads per bucket over every window: {seen:?}");
+    assert!(
+        seen.iter().filter(|n| **n > 0).count() >= 4,
+        "the histories reach at least four buckets: {seen:?}"
+    );
 }
 
-async fn check_history(app: &TestApp, ops: &[Op]) {
+/// Checks every window of one history; returns how many leads each bucket held, over all.
+async fn check_history(app: &TestApp, ops: &[Op]) -> [i64; 12] {
+    let mut seen = [0i64; 12];
     let recorded = run(app, ops).await;
     let mut client = forecasts(app).await;
     let marks = &recorded.marks;
@@ -431,7 +516,8 @@ async fn check_history(app: &TestApp, ops: &[Op]) {
                 );
                 assert_eq!(tally_of(&response.end), expected.end, "end, {context}");
                 assert_eq!(reconciled(&response), tally_of(&response.end), "{context}");
-                for (bucket, tally) in Bucket::ALL.iter().zip(&response.buckets) {
+                for (i, (bucket, tally)) in Bucket::ALL.iter().zip(&response.buckets).enumerate() {
+                    seen[i] += tally_of(&tally.tally).count;
                     assert_eq!(
                         tally_of(&tally.tally),
                         expected.bucket(*bucket),
@@ -463,6 +549,7 @@ async fn check_history(app: &TestApp, ops: &[Op]) {
             }
         }
     }
+    seen
 }
 
 async fn a_created_increased_and_won_lead_is_new_and_won(app: TestApp) {
