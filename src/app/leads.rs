@@ -15,9 +15,10 @@ use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
 use crate::domain::policy::MoveViolation;
+use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
 use crate::store::{
-    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, sequences,
+    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, revisions, sequences,
 };
 
 /// How often a write that lost a race without an etag re-reads and tries again.
@@ -76,6 +77,12 @@ pub struct CheckMove {
 }
 
 pub struct StageChangeQuery {
+    pub lead_id: LeadId,
+    pub page_size: u64,
+    pub page_token: String,
+}
+
+pub struct RevisionQuery {
     pub lead_id: LeadId,
     pub page_size: u64,
     pub page_token: String,
@@ -175,8 +182,11 @@ impl LeadService {
             close_time: None,
             version: 1,
             external_id: None,
+            close_date_push_count: 0,
+            first_expected_close_time: None,
         };
         lead.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &lead);
+        lead.track_expected_close(None);
         let first = first.key.clone();
         let unmet = self
             .criteria
@@ -203,8 +213,11 @@ impl LeadService {
             note: String::new(),
             imported: false,
         };
+        let mut revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
+        revision.sequence = Some(change.sequence);
         let event = StageChangeEvent { change, lead };
         history::append(&tx, &ctx.tenant, &event).await?;
+        revisions::append(&tx, &ctx.tenant, &mut revision).await?;
         complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
         tx.commit().await?;
         self.events.committed(&ctx.tenant);
@@ -309,12 +322,21 @@ impl LeadService {
                 .pipeline_of(&tx, &ctx.tenant, &current, RowLock::None)
                 .await?;
             updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
+            updated.track_expected_close(current.fields.expected_close_time);
             updated.version += 1;
             updated.update_time = now();
             let labels_changed = updated.fields.labels != current.fields.labels;
             if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
                 .await?
             {
+                let mut revision = LeadRevision::of(
+                    RevisionKind::Updated,
+                    Some(&current),
+                    &updated,
+                    &ctx.actor,
+                    updated.update_time,
+                );
+                revisions::append(&tx, &ctx.tenant, &mut revision).await?;
                 tx.commit().await?;
                 return Ok(updated);
             }
@@ -326,25 +348,38 @@ impl LeadService {
         Err(contended(id))
     }
 
-    /// Deletes the lead and its history in one transaction; with an etag, only that version.
+    /// Deletes the lead and its stage history in one transaction; with an etag, only that
+    /// version. Its revisions are kept, ending with a `deleted` one that holds its last state.
     pub async fn delete(&self, ctx: &RequestContext, command: DeleteLead) -> Result<(), AppError> {
         let DeleteLead {
             id,
             expected_version,
         } = command;
         let id = &id;
-        let tx = self.store.begin_write().await?;
-        if leads::delete(&tx, &ctx.tenant, id, expected_version).await? {
+        for _ in 0..MAX_ATTEMPTS {
+            let tx = self.store.begin_write().await?;
+            let current = self
+                .find_expected(&tx, &ctx.tenant, id, expected_version)
+                .await?;
+            if !leads::delete(&tx, &ctx.tenant, id, Some(current.version)).await? {
+                tx.rollback().await.ok();
+                if expected_version.is_some() {
+                    return Err(stale(id));
+                }
+                continue;
+            }
+            let mut revision = LeadRevision::of(
+                RevisionKind::Deleted,
+                Some(&current),
+                &current,
+                &ctx.actor,
+                now(),
+            );
+            revisions::append(&tx, &ctx.tenant, &mut revision).await?;
             tx.commit().await?;
             return Ok(());
         }
-        let exists = leads::find(&tx, &ctx.tenant, id).await?.is_some();
-        tx.rollback().await.ok();
-        Err(if exists {
-            stale(id)
-        } else {
-            AppError::lead_not_found(id)
-        })
+        Err(contended(id))
     }
 
     /// Moves the lead to another stage if the pipeline's rules and entry criteria allow it
@@ -417,11 +452,20 @@ impl LeadService {
                 note: command.note.clone(),
                 imported: false,
             };
+            let mut revision = LeadRevision::of(
+                RevisionKind::Moved,
+                Some(&current),
+                &moved,
+                &ctx.actor,
+                time,
+            );
+            revision.sequence = Some(change.sequence);
             let event = StageChangeEvent {
                 change,
                 lead: moved,
             };
             history::append(&tx, tenant, &event).await?;
+            revisions::append(&tx, tenant, &mut revision).await?;
             complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
             tx.commit().await?;
             self.events.committed(tenant);
@@ -479,6 +523,39 @@ impl LeadService {
             String::new()
         };
         Ok((changes, next))
+    }
+
+    /// The lead's revisions, oldest first, with the token of the next page; also those of a
+    /// deleted lead. NOT_FOUND for a lead that never existed (or another tenant's). Page size:
+    /// see [`super::page_size`].
+    pub async fn list_revisions(
+        &self,
+        ctx: &RequestContext,
+        query: RevisionQuery,
+    ) -> Result<(Vec<LeadRevision>, String), AppError> {
+        let id = &query.lead_id;
+        let after: i64 = if query.page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(&query.page_token).map_err(|e| AppError::invalid("page_token", e))?
+        };
+        let page_size = super::page_size(query.page_size);
+        let reader = self.store.reader();
+        let page = revisions::RevisionPage {
+            after,
+            limit: page_size + 1,
+        };
+        let mut list = revisions::list(reader, &ctx.tenant, id, page).await?;
+        if list.is_empty() && (after == 0 || !revisions::exists(reader, &ctx.tenant, id).await?) {
+            return Err(AppError::lead_not_found(id));
+        }
+        let next = if list.len() as u64 > page_size {
+            list.truncate(page_size as usize);
+            encode_page_token(&list.last().expect("page is not empty").revision)
+        } else {
+            String::new()
+        };
+        Ok((list, next))
     }
 
     /// The pipeline a new lead enters, read (and key-share locked) in the creating transaction,

@@ -101,7 +101,8 @@ pub fn required_role(path: &str) -> Option<Role> {
     Some(match (service, method) {
         (
             "leadpipe.v1.LeadService",
-            "GetLead" | "ListLeads" | "CheckMove" | "ListStageChanges" | "WatchStageChanges",
+            "GetLead" | "ListLeads" | "CheckMove" | "ListStageChanges" | "WatchStageChanges"
+            | "ListLeadRevisions",
         ) => Role::Reader,
         (
             "leadpipe.v1.LeadService",
@@ -375,6 +376,7 @@ mod tests {
             "CheckMove",
             "ListStageChanges",
             "WatchStageChanges",
+            "ListLeadRevisions",
         ] {
             assert_eq!(
                 role(&format!("/leadpipe.v1.LeadService/{method}")),

@@ -19,6 +19,7 @@ use crate::domain::money::Money;
 use crate::domain::pipeline::{
     Criterion, MovementRules, Pipeline, PipelineDefinition, Stage, StageKind,
 };
+use crate::domain::revision::{LeadRevision, RevisionKind};
 
 // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as in google.protobuf.Timestamp.
 const MIN_SECONDS: i64 = -62_135_596_800;
@@ -239,6 +240,31 @@ impl From<&Lead> for pb::Lead {
             close_time: lead.close_time.map(datetime_to_timestamp),
             etag: lead.etag(),
             external_id: lead.external_id.clone().unwrap_or_default(),
+            close_date_push_count: lead.close_date_push_count,
+            first_expected_close_time: lead.first_expected_close_time.map(datetime_to_timestamp),
+        }
+    }
+}
+
+impl From<&LeadRevision> for pb::LeadRevision {
+    fn from(revision: &LeadRevision) -> Self {
+        let stage = |s: &Option<StageKey>| s.as_ref().map(ToString::to_string).unwrap_or_default();
+        pb::LeadRevision {
+            revision: revision.revision,
+            lead: Some((&revision.lead).into()),
+            changed_fields: Some(prost_types::FieldMask {
+                paths: revision.changed_fields.clone(),
+            }),
+            actor: revision.actor.clone(),
+            change_time: Some(datetime_to_timestamp(revision.change_time)),
+            from_stage: stage(&revision.from_stage),
+            to_stage: stage(&revision.to_stage),
+            kind: match revision.kind {
+                RevisionKind::Created => pb::LeadRevisionKind::Created,
+                RevisionKind::Updated => pb::LeadRevisionKind::Updated,
+                RevisionKind::Moved => pb::LeadRevisionKind::Moved,
+                RevisionKind::Deleted => pb::LeadRevisionKind::Deleted,
+            } as i32,
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::app::AppError;
 use crate::app::events::EventFilter;
 use crate::app::leads::{
     CheckMove, CreateLead, DeleteLead, Idempotency, LeadListQuery, MoveCommand, NewLead,
-    StageChangeQuery, UpdateLead,
+    RevisionQuery, StageChangeQuery, UpdateLead,
 };
 use crate::domain::Violations;
 use crate::domain::filter::parse_filter;
@@ -174,6 +174,24 @@ impl TryFrom<pb::ListStageChangesRequest> for StageChangeQuery {
         let page_size = page_size(&mut violations, request.page_size);
         let command = (|| {
             Some(StageChangeQuery {
+                lead_id: lead_id?,
+                page_size,
+                page_token: request.page_token,
+            })
+        })();
+        finish(violations, command)
+    }
+}
+
+impl TryFrom<pb::ListLeadRevisionsRequest> for RevisionQuery {
+    type Error = AppError;
+
+    fn try_from(request: pb::ListLeadRevisionsRequest) -> Result<Self, AppError> {
+        let mut violations = Violations::default();
+        let lead_id = violations.check("lead_id", LeadId::parse(&request.lead_id));
+        let page_size = page_size(&mut violations, request.page_size);
+        let command = (|| {
+            Some(RevisionQuery {
                 lead_id: lead_id?,
                 page_size,
                 page_token: request.page_token,

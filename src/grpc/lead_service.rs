@@ -12,8 +12,8 @@ use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
 use crate::app::import::ImportService;
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, StageChangeQuery,
-    UpdateLead,
+    CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, RevisionQuery,
+    StageChangeQuery, UpdateLead,
 };
 
 pub struct LeadApi {
@@ -155,6 +155,19 @@ impl pb::lead_service_server::LeadService for LeadApi {
         let (changes, next_page_token) = self.leads.list_stage_changes(&ctx, query).await?;
         Ok(Response::new(pb::ListStageChangesResponse {
             stage_changes: changes.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_lead_revisions(
+        &self,
+        request: Request<pb::ListLeadRevisionsRequest>,
+    ) -> Result<Response<pb::ListLeadRevisionsResponse>, Status> {
+        let ctx = context(&request);
+        let query = RevisionQuery::try_from(request.into_inner())?;
+        let (revisions, next_page_token) = self.leads.list_revisions(&ctx, query).await?;
+        Ok(Response::new(pb::ListLeadRevisionsResponse {
+            revisions: revisions.iter().map(Into::into).collect(),
             next_page_token,
         }))
     }

@@ -11,6 +11,7 @@ pub mod lead_query;
 pub mod leads;
 pub mod outbox;
 pub mod pipelines;
+pub mod revisions;
 pub mod sequences;
 mod sqlite;
 mod write;

@@ -20,6 +20,7 @@ mod moves;
 mod pipelines;
 mod replicas;
 mod restart;
+mod revisions;
 mod schema;
 mod stream;
 mod stuck;
