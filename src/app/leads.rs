@@ -10,7 +10,7 @@ use super::events::EventHub;
 use super::forecast::LeadScorer;
 use super::{AppError, PreconditionViolation, RequestContext, now};
 use crate::domain::filter::Filter;
-use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
@@ -18,7 +18,8 @@ use crate::domain::policy::MoveViolation;
 use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
 use crate::store::{
-    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, revisions, sequences,
+    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, outbox, revisions,
+    sequences,
 };
 
 /// How often a write that lost a race without an etag re-reads and tries again.
@@ -215,13 +216,12 @@ impl LeadService {
         };
         let mut revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
         revision.sequence = Some(change.sequence);
-        let event = StageChangeEvent { change, lead };
-        history::append(&tx, &ctx.tenant, &event).await?;
-        revisions::append(&tx, &ctx.tenant, &mut revision).await?;
-        complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
+        history::append(&tx, &ctx.tenant, &change).await?;
+        record(&tx, &ctx.tenant, &mut revision, None, Some(change)).await?;
+        complete(&tx, &ctx.tenant, idempotency.as_ref(), &lead).await?;
         tx.commit().await?;
         self.events.committed(&ctx.tenant);
-        Ok(event.lead)
+        Ok(lead)
     }
 
     /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
@@ -336,8 +336,10 @@ impl LeadService {
                     &ctx.actor,
                     updated.update_time,
                 );
-                revisions::append(&tx, &ctx.tenant, &mut revision).await?;
+                revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
+                record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
                 tx.commit().await?;
+                self.events.committed(&ctx.tenant);
                 return Ok(updated);
             }
             tx.rollback().await.ok();
@@ -375,8 +377,10 @@ impl LeadService {
                 &ctx.actor,
                 now(),
             );
-            revisions::append(&tx, &ctx.tenant, &mut revision).await?;
+            revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
+            record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
             tx.commit().await?;
+            self.events.committed(&ctx.tenant);
             return Ok(());
         }
         Err(contended(id))
@@ -460,16 +464,12 @@ impl LeadService {
                 time,
             );
             revision.sequence = Some(change.sequence);
-            let event = StageChangeEvent {
-                change,
-                lead: moved,
-            };
-            history::append(&tx, tenant, &event).await?;
-            revisions::append(&tx, tenant, &mut revision).await?;
-            complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
+            history::append(&tx, tenant, &change).await?;
+            record(&tx, tenant, &mut revision, Some(&current), Some(change)).await?;
+            complete(&tx, tenant, command.idempotency.as_ref(), &moved).await?;
             tx.commit().await?;
             self.events.committed(tenant);
-            return Ok(event.lead);
+            return Ok(moved);
         }
         Err(contended(&command.id))
     }
@@ -651,6 +651,19 @@ impl LeadService {
             ))
         })
     }
+}
+
+/// Appends the write's revision and its outbox event (under the revision's sequence), in `tx`.
+async fn record(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    revision: &mut LeadRevision,
+    previous: Option<&Lead>,
+    change: Option<StageChange>,
+) -> Result<(), AppError> {
+    revisions::append(tx, tenant, revision).await?;
+    outbox::append(tx, tenant, &LeadChangeEvent::of(revision, previous, change)).await?;
+    Ok(())
 }
 
 /// Reserves the key in `tx`. False if an earlier (now committed) request holds it.

@@ -102,7 +102,7 @@ pub fn required_role(path: &str) -> Option<Role> {
         (
             "leadpipe.v1.LeadService",
             "GetLead" | "ListLeads" | "CheckMove" | "ListStageChanges" | "WatchStageChanges"
-            | "ListLeadRevisions",
+            | "ListLeadRevisions" | "WatchLeadChanges",
         ) => Role::Reader,
         (
             "leadpipe.v1.LeadService",
@@ -377,6 +377,7 @@ mod tests {
             "ListStageChanges",
             "WatchStageChanges",
             "ListLeadRevisions",
+            "WatchLeadChanges",
         ] {
             assert_eq!(
                 role(&format!("/leadpipe.v1.LeadService/{method}")),

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use super::convert::stage_change_event;
 use super::lead_requests::lead_id;
 use super::{context, pb};
 use crate::app::api_keys::KeyName;
@@ -24,10 +25,12 @@ pub struct LeadApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StageChangeEvent, Status>> + Send>>;
+type LeadEventStream = Pin<Box<dyn Stream<Item = Result<pb::LeadChangeEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::lead_service_server::LeadService for LeadApi {
     type WatchStageChangesStream = EventStream;
+    type WatchLeadChangesStream = LeadEventStream;
 
     async fn import_leads(
         &self,
@@ -55,8 +58,32 @@ impl pb::lead_service_server::LeadService for LeadApi {
             .events()
             .subscribe(&ctx, key, after_sequence, filter)
             .await?;
+        // The filter passes only events that carry a stage change.
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(events).filter_map(|item| async move {
+                match item {
+                    Ok(event) => stage_change_event(&event).map(Ok),
+                    Err(error) => Some(Err(Status::from(*error))),
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn watch_lead_changes(
+        &self,
+        request: Request<pb::WatchLeadChangesRequest>,
+    ) -> Result<Response<Self::WatchLeadChangesStream>, Status> {
+        let ctx = context(&request);
+        let key = request.extensions().get::<KeyName>().cloned();
+        let filter = EventFilter::try_from(request.get_ref())?;
+        let after_sequence = request.get_ref().after_sequence;
+        let events = self
+            .leads
+            .events()
+            .subscribe(&ctx, key, after_sequence, filter)
+            .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
-            item.map(|event| pb::StageChangeEvent::from(event.as_ref()))
+            item.map(|event| pb::LeadChangeEvent::from(event.as_ref()))
                 .map_err(|error| Status::from(*error))
         });
         Ok(Response::new(Box::pin(stream)))

@@ -184,7 +184,8 @@ pub mod outbox {
         pub to_stage: String,
         pub owner: String,
         pub change_time: i64,
-        /// The `StageChangeEvent` (change plus lead snapshot) as JSON.
+        /// The `LeadChangeEvent` as JSON (`StageChangeEvent`, its stage-only subset, in rows
+        /// written before every write had an event).
         pub payload: String,
     }
 
