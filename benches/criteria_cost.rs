@@ -58,6 +58,8 @@ fn full_lead() -> Lead {
         close_time: None,
         version: 1,
         external_id: None,
+        close_date_push_count: 0,
+        first_expected_close_time: None,
     }
 }
 

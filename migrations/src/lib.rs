@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_schema;
 mod m20261126_000002_api_keys;
 mod m20261126_000003_wins_by_time;
+mod m20261130_000001_lead_revisions;
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_schema::Migration),
             Box::new(m20261126_000002_api_keys::Migration),
             Box::new(m20261126_000003_wins_by_time::Migration),
+            Box::new(m20261130_000001_lead_revisions::Migration),
         ]
     }
 }

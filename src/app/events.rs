@@ -1,4 +1,5 @@
-//! Live stage-change streams.
+//! Live streams of lead changes: every write (WatchLeadChanges), or only the stage changes among
+//! them (WatchStageChanges), from the one outbox and with the same sequence numbers.
 //!
 //! The outbox is the source of truth; nothing is delivered that is not committed there. Per
 //! tenant, one tailer task reads newly committed outbox rows once and fans them out over a
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::api_keys::{KeyName, KeyService};
 use super::{AppError, RequestContext};
-use crate::domain::history::StageChangeEvent;
+use crate::domain::history::LeadChangeEvent;
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
 use crate::store::{Store, outbox};
 
@@ -38,34 +39,46 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Which events a subscriber wants; empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
+    /// Every write, rather than only the stage changes.
+    pub every_write: bool,
     pub pipeline_id: Option<PipelineId>,
+    /// Matched against the stage a stage change entered.
     pub stages: Vec<StageKey>,
     pub owner: Option<String>,
     pub lead_id: Option<LeadId>,
+    /// Only writes that changed at least one of these `Lead` fields.
+    pub changed_fields: Vec<String>,
 }
 
 impl EventFilter {
-    pub fn matches(&self, event: &StageChangeEvent) -> bool {
-        let change = &event.change;
-        self.pipeline_id
-            .as_ref()
-            .is_none_or(|p| *p == change.pipeline_id)
-            && (self.stages.is_empty() || self.stages.contains(&change.to_stage))
+    pub fn matches(&self, event: &LeadChangeEvent) -> bool {
+        let stage_ok = match &event.change {
+            Some(change) => self.stages.is_empty() || self.stages.contains(&change.to_stage),
+            None => self.every_write && self.stages.is_empty(),
+        };
+        let lead = &event.lead;
+        stage_ok
             && self
-                .owner
+                .pipeline_id
                 .as_ref()
-                .is_none_or(|o| *o == event.lead.fields.owner)
-            && self.lead_id.is_none_or(|id| id == change.lead_id)
+                .is_none_or(|p| *p == lead.pipeline_id)
+            && self.owner.as_ref().is_none_or(|o| *o == lead.fields.owner)
+            && self.lead_id.is_none_or(|id| id == lead.id)
+            && (self.changed_fields.is_empty()
+                || event
+                    .changed_fields()
+                    .iter()
+                    .any(|f| self.changed_fields.contains(f)))
     }
 }
 
 /// What a stream carries. The error is boxed so that the channel's preallocated slots stay
 /// small: an idle stream's memory is mostly its channel and its task.
-pub type StreamItem = Result<Arc<StageChangeEvent>, Box<AppError>>;
+pub type StreamItem = Result<Arc<LeadChangeEvent>, Box<AppError>>;
 pub type EventStream = mpsc::Receiver<StreamItem>;
 
 struct TenantFeed {
-    sender: broadcast::Sender<Arc<StageChangeEvent>>,
+    sender: broadcast::Sender<Arc<LeadChangeEvent>>,
     wake: Notify,
     /// The last sequence the tailer has read and fanned out: for the outbox-lag metric, and for
     /// subscribers to notice events that were fanned out before they could receive them.
@@ -95,9 +108,14 @@ pub struct EventHub {
 
 impl EventHub {
     /// A hub whose tasks stop when `shutdown` turns true; `tasks` tracks them.
-    pub fn new(store: Store, shutdown: watch::Receiver<bool>, tasks: TaskTracker) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        keys: KeyService,
+        shutdown: watch::Receiver<bool>,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         let keys = Arc::new(KeyChecks {
-            keys: KeyService::new(store.clone()),
+            keys,
             recent: Mutex::default(),
         });
         Arc::new(Self {
@@ -263,7 +281,7 @@ impl EventHub {
         &self,
         tenant: &TenantId,
     ) -> (
-        broadcast::Receiver<Arc<StageChangeEvent>>,
+        broadcast::Receiver<Arc<LeadChangeEvent>>,
         Arc<TenantFeed>,
         bool,
     ) {
@@ -330,7 +348,7 @@ impl EventHub {
                     Ok(events) => {
                         let full = events.len() as u64 == READ_BATCH;
                         for event in events {
-                            last = event.change.sequence;
+                            last = event.sequence;
                             // No receivers is fine: the next subscriber reads the database.
                             let _ = feed.sender.send(Arc::new(event));
                         }
@@ -350,7 +368,7 @@ impl EventHub {
 }
 
 async fn check_retained(
-    db: &impl sea_orm::ConnectionTrait,
+    db: &impl crate::store::Connection,
     tenant: &TenantId,
     after: i64,
     last: i64,
@@ -458,7 +476,7 @@ enum Stop {
 }
 
 impl Subscriber {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<StageChangeEvent>>) {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<LeadChangeEvent>>) {
         let stop = self.serve(&mut live).await;
         if let Stop::Failed(error) = stop {
             let _ = self.out.send(Err(Box::new(error))).await;
@@ -467,7 +485,7 @@ impl Subscriber {
 
     /// Catch-ups are boxed: their database reads would otherwise make every idle subscriber's
     /// task as large as the largest read's state.
-    async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<StageChangeEvent>>) -> Stop {
+    async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<LeadChangeEvent>>) -> Stop {
         if let Err(stop) = Box::pin(self.catch_up()).await {
             return stop;
         }
@@ -501,8 +519,8 @@ impl Subscriber {
                 }
             };
             let result = match received {
-                Ok(event) if event.change.sequence <= self.cursor => Ok(()),
-                Ok(event) if event.change.sequence == self.cursor + 1 => self.deliver(event).await,
+                Ok(event) if event.sequence <= self.cursor => Ok(()),
+                Ok(event) if event.sequence == self.cursor + 1 => self.deliver(event).await,
                 // A gap (we subscribed while it was in flight) or lag: the database has it all.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     Box::pin(self.catch_up()).await
@@ -523,7 +541,7 @@ impl Subscriber {
             let events = self.read_after_cursor().await?;
             let full = events.len() as u64 == READ_BATCH;
             for event in events {
-                if event.change.sequence != self.cursor + 1 {
+                if event.sequence != self.cursor + 1 {
                     self.check_gap().await?;
                 }
                 self.deliver(Arc::new(event)).await?;
@@ -566,7 +584,7 @@ impl Subscriber {
     /// Reads the next batch above the cursor. While the database is unavailable the stream stays
     /// open and keeps its cursor: the read is retried with backoff until it succeeds, the client
     /// goes away or the server shuts down, so no event is lost or repeated across an outage.
-    async fn read_after_cursor(&mut self) -> Result<Vec<StageChangeEvent>, Stop> {
+    async fn read_after_cursor(&mut self) -> Result<Vec<LeadChangeEvent>, Stop> {
         let mut delay = RETRY_FIRST;
         loop {
             match outbox::read_after(self.store.reader(), &self.tenant, self.cursor, READ_BATCH)
@@ -592,8 +610,8 @@ impl Subscriber {
         }
     }
 
-    async fn deliver(&mut self, event: Arc<StageChangeEvent>) -> Result<(), Stop> {
-        let sequence = event.change.sequence;
+    async fn deliver(&mut self, event: Arc<LeadChangeEvent>) -> Result<(), Stop> {
+        let sequence = event.sequence;
         if self.filter.matches(&event) {
             let mut shutdown = self.shutdown.clone();
             tokio::select! {

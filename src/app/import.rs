@@ -8,15 +8,16 @@ use futures::{Stream, StreamExt};
 
 use super::catalog::PipelineCatalog;
 use super::forecast::ForecastService;
-use super::{AppError, RequestContext};
+use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
 use crate::domain::import::{ImportedChange, check_history, validate_external_id};
 use crate::domain::lead::{Lead, LeadFields};
 use crate::domain::policy::CompiledPipeline;
+use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
-use crate::store::{Store, WriteTx, history, leads, sequences};
+use crate::store::{Store, WriteTx, history, leads, revisions, sequences};
 
 /// Leads per transaction: large enough to amortise round-trips, small enough to stay within
 /// both backends' bind-parameter limits.
@@ -88,6 +89,8 @@ pub struct ImportItem {
     pub index: i64,
     pub lead: Lead,
     pub history: Vec<StageChange>,
+    /// The lead after each change of its history, numbered from 1.
+    pub revisions: Vec<LeadRevision>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,11 +104,16 @@ pub enum ImportOutcome {
 pub struct ImportService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
+    clock: Clock,
 }
 
 impl ImportService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
-        Self { store, catalog }
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, clock: Clock) -> Self {
+        Self {
+            store,
+            catalog,
+            clock,
+        }
     }
 
     /// Imports every row of `rows`, in batches of one transaction each, then retrains the model
@@ -220,7 +228,7 @@ impl ImportService {
             )));
         };
         let definition = pipeline.definition();
-        let now = super::now();
+        let now = self.clock.now();
         let history = if parsed.history.is_empty() {
             vec![ImportedChange {
                 from_stage: None,
@@ -237,7 +245,7 @@ impl ImportService {
             Err((field, reason)) => return Ok(Err(refuse(&field, reason))),
         };
         let id = LeadId::generate();
-        let lead = Lead {
+        let mut lead = Lead {
             id,
             fields: parsed.fields,
             pipeline_id: pipeline_id.clone(),
@@ -247,9 +255,13 @@ impl ImportService {
             update_time: timeline.stage_enter_time,
             stage_enter_time: timeline.stage_enter_time,
             close_time: timeline.close_time,
-            version: 1,
+            version: history.len() as i64,
             external_id: Some(row.external_id.trim().to_owned()),
+            close_date_push_count: 0,
+            first_expected_close_time: None,
         };
+        lead.track_expected_close(None);
+        let revisions = revisions_of(definition, &lead, &history, &ctx.actor);
         let history = history
             .into_iter()
             .map(|change| StageChange {
@@ -270,6 +282,7 @@ impl ImportService {
             index,
             lead,
             history,
+            revisions,
         }))
     }
 
@@ -372,6 +385,39 @@ impl ImportService {
     }
 }
 
+/// The lead after each imported stage change: its imported fields, with the stage, times and
+/// probability that change gave it. The last is the lead as imported.
+fn revisions_of(
+    definition: &crate::domain::pipeline::PipelineDefinition,
+    lead: &Lead,
+    history: &[ImportedChange],
+    actor: &str,
+) -> Vec<LeadRevision> {
+    let mut revisions: Vec<LeadRevision> = Vec::with_capacity(history.len());
+    for (i, change) in history.iter().enumerate() {
+        let mut state = lead.clone();
+        if i + 1 < history.len() {
+            let stage = definition.stage(&change.to_stage);
+            state.stage = change.to_stage.clone();
+            state.stage_enter_time = change.change_time;
+            state.update_time = change.change_time;
+            state.close_time = stage
+                .is_some_and(|s| s.kind.is_closed())
+                .then_some(change.change_time);
+            state.win_probability = stage.map_or(lead.win_probability, |s| s.probability);
+            state.version = i as i64 + 1;
+        }
+        let (kind, before) = match revisions.last() {
+            None => (RevisionKind::Created, None),
+            Some(previous) => (RevisionKind::Moved, Some(&previous.lead)),
+        };
+        let mut revision = LeadRevision::of(kind, before, &state, actor, change.change_time);
+        revision.revision = i as i64 + 1;
+        revisions.push(revision);
+    }
+    revisions
+}
+
 fn imported_note(note: String, actor: &str) -> String {
     if actor.is_empty() {
         note
@@ -397,5 +443,7 @@ async fn write_in(
     leads::insert_many(tx, tenant, &batch).await?;
     let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();
     history::insert_imported(tx, tenant, &all).await?;
+    let all: Vec<LeadRevision> = items.iter().flat_map(|i| i.revisions.clone()).collect();
+    revisions::insert_many(tx, tenant, &all).await?;
     Ok(())
 }

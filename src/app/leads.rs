@@ -8,16 +8,18 @@ use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::evaluation::CriteriaRunner;
 use super::events::EventHub;
 use super::forecast::LeadScorer;
-use super::{AppError, PreconditionViolation, RequestContext, now};
+use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
-use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
 use crate::domain::policy::MoveViolation;
+use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
 use crate::store::{
-    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, sequences,
+    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, outbox, revisions,
+    sequences,
 };
 
 /// How often a write that lost a race without an etag re-reads and tries again.
@@ -81,6 +83,12 @@ pub struct StageChangeQuery {
     pub page_token: String,
 }
 
+pub struct RevisionQuery {
+    pub lead_id: LeadId,
+    pub page_size: u64,
+    pub page_token: String,
+}
+
 pub struct MoveCommand {
     pub id: LeadId,
     pub to: StageKey,
@@ -110,6 +118,7 @@ pub struct LeadService {
     events: Arc<EventHub>,
     scorer: LeadScorer,
     criteria: Arc<CriteriaRunner>,
+    clock: Clock,
 }
 
 impl LeadService {
@@ -118,6 +127,7 @@ impl LeadService {
         catalog: Arc<PipelineCatalog>,
         events: Arc<EventHub>,
         scorer: LeadScorer,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
@@ -125,6 +135,7 @@ impl LeadService {
             events,
             scorer,
             criteria: Arc::new(CriteriaRunner::default()),
+            clock,
         }
     }
 
@@ -152,7 +163,7 @@ impl LeadService {
         }
         let tx = self.store.begin_write().await?;
         if let Some(key) = &idempotency
-            && !reserve(&tx, &ctx.tenant, key, METHOD).await?
+            && !reserve(&tx, &ctx.tenant, key, METHOD, &self.clock).await?
         {
             tx.rollback().await.ok();
             return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
@@ -162,7 +173,7 @@ impl LeadService {
             .await?;
         let definition = pipeline.compiled.definition();
         let first = definition.first_stage();
-        let time = now();
+        let time = self.clock.now();
         let mut lead = Lead {
             id: LeadId::generate(),
             fields: new.fields,
@@ -175,8 +186,11 @@ impl LeadService {
             close_time: None,
             version: 1,
             external_id: None,
+            close_date_push_count: 0,
+            first_expected_close_time: None,
         };
         lead.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &lead);
+        lead.track_expected_close(None);
         let first = first.key.clone();
         let unmet = self
             .criteria
@@ -203,12 +217,14 @@ impl LeadService {
             note: String::new(),
             imported: false,
         };
-        let event = StageChangeEvent { change, lead };
-        history::append(&tx, &ctx.tenant, &event).await?;
-        complete(&tx, &ctx.tenant, idempotency.as_ref(), &event.lead).await?;
+        let mut revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
+        revision.sequence = Some(change.sequence);
+        history::append(&tx, &ctx.tenant, &change).await?;
+        record(&tx, &ctx.tenant, &mut revision, None, Some(change)).await?;
+        complete(&tx, &ctx.tenant, idempotency.as_ref(), &lead).await?;
         tx.commit().await?;
         self.events.committed(&ctx.tenant);
-        Ok(event.lead)
+        Ok(lead)
     }
 
     /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
@@ -309,13 +325,24 @@ impl LeadService {
                 .pipeline_of(&tx, &ctx.tenant, &current, RowLock::None)
                 .await?;
             updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
+            updated.track_expected_close(current.fields.expected_close_time);
             updated.version += 1;
-            updated.update_time = now();
+            updated.update_time = self.clock.now();
             let labels_changed = updated.fields.labels != current.fields.labels;
             if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
                 .await?
             {
+                let mut revision = LeadRevision::of(
+                    RevisionKind::Updated,
+                    Some(&current),
+                    &updated,
+                    &ctx.actor,
+                    updated.update_time,
+                );
+                revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
+                record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
                 tx.commit().await?;
+                self.events.committed(&ctx.tenant);
                 return Ok(updated);
             }
             tx.rollback().await.ok();
@@ -326,25 +353,40 @@ impl LeadService {
         Err(contended(id))
     }
 
-    /// Deletes the lead and its history in one transaction; with an etag, only that version.
+    /// Deletes the lead and its stage history in one transaction; with an etag, only that
+    /// version. Its revisions are kept, ending with a `deleted` one that holds its last state.
     pub async fn delete(&self, ctx: &RequestContext, command: DeleteLead) -> Result<(), AppError> {
         let DeleteLead {
             id,
             expected_version,
         } = command;
         let id = &id;
-        let tx = self.store.begin_write().await?;
-        if leads::delete(&tx, &ctx.tenant, id, expected_version).await? {
+        for _ in 0..MAX_ATTEMPTS {
+            let tx = self.store.begin_write().await?;
+            let current = self
+                .find_expected(&tx, &ctx.tenant, id, expected_version)
+                .await?;
+            if !leads::delete(&tx, &ctx.tenant, id, Some(current.version)).await? {
+                tx.rollback().await.ok();
+                if expected_version.is_some() {
+                    return Err(stale(id));
+                }
+                continue;
+            }
+            let mut revision = LeadRevision::of(
+                RevisionKind::Deleted,
+                Some(&current),
+                &current,
+                &ctx.actor,
+                self.clock.now(),
+            );
+            revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
+            record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
             tx.commit().await?;
+            self.events.committed(&ctx.tenant);
             return Ok(());
         }
-        let exists = leads::find(&tx, &ctx.tenant, id).await?.is_some();
-        tx.rollback().await.ok();
-        Err(if exists {
-            stale(id)
-        } else {
-            AppError::lead_not_found(id)
-        })
+        Err(contended(id))
     }
 
     /// Moves the lead to another stage if the pipeline's rules and entry criteria allow it
@@ -365,7 +407,7 @@ impl LeadService {
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
             if let Some(key) = &command.idempotency
-                && !reserve(&tx, tenant, key, METHOD).await?
+                && !reserve(&tx, tenant, key, METHOD, &self.clock).await?
             {
                 tx.rollback().await.ok();
                 return self.replay_after_conflict(tenant, key, METHOD).await;
@@ -391,7 +433,7 @@ impl LeadService {
                         violations,
                     )
                 })?;
-            let time = now();
+            let time = self.clock.now();
             let mut moved = current.clone();
             moved.stage = plan.to.clone();
             moved.stage_enter_time = time;
@@ -417,15 +459,20 @@ impl LeadService {
                 note: command.note.clone(),
                 imported: false,
             };
-            let event = StageChangeEvent {
-                change,
-                lead: moved,
-            };
-            history::append(&tx, tenant, &event).await?;
-            complete(&tx, tenant, command.idempotency.as_ref(), &event.lead).await?;
+            let mut revision = LeadRevision::of(
+                RevisionKind::Moved,
+                Some(&current),
+                &moved,
+                &ctx.actor,
+                time,
+            );
+            revision.sequence = Some(change.sequence);
+            history::append(&tx, tenant, &change).await?;
+            record(&tx, tenant, &mut revision, Some(&current), Some(change)).await?;
+            complete(&tx, tenant, command.idempotency.as_ref(), &moved).await?;
             tx.commit().await?;
             self.events.committed(tenant);
-            return Ok(event.lead);
+            return Ok(moved);
         }
         Err(contended(&command.id))
     }
@@ -481,6 +528,49 @@ impl LeadService {
         Ok((changes, next))
     }
 
+    /// The lead's revisions, oldest first, with the token of the next page; also those of a
+    /// deleted lead. NOT_FOUND for a lead that never existed (or another tenant's). Page size:
+    /// see [`super::page_size`].
+    pub async fn list_revisions(
+        &self,
+        ctx: &RequestContext,
+        query: RevisionQuery,
+    ) -> Result<(Vec<LeadRevision>, String), AppError> {
+        let id = &query.lead_id;
+        let after: i64 = if query.page_token.is_empty() {
+            0
+        } else {
+            decode_page_token(&query.page_token).map_err(|e| AppError::invalid("page_token", e))?
+        };
+        let page_size = super::page_size(query.page_size);
+        let reader = self.store.reader();
+        let page = revisions::RevisionPage {
+            after,
+            limit: page_size + 1,
+        };
+        let mut list = revisions::list(reader, &ctx.tenant, id, page).await?;
+        if list.is_empty() && (after == 0 || !revisions::exists(reader, &ctx.tenant, id).await?) {
+            return Err(AppError::lead_not_found(id));
+        }
+        let next = if list.len() as u64 > page_size {
+            list.truncate(page_size as usize);
+            encode_page_token(&list.last().expect("page is not empty").revision)
+        } else {
+            String::new()
+        };
+        Ok((list, next))
+    }
+
+    /// Every stage change of `ids` in the caller's tenant, oldest first per lead, in one read:
+    /// the history column of an export page. Ids of other tenants' leads match nothing.
+    pub async fn stage_changes_of(
+        &self,
+        ctx: &RequestContext,
+        ids: &[LeadId],
+    ) -> Result<Vec<StageChange>, AppError> {
+        Ok(history::list_for_leads(self.store.reader(), &ctx.tenant, ids).await?)
+    }
+
     /// The pipeline a new lead enters, read (and key-share locked) in the creating transaction,
     /// so that a concurrent update cannot remove the first stage under it.
     async fn pipeline_for_new_lead(
@@ -504,7 +594,7 @@ impl LeadService {
     /// remove the target stage between the check and the commit.
     async fn pipeline_of(
         &self,
-        db: &impl sea_orm::ConnectionTrait,
+        db: &impl crate::store::Connection,
         tenant: &TenantId,
         lead: &Lead,
         lock: RowLock,
@@ -576,12 +666,26 @@ impl LeadService {
     }
 }
 
+/// Appends the write's revision and its outbox event (under the revision's sequence), in `tx`.
+async fn record(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    revision: &mut LeadRevision,
+    previous: Option<&Lead>,
+    change: Option<StageChange>,
+) -> Result<(), AppError> {
+    revisions::append(tx, tenant, revision).await?;
+    outbox::append(tx, tenant, &LeadChangeEvent::of(revision, previous, change)).await?;
+    Ok(())
+}
+
 /// Reserves the key in `tx`. False if an earlier (now committed) request holds it.
 async fn reserve(
     tx: &WriteTx,
     tenant: &TenantId,
     key: &Idempotency,
     method: &str,
+    clock: &Clock,
 ) -> Result<bool, AppError> {
     match idempotency::reserve(
         tx,
@@ -589,7 +693,7 @@ async fn reserve(
         &key.request_id,
         method,
         &key.request_hash,
-        crate::store::to_micros(now()),
+        crate::store::to_micros(clock.now()),
     )
     .await
     {

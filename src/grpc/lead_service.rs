@@ -5,16 +5,17 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::lead_requests::lead_id;
 use super::{context, pb};
+use crate::api::convert::stage_change_event;
 use crate::app::api_keys::KeyName;
 use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
-use crate::app::import::ImportService;
+use crate::app::import::{ImportRow, ImportService};
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, StageChangeQuery,
-    UpdateLead,
+    CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, RevisionQuery,
+    StageChangeQuery, UpdateLead,
 };
+use crate::domain::ids::LeadId;
 
 pub struct LeadApi {
     pub leads: LeadService,
@@ -24,17 +25,19 @@ pub struct LeadApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StageChangeEvent, Status>> + Send>>;
+type LeadEventStream = Pin<Box<dyn Stream<Item = Result<pb::LeadChangeEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::lead_service_server::LeadService for LeadApi {
     type WatchStageChangesStream = EventStream;
+    type WatchLeadChangesStream = LeadEventStream;
 
     async fn import_leads(
         &self,
         request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
     ) -> Result<Response<pb::ImportLeadsResponse>, Status> {
         let ctx = context(&request);
-        let rows = super::import::rows(request.into_inner());
+        let rows = import_rows(request.into_inner());
         let summary = self
             .import
             .import_and_rescore(&self.forecasts, &ctx, rows)
@@ -55,8 +58,32 @@ impl pb::lead_service_server::LeadService for LeadApi {
             .events()
             .subscribe(&ctx, key, after_sequence, filter)
             .await?;
+        // The filter passes only events that carry a stage change.
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(events).filter_map(|item| async move {
+                match item {
+                    Ok(event) => stage_change_event(&event).map(Ok),
+                    Err(error) => Some(Err(Status::from(*error))),
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn watch_lead_changes(
+        &self,
+        request: Request<pb::WatchLeadChangesRequest>,
+    ) -> Result<Response<Self::WatchLeadChangesStream>, Status> {
+        let ctx = context(&request);
+        let key = request.extensions().get::<KeyName>().cloned();
+        let filter = EventFilter::try_from(request.get_ref())?;
+        let after_sequence = request.get_ref().after_sequence;
+        let events = self
+            .leads
+            .events()
+            .subscribe(&ctx, key, after_sequence, filter)
+            .await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
-            item.map(|event| pb::StageChangeEvent::from(event.as_ref()))
+            item.map(|event| pb::LeadChangeEvent::from(event.as_ref()))
                 .map_err(|error| Status::from(*error))
         });
         Ok(Response::new(Box::pin(stream)))
@@ -77,7 +104,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::GetLeadRequest>,
     ) -> Result<Response<pb::Lead>, Status> {
         let ctx = context(&request);
-        let id = lead_id("id", &request.get_ref().id)?;
+        let id = LeadId::try_from(request.into_inner())?;
         let lead = self.leads.get(&ctx, &id).await?;
         Ok(Response::new((&lead).into()))
     }
@@ -158,4 +185,32 @@ impl pb::lead_service_server::LeadService for LeadApi {
             next_page_token,
         }))
     }
+
+    async fn list_lead_revisions(
+        &self,
+        request: Request<pb::ListLeadRevisionsRequest>,
+    ) -> Result<Response<pb::ListLeadRevisionsResponse>, Status> {
+        let ctx = context(&request);
+        let query = RevisionQuery::try_from(request.into_inner())?;
+        let (revisions, next_page_token) = self.leads.list_revisions(&ctx, query).await?;
+        Ok(Response::new(pb::ListLeadRevisionsResponse {
+            revisions: revisions.iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+/// The messages of an import stream as rows. A message that cannot be decoded is the client's
+/// fault, not an internal error.
+fn import_rows(
+    stream: impl Stream<Item = Result<pb::ImportLeadsRequest, Status>> + Unpin,
+) -> impl Stream<Item = Result<ImportRow, Status>> + Unpin {
+    stream.enumerate().map(|(index, message)| {
+        message
+            .map(ImportRow::from)
+            .map_err(|status| match status.code() {
+                tonic::Code::Internal => super::error::undecodable_stream_message(index, &status),
+                _ => status,
+            })
+    })
 }

@@ -40,6 +40,9 @@ pub mod lead {
         pub version: i64,
         /// The lead's id in the system it was imported from.
         pub external_id: Option<String>,
+        /// Times the expected close moved to a later date.
+        pub close_date_push_count: i64,
+        pub first_expected_close_time: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -119,6 +122,53 @@ pub mod stage_change {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod lead_revision {
+    use sea_orm::entity::prelude::*;
+
+    /// The lead after each write; see `store::revisions`.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "lead_revisions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub lead_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub revision: i64,
+        pub change_time: i64,
+        /// `created`, `updated`, `moved` or `deleted`.
+        pub kind: String,
+        pub actor: String,
+        /// The outbox sequence of the write's event; None for history that was not streamed.
+        pub sequence: Option<i64>,
+        /// Comma-separated `Lead` field paths.
+        pub changed_fields: String,
+        pub from_stage: Option<String>,
+        pub to_stage: Option<String>,
+        pub pipeline_id: String,
+        pub stage: String,
+        pub owner: String,
+        pub source: String,
+        pub amount_currency: String,
+        pub amount_units: i64,
+        pub amount_nanos: i32,
+        pub expected_close_time: Option<i64>,
+        pub close_time: Option<i64>,
+        pub create_time: i64,
+        pub labels: String,
+        pub close_date_push_count: i64,
+        pub first_expected_close_time: Option<i64>,
+        pub deleted: bool,
+        /// The whole `domain::Lead` as JSON.
+        pub lead: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod outbox {
     use sea_orm::entity::prelude::*;
 
@@ -134,7 +184,8 @@ pub mod outbox {
         pub to_stage: String,
         pub owner: String,
         pub change_time: i64,
-        /// The `StageChangeEvent` (change plus lead snapshot) as JSON.
+        /// The `LeadChangeEvent` as JSON (`StageChangeEvent`, its stage-only subset, in rows
+        /// written before every write had an event).
         pub payload: String,
     }
 
@@ -178,6 +229,8 @@ pub mod tenant_sequence {
         pub last_sequence: i64,
         /// Outbox events up to this sequence were removed by retention.
         pub pruned_through: i64,
+        /// Lead revisions older than this (µs since the epoch) were removed by retention.
+        pub revisions_pruned_before: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

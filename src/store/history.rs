@@ -1,21 +1,21 @@
-//! Stage history and its transactional outbox.
+//! Stage history.
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::entities::{outbox, stage_change};
+use super::entities::stage_change;
 use super::{StoreError, from_micros, to_micros};
-use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
 
-/// Appends the change to the history and its event to the outbox, in the caller's transaction.
+/// Appends the change to the stage history, in the caller's transaction. Its event goes to the
+/// outbox with the write's other changes (`outbox::append`).
 pub async fn append(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
-    event: &StageChangeEvent,
+    change: &StageChange,
 ) -> Result<(), StoreError> {
-    let change = &event.change;
     stage_change::Entity::insert(stage_change::ActiveModel {
         tenant_id: Set(tenant.to_string()),
         sequence: Set(change.sequence),
@@ -31,19 +31,6 @@ pub async fn append(
         actor: Set(change.actor.clone()),
         note: Set(change.note.clone()),
         imported: Set(change.imported),
-    })
-    .exec_without_returning(db)
-    .await?;
-    let payload = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    outbox::Entity::insert(outbox::ActiveModel {
-        tenant_id: Set(tenant.to_string()),
-        sequence: Set(change.sequence),
-        lead_id: Set(change.lead_id.to_string()),
-        pipeline_id: Set(change.pipeline_id.to_string()),
-        to_stage: Set(change.to_stage.to_string()),
-        owner: Set(event.lead.fields.owner.clone()),
-        change_time: Set(to_micros(change.change_time)),
-        payload: Set(payload),
     })
     .exec_without_returning(db)
     .await?;

@@ -48,10 +48,12 @@ pub fn to_model(tenant: &TenantId, lead: &Lead) -> lead::Model {
         version: lead.version,
         expected_value: lead.expected_value(),
         external_id: lead.external_id.clone(),
+        close_date_push_count: lead.close_date_push_count,
+        first_expected_close_time: lead.first_expected_close_time.map(to_micros),
     }
 }
 
-fn money_columns(money: Option<&Money>) -> (String, i64, i32) {
+pub(crate) fn money_columns(money: Option<&Money>) -> (String, i64, i32) {
     match money {
         Some(m) => (m.currency.as_str().to_owned(), m.units, m.nanos),
         None => (String::new(), 0, 0),
@@ -108,6 +110,8 @@ pub fn from_model(row: lead::Model) -> Result<Lead, StoreError> {
         close_time: row.close_time.map(from_micros),
         version: row.version,
         external_id: row.external_id,
+        close_date_push_count: row.close_date_push_count,
+        first_expected_close_time: row.first_expected_close_time.map(from_micros),
     })
 }
 

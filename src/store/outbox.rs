@@ -1,12 +1,37 @@
-//! Reading and pruning the outbox that `history::append` writes.
+//! The outbox: one event per write of a lead, written with the write; read by the streams and
+//! pruned by retention.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 
-use super::StoreError;
 use super::entities::{outbox, tenant_sequence};
-use crate::domain::history::StageChangeEvent;
+use super::{StoreError, to_micros};
+use crate::domain::history::LeadChangeEvent;
 use crate::domain::ids::TenantId;
+
+/// Appends the event of a write, in the write's transaction, under its `sequence`.
+pub async fn append(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    event: &LeadChangeEvent,
+) -> Result<(), StoreError> {
+    let payload = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    outbox::Entity::insert(outbox::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        sequence: Set(event.sequence),
+        lead_id: Set(event.lead.id.to_string()),
+        pipeline_id: Set(event.lead.pipeline_id.to_string()),
+        to_stage: Set(event.lead.stage.to_string()),
+        owner: Set(event.lead.fields.owner.clone()),
+        change_time: Set(to_micros(event.change_time())),
+        payload: Set(payload),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
 
 /// Up to `limit` events with a sequence above `after`, in sequence order.
 pub async fn read_after(
@@ -14,21 +39,24 @@ pub async fn read_after(
     tenant: &TenantId,
     after: i64,
     limit: u64,
-) -> Result<Vec<StageChangeEvent>, StoreError> {
+) -> Result<Vec<LeadChangeEvent>, StoreError> {
     outbox::Entity::find()
         .select_only()
+        .column(outbox::Column::Sequence)
         .column(outbox::Column::Payload)
         .filter(outbox::Column::TenantId.eq(tenant.as_str()))
         .filter(outbox::Column::Sequence.gt(after))
         .order_by_asc(outbox::Column::Sequence)
         .limit(limit)
-        .into_tuple::<String>()
+        .into_tuple::<(i64, String)>()
         .all(db)
         .await?
         .iter()
-        .map(|payload| {
-            serde_json::from_str(payload)
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))
+        .map(|(sequence, payload)| {
+            let mut event: LeadChangeEvent = serde_json::from_str(payload)
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+            event.sequence = *sequence;
+            Ok(event)
         })
         .collect()
 }

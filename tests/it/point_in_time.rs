@@ -232,7 +232,10 @@ async fn demo_backtests() {
             b.naive_brier_score,
             b.scored_leads,
             ape.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>(),
-            naive_ape.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>(),
+            naive_ape
+                .iter()
+                .map(|e| format!("{e:.3}"))
+                .collect::<Vec<_>>(),
         );
         brier += b.brier_score;
         naive_brier += b.naive_brier_score;

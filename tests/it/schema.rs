@@ -52,14 +52,20 @@ async fn every_primary_key_and_index_starts_with_the_tenant(app: TestApp) {
         "idempotency_keys",
         "tenant_sequences",
         "api_keys",
+        "lead_revisions",
     ] {
         assert!(tables.contains(table), "{table} has no key: {indexes:?}");
     }
-    assert!(
-        indexes
-            .iter()
-            .any(|(_, index, _)| index == "stage_changes_by_stage_time")
-    );
+    for name in [
+        "stage_changes_by_stage_time",
+        "lead_revisions_by_lead_time",
+        "lead_revisions_by_pipeline_time",
+    ] {
+        assert!(
+            indexes.iter().any(|(_, index, _)| index == name),
+            "{name} is missing: {indexes:?}"
+        );
+    }
     let offenders: Vec<_> = indexes
         .iter()
         .filter(|(_, _, first)| first != "tenant_id")

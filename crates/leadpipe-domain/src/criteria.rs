@@ -712,6 +712,8 @@ fn sample_lead(filled: bool) -> Lead {
         close_time: None,
         version: 1,
         external_id: None,
+        close_date_push_count: 0,
+        first_expected_close_time: None,
     }
 }
 

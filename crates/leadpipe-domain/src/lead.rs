@@ -65,6 +65,12 @@ pub struct Lead {
     /// The lead's id in the system it was imported from, if it was imported.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// How many times the expected close moved to a later date (slippage).
+    #[serde(default)]
+    pub close_date_push_count: i64,
+    /// The first expected close the lead was given.
+    #[serde(default)]
+    pub first_expected_close_time: Option<DateTime<Utc>>,
 }
 
 impl Lead {
@@ -75,6 +81,21 @@ impl Lead {
 }
 
 impl Lead {
+    /// Keeps the slippage fields up to date after `fields.expected_close_time` was set, with the
+    /// expected close before the write (None on creation). A move to a later date is a push; an
+    /// earlier date, or clearing it, is not.
+    pub fn track_expected_close(&mut self, previous: Option<DateTime<Utc>>) {
+        let current = self.fields.expected_close_time;
+        if self.first_expected_close_time.is_none() {
+            self.first_expected_close_time = current;
+        }
+        if let (Some(before), Some(after)) = (previous, current)
+            && after > before
+        {
+            self.close_date_push_count += 1;
+        }
+    }
+
     pub fn etag(&self) -> String {
         Etag::from_version(self.version).0
     }
@@ -272,6 +293,8 @@ const OUTPUT_ONLY_FIELDS: &[&str] = &[
     "stage_enter_time",
     "close_time",
     "etag",
+    "close_date_push_count",
+    "first_expected_close_time",
 ];
 
 impl LeadField {

@@ -12,6 +12,7 @@ pub mod listing;
 pub mod money;
 pub mod pipeline;
 pub mod policy;
+pub mod revision;
 
 /// A field-level validation failure; `field` is a dotted path such as `lead.amount.nanos`.
 #[derive(Debug, Clone, PartialEq, Eq)]

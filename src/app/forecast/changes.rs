@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ForecastService;
 use super::model::stage_keys;
-use crate::app::{AppError, RequestContext, now};
+use crate::app::{AppError, RequestContext};
 use crate::domain::changes::{
     Bucket, Changes, LeadWindow, Nanos, Selection, Snapshot, Tally, classify, to_nanos,
 };
@@ -44,6 +44,8 @@ pub struct LeadChange {
 }
 
 pub struct ChangesReport {
+    pub pipeline: PipelineId,
+    pub currency: CurrencyCode,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub changes: Changes,
@@ -112,7 +114,7 @@ impl ForecastService {
             }
             Some(cursor)
         };
-        let current = now();
+        let current = self.clock.now();
         let end = match (&cursor, query.end) {
             (Some(c), _) => crate::store::from_micros(c.end),
             (None, Some(end)) => end,
@@ -195,6 +197,8 @@ impl ForecastService {
             _ => String::new(),
         };
         Ok(ChangesReport {
+            pipeline: query.pipeline,
+            currency: query.currency,
             start: query.start,
             end,
             changes,

@@ -16,7 +16,7 @@ use self::model::{
     LearnedModel, MODEL_TTL, ModelCache, PipelineCache, features_of, stage_index, stage_keys, train,
 };
 use super::catalog::{CachedPipeline, PipelineCatalog};
-use super::{AppError, RequestContext, now};
+use super::{AppError, Clock, RequestContext};
 use crate::domain::forecast::{Factor, LeadFeatures};
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
 use crate::domain::lead::Lead;
@@ -38,6 +38,7 @@ pub struct ForecastService {
     /// ListStuckLeads' per-stage thresholds, so that paging through the stuck leads does not
     /// replay the history for every page.
     stuck_limits: Arc<PipelineCache<metrics::StuckLimits>>,
+    clock: Clock,
 }
 
 pub struct Explanation {
@@ -60,12 +61,18 @@ impl Explanation {
 }
 
 impl ForecastService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, models: Arc<ModelCache>) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Arc<PipelineCatalog>,
+        models: Arc<ModelCache>,
+        clock: Clock,
+    ) -> Self {
         Self {
             store,
             catalog,
             models,
             stuck_limits: Arc::new(PipelineCache::new(MODEL_TTL)),
+            clock,
         }
     }
 
@@ -100,7 +107,7 @@ impl ForecastService {
         let scope = HistoryScope {
             tenant,
             pipeline: id,
-            as_of: to_micros(as_of.unwrap_or_else(now)),
+            as_of: to_micros(as_of.unwrap_or_else(|| self.clock.now())),
             present: is_now,
         };
         let model =
@@ -117,7 +124,7 @@ impl ForecastService {
     pub async fn rescore(&self, ctx: &RequestContext, id: &PipelineId) -> Result<usize, AppError> {
         let pipeline = self.pipeline(ctx, id).await?;
         let definition = pipeline.compiled.definition();
-        let time = now();
+        let time = self.clock.now();
         let scope = HistoryScope {
             tenant: &ctx.tenant,
             pipeline: id,

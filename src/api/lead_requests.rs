@@ -7,7 +7,7 @@ use crate::app::AppError;
 use crate::app::events::EventFilter;
 use crate::app::leads::{
     CheckMove, CreateLead, DeleteLead, Idempotency, LeadListQuery, MoveCommand, NewLead,
-    StageChangeQuery, UpdateLead,
+    RevisionQuery, StageChangeQuery, UpdateLead,
 };
 use crate::domain::Violations;
 use crate::domain::filter::parse_filter;
@@ -15,6 +15,7 @@ use crate::domain::history::MAX_NOTE_LEN;
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey};
 use crate::domain::lead::{Etag, LeadField, validate_text};
 use crate::domain::listing::parse_order_by;
+use crate::domain::revision::REVISION_PATHS;
 
 fn required(lead: Option<pb::Lead>) -> Result<pb::Lead, AppError> {
     lead.ok_or_else(|| AppError::invalid("lead", "is required"))
@@ -183,6 +184,24 @@ impl TryFrom<pb::ListStageChangesRequest> for StageChangeQuery {
     }
 }
 
+impl TryFrom<pb::ListLeadRevisionsRequest> for RevisionQuery {
+    type Error = AppError;
+
+    fn try_from(request: pb::ListLeadRevisionsRequest) -> Result<Self, AppError> {
+        let mut violations = Violations::default();
+        let lead_id = violations.check("lead_id", LeadId::parse(&request.lead_id));
+        let page_size = page_size(&mut violations, request.page_size);
+        let command = (|| {
+            Some(RevisionQuery {
+                lead_id: lead_id?,
+                page_size,
+                page_token: request.page_token,
+            })
+        })();
+        finish(violations, command)
+    }
+}
+
 impl TryFrom<&pb::WatchStageChangesRequest> for EventFilter {
     type Error = AppError;
 
@@ -210,10 +229,73 @@ impl TryFrom<&pb::WatchStageChangesRequest> for EventFilter {
         };
         let command = (|| {
             Some(EventFilter {
+                every_write: false,
                 pipeline_id: pipeline_id?,
                 stages,
                 owner: (!request.owner.is_empty()).then(|| request.owner.clone()),
                 lead_id: lead_id?,
+                changed_fields: Vec::new(),
+            })
+        })();
+        finish(violations, command)
+    }
+}
+
+impl TryFrom<&pb::WatchLeadChangesRequest> for EventFilter {
+    type Error = AppError;
+
+    fn try_from(request: &pb::WatchLeadChangesRequest) -> Result<Self, AppError> {
+        let mut violations = Violations::default();
+        let pipeline_id = if request.pipeline_id.is_empty() {
+            Some(None)
+        } else {
+            violations
+                .check("pipeline_id", PipelineId::parse(&request.pipeline_id))
+                .map(Some)
+        };
+        let lead_id = if request.lead_id.is_empty() {
+            Some(None)
+        } else {
+            violations
+                .check("lead_id", LeadId::parse(&request.lead_id))
+                .map(Some)
+        };
+        let paths = request
+            .changed_fields
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
+        if paths.len() > REVISION_PATHS.len() {
+            violations.push(
+                "changed_fields",
+                format!("at most {} paths", REVISION_PATHS.len()),
+            );
+        }
+        let changed_fields = paths
+            .iter()
+            .filter(|path| {
+                let known = REVISION_PATHS.contains(&path.as_str());
+                if !known {
+                    violations.push(
+                        "changed_fields",
+                        format!(
+                            "unknown field {path:?}; the fields are {}",
+                            REVISION_PATHS.join(", ")
+                        ),
+                    );
+                }
+                known
+            })
+            .cloned()
+            .collect();
+        let command = (|| {
+            Some(EventFilter {
+                every_write: true,
+                pipeline_id: pipeline_id?,
+                stages: Vec::new(),
+                owner: (!request.owner.is_empty()).then(|| request.owner.clone()),
+                lead_id: lead_id?,
+                changed_fields,
             })
         })();
         finish(violations, command)
@@ -223,4 +305,12 @@ impl TryFrom<&pb::WatchStageChangesRequest> for EventFilter {
 /// The id of a Get call.
 pub fn lead_id(field: &str, value: &str) -> Result<LeadId, AppError> {
     LeadId::parse(value).map_err(|e| AppError::invalid(field, e))
+}
+
+impl TryFrom<pb::GetLeadRequest> for LeadId {
+    type Error = AppError;
+
+    fn try_from(request: pb::GetLeadRequest) -> Result<Self, AppError> {
+        lead_id("id", &request.id)
+    }
 }

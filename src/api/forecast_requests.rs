@@ -10,7 +10,7 @@ use crate::app::forecast::projection::ForecastQuery;
 use crate::domain::Violations;
 use crate::domain::changes::Bucket;
 use crate::domain::forecast::PeriodKind;
-use crate::domain::ids::PipelineId;
+use crate::domain::ids::{LeadId, PipelineId};
 use crate::domain::money::CurrencyCode;
 
 const DEFAULT_SIMULATIONS: i32 = 1000;
@@ -227,5 +227,13 @@ impl TryFrom<pb::GetPipelineChangesRequest> for ChangesQuery {
             })
         })();
         finish(violations, query)
+    }
+}
+
+impl TryFrom<pb::ExplainWinProbabilityRequest> for LeadId {
+    type Error = AppError;
+
+    fn try_from(request: pb::ExplainWinProbabilityRequest) -> Result<Self, AppError> {
+        super::lead_requests::lead_id("id", &request.id)
     }
 }

@@ -9,7 +9,7 @@ use prost_types::Timestamp;
 use super::pb;
 use crate::app::AppError;
 use crate::domain::Violations;
-use crate::domain::history::{StageChange, StageChangeEvent};
+use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{CriterionId, PipelineId, StageKey};
 use crate::domain::lead::{
     Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_email, validate_labels,
@@ -19,6 +19,7 @@ use crate::domain::money::Money;
 use crate::domain::pipeline::{
     Criterion, MovementRules, Pipeline, PipelineDefinition, Stage, StageKind,
 };
+use crate::domain::revision::{LeadRevision, RevisionKind};
 
 // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as in google.protobuf.Timestamp.
 const MIN_SECONDS: i64 = -62_135_596_800;
@@ -239,6 +240,71 @@ impl From<&Lead> for pb::Lead {
             close_time: lead.close_time.map(datetime_to_timestamp),
             etag: lead.etag(),
             external_id: lead.external_id.clone().unwrap_or_default(),
+            close_date_push_count: lead.close_date_push_count,
+            first_expected_close_time: lead.first_expected_close_time.map(datetime_to_timestamp),
+        }
+    }
+}
+
+fn kind_to_proto(kind: RevisionKind) -> pb::LeadRevisionKind {
+    match kind {
+        RevisionKind::Created => pb::LeadRevisionKind::Created,
+        RevisionKind::Updated => pb::LeadRevisionKind::Updated,
+        RevisionKind::Moved => pb::LeadRevisionKind::Moved,
+        RevisionKind::Deleted => pb::LeadRevisionKind::Deleted,
+    }
+}
+
+impl From<&LeadChangeEvent> for pb::LeadChangeEvent {
+    fn from(event: &LeadChangeEvent) -> Self {
+        pb::LeadChangeEvent {
+            sequence: event.sequence,
+            kind: kind_to_proto(event.kind()) as i32,
+            lead: Some((&event.lead).into()),
+            previous_lead: event.previous.as_ref().map(Into::into),
+            changed_fields: Some(prost_types::FieldMask {
+                paths: event.changed_fields(),
+            }),
+            actor: event.actor().to_owned(),
+            change_time: Some(datetime_to_timestamp(event.change_time())),
+        }
+    }
+}
+
+/// The stage change an event carries, as WatchStageChanges streams it; None for other writes.
+pub fn stage_change_event(event: &LeadChangeEvent) -> Option<pb::StageChangeEvent> {
+    let change = event.change.as_ref()?;
+    Some(pb::StageChangeEvent {
+        sequence: event.sequence,
+        lead_id: change.lead_id.to_string(),
+        pipeline_id: change.pipeline_id.to_string(),
+        from_stage: change
+            .from_stage
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        to_stage: change.to_stage.to_string(),
+        change_time: Some(datetime_to_timestamp(change.change_time)),
+        actor: change.actor.clone(),
+        note: change.note.clone(),
+        lead: Some((&event.lead).into()),
+    })
+}
+
+impl From<&LeadRevision> for pb::LeadRevision {
+    fn from(revision: &LeadRevision) -> Self {
+        let stage = |s: &Option<StageKey>| s.as_ref().map(ToString::to_string).unwrap_or_default();
+        pb::LeadRevision {
+            revision: revision.revision,
+            lead: Some((&revision.lead).into()),
+            changed_fields: Some(prost_types::FieldMask {
+                paths: revision.changed_fields.clone(),
+            }),
+            actor: revision.actor.clone(),
+            change_time: Some(datetime_to_timestamp(revision.change_time)),
+            from_stage: stage(&revision.from_stage),
+            to_stage: stage(&revision.to_stage),
+            kind: kind_to_proto(revision.kind) as i32,
         }
     }
 }
@@ -259,27 +325,6 @@ impl From<&StageChange> for pb::StageChange {
             actor: change.actor.clone(),
             note: change.note.clone(),
             imported: change.imported,
-        }
-    }
-}
-
-impl From<&StageChangeEvent> for pb::StageChangeEvent {
-    fn from(event: &StageChangeEvent) -> Self {
-        let change = &event.change;
-        pb::StageChangeEvent {
-            sequence: change.sequence,
-            lead_id: change.lead_id.to_string(),
-            pipeline_id: change.pipeline_id.to_string(),
-            from_stage: change
-                .from_stage
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            to_stage: change.to_stage.to_string(),
-            change_time: Some(datetime_to_timestamp(change.change_time)),
-            actor: change.actor.clone(),
-            note: change.note.clone(),
-            lead: Some((&event.lead).into()),
         }
     }
 }

@@ -1,0 +1,203 @@
+//! Lead revisions: every write of a lead appends the lead as it was after it, in the write's
+//! transaction. Revisions outlive the lead: a deleted lead's history stays readable.
+
+use sea_orm::sea_query::{Expr, Func};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::entities::{lead_revision, tenant_sequence};
+use super::leads::money_columns;
+use super::{StoreError, from_micros, to_micros};
+use crate::domain::ids::{LeadId, StageKey, TenantId};
+use crate::domain::lead::Lead;
+use crate::domain::revision::{LeadRevision, RevisionKind};
+
+/// One page of a lead's revisions: those numbered above `after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct RevisionPage {
+    pub after: i64,
+    pub limit: u64,
+}
+
+fn to_model(tenant: &TenantId, revision: &LeadRevision) -> lead_revision::Model {
+    let lead = &revision.lead;
+    let (amount_currency, amount_units, amount_nanos) = money_columns(lead.fields.amount.as_ref());
+    lead_revision::Model {
+        tenant_id: tenant.to_string(),
+        lead_id: lead.id.to_string(),
+        revision: revision.revision,
+        change_time: to_micros(revision.change_time),
+        kind: revision.kind.as_str().to_owned(),
+        actor: revision.actor.clone(),
+        sequence: revision.sequence,
+        changed_fields: revision.changed_fields.join(","),
+        from_stage: revision.from_stage.as_ref().map(ToString::to_string),
+        to_stage: revision.to_stage.as_ref().map(ToString::to_string),
+        pipeline_id: lead.pipeline_id.to_string(),
+        stage: lead.stage.to_string(),
+        owner: lead.fields.owner.clone(),
+        source: lead.fields.source.clone(),
+        amount_currency,
+        amount_units,
+        amount_nanos,
+        expected_close_time: lead.fields.expected_close_time.map(to_micros),
+        close_time: lead.close_time.map(to_micros),
+        create_time: to_micros(lead.create_time),
+        labels: serde_json::to_string(&lead.fields.labels).unwrap_or_else(|_| "{}".into()),
+        close_date_push_count: lead.close_date_push_count,
+        first_expected_close_time: lead.first_expected_close_time.map(to_micros),
+        deleted: revision.kind == RevisionKind::Deleted,
+        lead: serde_json::to_string(lead).unwrap_or_default(),
+    }
+}
+
+fn from_model(row: lead_revision::Model) -> Result<LeadRevision, StoreError> {
+    let corrupt = |e: String| {
+        StoreError::Corrupt(format!(
+            "revision {} of lead {}: {e}",
+            row.revision, row.lead_id
+        ))
+    };
+    let stage = |s: Option<String>| {
+        s.filter(|s| !s.is_empty())
+            .map(|s| StageKey::parse(&s))
+            .transpose()
+    };
+    Ok(LeadRevision {
+        revision: row.revision,
+        kind: RevisionKind::parse(&row.kind).map_err(corrupt)?,
+        lead: serde_json::from_str::<Lead>(&row.lead).map_err(|e| corrupt(e.to_string()))?,
+        changed_fields: row
+            .changed_fields
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        actor: row.actor,
+        change_time: from_micros(row.change_time),
+        sequence: row.sequence,
+        from_stage: stage(row.from_stage).map_err(corrupt)?,
+        to_stage: stage(row.to_stage).map_err(corrupt)?,
+    })
+}
+
+/// Appends `revision` in the caller's transaction, numbered after the lead's last one; returns
+/// that number. The caller has written (and so locked) the lead's row in the same transaction,
+/// which keeps two writes of one lead from taking the same number.
+pub async fn append(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    revision: &mut LeadRevision,
+) -> Result<i64, StoreError> {
+    let last: Option<i64> = lead_revision::Entity::find()
+        .select_only()
+        .expr(Func::max(Expr::col(lead_revision::Column::Revision)))
+        .filter(lead_revision::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead_revision::Column::LeadId.eq(revision.lead.id.to_string()))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten();
+    revision.revision = last.unwrap_or(0) + 1;
+    lead_revision::Entity::insert(to_model(tenant, revision).into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    Ok(revision.revision)
+}
+
+/// Appends the revisions of new leads (an import), already numbered, in as few statements as
+/// the bind-parameter limits allow.
+pub async fn insert_many(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    revisions: &[LeadRevision],
+) -> Result<(), StoreError> {
+    use sea_orm::Iterable;
+    let rows = super::rows_per_statement(lead_revision::Column::iter().count());
+    for chunk in revisions.chunks(rows) {
+        lead_revision::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|r| to_model(tenant, r).into_active_model()),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The lead's revisions numbered above `page.after`, oldest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead_id: &LeadId,
+    page: RevisionPage,
+) -> Result<Vec<LeadRevision>, StoreError> {
+    lead_revision::Entity::find()
+        .filter(lead_revision::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead_revision::Column::LeadId.eq(lead_id.to_string()))
+        .filter(lead_revision::Column::Revision.gt(page.after))
+        .order_by_asc(lead_revision::Column::Revision)
+        .limit(page.limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// Whether the lead has any revision (it exists, or existed and was deleted).
+pub async fn exists(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead_id: &LeadId,
+) -> Result<bool, StoreError> {
+    Ok(lead_revision::Entity::find()
+        .select_only()
+        .column(lead_revision::Column::Revision)
+        .filter(lead_revision::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead_revision::Column::LeadId.eq(lead_id.to_string()))
+        .limit(1)
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .is_some())
+}
+
+/// The lead's latest revision with a change time at or before `as_of_micros`, read through
+/// `lead_revisions_by_lead_time`; None if the lead did not exist yet.
+pub async fn lead_at(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    lead_id: &LeadId,
+    as_of_micros: i64,
+) -> Result<Option<LeadRevision>, StoreError> {
+    lead_revision::Entity::find()
+        .filter(lead_revision::Column::TenantId.eq(tenant.as_str()))
+        .filter(lead_revision::Column::LeadId.eq(lead_id.to_string()))
+        .filter(lead_revision::Column::ChangeTime.lte(as_of_micros))
+        .order_by_desc(lead_revision::Column::ChangeTime)
+        .order_by_desc(lead_revision::Column::Revision)
+        .limit(1)
+        .one(db)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+/// Revisions with a change time before this (µs) were removed by retention; 0 if none.
+pub async fn pruned_before(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+) -> Result<i64, StoreError> {
+    Ok(tenant_sequence::Entity::find()
+        .select_only()
+        .column(tenant_sequence::Column::RevisionsPrunedBefore)
+        .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
+        .into_tuple::<i64>()
+        .one(db)
+        .await?
+        .unwrap_or(0))
+}
