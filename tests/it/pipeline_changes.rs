@@ -307,7 +307,7 @@ async fn run(app: &TestApp, ops: &[Op]) -> Recorded {
                 let at = ts(Utc::now() + chrono::Duration::days(*days));
                 let request = update(
                     c,
-                    &|l| l.expected_close_time = Some(at.clone()),
+                    &|l| l.expected_close_time = Some(at),
                     "expected_close_time",
                 );
                 leads.update_lead(request).await.ok().map(|r| Known {

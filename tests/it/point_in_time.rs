@@ -44,7 +44,7 @@ async fn past_reports_read_the_amounts_and_currencies_known_then(app: TestApp) {
         pb::Lead {
             title: "cut before it closed".into(),
             amount: Some(money("EUR", 100_000)),
-            expected_close_time: Some(close.clone()),
+            expected_close_time: Some(close),
             ..Default::default()
         },
     )
