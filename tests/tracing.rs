@@ -82,6 +82,7 @@ async fn call_spans_continue_the_callers_trace_and_reach_the_collector() {
     let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
     let lead = create(&app, new_lead("Traced")).await;
     let mut request = tonic::Request::new(pb::GetLeadRequest {
+        as_of: None,
         id: lead.id.clone(),
     });
     request.metadata_mut().insert(
@@ -92,6 +93,7 @@ async fn call_spans_continue_the_callers_trace_and_reach_the_collector() {
     );
     app.leads.clone().get_lead(request).await.expect("get lead");
     let mut missing = tonic::Request::new(pb::GetLeadRequest {
+        as_of: None,
         id: "018f0000-0000-7000-8000-000000000000".into(),
     });
     missing.metadata_mut().insert(

@@ -8,6 +8,7 @@ use prost_types::Timestamp;
 
 use super::pb;
 use crate::app::AppError;
+use crate::app::leads::LeadAsOf;
 use crate::domain::Violations;
 use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{CriterionId, PipelineId, StageKey};
@@ -242,6 +243,7 @@ impl From<&Lead> for pb::Lead {
             external_id: lead.external_id.clone().unwrap_or_default(),
             close_date_push_count: lead.close_date_push_count,
             first_expected_close_time: lead.first_expected_close_time.map(datetime_to_timestamp),
+            delete_time: None,
         }
     }
 }
@@ -289,6 +291,15 @@ pub fn stage_change_event(event: &LeadChangeEvent) -> Option<pb::StageChangeEven
         note: change.note.clone(),
         lead: Some((&event.lead).into()),
     })
+}
+
+impl From<&LeadAsOf> for pb::Lead {
+    fn from(read: &LeadAsOf) -> Self {
+        pb::Lead {
+            delete_time: read.delete_time.map(datetime_to_timestamp),
+            ..(&read.lead).into()
+        }
+    }
 }
 
 impl From<&LeadRevision> for pb::LeadRevision {

@@ -1,12 +1,14 @@
 //! `LeadService` requests into app commands. Each conversion checks every field and reports all
 //! that are wrong at once.
 
-use super::convert::{finish, lead_fields_from_proto, page_size, pipeline_or_default, update_mask};
+use super::convert::{
+    finish, lead_fields_from_proto, optional_time, page_size, pipeline_or_default, update_mask,
+};
 use super::pb;
 use crate::app::AppError;
 use crate::app::events::EventFilter;
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, Idempotency, LeadListQuery, MoveCommand, NewLead,
+    CheckMove, CreateLead, DeleteLead, GetLead, Idempotency, LeadListQuery, MoveCommand, NewLead,
     RevisionQuery, StageChangeQuery, UpdateLead,
 };
 use crate::domain::Violations;
@@ -307,10 +309,14 @@ pub fn lead_id(field: &str, value: &str) -> Result<LeadId, AppError> {
     LeadId::parse(value).map_err(|e| AppError::invalid(field, e))
 }
 
-impl TryFrom<pb::GetLeadRequest> for LeadId {
+impl TryFrom<pb::GetLeadRequest> for GetLead {
     type Error = AppError;
 
     fn try_from(request: pb::GetLeadRequest) -> Result<Self, AppError> {
-        lead_id("id", &request.id)
+        let mut violations = Violations::default();
+        let id = violations.check("id", LeadId::parse(&request.id));
+        let as_of = optional_time(&mut violations, "as_of", request.as_of.as_ref());
+        let command = (|| Some(GetLead { id: id?, as_of }))();
+        finish(violations, command)
     }
 }

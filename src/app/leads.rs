@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
@@ -81,6 +82,27 @@ pub struct StageChangeQuery {
     pub lead_id: LeadId,
     pub page_size: u64,
     pub page_token: String,
+}
+
+pub struct GetLead {
+    pub id: LeadId,
+    /// The lead as it stood then, from its revisions; None for the lead now.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// A lead as read at a time: its state then, and when it was deleted if it was by then.
+pub struct LeadAsOf {
+    pub lead: Lead,
+    pub delete_time: Option<DateTime<Utc>>,
+}
+
+impl From<Lead> for LeadAsOf {
+    fn from(lead: Lead) -> Self {
+        Self {
+            lead,
+            delete_time: None,
+        }
+    }
 }
 
 pub struct RevisionQuery {
@@ -526,6 +548,41 @@ impl LeadService {
             String::new()
         };
         Ok((changes, next))
+    }
+
+    /// The lead as it stood at `as_of`: its latest revision up to then, read through the index
+    /// on (tenant, lead, change time). NOT_FOUND before the lead existed; a lead deleted by then
+    /// in its last state, with the deletion time. OUT_OF_RANGE when retention has removed
+    /// revisions of that time, rather than an answer from an incomplete history.
+    pub async fn get_as_of(
+        &self,
+        ctx: &RequestContext,
+        id: &LeadId,
+        as_of: DateTime<Utc>,
+    ) -> Result<LeadAsOf, AppError> {
+        if as_of > self.clock.now() {
+            return Err(AppError::invalid("as_of", "must not be in the future"));
+        }
+        let reader = self.store.reader();
+        let at = crate::store::to_micros(as_of);
+        let pruned_before = revisions::pruned_before(reader, &ctx.tenant).await?;
+        if at < pruned_before {
+            return Err(AppError::OutOfRange {
+                message: format!(
+                    "revisions before {} were removed by retention; as_of must not be earlier",
+                    crate::store::from_micros(pruned_before).to_rfc3339()
+                ),
+                oldest_available: None,
+            });
+        }
+        let revision = revisions::lead_at(reader, &ctx.tenant, id, at)
+            .await?
+            .ok_or_else(|| AppError::lead_not_found(id))?;
+        let delete_time = (revision.kind == RevisionKind::Deleted).then_some(revision.change_time);
+        Ok(LeadAsOf {
+            lead: revision.lead,
+            delete_time,
+        })
     }
 
     /// The lead's revisions, oldest first, with the token of the next page; also those of a

@@ -12,10 +12,9 @@ use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
 use crate::app::import::{ImportRow, ImportService};
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, RevisionQuery,
-    StageChangeQuery, UpdateLead,
+    CheckMove, CreateLead, DeleteLead, GetLead, LeadListQuery, LeadService, MoveCommand,
+    RevisionQuery, StageChangeQuery, UpdateLead,
 };
-use crate::domain::ids::LeadId;
 
 pub struct LeadApi {
     pub leads: LeadService,
@@ -104,8 +103,11 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::GetLeadRequest>,
     ) -> Result<Response<pb::Lead>, Status> {
         let ctx = context(&request);
-        let id = LeadId::try_from(request.into_inner())?;
-        let lead = self.leads.get(&ctx, &id).await?;
+        let query = GetLead::try_from(request.into_inner())?;
+        let lead = match query.as_of {
+            None => self.leads.get(&ctx, &query.id).await?.into(),
+            Some(as_of) => self.leads.get_as_of(&ctx, &query.id, as_of).await?,
+        };
         Ok(Response::new((&lead).into()))
     }
 

@@ -241,6 +241,7 @@ async fn postgres_outages_at_start_and_while_running() {
     }
     let status = client
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: first.id.clone(),
         })
         .await
@@ -397,7 +398,13 @@ async fn found(channel: &Channel, ids: &[String]) -> usize {
     let mut client = LeadServiceClient::new(channel.clone());
     let mut found = 0;
     for id in ids {
-        match client.get_lead(pb::GetLeadRequest { id: id.clone() }).await {
+        match client
+            .get_lead(pb::GetLeadRequest {
+                as_of: None,
+                id: id.clone(),
+            })
+            .await
+        {
             Ok(_) => found += 1,
             Err(status) => eprintln!("acknowledged lead {id} is missing: {status:?}"),
         }

@@ -414,7 +414,10 @@ async fn send(app: &TestApp, call: Call) -> Result<(), tonic::Status> {
             .check_move(pb::CheckMoveRequest { id, stage })
             .await
             .map(drop),
-        Call::Get(id) => leads.get_lead(pb::GetLeadRequest { id }).await.map(drop),
+        Call::Get(id) => leads
+            .get_lead(pb::GetLeadRequest { as_of: None, id })
+            .await
+            .map(drop),
         Call::Delete(id, etag) => leads
             .delete_lead(pb::DeleteLeadRequest { id, etag })
             .await

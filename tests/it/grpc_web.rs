@@ -166,6 +166,7 @@ async fn creates_and_reads_a_lead(app: TestApp) {
         .leads
         .clone()
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: lead.id.clone(),
         })
         .await
@@ -177,6 +178,7 @@ async fn creates_and_reads_a_lead(app: TestApp) {
         &app,
         "leadpipe.v1.LeadService/GetLead",
         &pb::GetLeadRequest {
+            as_of: None,
             id: lead.id.clone(),
         },
     )
@@ -190,6 +192,7 @@ async fn errors_carry_their_status_and_details(app: TestApp) {
         &app,
         "leadpipe.v1.LeadService/GetLead",
         &pb::GetLeadRequest {
+            as_of: None,
             id: "01890a5d-ac96-774b-bcce-b302099a8057".into(),
         },
     )

@@ -74,6 +74,7 @@ async fn create_then_get_round_trips(app: TestApp) {
         .leads
         .clone()
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: created.id.clone(),
         })
         .await
@@ -255,13 +256,17 @@ async fn get_reports_not_found_and_bad_ids(app: TestApp) {
     let mut client = app.leads.clone();
     let missing = client
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: uuid::Uuid::now_v7().to_string(),
         })
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
     let malformed = client
-        .get_lead(pb::GetLeadRequest { id: "42".into() })
+        .get_lead(pb::GetLeadRequest {
+            as_of: None,
+            id: "42".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
@@ -367,6 +372,7 @@ async fn update_applies_the_mask_and_checks_etags(app: TestApp) {
 
     let fetched = client
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: created.id.clone(),
         })
         .await
@@ -465,6 +471,7 @@ async fn delete_checks_etag_and_removes_the_lead(app: TestApp) {
         .unwrap();
     let gone = client
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: created.id.clone(),
         })
         .await

@@ -87,7 +87,10 @@ async fn still_serving(app: &TestApp) {
         .expect("the server still serves")
         .into_inner();
     client
-        .get_lead(pb::GetLeadRequest { id: lead.id })
+        .get_lead(pb::GetLeadRequest {
+            as_of: None,
+            id: lead.id,
+        })
         .await
         .expect("and reads");
 }

@@ -148,6 +148,7 @@ async fn counts_calls_and_reports_gauges(app: TestApp) {
         .leads
         .clone()
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: "018f0000-0000-7000-8000-000000000000".into(),
         })
         .await

@@ -240,6 +240,7 @@ async fn verify(
     for (lead_id, lead_events) in &by_lead {
         let lead = match client
             .get_lead(pb::GetLeadRequest {
+                as_of: None,
                 id: lead_id.to_string(),
             })
             .await

@@ -361,7 +361,14 @@ async fn tenant_b_cannot_touch_tenant_a_through_any_rpc(app: TestApp) {
     for id in &a_ids {
         let mut leads = b.leads.clone();
         assert_eq!(
-            code(leads.get_lead(pb::GetLeadRequest { id: id.clone() }).await),
+            code(
+                leads
+                    .get_lead(pb::GetLeadRequest {
+                        as_of: None,
+                        id: id.clone()
+                    })
+                    .await
+            ),
             Code::NotFound
         );
         let update = leads
@@ -659,6 +666,7 @@ async fn calls_without_a_valid_key_are_unauthenticated(app: TestApp) {
         let mut leads = clients.leads.clone();
         let get = leads
             .get_lead(pb::GetLeadRequest {
+                as_of: None,
                 id: lead.id.clone(),
             })
             .await;
@@ -759,6 +767,7 @@ async fn ambiguous_credentials_are_unauthenticated(app: TestApp) {
             LeadServiceClient::with_interceptor(app.channel().await, EveryValue(values));
         let status = leads
             .get_lead(pb::GetLeadRequest {
+                as_of: None,
                 id: lead.id.clone(),
             })
             .await
@@ -813,6 +822,7 @@ async fn revocation_takes_effect_at_once(app: TestApp) {
     let mut leads = doomed_clients.leads.clone();
     let get = leads
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: lead.id.clone(),
         })
         .await;
@@ -921,6 +931,7 @@ async fn roles_limit_what_a_key_may_do(app: TestApp) {
     let mut leads = reader.leads.clone();
     leads
         .get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: lead.id.clone(),
         })
         .await
@@ -1064,6 +1075,7 @@ async fn auto_mode_requires_keys_once_one_exists(app: TestApp) {
                 .leads
                 .clone()
                 .get_lead(pb::GetLeadRequest {
+                    as_of: None,
                     id: lead.id.clone()
                 })
                 .await

@@ -135,6 +135,7 @@ create  CreateLead of a small lead\n  \
 list    ListLeads, page_size 50, filter `stage = \"lead_generation\"`\n  \
 move    MoveLead without etag: every client owns --move-leads-per-client leads (contact set) \
 and moves them back and forth between lead_generation and qualification\n  \
+update  UpdateLead without etag of the same leads, setting a new amount each time\n  \
 mixed   60% get, 20% list, 10% create, 10% move\n\n\
 With --subscribers K, K WatchStageChanges streams (new events only) are opened before the \
 move scenario and read throughout it; commit-to-delivery latency (receive wall time minus \
@@ -291,6 +292,11 @@ struct Cli {
     #[arg(long)]
     spawn_server: bool,
 
+    /// With --spawn-server: the `leadpipe` binary to run instead of the one next to this one,
+    /// for example an older build to compare with, run by the same driver.
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<std::path::PathBuf>,
+
     /// Fan-out mode: for each count K, a fresh server with K idle WatchStageChanges streams
     /// (--streams-per-channel per HTTP/2 connection) while moves run at --move-rate for
     /// --duration; reports commit-to-delivery latency over all deliveries. Replaces the
@@ -345,6 +351,7 @@ enum ScenarioArg {
     Create,
     List,
     Move,
+    Update,
     Mixed,
     All,
 }
@@ -359,6 +366,7 @@ impl Scenario {
             Scenario::Create => "create",
             Scenario::List => "list",
             Scenario::Move => "move",
+            Scenario::Update => "update",
             Scenario::Mixed => "mixed",
             Scenario::All => "all",
         }
@@ -373,6 +381,7 @@ enum Op {
     Create,
     List,
     Move,
+    Update,
 }
 
 fn main() -> ExitCode {
@@ -452,6 +461,7 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
             Scenario::Create,
             Scenario::List,
             Scenario::Move,
+            Scenario::Update,
             Scenario::Mixed,
         ]
     } else {
@@ -545,6 +555,7 @@ fn real_main(cli: Cli) -> Result<(), BoxError> {
         .unwrap_or(0);
     let spec = ServerSpec {
         spawn: cli.spawn_server,
+        server_bin: cli.server_bin.clone(),
         pool_size: cli.db_pool_size.unwrap_or(8),
         sqlite_synchronous: cli.sqlite_synchronous,
         rate_limit: cli.server_rate_limit,

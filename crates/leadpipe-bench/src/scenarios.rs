@@ -49,7 +49,7 @@ pub(crate) async fn run(
     let needs_move = plan
         .scenarios
         .iter()
-        .any(|s| matches!(s, Scenario::Move | Scenario::Mixed));
+        .any(|s| matches!(s, Scenario::Move | Scenario::Update | Scenario::Mixed));
     let movers = if needs_move {
         max_clients * cli.move_leads_per_client
     } else {
@@ -414,6 +414,7 @@ pub(crate) async fn client_loop(
             Scenario::Create => Op::Create,
             Scenario::List => Op::List,
             Scenario::Move => Op::Move,
+            Scenario::Update => Op::Update,
             Scenario::Mixed | Scenario::All => match rng.below(100) {
                 0..60 => Op::Get,
                 60..80 => Op::List,
@@ -423,7 +424,7 @@ pub(crate) async fn client_loop(
         };
         // For moves: the lead, and the stage it goes to.
         let mover = match op {
-            Op::Move => {
+            Op::Move | Op::Update => {
                 let index = client * fixture.per_client + move_turn % fixture.per_client;
                 move_turn += 1;
                 Some(&fixture.move_leads[index])
@@ -448,7 +449,10 @@ pub(crate) async fn client_loop(
                 }
                 Op::Get => {
                     let id = fixture.seeded[rng.below(fixture.seeded.len())].clone();
-                    leads.get_lead(pb::GetLeadRequest { id }).await.map(drop)
+                    leads
+                        .get_lead(pb::GetLeadRequest { as_of: None, id })
+                        .await
+                        .map(drop)
                 }
                 Op::Create => {
                     created += 1;
@@ -463,6 +467,28 @@ pub(crate) async fn client_loop(
                 }
                 Op::List => leads.list_leads(list_request()).await.map(drop),
                 Op::Move => move_once(&mut leads, mover.expect("a move has a lead")).await,
+                Op::Update => {
+                    let lead = mover.expect("an update has a lead");
+                    // A new amount every time: an update that changes nothing writes nothing.
+                    let units = 1_000 + move_turn as i64;
+                    leads
+                        .update_lead(pb::UpdateLeadRequest {
+                            lead: Some(pb::Lead {
+                                id: lead.id.clone(),
+                                amount: Some(pb::Money {
+                                    currency_code: "EUR".into(),
+                                    units,
+                                    nanos: 0,
+                                }),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["amount".into()],
+                            }),
+                        })
+                        .await
+                        .map(drop)
+                }
             }
         };
         let result = tokio::time::timeout(plan.request_timeout, call).await;
@@ -505,6 +531,7 @@ pub(crate) async fn reread_stage(
     if let Ok(Ok(current)) = tokio::time::timeout(
         timeout,
         client.get_lead(pb::GetLeadRequest {
+            as_of: None,
             id: lead.id.clone(),
         }),
     )

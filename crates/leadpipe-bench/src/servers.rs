@@ -74,6 +74,8 @@ impl Database {
 pub(crate) struct ServerSpec {
     /// A `leadpipe serve` child process instead of an in-process server.
     pub(crate) spawn: bool,
+    /// The binary to spawn; None for the `leadpipe` next to this one.
+    pub(crate) server_bin: Option<std::path::PathBuf>,
     pub(crate) pool_size: u32,
     pub(crate) sqlite_synchronous: Synchronous,
     pub(crate) rate_limit: u32,
@@ -158,7 +160,10 @@ pub(crate) struct ChildServer {
 
 impl ChildServer {
     pub(crate) fn spawn(spec: &ServerSpec, database_url: &str) -> Result<Self, BoxError> {
-        let exe = std::env::current_exe()?.with_file_name("leadpipe");
+        let exe = match &spec.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("leadpipe"),
+        };
         if !exe.is_file() {
             return Err(format!(
                 "--spawn-server runs {}, which does not exist: build both binaries \

@@ -349,7 +349,10 @@ pub fn violation(kind: &str, subject: &str) -> (String, String) {
 pub async fn get_lead(app: &TestApp, id: &str) -> pb::Lead {
     app.leads
         .clone()
-        .get_lead(pb::GetLeadRequest { id: id.into() })
+        .get_lead(pb::GetLeadRequest {
+            as_of: None,
+            id: id.into(),
+        })
         .await
         .expect("get lead")
         .into_inner()
