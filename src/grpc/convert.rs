@@ -12,8 +12,8 @@ use crate::domain::Violations;
 use crate::domain::history::{StageChange, StageChangeEvent};
 use crate::domain::ids::{CriterionId, PipelineId, StageKey};
 use crate::domain::lead::{
-    Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_business_date, validate_email,
-    validate_labels, validate_text, validate_title,
+    Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_business_date,
+    validate_email, validate_labels, validate_text, validate_title,
 };
 use crate::domain::money::Money;
 use crate::domain::pipeline::{

@@ -826,8 +826,15 @@ async fn implausible_business_dates_are_refused_on_create_update_and_import(app:
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(bad_request_fields(&status), vec!["lead.expected_close_time"]);
-    assert_eq!(get_lead(&app, &lead.id).await.etag, lead.etag, "nothing written");
+    assert_eq!(
+        bad_request_fields(&status),
+        vec!["lead.expected_close_time"]
+    );
+    assert_eq!(
+        get_lead(&app, &lead.id).await.etag,
+        lead.etag,
+        "nothing written"
+    );
 
     let response = common::history::import(
         &app,

@@ -413,6 +413,9 @@ async fn response_headers_mean_the_subscription_is_live(app: TestApp) {
         let to = stages[round % 2];
         move_to(&app, &lead.id, to).await.expect("move");
         let event = next_event(&mut stream).await;
-        assert_eq!((event.lead_id.as_str(), event.to_stage.as_str()), (lead.id.as_str(), to));
+        assert_eq!(
+            (event.lead_id.as_str(), event.to_stage.as_str()),
+            (lead.id.as_str(), to)
+        );
     }
 }
