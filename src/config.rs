@@ -124,7 +124,7 @@ pub enum KeysCommand {
         tenant: TenantId,
         /// reader: reads and streams; writer: also changes leads; admin: also pipelines.
         #[arg(long, value_enum)]
-        role: Role,
+        role: RoleArg,
         /// A note for people, e.g. who or what uses the key.
         #[arg(long, default_value = "")]
         label: String,
@@ -162,6 +162,50 @@ fn parse_origin(value: &str) -> Result<String, String> {
         Err(format!(
             "{value:?} is not an origin: expected `*` or scheme://host[:port], e.g. https://crm.example.com"
         ))
+    }
+}
+
+/// `--auth`: when calls need an API key, as the command line and the file spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    /// Keys are required if any unrevoked key exists at start-up. With none, a server on a
+    /// loopback address serves the `default` tenant without keys (and warns); a server on any
+    /// other address refuses to start.
+    Auto,
+    /// Keys are always required.
+    Required,
+    /// Calls without a key act for the `default` tenant. For trusted networks only.
+    Disabled,
+}
+
+impl From<AuthArg> for AuthMode {
+    fn from(value: AuthArg) -> Self {
+        match value {
+            AuthArg::Auto => AuthMode::Auto,
+            AuthArg::Required => AuthMode::Required,
+            AuthArg::Disabled => AuthMode::Disabled,
+        }
+    }
+}
+
+/// `leadpipe keys create --role`: what the key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Reads leads, history, streams, pipelines and forecasts.
+    Reader,
+    /// A reader that also creates, updates, deletes, moves and imports leads.
+    Writer,
+    /// A writer that also creates and updates pipelines.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(value: RoleArg) -> Self {
+        match value {
+            RoleArg::Reader => Role::Reader,
+            RoleArg::Writer => Role::Writer,
+            RoleArg::Admin => Role::Admin,
+        }
     }
 }
 
@@ -230,7 +274,7 @@ pub struct ServeArgs {
     /// serve the `default` tenant without keys on a loopback address and refuse to start on any
     /// other. required: always. disabled: never (calls without a key act for `default`).
     #[arg(long, env = "LEADPIPE_AUTH", value_enum, default_value = "auto")]
-    pub auth: AuthMode,
+    pub auth: AuthArg,
     /// PEM certificate chain for TLS. With `--tls-key`, the port speaks only TLS.
     #[arg(long, env = "LEADPIPE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -282,7 +326,7 @@ impl ServeArgs {
         let store = database.store_config();
         Settings {
             outbox_retention: self.outbox_retention,
-            auth: self.auth,
+            auth: self.auth.into(),
             limits: Limits {
                 max_message_size: self.max_message_size,
                 max_streams_per_tenant: self.max_streams_per_tenant,

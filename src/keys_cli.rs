@@ -1,8 +1,8 @@
 //! `leadpipe keys create|list|revoke`. The created key goes alone to stdout (so that
 //! `KEY=$(leadpipe keys create …)` works); explanations go to stderr.
 
-use crate::app::AppError;
-use crate::app::api_keys::{KeyInfo, KeyService};
+use crate::app::api_keys::{KeyInfo, KeyService, Role};
+use crate::app::{AppError, Clock};
 use crate::config::KeysCommand;
 use crate::store::{Store, StoreConfig};
 
@@ -17,7 +17,7 @@ pub async fn run(config: &StoreConfig, command: KeysCommand) -> Result<(), Strin
             .migrate()
             .await
             .map_err(|e| format!("cannot migrate the database: {e}"))?;
-        execute(KeyService::new(store.clone()), command)
+        execute(KeyService::new(store.clone(), Clock::system()), command)
             .await
             .map_err(describe)
     }
@@ -33,6 +33,7 @@ async fn execute(keys: KeyService, command: KeysCommand) -> Result<(), AppError>
             role,
             label,
         } => {
+            let role = Role::from(role);
             let created = keys.create(&tenant, role, &label).await?;
             eprintln!(
                 "Created the {role} key {} for tenant {tenant}. Store it now: it is not shown again.",

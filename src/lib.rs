@@ -1,5 +1,6 @@
 //! leadpipe: a gRPC sales-pipeline service.
 
+pub mod api;
 pub mod app;
 pub mod bulk;
 pub mod config;

@@ -1,10 +1,10 @@
 //! Prometheus metrics, served over HTTP on a port of their own (`--metrics-listen`).
 //!
-//! Calls are counted and timed as they finish by `grpc::observe`. Everything else (pools, open
-//! streams, outbox lag, leads per stage) is read when Prometheus scrapes, so the values are
-//! current and nothing runs between scrapes. Each server has its own registry rather than the
-//! process-wide `metrics` recorder, so several servers in one process (as in the tests) never
-//! mix their numbers.
+//! Calls are counted and timed as they finish, by the transport's observe layer through
+//! `Metrics::record_rpc`. Everything else (pools, open streams, outbox lag, leads per stage) is
+//! read when Prometheus scrapes, so the values are current and nothing runs between scrapes.
+//! Each server has its own registry rather than the process-wide `metrics` recorder, so several
+//! servers in one process (as in the tests) never mix their numbers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -184,7 +184,7 @@ fn describe() {
 /// and both reflection versions.
 fn served_methods() -> HashMap<String, RpcLabels> {
     let sets = [
-        crate::grpc::pb::FILE_DESCRIPTOR_SET,
+        crate::api::pb::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,

@@ -12,12 +12,12 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::app::Services;
 use crate::app::api_keys::KeyService;
 use crate::app::forecast::ForecastService;
 use crate::app::import::ImportService;
 use crate::app::leads::LeadService;
 use crate::app::pipelines::PipelineService;
+use crate::app::{Clock, Services};
 use crate::defaults;
 use crate::grpc::auth::{AuthLayer, AuthMode, AuthRefused};
 use crate::grpc::connections::{ConnectionLimits, FirstRequestLayer, LimitedIncoming};
@@ -56,6 +56,9 @@ pub struct Settings {
     /// Web origins (`https://app.example.com`, or `*` for any) whose pages may call the API
     /// with grpc-web. Empty: no CORS headers, so only pages of the server's own origin may.
     pub cors_allowed_origins: Vec<String>,
+    /// Where the use cases and the maintenance task read the time: the system clock, or in
+    /// tests one they can move forward.
+    pub clock: Clock,
 }
 
 /// The server's certificate chain and key, and optionally the CA that client certificates must
@@ -153,6 +156,7 @@ impl Settings {
             auth: AuthMode::Auto,
             metrics: false,
             cors_allowed_origins: Vec::new(),
+            clock: Clock::system(),
         }
     }
 }
@@ -163,6 +167,7 @@ pub struct App {
     pub pipelines: PipelineService,
     pub import: ImportService,
     pub forecasts: ForecastService,
+    pub keys: KeyService,
     settings: Settings,
     shutdown: watch::Sender<bool>,
     /// Set once the database is connected and migrated.
@@ -207,7 +212,7 @@ impl App {
     fn wire(store: Store, settings: &Settings, readiness: Readiness) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tasks = TaskTracker::new();
-        let services = Services::wire(store, shutdown_rx, tasks.clone());
+        let services = Services::wire(store, settings.clock.clone(), shutdown_rx, tasks.clone());
         let events = services.leads.events();
         events.set_max_streams_per_tenant(settings.limits.max_streams_per_tenant);
         events.set_poll_interval(settings.event_poll_interval);
@@ -216,6 +221,7 @@ impl App {
             import: services.import,
             forecasts: services.forecasts,
             pipelines: services.pipelines,
+            keys: services.keys,
             store: services.store,
             settings: settings.clone(),
             shutdown,
@@ -316,7 +322,7 @@ impl App {
             self.readiness.clone(),
         );
         let auth = AuthLayer::new(
-            KeyService::new(self.store.clone()),
+            self.keys.clone(),
             self.settings.auth,
             listener.local_addr()?,
             self.readiness.clone(),
@@ -429,7 +435,7 @@ impl App {
     /// Refuses, before binding, to serve on `addr` without authentication when that is not
     /// allowed (auto mode, no unrevoked API key, not a loopback address).
     pub async fn check_auth(&self, addr: std::net::SocketAddr) -> Result<(), AuthRefused> {
-        crate::grpc::auth::check(&self.store, self.settings.auth, addr).await
+        crate::grpc::auth::check(&self.keys, self.settings.auth, addr).await
     }
 }
 
@@ -622,7 +628,7 @@ async fn maintain(store: Store, settings: Settings, mut shutdown: watch::Receive
             _ = interval.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = to_micros(chrono::Utc::now());
+        let now = to_micros(settings.clock.now());
         let key_cutoff = now - IDEMPOTENCY_RETENTION.as_micros() as i64;
         if let Err(error) = idempotency::prune(store.writer(), key_cutoff).await {
             tracing::warn!(%error, "could not prune idempotency keys");

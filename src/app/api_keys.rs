@@ -17,7 +17,7 @@ use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AppError, RequestContext, now};
+use super::{AppError, Clock, RequestContext};
 use crate::domain::ids::TenantId;
 use crate::store::api_keys::{self, ApiKeyRow};
 use crate::store::{Store, StoreError, from_micros, to_micros};
@@ -31,7 +31,7 @@ const SECRET_BYTES: usize = 32;
 pub const MAX_LABEL_LEN: usize = 200;
 
 /// What a key may do. Each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     /// Reads leads, history, streams, pipelines and forecasts.
     Reader,
@@ -230,11 +230,12 @@ fn info(row: &ApiKeyRow) -> Result<KeyInfo, StoreError> {
 #[derive(Clone)]
 pub struct KeyService {
     store: Store,
+    clock: Clock,
 }
 
 impl KeyService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, clock: Clock) -> Self {
+        Self { store, clock }
     }
 
     /// Creates a key. The returned `key` is the only copy.
@@ -263,7 +264,7 @@ impl KeyService {
             role: role.as_str().to_owned(),
             secret_hash: hash(&key),
             label: label.to_owned(),
-            create_time: to_micros(now()),
+            create_time: to_micros(self.clock.now()),
             revoke_time: None,
         };
         api_keys::insert(self.store.writer(), row.clone()).await?;
@@ -308,7 +309,7 @@ impl KeyService {
                 }
             }
         };
-        api_keys::revoke(db, &tenant, &id, to_micros(now())).await?;
+        api_keys::revoke(db, &tenant, &id, to_micros(self.clock.now())).await?;
         let row = api_keys::find(db, &tenant, &id)
             .await?
             .ok_or_else(|| key_not_found(name))?;

@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sea_orm::ConnectionTrait;
-
-use super::{AppError, now};
+use super::{AppError, Clock};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::pipeline::Pipeline;
 use crate::domain::policy::{CompiledPipeline, default_pipeline};
+use crate::store::Connection;
 use crate::store::pipelines::{self, RowLock};
 
 #[derive(Clone)]
@@ -18,17 +17,25 @@ pub struct CachedPipeline {
     pub compiled: Arc<CompiledPipeline>,
 }
 
-#[derive(Default)]
 pub struct PipelineCatalog {
     cache: Mutex<HashMap<(TenantId, PipelineId), CachedPipeline>>,
+    /// Stamps the default pipeline when a tenant first uses it.
+    clock: Clock,
 }
 
 impl PipelineCatalog {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            cache: Mutex::default(),
+            clock,
+        }
+    }
+
     /// The pipeline's current compiled policy, read through `db` (so inside a transaction it
     /// sees the transaction's view). `None` if the pipeline does not exist.
     pub async fn get(
         &self,
-        db: &impl ConnectionTrait,
+        db: &impl Connection,
         tenant: &TenantId,
         id: &PipelineId,
         lock: RowLock,
@@ -82,14 +89,14 @@ impl PipelineCatalog {
     /// first use.
     async fn materialize_default(
         &self,
-        db: &impl ConnectionTrait,
+        db: &impl Connection,
         tenant: &TenantId,
         id: &PipelineId,
     ) -> Result<Option<CachedPipeline>, AppError> {
         if *id != PipelineId::default_pipeline() {
             return Ok(None);
         }
-        let time = now();
+        let time = self.clock.now();
         let pipeline = Pipeline {
             id: id.clone(),
             definition: default_pipeline(),

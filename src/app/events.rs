@@ -95,9 +95,14 @@ pub struct EventHub {
 
 impl EventHub {
     /// A hub whose tasks stop when `shutdown` turns true; `tasks` tracks them.
-    pub fn new(store: Store, shutdown: watch::Receiver<bool>, tasks: TaskTracker) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        keys: KeyService,
+        shutdown: watch::Receiver<bool>,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         let keys = Arc::new(KeyChecks {
-            keys: KeyService::new(store.clone()),
+            keys,
             recent: Mutex::default(),
         });
         Arc::new(Self {
@@ -350,7 +355,7 @@ impl EventHub {
 }
 
 async fn check_retained(
-    db: &impl sea_orm::ConnectionTrait,
+    db: &impl crate::store::Connection,
     tenant: &TenantId,
     after: i64,
     last: i64,

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 
 use super::catalog::PipelineCatalog;
 use super::forecast::ForecastService;
-use super::{AppError, RequestContext};
+use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
@@ -101,11 +101,16 @@ pub enum ImportOutcome {
 pub struct ImportService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
+    clock: Clock,
 }
 
 impl ImportService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
-        Self { store, catalog }
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, clock: Clock) -> Self {
+        Self {
+            store,
+            catalog,
+            clock,
+        }
     }
 
     /// Imports every row of `rows`, in batches of one transaction each, then retrains the model
@@ -220,7 +225,7 @@ impl ImportService {
             )));
         };
         let definition = pipeline.definition();
-        let now = super::now();
+        let now = self.clock.now();
         let history = if parsed.history.is_empty() {
             vec![ImportedChange {
                 from_stage: None,

@@ -8,7 +8,7 @@ use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::evaluation::CriteriaRunner;
 use super::events::EventHub;
 use super::forecast::LeadScorer;
-use super::{AppError, PreconditionViolation, RequestContext, now};
+use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
 use crate::domain::history::{StageChange, StageChangeEvent};
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
@@ -110,6 +110,7 @@ pub struct LeadService {
     events: Arc<EventHub>,
     scorer: LeadScorer,
     criteria: Arc<CriteriaRunner>,
+    clock: Clock,
 }
 
 impl LeadService {
@@ -118,6 +119,7 @@ impl LeadService {
         catalog: Arc<PipelineCatalog>,
         events: Arc<EventHub>,
         scorer: LeadScorer,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
@@ -125,6 +127,7 @@ impl LeadService {
             events,
             scorer,
             criteria: Arc::new(CriteriaRunner::default()),
+            clock,
         }
     }
 
@@ -152,7 +155,7 @@ impl LeadService {
         }
         let tx = self.store.begin_write().await?;
         if let Some(key) = &idempotency
-            && !reserve(&tx, &ctx.tenant, key, METHOD).await?
+            && !reserve(&tx, &ctx.tenant, key, METHOD, &self.clock).await?
         {
             tx.rollback().await.ok();
             return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
@@ -162,7 +165,7 @@ impl LeadService {
             .await?;
         let definition = pipeline.compiled.definition();
         let first = definition.first_stage();
-        let time = now();
+        let time = self.clock.now();
         let mut lead = Lead {
             id: LeadId::generate(),
             fields: new.fields,
@@ -310,7 +313,7 @@ impl LeadService {
                 .await?;
             updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
             updated.version += 1;
-            updated.update_time = now();
+            updated.update_time = self.clock.now();
             let labels_changed = updated.fields.labels != current.fields.labels;
             if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
                 .await?
@@ -365,7 +368,7 @@ impl LeadService {
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
             if let Some(key) = &command.idempotency
-                && !reserve(&tx, tenant, key, METHOD).await?
+                && !reserve(&tx, tenant, key, METHOD, &self.clock).await?
             {
                 tx.rollback().await.ok();
                 return self.replay_after_conflict(tenant, key, METHOD).await;
@@ -391,7 +394,7 @@ impl LeadService {
                         violations,
                     )
                 })?;
-            let time = now();
+            let time = self.clock.now();
             let mut moved = current.clone();
             moved.stage = plan.to.clone();
             moved.stage_enter_time = time;
@@ -481,6 +484,16 @@ impl LeadService {
         Ok((changes, next))
     }
 
+    /// Every stage change of `ids` in the caller's tenant, oldest first per lead, in one read:
+    /// the history column of an export page. Ids of other tenants' leads match nothing.
+    pub async fn stage_changes_of(
+        &self,
+        ctx: &RequestContext,
+        ids: &[LeadId],
+    ) -> Result<Vec<StageChange>, AppError> {
+        Ok(history::list_for_leads(self.store.reader(), &ctx.tenant, ids).await?)
+    }
+
     /// The pipeline a new lead enters, read (and key-share locked) in the creating transaction,
     /// so that a concurrent update cannot remove the first stage under it.
     async fn pipeline_for_new_lead(
@@ -504,7 +517,7 @@ impl LeadService {
     /// remove the target stage between the check and the commit.
     async fn pipeline_of(
         &self,
-        db: &impl sea_orm::ConnectionTrait,
+        db: &impl crate::store::Connection,
         tenant: &TenantId,
         lead: &Lead,
         lock: RowLock,
@@ -582,6 +595,7 @@ async fn reserve(
     tenant: &TenantId,
     key: &Idempotency,
     method: &str,
+    clock: &Clock,
 ) -> Result<bool, AppError> {
     match idempotency::reserve(
         tx,
@@ -589,7 +603,7 @@ async fn reserve(
         &key.request_id,
         method,
         &key.request_hash,
-        crate::store::to_micros(now()),
+        crate::store::to_micros(clock.now()),
     )
     .await
     {

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod catalog;
+pub mod clock;
 pub mod evaluation;
 pub mod events;
 pub mod forecast;
@@ -12,9 +13,9 @@ pub mod pipelines;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
+use self::api_keys::KeyService;
 use self::catalog::PipelineCatalog;
+pub use self::clock::Clock;
 use self::events::EventHub;
 use self::forecast::model::{MODEL_TTL, ModelCache};
 use self::forecast::{ForecastService, LeadScorer};
@@ -32,6 +33,9 @@ use tokio_util::task::TaskTracker;
 /// tools alike.
 pub struct Services {
     pub store: Store,
+    /// Where every use case reads the time.
+    pub clock: Clock,
+    pub keys: KeyService,
     pub leads: LeadService,
     pub pipelines: PipelineService,
     pub import: ImportService,
@@ -45,25 +49,39 @@ impl Services {
         let store = Store::connect(config).await?;
         store.migrate().await?;
         let (_, shutdown) = tokio::sync::watch::channel(false);
-        Ok(Self::wire(store, shutdown, TaskTracker::new()))
+        Ok(Self::wire(
+            store,
+            Clock::system(),
+            shutdown,
+            TaskTracker::new(),
+        ))
     }
 
-    /// Wires the use cases over `store`. Streams and their tailers run on `tasks` and stop when
-    /// `shutdown` turns true.
-    pub fn wire(store: Store, shutdown: watch::Receiver<bool>, tasks: TaskTracker) -> Self {
-        let catalog = Arc::new(PipelineCatalog::default());
+    /// Wires the use cases over `store`, reading the time from `clock`. Streams and their
+    /// tailers run on `tasks` and stop when `shutdown` turns true.
+    pub fn wire(
+        store: Store,
+        clock: Clock,
+        shutdown: watch::Receiver<bool>,
+        tasks: TaskTracker,
+    ) -> Self {
+        let catalog = Arc::new(PipelineCatalog::new(clock.clone()));
         let models = Arc::new(ModelCache::new(MODEL_TTL));
-        let events = EventHub::new(store.clone(), shutdown, tasks);
+        let keys = KeyService::new(store.clone(), clock.clone());
+        let events = EventHub::new(store.clone(), keys.clone(), shutdown, tasks);
         Self {
             leads: LeadService::new(
                 store.clone(),
                 catalog.clone(),
                 events,
                 LeadScorer::new(models.clone()),
+                clock.clone(),
             ),
-            import: ImportService::new(store.clone(), catalog.clone()),
-            forecasts: ForecastService::new(store.clone(), catalog.clone(), models),
-            pipelines: PipelineService::new(store.clone(), catalog),
+            import: ImportService::new(store.clone(), catalog.clone(), clock.clone()),
+            forecasts: ForecastService::new(store.clone(), catalog.clone(), models, clock.clone()),
+            pipelines: PipelineService::new(store.clone(), catalog, clock.clone()),
+            keys,
+            clock,
             store,
         }
     }
@@ -191,10 +209,4 @@ pub fn page_size(requested: u64) -> u64 {
         0 => leads::DEFAULT_PAGE_SIZE,
         n => n.min(leads::MAX_PAGE_SIZE),
     }
-}
-
-/// Now, truncated to the microsecond precision the database stores, so that what a write
-/// returns equals what a later read returns.
-pub fn now() -> DateTime<Utc> {
-    crate::store::from_micros(crate::store::to_micros(Utc::now()))
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
-use super::{AppError, PreconditionViolation, RequestContext, now};
+use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{Pipeline, PipelineDefinition};
@@ -83,11 +83,16 @@ pub struct PipelineListQuery {
 pub struct PipelineService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
+    clock: Clock,
 }
 
 impl PipelineService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>) -> Self {
-        Self { store, catalog }
+    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, clock: Clock) -> Self {
+        Self {
+            store,
+            catalog,
+            clock,
+        }
     }
 
     /// Creates the pipeline with one write. Refuses a definition that does not compile
@@ -106,7 +111,7 @@ impl PipelineService {
                 .get(self.store.writer(), &ctx.tenant, &id, RowLock::None)
                 .await?;
         }
-        let time = now();
+        let time = self.clock.now();
         let pipeline = Pipeline {
             id,
             definition: compiled.definition().clone(),
@@ -237,7 +242,7 @@ impl PipelineService {
             id: id.clone(),
             definition: compiled.definition().clone(),
             create_time: current.create_time,
-            update_time: now(),
+            update_time: self.clock.now(),
             version: current.version + 1,
         };
         if !pipelines::update_if_version(&tx, &ctx.tenant, &updated, current.version).await? {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::grpc::convert::{datetime_to_timestamp, timestamp_to_datetime};
-use crate::grpc::pb;
+use crate::api::convert::{datetime_to_timestamp, timestamp_to_datetime};
+use crate::api::pb;
 
 /// The columns, in the order `export` writes them.
 pub const COLUMNS: [&str; 21] = [
@@ -166,7 +166,7 @@ pub fn row_to_message(
                 history.push(entry("", &first, created));
             }
         } else {
-            let created = created.unwrap_or_else(crate::app::now);
+            let created = created.unwrap_or_else(|| crate::app::Clock::system().now());
             let entered = stage_entered_at.unwrap_or(created);
             match first_stage(&row.pipeline_id) {
                 Some(first) if first != stage => {

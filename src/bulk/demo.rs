@@ -16,11 +16,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use super::synthetic::{LOST, STAGES, WON, pick, timestamp};
+use crate::api::pb;
 use crate::app::AppError;
 use crate::app::import::{ImportRow, ImportSummary};
 use crate::app::leads::LeadListQuery;
 use crate::domain::ids::TenantId;
-use crate::grpc::pb;
 use crate::store::StoreConfig;
 
 pub const CURRENCY: &str = "EUR";

@@ -7,13 +7,13 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::csv::{COLUMNS, lead_to_row};
+use crate::api::pb;
 use crate::app::AppError;
 use crate::app::leads::LeadListQuery;
 use crate::domain::filter::parse_filter;
 use crate::domain::ids::{LeadId, TenantId};
 use crate::domain::listing::parse_order_by;
-use crate::grpc::pb;
-use crate::store::{StoreConfig, history};
+use crate::store::StoreConfig;
 
 /// Leads per page: the API's largest page, and one history query per page.
 const PAGE_SIZE: u64 = 1000;
@@ -64,9 +64,11 @@ pub async fn run(
                 .get_or_insert_with(|| super::progress_bar(page.total_size, "exporting", "leads"));
             let ids: Vec<LeadId> = page.leads.iter().map(|l| l.id).collect();
             let mut histories: HashMap<LeadId, Vec<pb::StageChange>> = HashMap::new();
-            for change in history::list_for_leads(app.store.reader(), tenant, &ids)
+            for change in app
+                .leads
+                .stage_changes_of(&ctx, &ids)
                 .await
-                .map_err(|e| format!("cannot read the history: {e}"))?
+                .map_err(|e| format!("cannot read the history: {}", describe(e)))?
             {
                 histories
                     .entry(change.lead_id)

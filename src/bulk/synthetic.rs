@@ -3,9 +3,9 @@
 //! Leads of the default pipeline move by a fixed absorbing Markov chain that depends on the
 //! lead's source (referrals advance more often), with exponential dwell times per stage.
 
+use crate::api::pb;
 use crate::domain::forecast::markov::solve_win_probability;
 use crate::domain::policy::default_pipeline;
-use crate::grpc::pb;
 use chrono::{DateTime, Duration, Utc};
 use nalgebra::DMatrix;
 use rand::{Rng, SeedableRng};

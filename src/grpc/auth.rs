@@ -26,10 +26,10 @@ use super::error;
 use super::guard::Readiness;
 use crate::app::api_keys::{KeyName, KeyRejected, KeyService, Role};
 use crate::app::{AppError, RequestContext};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// When the server asks for API keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
     /// Keys are required if any unrevoked key exists at start-up. With none, a server on a
     /// loopback address serves the `default` tenant without keys (and warns); a server on any
@@ -181,14 +181,11 @@ impl AuthLayer {
 /// mode, no unrevoked key, not a loopback address). Needs the database (migrated, so that the
 /// keys table exists) only in auto mode on a non-loopback address; if it cannot be reached, the
 /// check is left to the first call, which then fails closed.
-pub async fn check(store: &Store, mode: AuthMode, addr: SocketAddr) -> Result<(), AuthRefused> {
+pub async fn check(keys: &KeyService, mode: AuthMode, addr: SocketAddr) -> Result<(), AuthRefused> {
     if mode != AuthMode::Auto || addr.ip().is_loopback() {
         return Ok(());
     }
-    match KeyService::new(store.clone())
-        .any_active_after_migrating()
-        .await
-    {
+    match keys.any_active_after_migrating().await {
         Ok(any_key) => decide(mode, any_key, addr).map(|_| ()),
         Err(error) => {
             tracing::warn!(%error, "cannot look for API keys yet; calls without one are refused");

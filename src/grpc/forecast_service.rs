@@ -1,116 +1,16 @@
-//! `leadpipe.v1.ForecastService`.
+//! `leadpipe.v1.ForecastService`: each call converts its request into a query, runs one use
+//! case and converts the report back (`crate::api`).
 
-use prost_types::Duration as ProtoDuration;
 use tonic::{Request, Response, Status};
 
-use super::convert::datetime_to_timestamp;
-use super::lead_requests::lead_id;
 use super::{context, pb};
-use crate::app::AppError;
-use crate::app::forecast::metrics::{MetricsQuery, StageReport, StuckLeadsQuery};
-use crate::app::forecast::projection::{ForecastQuery, PeriodReport};
-use crate::app::forecast::{Amounts, ForecastService, Totals};
-use crate::domain::money::Total;
+use crate::app::forecast::ForecastService;
+use crate::app::forecast::metrics::{MetricsQuery, StuckLeadsQuery};
+use crate::app::forecast::projection::ForecastQuery;
+use crate::domain::ids::LeadId;
 
 pub struct ForecastApi {
     pub forecasts: ForecastService,
-}
-
-/// An estimate as Money, or OUT_OF_RANGE when its units do not fit the API's int64: casting
-/// would clip it to the largest int64 and report a wrong number as if it were right.
-fn money(currency: &str, value: f64) -> Result<pb::Money, Status> {
-    let value = if value.is_finite() {
-        value.max(0.0)
-    } else {
-        0.0
-    };
-    // 2^63, the first double past i64::MAX.
-    if value >= i64::MAX as f64 {
-        return Err(too_large(currency));
-    }
-    let units = value.trunc();
-    let mut nanos = ((value - units) * 1e9).round() as i32;
-    let mut units = units as i64;
-    if nanos >= 1_000_000_000 {
-        units += 1;
-        nanos -= 1_000_000_000;
-    }
-    Ok(pb::Money {
-        currency_code: currency.to_owned(),
-        units,
-        nanos,
-    })
-}
-
-/// An exact total as Money, or OUT_OF_RANGE when its units do not fit the API's int64.
-fn total(currency: &str, total: &Total) -> Result<pb::Money, Status> {
-    let (units, nanos) = total.parts().ok_or_else(|| too_large(currency))?;
-    Ok(pb::Money {
-        currency_code: currency.to_owned(),
-        units,
-        nanos,
-    })
-}
-
-fn too_large(currency: &str) -> Status {
-    AppError::OutOfRange {
-        message: format!(
-            "an amount in {currency} adds up to more than {} units, the most that Money.units \
-             (int64) can hold; narrow the request (another pipeline, or a filter on the leads \
-             behind it) or split the amounts across pipelines",
-            i64::MAX
-        ),
-        oldest_available: None,
-    }
-    .into()
-}
-
-fn amounts(values: &Amounts) -> Result<Vec<pb::Money>, Status> {
-    values.iter().map(|(c, v)| money(c, *v)).collect()
-}
-
-fn totals(values: &Totals) -> Result<Vec<pb::Money>, Status> {
-    values.iter().map(|(c, t)| total(c, t)).collect()
-}
-
-fn hours(value: Option<f64>) -> Option<ProtoDuration> {
-    value.map(|h| ProtoDuration {
-        seconds: (h * 3600.0) as i64,
-        nanos: 0,
-    })
-}
-
-fn stage_metrics(stage: &StageReport) -> Result<pb::StageMetrics, Status> {
-    Ok(pb::StageMetrics {
-        stage: stage.stage.clone(),
-        open_count: stage.open_count,
-        open_amount: totals(&stage.open_amount)?,
-        weighted_amount: amounts(&stage.weighted_amount)?,
-        entered_count: stage.entered,
-        advanced_count: stage.advanced,
-        lost_count: stage.lost,
-        conversion_rate: stage.conversion_rate,
-        win_rate: stage.win_rate,
-        median_time_in_stage: hours(stage.median_hours),
-        p90_time_in_stage: hours(stage.p90_hours),
-        stuck_count: stage.stuck,
-        learned_win_probability: stage.learned_win_probability,
-    })
-}
-
-fn period_forecast(currency: &str, report: &PeriodReport) -> Result<pb::PeriodForecast, Status> {
-    Ok(pb::PeriodForecast {
-        start_time: report.range.map(|r| datetime_to_timestamp(r.start)),
-        end_time: report.range.map(|r| datetime_to_timestamp(r.end)),
-        closed_won_amount: Some(money(currency, report.closed_won)?),
-        expected_amount: Some(money(currency, report.expected)?),
-        p10_amount: Some(money(currency, report.p10)?),
-        p50_amount: Some(money(currency, report.p50)?),
-        p90_amount: Some(money(currency, report.p90)?),
-        commit_amount: Some(money(currency, report.commit)?),
-        best_case_amount: Some(money(currency, report.best_case)?),
-        pipeline_amount: Some(total(currency, &report.pipeline)?),
-    })
 }
 
 #[tonic::async_trait]
@@ -121,26 +21,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
     ) -> Result<Response<pb::PipelineMetrics>, Status> {
         let ctx = context(&request);
         let query = MetricsQuery::try_from(request.into_inner())?;
-        let pipeline = query.pipeline.clone();
         let report = self.forecasts.metrics(&ctx, query).await?;
-        Ok(Response::new(pb::PipelineMetrics {
-            pipeline_id: pipeline.to_string(),
-            start_time: Some(datetime_to_timestamp(report.start)),
-            end_time: Some(datetime_to_timestamp(report.end)),
-            as_of: Some(datetime_to_timestamp(report.as_of)),
-            stages: report
-                .stages
-                .iter()
-                .map(stage_metrics)
-                .collect::<Result<_, _>>()?,
-            win_rate: report.win_rate,
-            median_time_to_close: hours(report.median_time_to_close_hours),
-            average_won_amount: amounts(&report.average_won_amount)?,
-            sales_velocity: amounts(&report.sales_velocity)?,
-            bottleneck_stage: report.bottleneck_stage,
-            bottleneck_explanation: report.bottleneck_explanation,
-            open_count: report.open_count,
-        }))
+        Ok(Response::new(report.try_into()?))
     }
 
     async fn list_stuck_leads(
@@ -149,36 +31,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
     ) -> Result<Response<pb::ListStuckLeadsResponse>, Status> {
         let ctx = context(&request);
         let query = StuckLeadsQuery::try_from(request.into_inner())?;
-        let (stuck, next_page_token, total) = self.forecasts.stuck_leads(&ctx, query).await?;
-        Ok(Response::new(pb::ListStuckLeadsResponse {
-            stuck_leads: stuck
-                .iter()
-                .map(|s| -> Result<_, Status> {
-                    let currency = s
-                        .lead
-                        .fields
-                        .amount
-                        .as_ref()
-                        .map(|m| m.currency.as_str().to_owned())
-                        .unwrap_or_default();
-                    Ok(pb::StuckLead {
-                        lead: Some((&s.lead).into()),
-                        time_in_stage: Some(ProtoDuration {
-                            seconds: s.time_in_stage.num_seconds(),
-                            nanos: 0,
-                        }),
-                        threshold: Some(ProtoDuration {
-                            seconds: s.threshold.num_seconds(),
-                            nanos: 0,
-                        }),
-                        threshold_kind: s.threshold_kind.to_owned(),
-                        value_at_risk: Some(money(&currency, s.value_at_risk)?),
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            next_page_token,
-            total_size: i32::try_from(total).unwrap_or(i32::MAX),
-        }))
+        let page = self.forecasts.stuck_leads(&ctx, query).await?;
+        Ok(Response::new(page.try_into()?))
     }
 
     async fn explain_win_probability(
@@ -186,33 +40,9 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
         request: Request<pb::ExplainWinProbabilityRequest>,
     ) -> Result<Response<pb::WinProbabilityExplanation>, Status> {
         let ctx = context(&request);
-        let id = lead_id("id", &request.get_ref().id)?;
+        let id = LeadId::try_from(request.into_inner())?;
         let explanation = self.forecasts.explain(&ctx, &id).await?;
-        let mut factors = vec![pb::WinProbabilityFactor {
-            feature: "stage".into(),
-            value: explanation.lead.stage.to_string(),
-            log_odds: explanation.stage_log_odds(),
-            support: explanation.stage_support as i64,
-        }];
-        factors.extend(
-            explanation
-                .factors
-                .iter()
-                .map(|f| pb::WinProbabilityFactor {
-                    feature: f.feature.clone(),
-                    value: f.value.clone(),
-                    log_odds: f.log_odds,
-                    support: f.support as i64,
-                }),
-        );
-        Ok(Response::new(pb::WinProbabilityExplanation {
-            lead_id: id.to_string(),
-            win_probability: explanation.win_probability,
-            stage_probability: explanation.stage_probability,
-            configured_probability: explanation.configured_probability,
-            factors,
-            training_size: explanation.training_size as i64,
-        }))
+        Ok(Response::new(explanation.into()))
     }
 
     async fn get_forecast(
@@ -221,24 +51,8 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
     ) -> Result<Response<pb::Forecast>, Status> {
         let ctx = context(&request);
         let query = ForecastQuery::try_from(request.into_inner())?;
-        let (pipeline, currency, simulations) = (
-            query.pipeline.to_string(),
-            query.currency.as_str().to_owned(),
-            query.simulations,
-        );
         let report = self.forecasts.forecast(&ctx, query).await?;
-        Ok(Response::new(pb::Forecast {
-            pipeline_id: pipeline,
-            as_of: Some(datetime_to_timestamp(report.as_of)),
-            periods: report
-                .periods
-                .iter()
-                .map(|p| period_forecast(&currency, p))
-                .collect::<Result<_, _>>()?,
-            currency_code: currency,
-            open_leads: report.open_leads as i64,
-            simulations: simulations as i32,
-        }))
+        Ok(Response::new(report.try_into()?))
     }
 
     async fn backtest_forecast(
@@ -247,38 +61,7 @@ impl pb::forecast_service_server::ForecastService for ForecastApi {
     ) -> Result<Response<pb::Backtest>, Status> {
         let ctx = context(&request);
         let query = ForecastQuery::try_from(request.into_inner())?;
-        let (pipeline, currency) = (
-            query.pipeline.to_string(),
-            query.currency.as_str().to_owned(),
-        );
         let report = self.forecasts.backtest(&ctx, query).await?;
-        Ok(Response::new(pb::Backtest {
-            pipeline_id: pipeline,
-            as_of: Some(datetime_to_timestamp(report.as_of)),
-            periods: report
-                .periods
-                .iter()
-                .map(|p| -> Result<_, Status> {
-                    Ok(pb::BacktestPeriod {
-                        start_time: p.range.map(|r| datetime_to_timestamp(r.start)),
-                        end_time: p.range.map(|r| datetime_to_timestamp(r.end)),
-                        actual_amount: Some(money(&currency, p.actual)?),
-                        predicted_amount: Some(money(&currency, p.p50)?),
-                        p10_amount: Some(money(&currency, p.p10)?),
-                        p90_amount: Some(money(&currency, p.p90)?),
-                        absolute_error: p.absolute_error(),
-                        percentage_error: p.percentage_error(),
-                        actual_within_p10_p90: p.actual_within_p10_p90(),
-                        naive_predicted_amount: Some(money(&currency, p.naive)?),
-                        naive_absolute_error: p.naive_absolute_error(),
-                        naive_percentage_error: p.naive_percentage_error(),
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            currency_code: currency,
-            brier_score: report.brier.unwrap_or(0.0),
-            naive_brier_score: report.naive_brier.unwrap_or(0.0),
-            scored_leads: report.scored as i64,
-        }))
+        Ok(Response::new(report.try_into()?))
     }
 }

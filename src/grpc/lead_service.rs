@@ -5,16 +5,16 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::lead_requests::lead_id;
 use super::{context, pb};
 use crate::app::api_keys::KeyName;
 use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
-use crate::app::import::ImportService;
+use crate::app::import::{ImportRow, ImportService};
 use crate::app::leads::{
     CheckMove, CreateLead, DeleteLead, LeadListQuery, LeadService, MoveCommand, StageChangeQuery,
     UpdateLead,
 };
+use crate::domain::ids::LeadId;
 
 pub struct LeadApi {
     pub leads: LeadService,
@@ -34,7 +34,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
     ) -> Result<Response<pb::ImportLeadsResponse>, Status> {
         let ctx = context(&request);
-        let rows = super::import::rows(request.into_inner());
+        let rows = import_rows(request.into_inner());
         let summary = self
             .import
             .import_and_rescore(&self.forecasts, &ctx, rows)
@@ -77,7 +77,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::GetLeadRequest>,
     ) -> Result<Response<pb::Lead>, Status> {
         let ctx = context(&request);
-        let id = lead_id("id", &request.get_ref().id)?;
+        let id = LeadId::try_from(request.into_inner())?;
         let lead = self.leads.get(&ctx, &id).await?;
         Ok(Response::new((&lead).into()))
     }
@@ -158,4 +158,19 @@ impl pb::lead_service_server::LeadService for LeadApi {
             next_page_token,
         }))
     }
+}
+
+/// The messages of an import stream as rows. A message that cannot be decoded is the client's
+/// fault, not an internal error.
+fn import_rows(
+    stream: impl Stream<Item = Result<pb::ImportLeadsRequest, Status>> + Unpin,
+) -> impl Stream<Item = Result<ImportRow, Status>> + Unpin {
+    stream.enumerate().map(|(index, message)| {
+        message
+            .map(ImportRow::from)
+            .map_err(|status| match status.code() {
+                tonic::Code::Internal => super::error::undecodable_stream_message(index, &status),
+                _ => status,
+            })
+    })
 }

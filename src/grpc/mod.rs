@@ -1,28 +1,17 @@
-//! The gRPC edge: generated code, protobuf ⇄ domain conversions, error mapping and the
-//! service implementations.
+//! The gRPC transport: the tonic services, every status (`error.rs`), and the tower layers in
+//! front of them. The messages and their conversion into app commands are in `crate::api`.
 
 pub mod auth;
 pub mod codec;
 pub mod connections;
-pub mod convert;
 pub mod error;
-pub mod forecast_requests;
 pub mod forecast_service;
 pub mod guard;
-pub mod import;
-pub mod lead_requests;
 pub mod lead_service;
 pub mod observe;
-pub mod pipeline_requests;
 pub mod pipeline_service;
 
-pub mod pb {
-    tonic::include_proto!("leadpipe.v1");
-
-    /// The file descriptor set that server reflection serves.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/leadpipe_descriptor.bin"));
-}
+pub use crate::api::pb;
 
 use crate::app::RequestContext;
 

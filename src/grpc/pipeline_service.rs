@@ -2,9 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::pipeline_requests::pipeline_id;
 use super::{context, pb};
 use crate::app::pipelines::{CreatePipeline, PipelineListQuery, PipelineService, UpdatePipeline};
+use crate::domain::ids::PipelineId;
 
 pub struct PipelineApi {
     pub pipelines: PipelineService,
@@ -27,7 +27,7 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
         request: Request<pb::GetPipelineRequest>,
     ) -> Result<Response<pb::Pipeline>, Status> {
         let ctx = context(&request);
-        let id = pipeline_id("id", &request.get_ref().id)?;
+        let id = PipelineId::try_from(request.into_inner())?;
         let pipeline = self.pipelines.get(&ctx, &id).await?;
         Ok(Response::new((&pipeline).into()))
     }

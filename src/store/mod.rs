@@ -17,6 +17,12 @@ mod write;
 
 pub use write::{WriteHealth, WriteTx};
 
+/// What the store's functions read and write through: the reader pool, the writer, or a
+/// `WriteTx`. The layers above name this rather than the ORM's trait.
+pub trait Connection: sea_orm::ConnectionTrait {}
+
+impl<T: sea_orm::ConnectionTrait> Connection for T {}
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

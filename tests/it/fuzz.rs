@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use leadpipe::api::convert::{lead_fields_from_proto, pipeline_definition_from_proto};
 use leadpipe::domain::Violations;
 use leadpipe::domain::criteria;
-use leadpipe::grpc::convert::{lead_fields_from_proto, pipeline_definition_from_proto};
 use leadpipe::grpc::pb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

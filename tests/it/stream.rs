@@ -328,14 +328,14 @@ async fn expired_and_future_sequences_are_out_of_range(app: TestApp) {
     let backend = app.backend;
     let dir = app.stop().await;
     let mut settings = settings_for(&url);
-    // Long enough that the event created after pruning reaches its stream before it expires
-    // too, even when the stream learns of it from its one-second idle check.
-    settings.outbox_retention = Duration::from_secs(3);
+    settings.outbox_retention = Duration::from_secs(3600);
     settings.maintenance_interval = Duration::from_millis(50);
     let app = spawn_app_with(backend, settings, dir).await;
     for i in 0..3 {
         create(&app, new_lead(&format!("short-lived {i}"))).await;
     }
+    // Two hours later the three events have expired; the next one has an hour to live.
+    app.clock.advance(chrono::TimeDelta::hours(2));
     let deadline = Instant::now() + WAIT;
     use tonic_types::StatusExt;
     // Wait until the pruner has removed all three events.

@@ -341,9 +341,9 @@ async fn tenant_b_cannot_touch_tenant_a_through_any_rpc(app: TestApp) {
     );
     explain(&a, &a_lead.id).await.expect("A explains its lead");
     // A moment at which A's leads are open; they close later, so a backtest from here scores them.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let a_open_time = std::time::SystemTime::now();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let a_open_time = std::time::SystemTime::from(app.clock.now());
+    app.clock.advance(chrono::TimeDelta::seconds(1));
 
     // B's watch on A's lead id, opened after A's changes, replaying from the start.
     let mut b_on_a_lead = watch(

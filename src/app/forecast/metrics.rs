@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::model::{dwell_estimates, features_of, fit_dwell, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService, Totals};
-use crate::app::{AppError, RequestContext, now};
+use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::KaplanMeier;
 use crate::domain::ids::PipelineId;
 use crate::domain::lead::Lead;
@@ -37,6 +37,7 @@ pub struct StageReport {
 
 #[derive(Debug, Clone)]
 pub struct MetricsReport {
+    pub pipeline: PipelineId,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub as_of: DateTime<Utc>,
@@ -69,6 +70,14 @@ pub struct StuckLead {
     pub threshold: Duration,
     pub threshold_kind: &'static str,
     pub value_at_risk: f64,
+}
+
+/// One page of the stuck-lead ranking.
+pub struct StuckLeadsPage {
+    pub leads: Vec<StuckLead>,
+    pub next_page_token: String,
+    /// Stuck leads in the whole ranking, not only on this page.
+    pub total_size: u64,
 }
 
 /// Per stage: the stuck threshold in hours and what it came from.
@@ -116,7 +125,7 @@ impl ForecastService {
         ctx: &RequestContext,
         query: MetricsQuery,
     ) -> Result<MetricsReport, AppError> {
-        let as_of = query.as_of.unwrap_or_else(now);
+        let as_of = query.as_of.unwrap_or_else(|| self.clock.now());
         let end = query.end.unwrap_or(as_of).min(as_of);
         let start = query.start.unwrap_or(end - Duration::days(365));
         if start >= end {
@@ -288,6 +297,7 @@ impl ForecastService {
         }
         let (bottleneck_stage, bottleneck_explanation) = bottleneck(definition, &stages, &ended);
         Ok(MetricsReport {
+            pipeline: query.pipeline.clone(),
             start,
             end,
             as_of,
@@ -309,7 +319,7 @@ impl ForecastService {
         &self,
         ctx: &RequestContext,
         query: StuckLeadsQuery,
-    ) -> Result<(Vec<StuckLead>, String, u64), AppError> {
+    ) -> Result<StuckLeadsPage, AppError> {
         let (pipeline_id, page_size, page_token) =
             (&query.pipeline, query.page_size, &query.page_token[..]);
         let offset: u64 = if page_token.is_empty() {
@@ -320,7 +330,7 @@ impl ForecastService {
         let page_size = crate::app::page_size(page_size);
         let pipeline = self.pipeline(ctx, pipeline_id).await?;
         let definition = pipeline.compiled.definition();
-        let as_of = now();
+        let as_of = self.clock.now();
         let scope = HistoryScope {
             tenant: &ctx.tenant,
             pipeline: pipeline_id,
@@ -401,7 +411,11 @@ impl ForecastService {
         } else {
             String::new()
         };
-        Ok((out, token, total))
+        Ok(StuckLeadsPage {
+            leads: out,
+            next_page_token: token,
+            total_size: total,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use self::model::{
     LearnedModel, MODEL_TTL, ModelCache, PipelineCache, features_of, stage_index, stage_keys, train,
 };
 use super::catalog::{CachedPipeline, PipelineCatalog};
-use super::{AppError, RequestContext, now};
+use super::{AppError, Clock, RequestContext};
 use crate::domain::forecast::{Factor, LeadFeatures};
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
 use crate::domain::lead::Lead;
@@ -37,6 +37,7 @@ pub struct ForecastService {
     /// ListStuckLeads' per-stage thresholds, so that paging through the stuck leads does not
     /// replay the history for every page.
     stuck_limits: Arc<PipelineCache<metrics::StuckLimits>>,
+    clock: Clock,
 }
 
 pub struct Explanation {
@@ -59,12 +60,18 @@ impl Explanation {
 }
 
 impl ForecastService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, models: Arc<ModelCache>) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Arc<PipelineCatalog>,
+        models: Arc<ModelCache>,
+        clock: Clock,
+    ) -> Self {
         Self {
             store,
             catalog,
             models,
             stuck_limits: Arc::new(PipelineCache::new(MODEL_TTL)),
+            clock,
         }
     }
 
@@ -90,7 +97,7 @@ impl ForecastService {
         pipeline: &CachedPipeline,
         as_of: DateTime<Utc>,
     ) -> Result<Arc<LearnedModel>, AppError> {
-        let is_now = (now() - as_of).num_seconds().abs() < 5;
+        let is_now = (self.clock.now() - as_of).num_seconds().abs() < 5;
         if is_now && let Some(model) = self.models.fresh(tenant, id, pipeline.version) {
             return Ok(model);
         }
@@ -114,7 +121,7 @@ impl ForecastService {
     pub async fn rescore(&self, ctx: &RequestContext, id: &PipelineId) -> Result<usize, AppError> {
         let pipeline = self.pipeline(ctx, id).await?;
         let definition = pipeline.compiled.definition();
-        let time = now();
+        let time = self.clock.now();
         let scope = HistoryScope {
             tenant: &ctx.tenant,
             pipeline: id,
@@ -166,7 +173,7 @@ impl ForecastService {
             .stage_index(&lead.stage)
             .ok_or_else(|| AppError::Internal(format!("lead {id} is in an unknown stage")))?;
         let model = self
-            .model_at(&ctx.tenant, &lead.pipeline_id, &pipeline, now())
+            .model_at(&ctx.tenant, &lead.pipeline_id, &pipeline, self.clock.now())
             .await?;
         let scored = model.score(stage, &LeadFeatures::of(&lead));
         Ok(Explanation {

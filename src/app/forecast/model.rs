@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::ConnectionTrait;
-
 use crate::app::AppError;
 use crate::domain::forecast::paths::close_times_from_chain;
 use crate::domain::forecast::{
@@ -16,6 +14,7 @@ use crate::domain::forecast::{
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::money::{CurrencyCode, Money};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::store::Connection;
 use crate::store::analytics::{self, DwellRow, HistoryScope, LeadAt};
 
 /// Pseudo-observations pulling each stage's transitions towards the configured probabilities.
@@ -104,7 +103,7 @@ pub fn money_of(lead: &LeadAt) -> Option<Money> {
 
 /// Learns the model from the history of one pipeline up to `scope.as_of`.
 pub async fn train(
-    db: &impl ConnectionTrait,
+    db: &impl Connection,
     scope: &HistoryScope<'_>,
     definition: &PipelineDefinition,
 ) -> Result<LearnedModel, AppError> {
@@ -165,7 +164,7 @@ pub async fn train(
 /// Kaplan–Meier time in stage per stage index, over the visits that began in [start, end), in
 /// units of `hours_per_unit` hours (1 for hours, 24 for days).
 pub async fn dwell_estimates(
-    db: &impl ConnectionTrait,
+    db: &impl Connection,
     scope: &HistoryScope<'_>,
     index: &HashMap<&str, usize>,
     stages: usize,
@@ -199,7 +198,7 @@ pub fn fit_dwell(
 
 /// With little history, the observed times of won leads are all there is to go on.
 async fn observed_close_times(
-    db: &impl ConnectionTrait,
+    db: &impl Connection,
     scope: &HistoryScope<'_>,
     definition: &PipelineDefinition,
     index: &HashMap<&str, usize>,

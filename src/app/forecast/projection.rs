@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::ForecastService;
 use super::model::{LearnedModel, features_of, money_of, stage_index, stage_keys};
-use crate::app::{AppError, RequestContext, now};
+use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::{
     OpenDeal, PeriodKind, PeriodRange, brier_score, period_index, periods, simulate,
 };
@@ -80,12 +80,17 @@ fn relative_error(error: f64, actual: f64) -> f64 {
 }
 
 pub struct ForecastReport {
+    pub pipeline: PipelineId,
+    pub currency: CurrencyCode,
+    pub simulations: usize,
     pub as_of: DateTime<Utc>,
     pub periods: Vec<PeriodReport>,
     pub open_leads: usize,
 }
 
 pub struct BacktestReport {
+    pub pipeline: PipelineId,
+    pub currency: CurrencyCode,
     pub as_of: DateTime<Utc>,
     pub periods: Vec<PeriodReport>,
     pub brier: Option<f64>,
@@ -134,12 +139,15 @@ impl ForecastService {
         ctx: &RequestContext,
         query: ForecastQuery,
     ) -> Result<ForecastReport, AppError> {
-        let as_of = query.as_of.unwrap_or_else(now);
+        let as_of = query.as_of.unwrap_or_else(|| self.clock.now());
         let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
         let reports = self
             .project(ctx, &query, as_of, &periods, &deals, model.clone())
             .await?;
         Ok(ForecastReport {
+            pipeline: query.pipeline.clone(),
+            currency: query.currency.clone(),
+            simulations: query.simulations,
             as_of,
             periods: reports,
             open_leads: deals.len(),
@@ -156,7 +164,7 @@ impl ForecastService {
         let as_of = query
             .as_of
             .ok_or_else(|| AppError::invalid("as_of", "is required"))?;
-        if as_of >= now() {
+        if as_of >= self.clock.now() {
             return Err(AppError::invalid("as_of", "must be in the past"));
         }
         let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
@@ -232,6 +240,8 @@ impl ForecastService {
             })
             .collect();
         Ok(BacktestReport {
+            pipeline: query.pipeline.clone(),
+            currency: query.currency.clone(),
             as_of,
             periods: reports,
             brier: brier_score(scored.iter().map(|(p, _, won)| (*p, *won))),

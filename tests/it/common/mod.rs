@@ -6,11 +6,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use leadpipe::app::Clock;
 use leadpipe::config::{DatabaseArgs, Synchronous};
 use leadpipe::grpc::pb;
 use leadpipe::grpc::pb::lead_service_client::LeadServiceClient;
 use leadpipe::grpc::pb::pipeline_service_client::PipelineServiceClient;
 use leadpipe::server::{App, Settings};
+use leadpipe::store::Store;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -30,6 +32,12 @@ pub struct TestApp {
     pub pipelines: PipelineServiceClient<Channel>,
     /// Where `GET /metrics` is served, when the settings turn metrics on.
     pub metrics_addr: Option<SocketAddr>,
+    /// The server's store, for setting up what the API cannot (API keys) and for checking
+    /// what it wrote.
+    pub store: Store,
+    /// The server's clock: `clock.advance(…)` moves the server's "now" forward instead of
+    /// sleeping.
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
@@ -111,7 +119,9 @@ pub fn settings_for(database_url: &str) -> Settings {
         // SQLite writer into UNAVAILABLE.
         db_timeout: Duration::from_secs(5),
     };
-    Settings::new(args.store_config())
+    let mut settings = Settings::new(args.store_config());
+    settings.clock = Clock::adjustable();
+    settings
 }
 
 pub async fn spawn_app_on(
@@ -147,6 +157,8 @@ pub async fn spawn_app_with(
     init_test_log();
     let database_url = settings.store.database_url.clone();
     let app = App::build(&settings).await.expect("build app");
+    let store = app.store.clone();
+    let clock = settings.clock.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -175,6 +187,8 @@ pub async fn spawn_app_with(
         leads: LeadServiceClient::new(channel.clone()),
         pipelines: PipelineServiceClient::new(channel),
         metrics_addr,
+        store,
+        clock,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
@@ -425,19 +439,14 @@ impl TestKey {
     }
 }
 
-async fn key_service(database_url: &str) -> leadpipe::app::api_keys::KeyService {
-    let store = leadpipe::store::Store::connect(&settings_for(database_url).store)
-        .await
-        .expect("connect for keys");
-    store.migrate().await.expect("migrate for keys");
-    leadpipe::app::api_keys::KeyService::new(store)
+fn key_service(app: &TestApp) -> leadpipe::app::api_keys::KeyService {
+    leadpipe::app::api_keys::KeyService::new(app.store.clone(), app.clock.clone())
 }
 
 /// Creates an API key in the test's database, as `leadpipe keys create` does.
 pub async fn create_key(app: &TestApp, tenant: &str, role: Role) -> TestKey {
     let tenant = leadpipe::domain::ids::TenantId::parse(tenant).expect("tenant id");
-    let created = key_service(&app.database_url)
-        .await
+    let created = key_service(app)
         .create(&tenant, role, "test")
         .await
         .expect("create key");
@@ -449,8 +458,7 @@ pub async fn create_key(app: &TestApp, tenant: &str, role: Role) -> TestKey {
 
 /// Revokes a key, as `leadpipe keys revoke` does (the server keeps running).
 pub async fn revoke_key(app: &TestApp, key: &TestKey) {
-    key_service(&app.database_url)
-        .await
+    key_service(app)
         .revoke(&key.name)
         .await
         .expect("revoke key");

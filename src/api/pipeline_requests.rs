@@ -119,3 +119,11 @@ impl TryFrom<pb::UpdatePipelineRequest> for UpdatePipeline {
 pub fn pipeline_id(field: &str, value: &str) -> Result<PipelineId, AppError> {
     PipelineId::parse(value).map_err(|e| AppError::invalid(field, e))
 }
+
+impl TryFrom<pb::GetPipelineRequest> for PipelineId {
+    type Error = AppError;
+
+    fn try_from(request: pb::GetPipelineRequest) -> Result<Self, AppError> {
+        pipeline_id("id", &request.id)
+    }
+}

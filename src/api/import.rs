@@ -1,31 +1,14 @@
-//! `LeadService.ImportLeads`: the stream's messages into import rows, and the summary back.
-
-use futures::{Stream, StreamExt};
-use tonic::Status;
+//! `ImportLeadsRequest` messages into import rows, and the summary back into the response. The
+//! command-line import builds the same messages from CSV rows, so both refuse a lead alike.
 
 use super::convert::{lead_fields_from_proto, pipeline_or_default, timestamp_to_datetime};
-use super::{error, pb};
+use super::pb;
 use crate::app::import::{ImportError, ImportRow, ImportSummary, ParsedLead};
 use crate::domain::history::MAX_NOTE_LEN;
 use crate::domain::ids::StageKey;
 use crate::domain::import::ImportedChange;
 use crate::domain::lead::validate_text;
 use crate::domain::{FieldViolation, Violations};
-
-/// The messages of an import stream as rows. A message that cannot be decoded is the client's
-/// fault, not an internal error.
-pub fn rows(
-    stream: impl Stream<Item = Result<pb::ImportLeadsRequest, Status>> + Unpin,
-) -> impl Stream<Item = Result<ImportRow, Status>> + Unpin {
-    stream.enumerate().map(|(index, message)| {
-        message
-            .map(ImportRow::from)
-            .map_err(|status| match status.code() {
-                tonic::Code::Internal => error::undecodable_stream_message(index, &status),
-                _ => status,
-            })
-    })
-}
 
 impl From<pb::ImportLeadsRequest> for ImportRow {
     fn from(message: pb::ImportLeadsRequest) -> Self {

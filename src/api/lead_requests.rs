@@ -224,3 +224,11 @@ impl TryFrom<&pb::WatchStageChangesRequest> for EventFilter {
 pub fn lead_id(field: &str, value: &str) -> Result<LeadId, AppError> {
     LeadId::parse(value).map_err(|e| AppError::invalid(field, e))
 }
+
+impl TryFrom<pb::GetLeadRequest> for LeadId {
+    type Error = AppError;
+
+    fn try_from(request: pb::GetLeadRequest) -> Result<Self, AppError> {
+        lead_id("id", &request.id)
+    }
+}

@@ -8,7 +8,7 @@ use crate::app::forecast::metrics::{MetricsQuery, StuckLeadsQuery};
 use crate::app::forecast::projection::ForecastQuery;
 use crate::domain::Violations;
 use crate::domain::forecast::PeriodKind;
-use crate::domain::ids::PipelineId;
+use crate::domain::ids::{LeadId, PipelineId};
 use crate::domain::money::CurrencyCode;
 
 const DEFAULT_SIMULATIONS: i32 = 1000;
@@ -167,5 +167,13 @@ impl TryFrom<pb::BacktestForecastRequest> for ForecastQuery {
             r.simulations,
             r.seed,
         )
+    }
+}
+
+impl TryFrom<pb::ExplainWinProbabilityRequest> for LeadId {
+    type Error = AppError;
+
+    fn try_from(request: pb::ExplainWinProbabilityRequest) -> Result<Self, AppError> {
+        super::lead_requests::lead_id("id", &request.id)
     }
 }
