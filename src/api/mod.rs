@@ -10,6 +10,7 @@ pub mod forecast_responses;
 pub mod import;
 pub mod lead_requests;
 pub mod pipeline_requests;
+pub mod responses;
 
 pub mod pb {
     tonic::include_proto!("leadpipe.v1");

@@ -118,11 +118,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         let ctx = context(&request);
         let query = LeadListQuery::try_from(request.into_inner())?;
         let page = self.leads.list(&ctx, query).await?;
-        Ok(Response::new(pb::ListLeadsResponse {
-            leads: page.leads.iter().map(Into::into).collect(),
-            next_page_token: page.next_page_token,
-            total_size: i32::try_from(page.total_size).unwrap_or(i32::MAX),
-        }))
+        Ok(Response::new(page.into()))
     }
 
     async fn update_lead(
@@ -162,17 +158,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         let ctx = context(&request);
         let command = CheckMove::try_from(request.into_inner())?;
         let refusals = self.leads.check_move(&ctx, command).await?;
-        Ok(Response::new(pb::CheckMoveResponse {
-            allowed: refusals.is_empty(),
-            violations: refusals
-                .into_iter()
-                .map(|v| pb::MoveViolation {
-                    r#type: v.kind.as_str().to_owned(),
-                    subject: v.subject,
-                    description: v.description,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(refusals.into()))
     }
 
     async fn list_stage_changes(
@@ -181,11 +167,8 @@ impl pb::lead_service_server::LeadService for LeadApi {
     ) -> Result<Response<pb::ListStageChangesResponse>, Status> {
         let ctx = context(&request);
         let query = StageChangeQuery::try_from(request.into_inner())?;
-        let (changes, next_page_token) = self.leads.list_stage_changes(&ctx, query).await?;
-        Ok(Response::new(pb::ListStageChangesResponse {
-            stage_changes: changes.iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        let page = self.leads.list_stage_changes(&ctx, query).await?;
+        Ok(Response::new(page.into()))
     }
 
     async fn list_lead_revisions(

@@ -38,11 +38,8 @@ impl pb::pipeline_service_server::PipelineService for PipelineApi {
     ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
         let ctx = context(&request);
         let query = PipelineListQuery::try_from(request.into_inner())?;
-        let (pipelines, next_page_token) = self.pipelines.list(&ctx, query).await?;
-        Ok(Response::new(pb::ListPipelinesResponse {
-            pipelines: pipelines.iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        let page = self.pipelines.list(&ctx, query).await?;
+        Ok(Response::new(page.into()))
     }
 
     async fn update_pipeline(
