@@ -146,6 +146,21 @@ fn parse_tenant(value: &str) -> Result<TenantId, String> {
     TenantId::parse(value)
 }
 
+/// A retention: a duration, or none (`forever`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn parse_retention(value: &str) -> Result<Retention, String> {
+    if value.trim() == defaults::FOREVER {
+        return Ok(Retention(None));
+    }
+    match humantime::parse_duration(value) {
+        Ok(duration) if duration.is_zero() => Err("must be above zero, or `forever`".into()),
+        Ok(duration) => Ok(Retention(Some(duration))),
+        Err(e) => Err(format!("{e}; or `forever`")),
+    }
+}
+
 /// `*`, or an origin as browsers send it: `http[s]://host[:port]`, without a path.
 fn parse_origin(value: &str) -> Result<String, String> {
     let value = value.trim();
@@ -270,6 +285,10 @@ pub struct ServeArgs {
     /// How long stage-change events stay replayable by WatchStageChanges, e.g. `7d` or `36h`.
     #[arg(long, env = "LEADPIPE_OUTBOX_RETENTION", default_value = defaults::text(defaults::OUTBOX_RETENTION), value_parser = humantime::parse_duration)]
     pub outbox_retention: Duration,
+    /// How long lead revisions are kept, e.g. `400d`; `forever` never removes them. Reads as of
+    /// a time older than this fail with OUT_OF_RANGE.
+    #[arg(long, env = "LEADPIPE_REVISION_RETENTION", default_value = defaults::retention_text(defaults::REVISION_RETENTION), value_parser = parse_retention)]
+    pub revision_retention: Retention,
     /// When calls need an API key. auto: if any unrevoked key exists at start-up; with none,
     /// serve the `default` tenant without keys on a loopback address and refuse to start on any
     /// other. required: always. disabled: never (calls without a key act for `default`).
@@ -326,6 +345,7 @@ impl ServeArgs {
         let store = database.store_config();
         Settings {
             outbox_retention: self.outbox_retention,
+            revision_retention: self.revision_retention.0,
             auth: self.auth.into(),
             limits: Limits {
                 max_message_size: self.max_message_size,
@@ -568,6 +588,10 @@ mod precedence_tests {
                 defaults::MAX_STREAMS_PER_TENANT
             );
             assert_eq!(serve.outbox_retention, defaults::OUTBOX_RETENTION);
+            assert_eq!(
+                serve.revision_retention,
+                Retention(defaults::REVISION_RETENTION)
+            );
             assert_eq!(cli.database.db_pool_size, defaults::DB_POOL_SIZE);
             assert_eq!(cli.database.db_timeout, defaults::DB_TIMEOUT);
         }

@@ -14,6 +14,10 @@ pub const DB_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051);
 pub const OUTBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long lead revisions are kept; None keeps them forever.
+pub const REVISION_RETENTION: Option<Duration> = None;
+/// How a retention that never expires is written.
+pub const FOREVER: &str = "forever";
 pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub const MAX_STREAMS_PER_TENANT: usize = 1000;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +36,11 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `duration` as the command line and the configuration file write it, e.g. `7days` or `2s`.
 pub fn text(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
+}
+
+/// A retention as the command line writes it: a duration, or `forever`.
+pub fn retention_text(retention: Option<Duration>) -> String {
+    retention.map_or_else(|| FOREVER.to_owned(), text)
 }
 
 #[cfg(test)]

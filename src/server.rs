@@ -28,7 +28,7 @@ use crate::grpc::observe::ObserveLayer;
 use crate::grpc::pb;
 use crate::grpc::pipeline_service::PipelineApi;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreConfig, StoreError, idempotency, outbox, to_micros};
+use crate::store::{Store, StoreConfig, StoreError, idempotency, outbox, revisions, to_micros};
 
 /// How long idempotency keys are remembered.
 pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -38,6 +38,8 @@ pub struct Settings {
     pub store: StoreConfig,
     /// How long stage-change events stay replayable.
     pub outbox_retention: Duration,
+    /// How long lead revisions are kept; None keeps them forever.
+    pub revision_retention: Option<Duration>,
     /// How often expired events and idempotency keys are removed.
     pub maintenance_interval: Duration,
     /// TLS for the gRPC port; plaintext when None.
@@ -148,6 +150,7 @@ impl Settings {
         Self {
             store,
             outbox_retention: defaults::OUTBOX_RETENTION,
+            revision_retention: defaults::REVISION_RETENTION,
             maintenance_interval: defaults::MAINTENANCE_INTERVAL,
             tls: None,
             limits: Limits::default(),
@@ -641,11 +644,21 @@ async fn maintain(store: Store, settings: Settings, mut shutdown: watch::Receive
                 continue;
             }
         };
+        let revision_cutoff = settings
+            .revision_retention
+            .map(|retention| now - retention.as_micros() as i64);
         for tenant in tenants {
             match outbox::prune(store.writer(), &tenant, event_cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(%tenant, removed = n, "pruned expired stage-change events"),
                 Err(error) => tracing::warn!(%tenant, %error, "could not prune the outbox"),
+            }
+            if let Some(cutoff) = revision_cutoff {
+                match revisions::prune(store.writer(), &tenant, cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(%tenant, removed = n, "pruned expired lead revisions"),
+                    Err(error) => tracing::warn!(%tenant, %error, "could not prune lead revisions"),
+                }
             }
         }
     }

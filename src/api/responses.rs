@@ -5,6 +5,7 @@ use crate::app::leads::LeadPage;
 use crate::domain::history::StageChange;
 use crate::domain::pipeline::Pipeline;
 use crate::domain::policy::MoveViolation;
+use crate::domain::revision::LeadRevision;
 
 impl From<LeadPage> for pb::ListLeadsResponse {
     fn from(page: LeadPage) -> Self {
@@ -21,6 +22,16 @@ impl From<(Vec<StageChange>, String)> for pb::ListStageChangesResponse {
     fn from((changes, next_page_token): (Vec<StageChange>, String)) -> Self {
         pb::ListStageChangesResponse {
             stage_changes: changes.iter().map(Into::into).collect(),
+            next_page_token,
+        }
+    }
+}
+
+/// A page of a lead's revisions and the token of the next.
+impl From<(Vec<LeadRevision>, String)> for pb::ListLeadRevisionsResponse {
+    fn from((revisions, next_page_token): (Vec<LeadRevision>, String)) -> Self {
+        pb::ListLeadRevisionsResponse {
+            revisions: revisions.iter().map(Into::into).collect(),
             next_page_token,
         }
     }

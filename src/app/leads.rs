@@ -550,6 +550,14 @@ impl LeadService {
         Ok((changes, next))
     }
 
+    /// GetLead: the lead now ([`Self::get`]) or as of a time ([`Self::get_as_of`]).
+    pub async fn read(&self, ctx: &RequestContext, query: GetLead) -> Result<LeadAsOf, AppError> {
+        match query.as_of {
+            None => Ok(self.get(ctx, &query.id).await?.into()),
+            Some(as_of) => self.get_as_of(ctx, &query.id, as_of).await,
+        }
+    }
+
     /// The lead as it stood at `as_of`: its latest revision up to then, read through the index
     /// on (tenant, lead, change time). NOT_FOUND before the lead existed; a lead deleted by then
     /// in its last state, with the deletion time. OUT_OF_RANGE when retention has removed

@@ -104,10 +104,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
     ) -> Result<Response<pb::Lead>, Status> {
         let ctx = context(&request);
         let query = GetLead::try_from(request.into_inner())?;
-        let lead = match query.as_of {
-            None => self.leads.get(&ctx, &query.id).await?.into(),
-            Some(as_of) => self.leads.get_as_of(&ctx, &query.id, as_of).await?,
-        };
+        let lead = self.leads.read(&ctx, query).await?;
         Ok(Response::new((&lead).into()))
     }
 
@@ -177,11 +174,8 @@ impl pb::lead_service_server::LeadService for LeadApi {
     ) -> Result<Response<pb::ListLeadRevisionsResponse>, Status> {
         let ctx = context(&request);
         let query = RevisionQuery::try_from(request.into_inner())?;
-        let (revisions, next_page_token) = self.leads.list_revisions(&ctx, query).await?;
-        Ok(Response::new(pb::ListLeadRevisionsResponse {
-            revisions: revisions.iter().map(Into::into).collect(),
-            next_page_token,
-        }))
+        let page = self.leads.list_revisions(&ctx, query).await?;
+        Ok(Response::new(page.into()))
     }
 }
 

@@ -201,3 +201,43 @@ pub async fn pruned_before(
         .await?
         .unwrap_or(0))
 }
+
+/// Removes the tenant's revisions that were superseded before `cutoff_micros`, keeping for each
+/// lead its latest revision before the cutoff: the lead as it stood then, so that a read as of
+/// any time from the cutoff on still has its answer. Records the cutoff first as the tenant's
+/// watermark, below which reads as of a time fail instead of answering from a thinned history.
+pub async fn prune(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    cutoff_micros: i64,
+) -> Result<u64, StoreError> {
+    use sea_orm::{DbBackend, Statement};
+    tenant_sequence::Entity::update_many()
+        .col_expr(
+            tenant_sequence::Column::RevisionsPrunedBefore,
+            Expr::val(cutoff_micros),
+        )
+        .filter(tenant_sequence::Column::TenantId.eq(tenant.as_str()))
+        .filter(tenant_sequence::Column::RevisionsPrunedBefore.lt(cutoff_micros))
+        .exec(db)
+        .await?;
+    let backend = db.get_database_backend();
+    let sql = "DELETE FROM lead_revisions WHERE tenant_id = $1 AND change_time < $2 AND EXISTS (
+            SELECT 1 FROM lead_revisions AS later
+            WHERE later.tenant_id = lead_revisions.tenant_id
+              AND later.lead_id = lead_revisions.lead_id
+              AND later.revision > lead_revisions.revision
+              AND later.change_time < $2)";
+    let sql = match backend {
+        DbBackend::Postgres => sql.to_owned(),
+        _ => sql.replace("$1", "?1").replace("$2", "?2"),
+    };
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [tenant.as_str().into(), cutoff_micros.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}

@@ -16,6 +16,7 @@ on_both_backends!(
     the_migration_backfills_existing_leads,
     get_as_of_reads_the_lead_as_it_stood_then,
     the_lead_as_of_a_time_is_read_through_the_lead_time_index,
+    retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads,
 );
 
 fn day(n: i64) -> Timestamp {
@@ -588,4 +589,45 @@ async fn the_lead_as_of_a_time_is_read_through_the_lead_time_index(app: TestApp)
     );
     assert!(!text.contains("SCAN lead_revisions"), "{text}");
     db.close().await.ok();
+}
+
+async fn retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads(app: TestApp) {
+    let (backend, url) = (app.backend, app.database_url.clone());
+    let dir = app.stop().await;
+    let mut settings = settings_for(&url);
+    settings.revision_retention = Some(std::time::Duration::from_secs(3600));
+    settings.maintenance_interval = std::time::Duration::from_millis(50);
+    let app = spawn_app_with(backend, settings, dir).await;
+
+    let created = create(&app, new_lead("Old history")).await;
+    let t0 = created.create_time.unwrap();
+    let mut lead = created.clone();
+    for n in 1..=2 {
+        lead.title = format!("Old history {n}");
+        lead = update(&app, lead, &["title"]).await;
+    }
+    let recent = create(&app, new_lead("Recent")).await;
+    // Kept while they are younger than the retention.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(revisions(&app, &created.id).await.len(), 3);
+
+    app.clock.advance(chrono::TimeDelta::hours(2));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while revisions(&app, &created.id).await.len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The state at the cutoff stays: the lead as of any time since is still answered.
+    let kept = revisions(&app, &created.id).await;
+    assert_eq!(kept[0].revision, 3);
+    assert_eq!(kept[0].lead.as_ref(), Some(&lead));
+    assert_eq!(revisions(&app, &recent.id).await.len(), 1);
+    let an_hour_ago = shifted(&t0, 3600 + 60);
+    assert_eq!(
+        get_as_of(&app, &created.id, an_hour_ago).await.unwrap(),
+        lead
+    );
+    // Before the cutoff the history is incomplete: refused, never answered from what is left.
+    let old = get_as_of(&app, &created.id, t0).await.unwrap_err();
+    assert_eq!(old.code(), Code::OutOfRange, "{old:?}");
 }
