@@ -18,10 +18,39 @@ class Period(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PERIOD_WEEK: _ClassVar[Period]
     PERIOD_MONTH: _ClassVar[Period]
     PERIOD_QUARTER: _ClassVar[Period]
+
+class PipelineChangeBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIPELINE_CHANGE_BUCKET_UNSPECIFIED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_NEW: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_REOPENED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_ADDED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_WON: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_LOST: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_REMOVED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_INCREASED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_DECREASED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_PUSHED: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_PULLED_IN: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_MOVED_FORWARD: _ClassVar[PipelineChangeBucket]
+    PIPELINE_CHANGE_BUCKET_MOVED_BACKWARD: _ClassVar[PipelineChangeBucket]
 PERIOD_UNSPECIFIED: Period
 PERIOD_WEEK: Period
 PERIOD_MONTH: Period
 PERIOD_QUARTER: Period
+PIPELINE_CHANGE_BUCKET_UNSPECIFIED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_NEW: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_REOPENED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_ADDED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_WON: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_LOST: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_REMOVED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_INCREASED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_DECREASED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_PUSHED: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_PULLED_IN: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_MOVED_FORWARD: PipelineChangeBucket
+PIPELINE_CHANGE_BUCKET_MOVED_BACKWARD: PipelineChangeBucket
 
 class GetPipelineMetricsRequest(_message.Message):
     __slots__ = ("pipeline_id", "start_time", "end_time", "as_of")
@@ -66,7 +95,7 @@ class StageMetrics(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., open_count: _Optional[int] = ..., open_amount: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., weighted_amount: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., entered_count: _Optional[int] = ..., advanced_count: _Optional[int] = ..., lost_count: _Optional[int] = ..., conversion_rate: _Optional[float] = ..., win_rate: _Optional[float] = ..., median_time_in_stage: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p90_time_in_stage: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stuck_count: _Optional[int] = ..., learned_win_probability: _Optional[float] = ...) -> None: ...
 
 class PipelineMetrics(_message.Message):
-    __slots__ = ("pipeline_id", "start_time", "end_time", "as_of", "stages", "win_rate", "median_time_to_close", "average_won_amount", "sales_velocity", "bottleneck_stage", "bottleneck_explanation", "open_count")
+    __slots__ = ("pipeline_id", "start_time", "end_time", "as_of", "stages", "win_rate", "median_time_to_close", "average_won_amount", "sales_velocity", "bottleneck_stage", "bottleneck_explanation", "open_count", "pushed_share", "average_push_days")
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +108,8 @@ class PipelineMetrics(_message.Message):
     BOTTLENECK_STAGE_FIELD_NUMBER: _ClassVar[int]
     BOTTLENECK_EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     OPEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_PUSH_DAYS_FIELD_NUMBER: _ClassVar[int]
     pipeline_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -91,7 +122,9 @@ class PipelineMetrics(_message.Message):
     bottleneck_stage: str
     bottleneck_explanation: str
     open_count: int
-    def __init__(self, pipeline_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageMetrics, _Mapping]]] = ..., win_rate: _Optional[float] = ..., median_time_to_close: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., average_won_amount: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., sales_velocity: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., bottleneck_stage: _Optional[str] = ..., bottleneck_explanation: _Optional[str] = ..., open_count: _Optional[int] = ...) -> None: ...
+    pushed_share: float
+    average_push_days: float
+    def __init__(self, pipeline_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[StageMetrics, _Mapping]]] = ..., win_rate: _Optional[float] = ..., median_time_to_close: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., average_won_amount: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., sales_velocity: _Optional[_Iterable[_Union[_lead_pb2.Money, _Mapping]]] = ..., bottleneck_stage: _Optional[str] = ..., bottleneck_explanation: _Optional[str] = ..., open_count: _Optional[int] = ..., pushed_share: _Optional[float] = ..., average_push_days: _Optional[float] = ...) -> None: ...
 
 class ListStuckLeadsRequest(_message.Message):
     __slots__ = ("pipeline_id", "page_size", "page_token")
@@ -282,3 +315,87 @@ class Backtest(_message.Message):
     naive_brier_score: float
     scored_leads: int
     def __init__(self, pipeline_id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency_code: _Optional[str] = ..., periods: _Optional[_Iterable[_Union[BacktestPeriod, _Mapping]]] = ..., brier_score: _Optional[float] = ..., naive_brier_score: _Optional[float] = ..., scored_leads: _Optional[int] = ...) -> None: ...
+
+class GetPipelineChangesRequest(_message.Message):
+    __slots__ = ("pipeline_id", "start_time", "end_time", "currency_code", "owner", "bucket", "page_size", "page_token")
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pipeline_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    currency_code: str
+    owner: str
+    bucket: PipelineChangeBucket
+    page_size: int
+    page_token: str
+    def __init__(self, pipeline_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., currency_code: _Optional[str] = ..., owner: _Optional[str] = ..., bucket: _Optional[_Union[PipelineChangeBucket, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class PipelineChangeTally(_message.Message):
+    __slots__ = ("count", "amount")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    amount: _lead_pb2.Money
+    def __init__(self, count: _Optional[int] = ..., amount: _Optional[_Union[_lead_pb2.Money, _Mapping]] = ...) -> None: ...
+
+class PipelineChangeBucketTally(_message.Message):
+    __slots__ = ("bucket", "tally")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    TALLY_FIELD_NUMBER: _ClassVar[int]
+    bucket: PipelineChangeBucket
+    tally: PipelineChangeTally
+    def __init__(self, bucket: _Optional[_Union[PipelineChangeBucket, str]] = ..., tally: _Optional[_Union[PipelineChangeTally, _Mapping]] = ...) -> None: ...
+
+class PipelineChangeLeadState(_message.Message):
+    __slots__ = ("stage", "amount", "owner", "expected_close_time", "deleted")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    amount: _lead_pb2.Money
+    owner: str
+    expected_close_time: _timestamp_pb2.Timestamp
+    deleted: bool
+    def __init__(self, stage: _Optional[str] = ..., amount: _Optional[_Union[_lead_pb2.Money, _Mapping]] = ..., owner: _Optional[str] = ..., expected_close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
+class PipelineChangeLead(_message.Message):
+    __slots__ = ("lead_id", "amount", "before", "after")
+    LEAD_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    lead_id: str
+    amount: _lead_pb2.Money
+    before: PipelineChangeLeadState
+    after: PipelineChangeLeadState
+    def __init__(self, lead_id: _Optional[str] = ..., amount: _Optional[_Union[_lead_pb2.Money, _Mapping]] = ..., before: _Optional[_Union[PipelineChangeLeadState, _Mapping]] = ..., after: _Optional[_Union[PipelineChangeLeadState, _Mapping]] = ...) -> None: ...
+
+class PipelineChanges(_message.Message):
+    __slots__ = ("pipeline_id", "currency_code", "start_time", "end_time", "start", "buckets", "end", "leads", "next_page_token")
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LEADS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    pipeline_id: str
+    currency_code: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    start: PipelineChangeTally
+    buckets: _containers.RepeatedCompositeFieldContainer[PipelineChangeBucketTally]
+    end: PipelineChangeTally
+    leads: _containers.RepeatedCompositeFieldContainer[PipelineChangeLead]
+    next_page_token: str
+    def __init__(self, pipeline_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start: _Optional[_Union[PipelineChangeTally, _Mapping]] = ..., buckets: _Optional[_Iterable[_Union[PipelineChangeBucketTally, _Mapping]]] = ..., end: _Optional[_Union[PipelineChangeTally, _Mapping]] = ..., leads: _Optional[_Iterable[_Union[PipelineChangeLead, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

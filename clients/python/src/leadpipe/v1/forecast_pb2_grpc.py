@@ -69,6 +69,11 @@ class ForecastServiceStub:
                 request_serializer=leadpipe_dot_v1_dot_forecast__pb2.BacktestForecastRequest.SerializeToString,
                 response_deserializer=leadpipe_dot_v1_dot_forecast__pb2.Backtest.FromString,
                 _registered_method=True)
+        self.GetPipelineChanges = channel.unary_unary(
+                '/leadpipe.v1.ForecastService/GetPipelineChanges',
+                request_serializer=leadpipe_dot_v1_dot_forecast__pb2.GetPipelineChangesRequest.SerializeToString,
+                response_deserializer=leadpipe_dot_v1_dot_forecast__pb2.PipelineChanges.FromString,
+                _registered_method=True)
 
 
 class ForecastServiceServicer:
@@ -120,6 +125,15 @@ class ForecastServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPipelineChanges(self, request, context):
+        """What changed in the open pipeline between two times: the open pipeline at the start, the
+        leads that came in, closed, grew, shrank, slipped or moved, and the open pipeline at the
+        end, in amounts that reconcile exactly; with `bucket`, a page of the leads behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ForecastServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_ForecastServiceServicer_to_server(servicer, server):
                     servicer.BacktestForecast,
                     request_deserializer=leadpipe_dot_v1_dot_forecast__pb2.BacktestForecastRequest.FromString,
                     response_serializer=leadpipe_dot_v1_dot_forecast__pb2.Backtest.SerializeToString,
+            ),
+            'GetPipelineChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPipelineChanges,
+                    request_deserializer=leadpipe_dot_v1_dot_forecast__pb2.GetPipelineChangesRequest.FromString,
+                    response_serializer=leadpipe_dot_v1_dot_forecast__pb2.PipelineChanges.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -294,6 +313,33 @@ class ForecastService:
             '/leadpipe.v1.ForecastService/BacktestForecast',
             leadpipe_dot_v1_dot_forecast__pb2.BacktestForecastRequest.SerializeToString,
             leadpipe_dot_v1_dot_forecast__pb2.Backtest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPipelineChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadpipe.v1.ForecastService/GetPipelineChanges',
+            leadpipe_dot_v1_dot_forecast__pb2.GetPipelineChangesRequest.SerializeToString,
+            leadpipe_dot_v1_dot_forecast__pb2.PipelineChanges.FromString,
             options,
             channel_credentials,
             insecure,

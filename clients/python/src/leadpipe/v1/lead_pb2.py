@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16leadpipe/v1/lead.proto\x12\x0bleadpipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"y\n\x04\x42\x61nt\x12\"\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x12.leadpipe.v1.Money\x12\x11\n\tauthority\x18\x02 \x01(\t\x12\x0c\n\x04need\x18\x03 \x01(\t\x12,\n\x08timeline\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x05\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontact_name\x18\x04 \x01(\t\x12\x15\n\rcontact_email\x18\x05 \x01(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x08 \x01(\t\x12\r\n\x05stage\x18\t \x01(\t\x12\"\n\x06\x61mount\x18\n \x01(\x0b\x32\x12.leadpipe.v1.Money\x12\x1f\n\x04\x62\x61nt\x18\x0b \x01(\x0b\x32\x11.leadpipe.v1.Bant\x12\x37\n\x13\x65xpected_close_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06labels\x18\r \x03(\x0b\x32\x1d.leadpipe.v1.Lead.LabelsEntry\x12\x13\n\x0blost_reason\x18\x0e \x01(\t\x12\x17\n\x0fwin_probability\x18\x0f \x01(\x01\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10stage_enter_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x14 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x15 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0bStageChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\nfrom_stage\x18\x04 \x01(\t\x12\x10\n\x08to_stage\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x10\n\x08imported\x18\t \x01(\x08\x42\x9a\x01\n\x0f\x63om.leadpipe.v1B\tLeadProtoP\x01Z:github.com/leadpipe/leadpipe/gen/go/leadpipe/v1;leadpipev1\xa2\x02\x03LPX\xaa\x02\x0bLeadpipe.V1\xba\x02\x0cLeadpipe_V1_\xca\x02\x0bLeadpipe\\V1\xea\x02\x0cLeadpipe::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16leadpipe/v1/lead.proto\x12\x0bleadpipe.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"y\n\x04\x42\x61nt\x12\"\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x12.leadpipe.v1.Money\x12\x11\n\tauthority\x18\x02 \x01(\t\x12\x0c\n\x04need\x18\x03 \x01(\t\x12,\n\x08timeline\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x06\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontact_name\x18\x04 \x01(\t\x12\x15\n\rcontact_email\x18\x05 \x01(\t\x12\r\n\x05owner\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x08 \x01(\t\x12\r\n\x05stage\x18\t \x01(\t\x12\"\n\x06\x61mount\x18\n \x01(\x0b\x32\x12.leadpipe.v1.Money\x12\x1f\n\x04\x62\x61nt\x18\x0b \x01(\x0b\x32\x11.leadpipe.v1.Bant\x12\x37\n\x13\x65xpected_close_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x06labels\x18\r \x03(\x0b\x32\x1d.leadpipe.v1.Lead.LabelsEntry\x12\x13\n\x0blost_reason\x18\x0e \x01(\t\x12\x17\n\x0fwin_probability\x18\x0f \x01(\x01\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10stage_enter_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x14 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x15 \x01(\t\x12\x1d\n\x15\x63lose_date_push_count\x18\x16 \x01(\x03\x12=\n\x19\x66irst_expected_close_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x0bStageChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\nfrom_stage\x18\x04 \x01(\t\x12\x10\n\x08to_stage\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x10\n\x08imported\x18\t \x01(\x08\"\x88\x02\n\x0cLeadRevision\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x1f\n\x04lead\x18\x02 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x32\n\x0e\x63hanged_fields\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12/\n\x0b\x63hange_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nfrom_stage\x18\x06 \x01(\t\x12\x10\n\x08to_stage\x18\x07 \x01(\t\x12+\n\x04kind\x18\x08 \x01(\x0e\x32\x1d.leadpipe.v1.LeadRevisionKind*\xb4\x01\n\x10LeadRevisionKind\x12\"\n\x1eLEAD_REVISION_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aLEAD_REVISION_KIND_CREATED\x10\x01\x12\x1e\n\x1aLEAD_REVISION_KIND_UPDATED\x10\x02\x12\x1c\n\x18LEAD_REVISION_KIND_MOVED\x10\x03\x12\x1e\n\x1aLEAD_REVISION_KIND_DELETED\x10\x04\x42\x9a\x01\n\x0f\x63om.leadpipe.v1B\tLeadProtoP\x01Z:github.com/leadpipe/leadpipe/gen/go/leadpipe/v1;leadpipev1\xa2\x02\x03LPX\xaa\x02\x0bLeadpipe.V1\xba\x02\x0cLeadpipe_V1_\xca\x02\x0bLeadpipe\\V1\xea\x02\x0cLeadpipe::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\017com.leadpipe.v1B\tLeadProtoP\001Z:github.com/leadpipe/leadpipe/gen/go/leadpipe/v1;leadpipev1\242\002\003LPX\252\002\013Leadpipe.V1\272\002\014Leadpipe_V1_\312\002\013Leadpipe\\V1\352\002\014Leadpipe::V1'
   _globals['_LEAD_LABELSENTRY']._loaded_options = None
   _globals['_LEAD_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_MONEY']._serialized_start=72
-  _globals['_MONEY']._serialized_end=132
-  _globals['_BANT']._serialized_start=134
-  _globals['_BANT']._serialized_end=255
-  _globals['_LEAD']._serialized_start=258
-  _globals['_LEAD']._serialized_end=921
-  _globals['_LEAD_LABELSENTRY']._serialized_start=876
-  _globals['_LEAD_LABELSENTRY']._serialized_end=921
-  _globals['_STAGECHANGE']._serialized_start=924
-  _globals['_STAGECHANGE']._serialized_end=1127
+  _globals['_LEADREVISIONKIND']._serialized_start=1574
+  _globals['_LEADREVISIONKIND']._serialized_end=1754
+  _globals['_MONEY']._serialized_start=106
+  _globals['_MONEY']._serialized_end=166
+  _globals['_BANT']._serialized_start=168
+  _globals['_BANT']._serialized_end=289
+  _globals['_LEAD']._serialized_start=292
+  _globals['_LEAD']._serialized_end=1098
+  _globals['_LEAD_LABELSENTRY']._serialized_start=1053
+  _globals['_LEAD_LABELSENTRY']._serialized_end=1098
+  _globals['_STAGECHANGE']._serialized_start=1101
+  _globals['_STAGECHANGE']._serialized_end=1304
+  _globals['_LEADREVISION']._serialized_start=1307
+  _globals['_LEADREVISION']._serialized_end=1571
 # @@protoc_insertion_point(module_scope)

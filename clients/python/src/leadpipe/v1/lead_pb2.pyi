@@ -1,13 +1,28 @@
 import datetime
 
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LeadRevisionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEAD_REVISION_KIND_UNSPECIFIED: _ClassVar[LeadRevisionKind]
+    LEAD_REVISION_KIND_CREATED: _ClassVar[LeadRevisionKind]
+    LEAD_REVISION_KIND_UPDATED: _ClassVar[LeadRevisionKind]
+    LEAD_REVISION_KIND_MOVED: _ClassVar[LeadRevisionKind]
+    LEAD_REVISION_KIND_DELETED: _ClassVar[LeadRevisionKind]
+LEAD_REVISION_KIND_UNSPECIFIED: LeadRevisionKind
+LEAD_REVISION_KIND_CREATED: LeadRevisionKind
+LEAD_REVISION_KIND_UPDATED: LeadRevisionKind
+LEAD_REVISION_KIND_MOVED: LeadRevisionKind
+LEAD_REVISION_KIND_DELETED: LeadRevisionKind
 
 class Money(_message.Message):
     __slots__ = ("currency_code", "units", "nanos")
@@ -32,7 +47,7 @@ class Bant(_message.Message):
     def __init__(self, budget: _Optional[_Union[Money, _Mapping]] = ..., authority: _Optional[str] = ..., need: _Optional[str] = ..., timeline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Lead(_message.Message):
-    __slots__ = ("id", "title", "company", "contact_name", "contact_email", "owner", "source", "pipeline_id", "stage", "amount", "bant", "expected_close_time", "labels", "lost_reason", "win_probability", "create_time", "update_time", "stage_enter_time", "close_time", "etag", "external_id")
+    __slots__ = ("id", "title", "company", "contact_name", "contact_email", "owner", "source", "pipeline_id", "stage", "amount", "bant", "expected_close_time", "labels", "lost_reason", "win_probability", "create_time", "update_time", "stage_enter_time", "close_time", "etag", "external_id", "close_date_push_count", "first_expected_close_time", "delete_time")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +76,9 @@ class Lead(_message.Message):
     CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_DATE_PUSH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EXPECTED_CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     title: str
     company: str
@@ -82,7 +100,10 @@ class Lead(_message.Message):
     close_time: _timestamp_pb2.Timestamp
     etag: str
     external_id: str
-    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., company: _Optional[str] = ..., contact_name: _Optional[str] = ..., contact_email: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., stage: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., bant: _Optional[_Union[Bant, _Mapping]] = ..., expected_close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lost_reason: _Optional[str] = ..., win_probability: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_enter_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
+    close_date_push_count: int
+    first_expected_close_time: _timestamp_pb2.Timestamp
+    delete_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., company: _Optional[str] = ..., contact_name: _Optional[str] = ..., contact_email: _Optional[str] = ..., owner: _Optional[str] = ..., source: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., stage: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., bant: _Optional[_Union[Bant, _Mapping]] = ..., expected_close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., lost_reason: _Optional[str] = ..., win_probability: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_enter_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., external_id: _Optional[str] = ..., close_date_push_count: _Optional[int] = ..., first_expected_close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StageChange(_message.Message):
     __slots__ = ("sequence", "lead_id", "pipeline_id", "from_stage", "to_stage", "change_time", "actor", "note", "imported")
@@ -105,3 +126,23 @@ class StageChange(_message.Message):
     note: str
     imported: bool
     def __init__(self, sequence: _Optional[int] = ..., lead_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., note: _Optional[str] = ..., imported: _Optional[bool] = ...) -> None: ...
+
+class LeadRevision(_message.Message):
+    __slots__ = ("revision", "lead", "changed_fields", "actor", "change_time", "from_stage", "to_stage", "kind")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    lead: Lead
+    changed_fields: _field_mask_pb2.FieldMask
+    actor: str
+    change_time: _timestamp_pb2.Timestamp
+    from_stage: str
+    to_stage: str
+    kind: LeadRevisionKind
+    def __init__(self, revision: _Optional[int] = ..., lead: _Optional[_Union[Lead, _Mapping]] = ..., changed_fields: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., actor: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., kind: _Optional[_Union[LeadRevisionKind, str]] = ...) -> None: ...

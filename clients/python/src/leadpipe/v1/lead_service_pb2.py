@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from leadpipe.v1 import lead_pb2 as leadpipe_dot_v1_dot_lead__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleadpipe/v1/lead_service.proto\x12\x0bleadpipe.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16leadpipe/v1/lead.proto\"H\n\x11\x43reateLeadRequest\x12\x1f\n\x04lead\x18\x01 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"}\n\x12ImportLeadsRequest\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x1f\n\x04lead\x18\x02 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x31\n\x07history\x18\x03 \x03(\x0b\x32 .leadpipe.v1.ImportedStageChange\"\x89\x01\n\x13ImportedStageChange\x12\x12\n\nfrom_stage\x18\x01 \x01(\t\x12\x10\n\x08to_stage\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"P\n\x0bImportError\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8d\x01\n\x13ImportLeadsResponse\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08imported\x18\x02 \x01(\x03\x12\x18\n\x10\x61lready_imported\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12(\n\x06\x65rrors\x18\x05 \x03(\x0b\x32\x18.leadpipe.v1.ImportError\"\x1c\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"[\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"b\n\x11ListLeadsResponse\x12 \n\x05leads\x18\x01 \x03(\x0b\x32\x11.leadpipe.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"e\n\x11UpdateLeadRequest\x12\x1f\n\x04lead\x18\x01 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"-\n\x11\x44\x65leteLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\\\n\x0fMoveLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"-\n\x10\x43heckMoveRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\"C\n\rMoveViolation\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"T\n\x11\x43heckMoveResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12.\n\nviolations\x18\x02 \x03(\x0b\x32\x1a.leadpipe.v1.MoveViolation\"Q\n\x17ListStageChangesRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListStageChangesResponse\x12/\n\rstage_changes\x18\x01 \x03(\x0b\x32\x18.leadpipe.v1.StageChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8f\x01\n\x18WatchStageChangesRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x03(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0f\n\x07lead_id\x18\x05 \x01(\tB\x11\n\x0f_after_sequence\"\xdf\x01\n\x10StageChangeEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\nfrom_stage\x18\x04 \x01(\t\x12\x10\n\x08to_stage\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x1f\n\x04lead\x18\t \x01(\x0b\x32\x11.leadpipe.v1.Lead2\xf7\x05\n\x0bLeadService\x12?\n\nCreateLead\x12\x1e.leadpipe.v1.CreateLeadRequest\x1a\x11.leadpipe.v1.Lead\x12\x39\n\x07GetLead\x12\x1b.leadpipe.v1.GetLeadRequest\x1a\x11.leadpipe.v1.Lead\x12J\n\tListLeads\x12\x1d.leadpipe.v1.ListLeadsRequest\x1a\x1e.leadpipe.v1.ListLeadsResponse\x12?\n\nUpdateLead\x12\x1e.leadpipe.v1.UpdateLeadRequest\x1a\x11.leadpipe.v1.Lead\x12\x44\n\nDeleteLead\x12\x1e.leadpipe.v1.DeleteLeadRequest\x1a\x16.google.protobuf.Empty\x12;\n\x08MoveLead\x12\x1c.leadpipe.v1.MoveLeadRequest\x1a\x11.leadpipe.v1.Lead\x12J\n\tCheckMove\x12\x1d.leadpipe.v1.CheckMoveRequest\x1a\x1e.leadpipe.v1.CheckMoveResponse\x12_\n\x10ListStageChanges\x12$.leadpipe.v1.ListStageChangesRequest\x1a%.leadpipe.v1.ListStageChangesResponse\x12[\n\x11WatchStageChanges\x12%.leadpipe.v1.WatchStageChangesRequest\x1a\x1d.leadpipe.v1.StageChangeEvent0\x01\x12R\n\x0bImportLeads\x12\x1f.leadpipe.v1.ImportLeadsRequest\x1a .leadpipe.v1.ImportLeadsResponse(\x01\x42\xa1\x01\n\x0f\x63om.leadpipe.v1B\x10LeadServiceProtoP\x01Z:github.com/leadpipe/leadpipe/gen/go/leadpipe/v1;leadpipev1\xa2\x02\x03LPX\xaa\x02\x0bLeadpipe.V1\xba\x02\x0cLeadpipe_V1_\xca\x02\x0bLeadpipe\\V1\xea\x02\x0cLeadpipe::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eleadpipe/v1/lead_service.proto\x12\x0bleadpipe.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16leadpipe/v1/lead.proto\"H\n\x11\x43reateLeadRequest\x12\x1f\n\x04lead\x18\x01 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"}\n\x12ImportLeadsRequest\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x1f\n\x04lead\x18\x02 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x31\n\x07history\x18\x03 \x03(\x0b\x32 .leadpipe.v1.ImportedStageChange\"\x89\x01\n\x13ImportedStageChange\x12\x12\n\nfrom_stage\x18\x01 \x01(\t\x12\x10\n\x08to_stage\x18\x02 \x01(\t\x12/\n\x0b\x63hange_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"P\n\x0bImportError\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x8d\x01\n\x13ImportLeadsResponse\x12\x10\n\x08received\x18\x01 \x01(\x03\x12\x10\n\x08imported\x18\x02 \x01(\x03\x12\x18\n\x10\x61lready_imported\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12(\n\x06\x65rrors\x18\x05 \x03(\x0b\x32\x18.leadpipe.v1.ImportError\"G\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x10\n\x08order_by\x18\x04 \x01(\t\"b\n\x11ListLeadsResponse\x12 \n\x05leads\x18\x01 \x03(\x0b\x32\x11.leadpipe.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"e\n\x11UpdateLeadRequest\x12\x1f\n\x04lead\x18\x01 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"-\n\x11\x44\x65leteLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\\\n\x0fMoveLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\"-\n\x10\x43heckMoveRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\"C\n\rMoveViolation\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"T\n\x11\x43heckMoveResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12.\n\nviolations\x18\x02 \x03(\x0b\x32\x1a.leadpipe.v1.MoveViolation\"Q\n\x17ListStageChangesRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListStageChangesResponse\x12/\n\rstage_changes\x18\x01 \x03(\x0b\x32\x18.leadpipe.v1.StageChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x18ListLeadRevisionsRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x19ListLeadRevisionsResponse\x12,\n\trevisions\x18\x01 \x03(\x0b\x32\x19.leadpipe.v1.LeadRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8f\x01\n\x18WatchStageChangesRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x03(\t\x12\r\n\x05owner\x18\x04 \x01(\t\x12\x0f\n\x07lead_id\x18\x05 \x01(\tB\x11\n\x0f_after_sequence\"\xb2\x01\n\x17WatchLeadChangesRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0f\n\x07lead_id\x18\x04 \x01(\t\x12\x32\n\x0e\x63hanged_fields\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x11\n\x0f_after_sequence\"\x8f\x02\n\x0fLeadChangeEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.leadpipe.v1.LeadRevisionKind\x12\x1f\n\x04lead\x18\x03 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12(\n\rprevious_lead\x18\x04 \x01(\x0b\x32\x11.leadpipe.v1.Lead\x12\x32\n\x0e\x63hanged_fields\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12/\n\x0b\x63hange_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdf\x01\n\x10StageChangeEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\nfrom_stage\x18\x04 \x01(\t\x12\x10\n\x08to_stage\x18\x05 \x01(\t\x12/\n\x0b\x63hange_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x1f\n\x04lead\x18\t \x01(\x0b\x32\x11.leadpipe.v1.Lead2\xb5\x07\n\x0bLeadService\x12?\n\nCreateLead\x12\x1e.leadpipe.v1.CreateLeadRequest\x1a\x11.leadpipe.v1.Lead\x12\x39\n\x07GetLead\x12\x1b.leadpipe.v1.GetLeadRequest\x1a\x11.leadpipe.v1.Lead\x12J\n\tListLeads\x12\x1d.leadpipe.v1.ListLeadsRequest\x1a\x1e.leadpipe.v1.ListLeadsResponse\x12?\n\nUpdateLead\x12\x1e.leadpipe.v1.UpdateLeadRequest\x1a\x11.leadpipe.v1.Lead\x12\x44\n\nDeleteLead\x12\x1e.leadpipe.v1.DeleteLeadRequest\x1a\x16.google.protobuf.Empty\x12;\n\x08MoveLead\x12\x1c.leadpipe.v1.MoveLeadRequest\x1a\x11.leadpipe.v1.Lead\x12J\n\tCheckMove\x12\x1d.leadpipe.v1.CheckMoveRequest\x1a\x1e.leadpipe.v1.CheckMoveResponse\x12_\n\x10ListStageChanges\x12$.leadpipe.v1.ListStageChangesRequest\x1a%.leadpipe.v1.ListStageChangesResponse\x12\x62\n\x11ListLeadRevisions\x12%.leadpipe.v1.ListLeadRevisionsRequest\x1a&.leadpipe.v1.ListLeadRevisionsResponse\x12[\n\x11WatchStageChanges\x12%.leadpipe.v1.WatchStageChangesRequest\x1a\x1d.leadpipe.v1.StageChangeEvent0\x01\x12X\n\x10WatchLeadChanges\x12$.leadpipe.v1.WatchLeadChangesRequest\x1a\x1c.leadpipe.v1.LeadChangeEvent0\x01\x12R\n\x0bImportLeads\x12\x1f.leadpipe.v1.ImportLeadsRequest\x1a .leadpipe.v1.ImportLeadsResponse(\x01\x42\xa1\x01\n\x0f\x63om.leadpipe.v1B\x10LeadServiceProtoP\x01Z:github.com/leadpipe/leadpipe/gen/go/leadpipe/v1;leadpipev1\xa2\x02\x03LPX\xaa\x02\x0bLeadpipe.V1\xba\x02\x0cLeadpipe_V1_\xca\x02\x0bLeadpipe\\V1\xea\x02\x0cLeadpipe::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,31 +47,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMPORTLEADSRESPONSE']._serialized_start=591
   _globals['_IMPORTLEADSRESPONSE']._serialized_end=732
   _globals['_GETLEADREQUEST']._serialized_start=734
-  _globals['_GETLEADREQUEST']._serialized_end=762
-  _globals['_LISTLEADSREQUEST']._serialized_start=764
-  _globals['_LISTLEADSREQUEST']._serialized_end=855
-  _globals['_LISTLEADSRESPONSE']._serialized_start=857
-  _globals['_LISTLEADSRESPONSE']._serialized_end=955
-  _globals['_UPDATELEADREQUEST']._serialized_start=957
-  _globals['_UPDATELEADREQUEST']._serialized_end=1058
-  _globals['_DELETELEADREQUEST']._serialized_start=1060
-  _globals['_DELETELEADREQUEST']._serialized_end=1105
-  _globals['_MOVELEADREQUEST']._serialized_start=1107
-  _globals['_MOVELEADREQUEST']._serialized_end=1199
-  _globals['_CHECKMOVEREQUEST']._serialized_start=1201
-  _globals['_CHECKMOVEREQUEST']._serialized_end=1246
-  _globals['_MOVEVIOLATION']._serialized_start=1248
-  _globals['_MOVEVIOLATION']._serialized_end=1315
-  _globals['_CHECKMOVERESPONSE']._serialized_start=1317
-  _globals['_CHECKMOVERESPONSE']._serialized_end=1401
-  _globals['_LISTSTAGECHANGESREQUEST']._serialized_start=1403
-  _globals['_LISTSTAGECHANGESREQUEST']._serialized_end=1484
-  _globals['_LISTSTAGECHANGESRESPONSE']._serialized_start=1486
-  _globals['_LISTSTAGECHANGESRESPONSE']._serialized_end=1586
-  _globals['_WATCHSTAGECHANGESREQUEST']._serialized_start=1589
-  _globals['_WATCHSTAGECHANGESREQUEST']._serialized_end=1732
-  _globals['_STAGECHANGEEVENT']._serialized_start=1735
-  _globals['_STAGECHANGEEVENT']._serialized_end=1958
-  _globals['_LEADSERVICE']._serialized_start=1961
-  _globals['_LEADSERVICE']._serialized_end=2720
+  _globals['_GETLEADREQUEST']._serialized_end=805
+  _globals['_LISTLEADSREQUEST']._serialized_start=807
+  _globals['_LISTLEADSREQUEST']._serialized_end=898
+  _globals['_LISTLEADSRESPONSE']._serialized_start=900
+  _globals['_LISTLEADSRESPONSE']._serialized_end=998
+  _globals['_UPDATELEADREQUEST']._serialized_start=1000
+  _globals['_UPDATELEADREQUEST']._serialized_end=1101
+  _globals['_DELETELEADREQUEST']._serialized_start=1103
+  _globals['_DELETELEADREQUEST']._serialized_end=1148
+  _globals['_MOVELEADREQUEST']._serialized_start=1150
+  _globals['_MOVELEADREQUEST']._serialized_end=1242
+  _globals['_CHECKMOVEREQUEST']._serialized_start=1244
+  _globals['_CHECKMOVEREQUEST']._serialized_end=1289
+  _globals['_MOVEVIOLATION']._serialized_start=1291
+  _globals['_MOVEVIOLATION']._serialized_end=1358
+  _globals['_CHECKMOVERESPONSE']._serialized_start=1360
+  _globals['_CHECKMOVERESPONSE']._serialized_end=1444
+  _globals['_LISTSTAGECHANGESREQUEST']._serialized_start=1446
+  _globals['_LISTSTAGECHANGESREQUEST']._serialized_end=1527
+  _globals['_LISTSTAGECHANGESRESPONSE']._serialized_start=1529
+  _globals['_LISTSTAGECHANGESRESPONSE']._serialized_end=1629
+  _globals['_LISTLEADREVISIONSREQUEST']._serialized_start=1631
+  _globals['_LISTLEADREVISIONSREQUEST']._serialized_end=1713
+  _globals['_LISTLEADREVISIONSRESPONSE']._serialized_start=1715
+  _globals['_LISTLEADREVISIONSRESPONSE']._serialized_end=1813
+  _globals['_WATCHSTAGECHANGESREQUEST']._serialized_start=1816
+  _globals['_WATCHSTAGECHANGESREQUEST']._serialized_end=1959
+  _globals['_WATCHLEADCHANGESREQUEST']._serialized_start=1962
+  _globals['_WATCHLEADCHANGESREQUEST']._serialized_end=2140
+  _globals['_LEADCHANGEEVENT']._serialized_start=2143
+  _globals['_LEADCHANGEEVENT']._serialized_end=2414
+  _globals['_STAGECHANGEEVENT']._serialized_start=2417
+  _globals['_STAGECHANGEEVENT']._serialized_end=2640
+  _globals['_LEADSERVICE']._serialized_start=2643
+  _globals['_LEADSERVICE']._serialized_end=3592
 # @@protoc_insertion_point(module_scope)

@@ -71,10 +71,12 @@ class ImportLeadsResponse(_message.Message):
     def __init__(self, received: _Optional[int] = ..., imported: _Optional[int] = ..., already_imported: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ImportError, _Mapping]]] = ...) -> None: ...
 
 class GetLeadRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "as_of")
     ID_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListLeadsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter", "order_by")
@@ -172,6 +174,24 @@ class ListStageChangesResponse(_message.Message):
     next_page_token: str
     def __init__(self, stage_changes: _Optional[_Iterable[_Union[_lead_pb2.StageChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ListLeadRevisionsRequest(_message.Message):
+    __slots__ = ("lead_id", "page_size", "page_token")
+    LEAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    lead_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, lead_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLeadRevisionsResponse(_message.Message):
+    __slots__ = ("revisions", "next_page_token")
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    revisions: _containers.RepeatedCompositeFieldContainer[_lead_pb2.LeadRevision]
+    next_page_token: str
+    def __init__(self, revisions: _Optional[_Iterable[_Union[_lead_pb2.LeadRevision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class WatchStageChangesRequest(_message.Message):
     __slots__ = ("after_sequence", "pipeline_id", "stages", "owner", "lead_id")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +205,38 @@ class WatchStageChangesRequest(_message.Message):
     owner: str
     lead_id: str
     def __init__(self, after_sequence: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., lead_id: _Optional[str] = ...) -> None: ...
+
+class WatchLeadChangesRequest(_message.Message):
+    __slots__ = ("after_sequence", "pipeline_id", "owner", "lead_id", "changed_fields")
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    LEAD_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    pipeline_id: str
+    owner: str
+    lead_id: str
+    changed_fields: _field_mask_pb2.FieldMask
+    def __init__(self, after_sequence: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., owner: _Optional[str] = ..., lead_id: _Optional[str] = ..., changed_fields: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class LeadChangeEvent(_message.Message):
+    __slots__ = ("sequence", "kind", "lead", "previous_lead", "changed_fields", "actor", "change_time")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LEAD_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: _lead_pb2.LeadRevisionKind
+    lead: _lead_pb2.Lead
+    previous_lead: _lead_pb2.Lead
+    changed_fields: _field_mask_pb2.FieldMask
+    actor: str
+    change_time: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[_lead_pb2.LeadRevisionKind, str]] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., previous_lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., changed_fields: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., actor: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StageChangeEvent(_message.Message):
     __slots__ = ("sequence", "lead_id", "pipeline_id", "from_stage", "to_stage", "change_time", "actor", "note", "lead")

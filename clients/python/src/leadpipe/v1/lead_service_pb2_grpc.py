@@ -81,10 +81,20 @@ class LeadServiceStub:
                 request_serializer=leadpipe_dot_v1_dot_lead__service__pb2.ListStageChangesRequest.SerializeToString,
                 response_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.ListStageChangesResponse.FromString,
                 _registered_method=True)
+        self.ListLeadRevisions = channel.unary_unary(
+                '/leadpipe.v1.LeadService/ListLeadRevisions',
+                request_serializer=leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsRequest.SerializeToString,
+                response_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsResponse.FromString,
+                _registered_method=True)
         self.WatchStageChanges = channel.unary_stream(
                 '/leadpipe.v1.LeadService/WatchStageChanges',
                 request_serializer=leadpipe_dot_v1_dot_lead__service__pb2.WatchStageChangesRequest.SerializeToString,
                 response_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.StageChangeEvent.FromString,
+                _registered_method=True)
+        self.WatchLeadChanges = channel.unary_stream(
+                '/leadpipe.v1.LeadService/WatchLeadChanges',
+                request_serializer=leadpipe_dot_v1_dot_lead__service__pb2.WatchLeadChangesRequest.SerializeToString,
+                response_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.LeadChangeEvent.FromString,
                 _registered_method=True)
         self.ImportLeads = channel.stream_unary(
                 '/leadpipe.v1.LeadService/ImportLeads',
@@ -130,7 +140,7 @@ class LeadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteLead(self, request, context):
-        """Deletes a lead and its stage history.
+        """Deletes a lead and its stage history. Its revisions are kept (see ListLeadRevisions).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,12 +167,30 @@ class LeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLeadRevisions(self, request, context):
+        """Lists a lead's revisions, oldest first: the lead after every write (create, update, move,
+        delete, import), with the fields each write changed. A deleted lead's revisions stay
+        listable. See docs/history.md.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchStageChanges(self, request, context):
         """Streams stage changes as they are committed, in sequence order, optionally replaying
         history first. See WatchStageChangesRequest for the delivery guarantees. The response
         headers are sent only once the subscription is registered: a change committed after a
         client has received them is delivered on this stream, so "headers received" means "live".
         Served over gRPC and gRPC-Web (not the Connect protocol).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchLeadChanges(self, request, context):
+        """Streams every write of a lead (create, update, move, delete) as it is committed, with the
+        lead before and after and the fields that changed. Same outbox, sequence numbers and
+        guarantees as WatchStageChanges (see WatchLeadChangesRequest). See docs/streaming.md.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,10 +249,20 @@ def add_LeadServiceServicer_to_server(servicer, server):
                     request_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.ListStageChangesRequest.FromString,
                     response_serializer=leadpipe_dot_v1_dot_lead__service__pb2.ListStageChangesResponse.SerializeToString,
             ),
+            'ListLeadRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeadRevisions,
+                    request_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsRequest.FromString,
+                    response_serializer=leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsResponse.SerializeToString,
+            ),
             'WatchStageChanges': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchStageChanges,
                     request_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.WatchStageChangesRequest.FromString,
                     response_serializer=leadpipe_dot_v1_dot_lead__service__pb2.StageChangeEvent.SerializeToString,
+            ),
+            'WatchLeadChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLeadChanges,
+                    request_deserializer=leadpipe_dot_v1_dot_lead__service__pb2.WatchLeadChangesRequest.FromString,
+                    response_serializer=leadpipe_dot_v1_dot_lead__service__pb2.LeadChangeEvent.SerializeToString,
             ),
             'ImportLeads': grpc.stream_unary_rpc_method_handler(
                     servicer.ImportLeads,
@@ -464,6 +502,33 @@ class LeadService:
             _registered_method=True)
 
     @staticmethod
+    def ListLeadRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/leadpipe.v1.LeadService/ListLeadRevisions',
+            leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsRequest.SerializeToString,
+            leadpipe_dot_v1_dot_lead__service__pb2.ListLeadRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchStageChanges(request,
             target,
             options=(),
@@ -480,6 +545,33 @@ class LeadService:
             '/leadpipe.v1.LeadService/WatchStageChanges',
             leadpipe_dot_v1_dot_lead__service__pb2.WatchStageChangesRequest.SerializeToString,
             leadpipe_dot_v1_dot_lead__service__pb2.StageChangeEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLeadChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/leadpipe.v1.LeadService/WatchLeadChanges',
+            leadpipe_dot_v1_dot_lead__service__pb2.WatchLeadChangesRequest.SerializeToString,
+            leadpipe_dot_v1_dot_lead__service__pb2.LeadChangeEvent.FromString,
             options,
             channel_credentials,
             insecure,

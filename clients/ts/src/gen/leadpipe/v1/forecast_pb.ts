@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leadpipe/v1/forecast.proto.
  */
 export const file_leadpipe_v1_forecast: GenFile = /*@__PURE__*/
-  fileDesc("ChpsZWFkcGlwZS92MS9mb3JlY2FzdC5wcm90bxILbGVhZHBpcGUudjEiuQEKGUdldFBpcGVsaW5lTWV0cmljc1JlcXVlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAwoMU3RhZ2VNZXRyaWNzEg0KBXN0YWdlGAEgASgJEhIKCm9wZW5fY291bnQYAiABKAMSJwoLb3Blbl9hbW91bnQYAyADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIrCg93ZWlnaHRlZF9hbW91bnQYBCADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIVCg1lbnRlcmVkX2NvdW50GAUgASgDEhYKDmFkdmFuY2VkX2NvdW50GAYgASgDEhIKCmxvc3RfY291bnQYByABKAMSFwoPY29udmVyc2lvbl9yYXRlGAggASgBEhAKCHdpbl9yYXRlGAkgASgBEjcKFG1lZGlhbl90aW1lX2luX3N0YWdlGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEXA5MF90aW1lX2luX3N0YWdlGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC3N0dWNrX2NvdW50GAwgASgDEh8KF2xlYXJuZWRfd2luX3Byb2JhYmlsaXR5GA0gASgBIs8DCg9QaXBlbGluZU1ldHJpY3MSEwoLcGlwZWxpbmVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGFnZXMYBSADKAsyGS5sZWFkcGlwZS52MS5TdGFnZU1ldHJpY3MSEAoId2luX3JhdGUYBiABKAESNwoUbWVkaWFuX3RpbWVfdG9fY2xvc2UYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoSYXZlcmFnZV93b25fYW1vdW50GAggAygLMhIubGVhZHBpcGUudjEuTW9uZXkSKgoOc2FsZXNfdmVsb2NpdHkYCSADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIYChBib3R0bGVuZWNrX3N0YWdlGAogASgJEh4KFmJvdHRsZW5lY2tfZXhwbGFuYXRpb24YCyABKAkSEgoKb3Blbl9jb3VudBgMIAEoAyJTChVMaXN0U3R1Y2tMZWFkc1JlcXVlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkizwEKCVN0dWNrTGVhZBIfCgRsZWFkGAEgASgLMhEubGVhZHBpcGUudjEuTGVhZBIwCg10aW1lX2luX3N0YWdlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCXRocmVzaG9sZBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg50aHJlc2hvbGRfa2luZBgEIAEoCRIpCg12YWx1ZV9hdF9yaXNrGAUgASgLMhIubGVhZHBpcGUudjEuTW9uZXkicgoWTGlzdFN0dWNrTGVhZHNSZXNwb25zZRIrCgtzdHVja19sZWFkcxgBIAMoCzIWLmxlYWRwaXBlLnYxLlN0dWNrTGVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSIqChxFeHBsYWluV2luUHJvYmFiaWxpdHlSZXF1ZXN0EgoKAmlkGAEgASgJIlkKFFdpblByb2JhYmlsaXR5RmFjdG9yEg8KB2ZlYXR1cmUYASABKAkSDQoFdmFsdWUYAiABKAkSEAoIbG9nX29kZHMYAyABKAESDwoHc3VwcG9ydBgEIAEoAyLLAQoZV2luUHJvYmFiaWxpdHlFeHBsYW5hdGlvbhIPCgdsZWFkX2lkGAEgASgJEhcKD3dpbl9wcm9iYWJpbGl0eRgCIAEoARIZChFzdGFnZV9wcm9iYWJpbGl0eRgDIAEoARIeChZjb25maWd1cmVkX3Byb2JhYmlsaXR5GAQgASgBEjIKB2ZhY3RvcnMYBSADKAsyIS5sZWFkcGlwZS52MS5XaW5Qcm9iYWJpbGl0eUZhY3RvchIVCg10cmFpbmluZ19zaXplGAYgASgDIswBChJHZXRGb3JlY2FzdFJlcXVlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSFQoNY3VycmVuY3lfY29kZRgCIAEoCRIjCgZwZXJpb2QYAyABKA4yEy5sZWFkcGlwZS52MS5QZXJpb2QSFwoPaG9yaXpvbl9wZXJpb2RzGAQgASgFEikKBWFzX29mGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzaW11bGF0aW9ucxgGIAEoBRIMCgRzZWVkGAcgASgEIsgDCg5QZXJpb2RGb3JlY2FzdBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoRY2xvc2VkX3dvbl9hbW91bnQYAyABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIrCg9leHBlY3RlZF9hbW91bnQYBCABKAsyEi5sZWFkcGlwZS52MS5Nb25leRImCgpwMTBfYW1vdW50GAUgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSJgoKcDUwX2Ftb3VudBgGIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EiYKCnA5MF9hbW91bnQYByABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIpCg1jb21taXRfYW1vdW50GAggASgLMhIubGVhZHBpcGUudjEuTW9uZXkSLAoQYmVzdF9jYXNlX2Ftb3VudBgJIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EisKD3BpcGVsaW5lX2Ftb3VudBgKIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5IrgBCghGb3JlY2FzdBITCgtwaXBlbGluZV9pZBgBIAEoCRIVCg1jdXJyZW5jeV9jb2RlGAIgASgJEikKBWFzX29mGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdwZXJpb2RzGAQgAygLMhsubGVhZHBpcGUudjEuUGVyaW9kRm9yZWNhc3QSEgoKb3Blbl9sZWFkcxgFIAEoAxITCgtzaW11bGF0aW9ucxgGIAEoBSLRAQoXQmFja3Rlc3RGb3JlY2FzdFJlcXVlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2hvcml6b25fcGVyaW9kcxgDIAEoBRIjCgZwZXJpb2QYBCABKA4yEy5sZWFkcGlwZS52MS5QZXJpb2QSFQoNY3VycmVuY3lfY29kZRgFIAEoCRITCgtzaW11bGF0aW9ucxgGIAEoBRIMCgRzZWVkGAcgASgEItoDCg5CYWNrdGVzdFBlcmlvZBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoNYWN0dWFsX2Ftb3VudBgDIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EiwKEHByZWRpY3RlZF9hbW91bnQYBCABKAsyEi5sZWFkcGlwZS52MS5Nb25leRImCgpwMTBfYW1vdW50GAUgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSJgoKcDkwX2Ftb3VudBgGIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EhYKDmFic29sdXRlX2Vycm9yGAcgASgBEhgKEHBlcmNlbnRhZ2VfZXJyb3IYCCABKAESHQoVYWN0dWFsX3dpdGhpbl9wMTBfcDkwGAkgASgIEjIKFm5haXZlX3ByZWRpY3RlZF9hbW91bnQYCiABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIcChRuYWl2ZV9hYnNvbHV0ZV9lcnJvchgLIAEoARIeChZuYWl2ZV9wZXJjZW50YWdlX2Vycm9yGAwgASgBItUBCghCYWNrdGVzdBITCgtwaXBlbGluZV9pZBgBIAEoCRIpCgVhc19vZhgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY3VycmVuY3lfY29kZRgDIAEoCRIsCgdwZXJpb2RzGAQgAygLMhsubGVhZHBpcGUudjEuQmFja3Rlc3RQZXJpb2QSEwoLYnJpZXJfc2NvcmUYBSABKAESGQoRbmFpdmVfYnJpZXJfc2NvcmUYBiABKAESFAoMc2NvcmVkX2xlYWRzGAcgASgDKlcKBlBlcmlvZBIWChJQRVJJT0RfVU5TUEVDSUZJRUQQABIPCgtQRVJJT0RfV0VFSxABEhAKDFBFUklPRF9NT05USBACEhIKDlBFUklPRF9RVUFSVEVSEAMyzAMKD0ZvcmVjYXN0U2VydmljZRJaChJHZXRQaXBlbGluZU1ldHJpY3MSJi5sZWFkcGlwZS52MS5HZXRQaXBlbGluZU1ldHJpY3NSZXF1ZXN0GhwubGVhZHBpcGUudjEuUGlwZWxpbmVNZXRyaWNzElkKDkxpc3RTdHVja0xlYWRzEiIubGVhZHBpcGUudjEuTGlzdFN0dWNrTGVhZHNSZXF1ZXN0GiMubGVhZHBpcGUudjEuTGlzdFN0dWNrTGVhZHNSZXNwb25zZRJqChVFeHBsYWluV2luUHJvYmFiaWxpdHkSKS5sZWFkcGlwZS52MS5FeHBsYWluV2luUHJvYmFiaWxpdHlSZXF1ZXN0GiYubGVhZHBpcGUudjEuV2luUHJvYmFiaWxpdHlFeHBsYW5hdGlvbhJFCgtHZXRGb3JlY2FzdBIfLmxlYWRwaXBlLnYxLkdldEZvcmVjYXN0UmVxdWVzdBoVLmxlYWRwaXBlLnYxLkZvcmVjYXN0Ek8KEEJhY2t0ZXN0Rm9yZWNhc3QSJC5sZWFkcGlwZS52MS5CYWNrdGVzdEZvcmVjYXN0UmVxdWVzdBoVLmxlYWRwaXBlLnYxLkJhY2t0ZXN0Qp4BCg9jb20ubGVhZHBpcGUudjFCDUZvcmVjYXN0UHJvdG9QAVo6Z2l0aHViLmNvbS9sZWFkcGlwZS9sZWFkcGlwZS9nZW4vZ28vbGVhZHBpcGUvdjE7bGVhZHBpcGV2MaICA0xQWKoCC0xlYWRwaXBlLlYxugIMTGVhZHBpcGVfVjFfygILTGVhZHBpcGVcVjHqAgxMZWFkcGlwZTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
+  fileDesc("ChpsZWFkcGlwZS92MS9mb3JlY2FzdC5wcm90bxILbGVhZHBpcGUudjEiuQEKGUdldFBpcGVsaW5lTWV0cmljc1JlcXVlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAwoMU3RhZ2VNZXRyaWNzEg0KBXN0YWdlGAEgASgJEhIKCm9wZW5fY291bnQYAiABKAMSJwoLb3Blbl9hbW91bnQYAyADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIrCg93ZWlnaHRlZF9hbW91bnQYBCADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIVCg1lbnRlcmVkX2NvdW50GAUgASgDEhYKDmFkdmFuY2VkX2NvdW50GAYgASgDEhIKCmxvc3RfY291bnQYByABKAMSFwoPY29udmVyc2lvbl9yYXRlGAggASgBEhAKCHdpbl9yYXRlGAkgASgBEjcKFG1lZGlhbl90aW1lX2luX3N0YWdlGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEXA5MF90aW1lX2luX3N0YWdlGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC3N0dWNrX2NvdW50GAwgASgDEh8KF2xlYXJuZWRfd2luX3Byb2JhYmlsaXR5GA0gASgBIoAECg9QaXBlbGluZU1ldHJpY3MSEwoLcGlwZWxpbmVfaWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWFzX29mGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGFnZXMYBSADKAsyGS5sZWFkcGlwZS52MS5TdGFnZU1ldHJpY3MSEAoId2luX3JhdGUYBiABKAESNwoUbWVkaWFuX3RpbWVfdG9fY2xvc2UYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoSYXZlcmFnZV93b25fYW1vdW50GAggAygLMhIubGVhZHBpcGUudjEuTW9uZXkSKgoOc2FsZXNfdmVsb2NpdHkYCSADKAsyEi5sZWFkcGlwZS52MS5Nb25leRIYChBib3R0bGVuZWNrX3N0YWdlGAogASgJEh4KFmJvdHRsZW5lY2tfZXhwbGFuYXRpb24YCyABKAkSEgoKb3Blbl9jb3VudBgMIAEoAxIUCgxwdXNoZWRfc2hhcmUYDSABKAESGQoRYXZlcmFnZV9wdXNoX2RheXMYDiABKAEiUwoVTGlzdFN0dWNrTGVhZHNSZXF1ZXN0EhMKC3BpcGVsaW5lX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIs8BCglTdHVja0xlYWQSHwoEbGVhZBgBIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSMAoNdGltZV9pbl9zdGFnZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIsCgl0aHJlc2hvbGQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFgoOdGhyZXNob2xkX2tpbmQYBCABKAkSKQoNdmFsdWVfYXRfcmlzaxgFIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5InIKFkxpc3RTdHVja0xlYWRzUmVzcG9uc2USKwoLc3R1Y2tfbGVhZHMYASADKAsyFi5sZWFkcGlwZS52MS5TdHVja0xlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiKgocRXhwbGFpbldpblByb2JhYmlsaXR5UmVxdWVzdBIKCgJpZBgBIAEoCSJZChRXaW5Qcm9iYWJpbGl0eUZhY3RvchIPCgdmZWF0dXJlGAEgASgJEg0KBXZhbHVlGAIgASgJEhAKCGxvZ19vZGRzGAMgASgBEg8KB3N1cHBvcnQYBCABKAMiywEKGVdpblByb2JhYmlsaXR5RXhwbGFuYXRpb24SDwoHbGVhZF9pZBgBIAEoCRIXCg93aW5fcHJvYmFiaWxpdHkYAiABKAESGQoRc3RhZ2VfcHJvYmFiaWxpdHkYAyABKAESHgoWY29uZmlndXJlZF9wcm9iYWJpbGl0eRgEIAEoARIyCgdmYWN0b3JzGAUgAygLMiEubGVhZHBpcGUudjEuV2luUHJvYmFiaWxpdHlGYWN0b3ISFQoNdHJhaW5pbmdfc2l6ZRgGIAEoAyLMAQoSR2V0Rm9yZWNhc3RSZXF1ZXN0EhMKC3BpcGVsaW5lX2lkGAEgASgJEhUKDWN1cnJlbmN5X2NvZGUYAiABKAkSIwoGcGVyaW9kGAMgASgOMhMubGVhZHBpcGUudjEuUGVyaW9kEhcKD2hvcml6b25fcGVyaW9kcxgEIAEoBRIpCgVhc19vZhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLc2ltdWxhdGlvbnMYBiABKAUSDAoEc2VlZBgHIAEoBCLIAwoOUGVyaW9kRm9yZWNhc3QSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KEWNsb3NlZF93b25fYW1vdW50GAMgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSKwoPZXhwZWN0ZWRfYW1vdW50GAQgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSJgoKcDEwX2Ftb3VudBgFIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EiYKCnA1MF9hbW91bnQYBiABKAsyEi5sZWFkcGlwZS52MS5Nb25leRImCgpwOTBfYW1vdW50GAcgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSKQoNY29tbWl0X2Ftb3VudBgIIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EiwKEGJlc3RfY2FzZV9hbW91bnQYCSABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIrCg9waXBlbGluZV9hbW91bnQYCiABKAsyEi5sZWFkcGlwZS52MS5Nb25leSK4AQoIRm9yZWNhc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSFQoNY3VycmVuY3lfY29kZRgCIAEoCRIpCgVhc19vZhgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHcGVyaW9kcxgEIAMoCzIbLmxlYWRwaXBlLnYxLlBlcmlvZEZvcmVjYXN0EhIKCm9wZW5fbGVhZHMYBSABKAMSEwoLc2ltdWxhdGlvbnMYBiABKAUi0QEKF0JhY2t0ZXN0Rm9yZWNhc3RSZXF1ZXN0EhMKC3BpcGVsaW5lX2lkGAEgASgJEikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9ob3Jpem9uX3BlcmlvZHMYAyABKAUSIwoGcGVyaW9kGAQgASgOMhMubGVhZHBpcGUudjEuUGVyaW9kEhUKDWN1cnJlbmN5X2NvZGUYBSABKAkSEwoLc2ltdWxhdGlvbnMYBiABKAUSDAoEc2VlZBgHIAEoBCLaAwoOQmFja3Rlc3RQZXJpb2QSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKDWFjdHVhbF9hbW91bnQYAyABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIsChBwcmVkaWN0ZWRfYW1vdW50GAQgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSJgoKcDEwX2Ftb3VudBgFIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5EiYKCnA5MF9hbW91bnQYBiABKAsyEi5sZWFkcGlwZS52MS5Nb25leRIWCg5hYnNvbHV0ZV9lcnJvchgHIAEoARIYChBwZXJjZW50YWdlX2Vycm9yGAggASgBEh0KFWFjdHVhbF93aXRoaW5fcDEwX3A5MBgJIAEoCBIyChZuYWl2ZV9wcmVkaWN0ZWRfYW1vdW50GAogASgLMhIubGVhZHBpcGUudjEuTW9uZXkSHAoUbmFpdmVfYWJzb2x1dGVfZXJyb3IYCyABKAESHgoWbmFpdmVfcGVyY2VudGFnZV9lcnJvchgMIAEoASLVAQoIQmFja3Rlc3QSEwoLcGlwZWxpbmVfaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWN1cnJlbmN5X2NvZGUYAyABKAkSLAoHcGVyaW9kcxgEIAMoCzIbLmxlYWRwaXBlLnYxLkJhY2t0ZXN0UGVyaW9kEhMKC2JyaWVyX3Njb3JlGAUgASgBEhkKEW5haXZlX2JyaWVyX3Njb3JlGAYgASgBEhQKDHNjb3JlZF9sZWFkcxgHIAEoAyKOAgoZR2V0UGlwZWxpbmVDaGFuZ2VzUmVxdWVzdBITCgtwaXBlbGluZV9pZBgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNY3VycmVuY3lfY29kZRgEIAEoCRINCgVvd25lchgFIAEoCRIxCgZidWNrZXQYBiABKA4yIS5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZUJ1Y2tldBIRCglwYWdlX3NpemUYByABKAUSEgoKcGFnZV90b2tlbhgIIAEoCSJIChNQaXBlbGluZUNoYW5nZVRhbGx5Eg0KBWNvdW50GAEgASgDEiIKBmFtb3VudBgCIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5In8KGVBpcGVsaW5lQ2hhbmdlQnVja2V0VGFsbHkSMQoGYnVja2V0GAEgASgOMiEubGVhZHBpcGUudjEuUGlwZWxpbmVDaGFuZ2VCdWNrZXQSLwoFdGFsbHkYAiABKAsyIC5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZVRhbGx5IqUBChdQaXBlbGluZUNoYW5nZUxlYWRTdGF0ZRINCgVzdGFnZRgBIAEoCRIiCgZhbW91bnQYAiABKAsyEi5sZWFkcGlwZS52MS5Nb25leRINCgVvd25lchgDIAEoCRI3ChNleHBlY3RlZF9jbG9zZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdkZWxldGVkGAUgASgIIrQBChJQaXBlbGluZUNoYW5nZUxlYWQSDwoHbGVhZF9pZBgBIAEoCRIiCgZhbW91bnQYAiABKAsyEi5sZWFkcGlwZS52MS5Nb25leRI0CgZiZWZvcmUYAyABKAsyJC5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZUxlYWRTdGF0ZRIzCgVhZnRlchgEIAEoCzIkLmxlYWRwaXBlLnYxLlBpcGVsaW5lQ2hhbmdlTGVhZFN0YXRlIv0CCg9QaXBlbGluZUNoYW5nZXMSEwoLcGlwZWxpbmVfaWQYASABKAkSFQoNY3VycmVuY3lfY29kZRgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoFc3RhcnQYBSABKAsyIC5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZVRhbGx5EjcKB2J1Y2tldHMYBiADKAsyJi5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZUJ1Y2tldFRhbGx5Ei0KA2VuZBgHIAEoCzIgLmxlYWRwaXBlLnYxLlBpcGVsaW5lQ2hhbmdlVGFsbHkSLgoFbGVhZHMYCCADKAsyHy5sZWFkcGlwZS52MS5QaXBlbGluZUNoYW5nZUxlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAkgASgJKlcKBlBlcmlvZBIWChJQRVJJT0RfVU5TUEVDSUZJRUQQABIPCgtQRVJJT0RfV0VFSxABEhAKDFBFUklPRF9NT05USBACEhIKDlBFUklPRF9RVUFSVEVSEAMq9AMKFFBpcGVsaW5lQ2hhbmdlQnVja2V0EiYKIlBJUEVMSU5FX0NIQU5HRV9CVUNLRVRfVU5TUEVDSUZJRUQQABIeChpQSVBFTElORV9DSEFOR0VfQlVDS0VUX05FVxABEiMKH1BJUEVMSU5FX0NIQU5HRV9CVUNLRVRfUkVPUEVORUQQAhIgChxQSVBFTElORV9DSEFOR0VfQlVDS0VUX0FEREVEEAMSHgoaUElQRUxJTkVfQ0hBTkdFX0JVQ0tFVF9XT04QBBIfChtQSVBFTElORV9DSEFOR0VfQlVDS0VUX0xPU1QQBRIiCh5QSVBFTElORV9DSEFOR0VfQlVDS0VUX1JFTU9WRUQQBhIkCiBQSVBFTElORV9DSEFOR0VfQlVDS0VUX0lOQ1JFQVNFRBAHEiQKIFBJUEVMSU5FX0NIQU5HRV9CVUNLRVRfREVDUkVBU0VEEAgSIQodUElQRUxJTkVfQ0hBTkdFX0JVQ0tFVF9QVVNIRUQQCRIkCiBQSVBFTElORV9DSEFOR0VfQlVDS0VUX1BVTExFRF9JThAKEigKJFBJUEVMSU5FX0NIQU5HRV9CVUNLRVRfTU9WRURfRk9SV0FSRBALEikKJVBJUEVMSU5FX0NIQU5HRV9CVUNLRVRfTU9WRURfQkFDS1dBUkQQDDKoBAoPRm9yZWNhc3RTZXJ2aWNlEloKEkdldFBpcGVsaW5lTWV0cmljcxImLmxlYWRwaXBlLnYxLkdldFBpcGVsaW5lTWV0cmljc1JlcXVlc3QaHC5sZWFkcGlwZS52MS5QaXBlbGluZU1ldHJpY3MSWQoOTGlzdFN0dWNrTGVhZHMSIi5sZWFkcGlwZS52MS5MaXN0U3R1Y2tMZWFkc1JlcXVlc3QaIy5sZWFkcGlwZS52MS5MaXN0U3R1Y2tMZWFkc1Jlc3BvbnNlEmoKFUV4cGxhaW5XaW5Qcm9iYWJpbGl0eRIpLmxlYWRwaXBlLnYxLkV4cGxhaW5XaW5Qcm9iYWJpbGl0eVJlcXVlc3QaJi5sZWFkcGlwZS52MS5XaW5Qcm9iYWJpbGl0eUV4cGxhbmF0aW9uEkUKC0dldEZvcmVjYXN0Eh8ubGVhZHBpcGUudjEuR2V0Rm9yZWNhc3RSZXF1ZXN0GhUubGVhZHBpcGUudjEuRm9yZWNhc3QSTwoQQmFja3Rlc3RGb3JlY2FzdBIkLmxlYWRwaXBlLnYxLkJhY2t0ZXN0Rm9yZWNhc3RSZXF1ZXN0GhUubGVhZHBpcGUudjEuQmFja3Rlc3QSWgoSR2V0UGlwZWxpbmVDaGFuZ2VzEiYubGVhZHBpcGUudjEuR2V0UGlwZWxpbmVDaGFuZ2VzUmVxdWVzdBocLmxlYWRwaXBlLnYxLlBpcGVsaW5lQ2hhbmdlc0KeAQoPY29tLmxlYWRwaXBlLnYxQg1Gb3JlY2FzdFByb3RvUAFaOmdpdGh1Yi5jb20vbGVhZHBpcGUvbGVhZHBpcGUvZ2VuL2dvL2xlYWRwaXBlL3YxO2xlYWRwaXBldjGiAgNMUFiqAgtMZWFkcGlwZS5WMboCDExlYWRwaXBlX1YxX8oCC0xlYWRwaXBlXFYx6gIMTGVhZHBpcGU6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
 
 /**
  * Request for ForecastService.GetPipelineMetrics.
@@ -45,7 +45,8 @@ export type GetPipelineMetricsRequest = Message<"leadpipe.v1.GetPipelineMetricsR
   endTime?: Timestamp | undefined;
 
   /**
-   * Answer as the history stood at this time (point in time). Unset means now.
+   * Answer as the history stood at this time (point in time): each lead's stage, amount,
+   * owner, source, labels, expected close time and slippage as they were then. Unset means now.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 4;
    */
@@ -256,6 +257,23 @@ export type PipelineMetrics = Message<"leadpipe.v1.PipelineMetrics"> & {
    * @generated from field: int64 open_count = 12;
    */
   openCount: bigint;
+
+  /**
+   * Of the open leads at as_of, the share whose expected close time had moved to a later date
+   * at least once by then (Lead.close_date_push_count > 0); 0 without open leads.
+   *
+   * @generated from field: double pushed_share = 13;
+   */
+  pushedShare: number;
+
+  /**
+   * Over those pushed open leads that have an expected close time at as_of: the mean of
+   * (expected close time − first expected close time), in days, both as of as_of; 0 without
+   * such leads.
+   *
+   * @generated from field: double average_push_days = 14;
+   */
+  averagePushDays: number;
 };
 
 /**
@@ -540,7 +558,8 @@ export type GetForecastRequest = Message<"leadpipe.v1.GetForecastRequest"> & {
   horizonPeriods: number;
 
   /**
-   * Forecast as of this time. Unset means now.
+   * Forecast as of this time, from each lead as it was then (its latest revision by then).
+   * Unset means now.
    *
    * @generated from field: google.protobuf.Timestamp as_of = 5;
    */
@@ -589,7 +608,7 @@ export type PeriodForecast = Message<"leadpipe.v1.PeriodForecast"> & {
   endTime?: Timestamp | undefined;
 
   /**
-   * Won in this period up to as_of.
+   * Won in this period up to as_of, each lead at the amount it had when it was won.
    *
    * @generated from field: leadpipe.v1.Money closed_won_amount = 3;
    */
@@ -794,7 +813,7 @@ export type BacktestPeriod = Message<"leadpipe.v1.BacktestPeriod"> & {
 
   /**
    * What actually closed won in the period (from the history), including wins by leads created
-   * after as_of.
+   * after as_of, each at the amount the lead had when it was won.
    *
    * @generated from field: leadpipe.v1.Money actual_amount = 3;
    */
@@ -937,6 +956,301 @@ export const BacktestSchema: GenMessage<Backtest> = /*@__PURE__*/
   messageDesc(file_leadpipe_v1_forecast, 14);
 
 /**
+ * Request for ForecastService.GetPipelineChanges.
+ *
+ * @generated from message leadpipe.v1.GetPipelineChangesRequest
+ */
+export type GetPipelineChangesRequest = Message<"leadpipe.v1.GetPipelineChangesRequest"> & {
+  /**
+   * The pipeline. Empty means "default".
+   *
+   * @generated from field: string pipeline_id = 1;
+   */
+  pipelineId: string;
+
+  /**
+   * Start of the window; required, before end_time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * End of the window (inclusive). Unset means now; may not be in the future.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The currency of every amount; required. Leads with an amount in another currency are not
+   * selected; leads without an amount count with zero.
+   *
+   * @generated from field: string currency_code = 4;
+   */
+  currencyCode: string;
+
+  /**
+   * Only leads with this owner. Empty means every owner.
+   *
+   * @generated from field: string owner = 5;
+   */
+  owner: string;
+
+  /**
+   * The bucket whose leads to list. Unset lists none.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeBucket bucket = 6;
+   */
+  bucket: PipelineChangeBucket;
+
+  /**
+   * Maximum number of leads to return. Zero means 50; larger values are clamped to 1000; negative values are refused.
+   *
+   * @generated from field: int32 page_size = 7;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous response with the same request fields.
+   *
+   * @generated from field: string page_token = 8;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.GetPipelineChangesRequest.
+ * Use `create(GetPipelineChangesRequestSchema)` to create a new message.
+ */
+export const GetPipelineChangesRequestSchema: GenMessage<GetPipelineChangesRequest> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 15);
+
+/**
+ * A count of leads and an amount.
+ *
+ * @generated from message leadpipe.v1.PipelineChangeTally
+ */
+export type PipelineChangeTally = Message<"leadpipe.v1.PipelineChangeTally"> & {
+  /**
+   * Leads.
+   *
+   * @generated from field: int64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * Their amount, in the report's currency; never negative.
+   *
+   * @generated from field: leadpipe.v1.Money amount = 2;
+   */
+  amount?: Money | undefined;
+};
+
+/**
+ * Describes the message leadpipe.v1.PipelineChangeTally.
+ * Use `create(PipelineChangeTallySchema)` to create a new message.
+ */
+export const PipelineChangeTallySchema: GenMessage<PipelineChangeTally> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 16);
+
+/**
+ * One bucket of a pipeline changes report.
+ *
+ * @generated from message leadpipe.v1.PipelineChangeBucketTally
+ */
+export type PipelineChangeBucketTally = Message<"leadpipe.v1.PipelineChangeBucketTally"> & {
+  /**
+   * The bucket.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeBucket bucket = 1;
+   */
+  bucket: PipelineChangeBucket;
+
+  /**
+   * Leads in it and their amount (see PipelineChangeBucket for which amount).
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeTally tally = 2;
+   */
+  tally?: PipelineChangeTally | undefined;
+};
+
+/**
+ * Describes the message leadpipe.v1.PipelineChangeBucketTally.
+ * Use `create(PipelineChangeBucketTallySchema)` to create a new message.
+ */
+export const PipelineChangeBucketTallySchema: GenMessage<PipelineChangeBucketTally> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 17);
+
+/**
+ * A lead's state at one end of the window.
+ *
+ * @generated from message leadpipe.v1.PipelineChangeLeadState
+ */
+export type PipelineChangeLeadState = Message<"leadpipe.v1.PipelineChangeLeadState"> & {
+  /**
+   * Its stage then.
+   *
+   * @generated from field: string stage = 1;
+   */
+  stage: string;
+
+  /**
+   * Its amount then; unset without one.
+   *
+   * @generated from field: leadpipe.v1.Money amount = 2;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * Its owner then.
+   *
+   * @generated from field: string owner = 3;
+   */
+  owner: string;
+
+  /**
+   * Its expected close time then; unset without one.
+   *
+   * @generated from field: google.protobuf.Timestamp expected_close_time = 4;
+   */
+  expectedCloseTime?: Timestamp | undefined;
+
+  /**
+   * Whether it had been deleted.
+   *
+   * @generated from field: bool deleted = 5;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message leadpipe.v1.PipelineChangeLeadState.
+ * Use `create(PipelineChangeLeadStateSchema)` to create a new message.
+ */
+export const PipelineChangeLeadStateSchema: GenMessage<PipelineChangeLeadState> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 18);
+
+/**
+ * A lead in the requested bucket.
+ *
+ * @generated from message leadpipe.v1.PipelineChangeLead
+ */
+export type PipelineChangeLead = Message<"leadpipe.v1.PipelineChangeLead"> & {
+  /**
+   * The lead's id.
+   *
+   * @generated from field: string lead_id = 1;
+   */
+  leadId: string;
+
+  /**
+   * Its contribution to the bucket's amount.
+   *
+   * @generated from field: leadpipe.v1.Money amount = 2;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * At start_time; unset when it did not exist yet.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeLeadState before = 3;
+   */
+  before?: PipelineChangeLeadState | undefined;
+
+  /**
+   * At end_time.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeLeadState after = 4;
+   */
+  after?: PipelineChangeLeadState | undefined;
+};
+
+/**
+ * Describes the message leadpipe.v1.PipelineChangeLead.
+ * Use `create(PipelineChangeLeadSchema)` to create a new message.
+ */
+export const PipelineChangeLeadSchema: GenMessage<PipelineChangeLead> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 19);
+
+/**
+ * Response of ForecastService.GetPipelineChanges.
+ *
+ * @generated from message leadpipe.v1.PipelineChanges
+ */
+export type PipelineChanges = Message<"leadpipe.v1.PipelineChanges"> & {
+  /**
+   * The pipeline: the request's, or "default" when it left it empty.
+   *
+   * @generated from field: string pipeline_id = 1;
+   */
+  pipelineId: string;
+
+  /**
+   * The currency of every amount, as requested.
+   *
+   * @generated from field: string currency_code = 2;
+   */
+  currencyCode: string;
+
+  /**
+   * The window, with the request's defaults applied.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * The end of the window (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * The open pipeline at start_time.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeTally start = 5;
+   */
+  start?: PipelineChangeTally | undefined;
+
+  /**
+   * Every bucket, in the enum's order, including empty ones.
+   *
+   * @generated from field: repeated leadpipe.v1.PipelineChangeBucketTally buckets = 6;
+   */
+  buckets: PipelineChangeBucketTally[];
+
+  /**
+   * The open pipeline at end_time.
+   *
+   * @generated from field: leadpipe.v1.PipelineChangeTally end = 7;
+   */
+  end?: PipelineChangeTally | undefined;
+
+  /**
+   * A page of the leads in the requested bucket, by lead id.
+   *
+   * @generated from field: repeated leadpipe.v1.PipelineChangeLead leads = 8;
+   */
+  leads: PipelineChangeLead[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 9;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.PipelineChanges.
+ * Use `create(PipelineChangesSchema)` to create a new message.
+ */
+export const PipelineChangesSchema: GenMessage<PipelineChanges> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_forecast, 20);
+
+/**
  * The length of a forecast period.
  *
  * @generated from enum leadpipe.v1.Period
@@ -976,6 +1290,122 @@ export enum Period {
  */
 export const PeriodSchema: GenEnum<Period> = /*@__PURE__*/
   enumDesc(file_leadpipe_v1_forecast, 0);
+
+/**
+ * A group of leads in a pipeline changes report. A lead is "selected" at an instant when it
+ * exists and is not deleted, its amount is in the report's currency or it has none (which
+ * counts as zero), and it has the report's owner if one is given; it is "open" when it is
+ * selected and in an open stage. S is a lead's state at start_time, E its state at end_time.
+ * The amounts reconcile exactly:
+ * start + NEW + REOPENED + ADDED + INCREASED − DECREASED − WON − LOST − REMOVED = end,
+ * and so do the counts without INCREASED and DECREASED.
+ *
+ * @generated from enum leadpipe.v1.PipelineChangeBucket
+ */
+export enum PipelineChangeBucket {
+  /**
+   * Not set: no page of leads is listed.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Created in the window and open at its end, or created and then won or lost in it (then
+   * also in WON or LOST, with the same amount: it adds nothing to the end). Amount: E's.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_NEW = 1;
+   */
+  NEW = 1,
+
+  /**
+   * Selected and closed at S, open at E, or open inside the window and closed again by E (then
+   * also in WON or LOST). Amount: E's.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_REOPENED = 2;
+   */
+  REOPENED = 2,
+
+  /**
+   * Existing but not selected at S (another currency or owner), open at E, or open inside the
+   * window and closed by E (then also in WON or LOST). Amount: E's.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_ADDED = 3;
+   */
+  ADDED = 3,
+
+  /**
+   * Won by E, selected, and open at S or inside the window. Amount: E's, the amount won; a
+   * change between S and the win is in INCREASED or DECREASED.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_WON = 4;
+   */
+  WON = 4,
+
+  /**
+   * Lost by E, as WON.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_LOST = 5;
+   */
+  LOST = 5,
+
+  /**
+   * Open at S; at E deleted, or no longer selected (another currency or owner), or in a stage
+   * the pipeline no longer has. Amount: S's.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_REMOVED = 6;
+   */
+  REMOVED = 6,
+
+  /**
+   * Open at S, open or won or lost (selected) at E, with a larger amount at E. Amount: E − S.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_INCREASED = 7;
+   */
+  INCREASED = 7,
+
+  /**
+   * As INCREASED, with a smaller amount at E. Amount: S − E.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_DECREASED = 8;
+   */
+  DECREASED = 8,
+
+  /**
+   * Open at S and E, with an expected close time at both, later at E. Amount: E's. Outside the
+   * identity.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_PUSHED = 9;
+   */
+  PUSHED = 9,
+
+  /**
+   * As PUSHED, earlier at E.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_PULLED_IN = 10;
+   */
+  PULLED_IN = 10,
+
+  /**
+   * Open at S and E, in a later stage (pipeline order) at E. Amount: E's. Outside the identity.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_MOVED_FORWARD = 11;
+   */
+  MOVED_FORWARD = 11,
+
+  /**
+   * As MOVED_FORWARD, in an earlier stage at E.
+   *
+   * @generated from enum value: PIPELINE_CHANGE_BUCKET_MOVED_BACKWARD = 12;
+   */
+  MOVED_BACKWARD = 12,
+}
+
+/**
+ * Describes the enum leadpipe.v1.PipelineChangeBucket.
+ */
+export const PipelineChangeBucketSchema: GenEnum<PipelineChangeBucket> = /*@__PURE__*/
+  enumDesc(file_leadpipe_v1_forecast, 1);
 
 /**
  * Metrics, bottlenecks, learned win probabilities and range forecasts, all learned from the
@@ -1042,6 +1472,18 @@ export const ForecastService: GenService<{
     methodKind: "unary";
     input: typeof BacktestForecastRequestSchema;
     output: typeof BacktestSchema;
+  },
+  /**
+   * What changed in the open pipeline between two times: the open pipeline at the start, the
+   * leads that came in, closed, grew, shrank, slipped or moved, and the open pipeline at the
+   * end, in amounts that reconcile exactly; with `bucket`, a page of the leads behind it.
+   *
+   * @generated from rpc leadpipe.v1.ForecastService.GetPipelineChanges
+   */
+  getPipelineChanges: {
+    methodKind: "unary";
+    input: typeof GetPipelineChangesRequestSchema;
+    output: typeof PipelineChangesSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_leadpipe_v1_forecast, 0);

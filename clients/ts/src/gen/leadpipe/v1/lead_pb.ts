@@ -2,17 +2,17 @@
 // @generated from file leadpipe/v1/lead.proto (package leadpipe.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file leadpipe/v1/lead.proto.
  */
 export const file_leadpipe_v1_lead: GenFile = /*@__PURE__*/
-  fileDesc("ChZsZWFkcGlwZS92MS9sZWFkLnByb3RvEgtsZWFkcGlwZS52MSI8CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEg0KBXVuaXRzGAIgASgDEg0KBW5hbm9zGAMgASgFInkKBEJhbnQSIgoGYnVkZ2V0GAEgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSEQoJYXV0aG9yaXR5GAIgASgJEgwKBG5lZWQYAyABKAkSLAoIdGltZWxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpcFCgRMZWFkEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg8KB2NvbXBhbnkYAyABKAkSFAoMY29udGFjdF9uYW1lGAQgASgJEhUKDWNvbnRhY3RfZW1haWwYBSABKAkSDQoFb3duZXIYBiABKAkSDgoGc291cmNlGAcgASgJEhMKC3BpcGVsaW5lX2lkGAggASgJEg0KBXN0YWdlGAkgASgJEiIKBmFtb3VudBgKIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5Eh8KBGJhbnQYCyABKAsyES5sZWFkcGlwZS52MS5CYW50EjcKE2V4cGVjdGVkX2Nsb3NlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KBmxhYmVscxgNIAMoCzIdLmxlYWRwaXBlLnYxLkxlYWQuTGFiZWxzRW50cnkSEwoLbG9zdF9yZWFzb24YDiABKAkSFwoPd2luX3Byb2JhYmlsaXR5GA8gASgBEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc3RhZ2VfZW50ZXJfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEZXRhZxgUIAEoCRITCgtleHRlcm5hbF9pZBgVIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIssBCgtTdGFnZUNoYW5nZRIQCghzZXF1ZW5jZRgBIAEoAxIPCgdsZWFkX2lkGAIgASgJEhMKC3BpcGVsaW5lX2lkGAMgASgJEhIKCmZyb21fc3RhZ2UYBCABKAkSEAoIdG9fc3RhZ2UYBSABKAkSLwoLY2hhbmdlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAcgASgJEgwKBG5vdGUYCCABKAkSEAoIaW1wb3J0ZWQYCSABKAhCmgEKD2NvbS5sZWFkcGlwZS52MUIJTGVhZFByb3RvUAFaOmdpdGh1Yi5jb20vbGVhZHBpcGUvbGVhZHBpcGUvZ2VuL2dvL2xlYWRwaXBlL3YxO2xlYWRwaXBldjGiAgNMUFiqAgtMZWFkcGlwZS5WMboCDExlYWRwaXBlX1YxX8oCC0xlYWRwaXBlXFYx6gIMTGVhZHBpcGU6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChZsZWFkcGlwZS92MS9sZWFkLnByb3RvEgtsZWFkcGlwZS52MSI8CgVNb25leRIVCg1jdXJyZW5jeV9jb2RlGAEgASgJEg0KBXVuaXRzGAIgASgDEg0KBW5hbm9zGAMgASgFInkKBEJhbnQSIgoGYnVkZ2V0GAEgASgLMhIubGVhZHBpcGUudjEuTW9uZXkSEQoJYXV0aG9yaXR5GAIgASgJEgwKBG5lZWQYAyABKAkSLAoIdGltZWxpbmUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqYGCgRMZWFkEgoKAmlkGAEgASgJEg0KBXRpdGxlGAIgASgJEg8KB2NvbXBhbnkYAyABKAkSFAoMY29udGFjdF9uYW1lGAQgASgJEhUKDWNvbnRhY3RfZW1haWwYBSABKAkSDQoFb3duZXIYBiABKAkSDgoGc291cmNlGAcgASgJEhMKC3BpcGVsaW5lX2lkGAggASgJEg0KBXN0YWdlGAkgASgJEiIKBmFtb3VudBgKIAEoCzISLmxlYWRwaXBlLnYxLk1vbmV5Eh8KBGJhbnQYCyABKAsyES5sZWFkcGlwZS52MS5CYW50EjcKE2V4cGVjdGVkX2Nsb3NlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KBmxhYmVscxgNIAMoCzIdLmxlYWRwaXBlLnYxLkxlYWQuTGFiZWxzRW50cnkSEwoLbG9zdF9yZWFzb24YDiABKAkSFwoPd2luX3Byb2JhYmlsaXR5GA8gASgBEi8KC2NyZWF0ZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc3RhZ2VfZW50ZXJfdGltZRgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY2xvc2VfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEZXRhZxgUIAEoCRITCgtleHRlcm5hbF9pZBgVIAEoCRIdChVjbG9zZV9kYXRlX3B1c2hfY291bnQYFiABKAMSPQoZZmlyc3RfZXhwZWN0ZWRfY2xvc2VfdGltZRgXIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZGVsZXRlX3RpbWUYGCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiywEKC1N0YWdlQ2hhbmdlEhAKCHNlcXVlbmNlGAEgASgDEg8KB2xlYWRfaWQYAiABKAkSEwoLcGlwZWxpbmVfaWQYAyABKAkSEgoKZnJvbV9zdGFnZRgEIAEoCRIQCgh0b19zdGFnZRgFIAEoCRIvCgtjaGFuZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYByABKAkSDAoEbm90ZRgIIAEoCRIQCghpbXBvcnRlZBgJIAEoCCKIAgoMTGVhZFJldmlzaW9uEhAKCHJldmlzaW9uGAEgASgDEh8KBGxlYWQYAiABKAsyES5sZWFkcGlwZS52MS5MZWFkEjIKDmNoYW5nZWRfZmllbGRzGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxINCgVhY3RvchgEIAEoCRIvCgtjaGFuZ2VfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKZnJvbV9zdGFnZRgGIAEoCRIQCgh0b19zdGFnZRgHIAEoCRIrCgRraW5kGAggASgOMh0ubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uS2luZCq0AQoQTGVhZFJldmlzaW9uS2luZBIiCh5MRUFEX1JFVklTSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIeChpMRUFEX1JFVklTSU9OX0tJTkRfQ1JFQVRFRBABEh4KGkxFQURfUkVWSVNJT05fS0lORF9VUERBVEVEEAISHAoYTEVBRF9SRVZJU0lPTl9LSU5EX01PVkVEEAMSHgoaTEVBRF9SRVZJU0lPTl9LSU5EX0RFTEVURUQQBEKaAQoPY29tLmxlYWRwaXBlLnYxQglMZWFkUHJvdG9QAVo6Z2l0aHViLmNvbS9sZWFkcGlwZS9sZWFkcGlwZS9nZW4vZ28vbGVhZHBpcGUvdjE7bGVhZHBpcGV2MaICA0xQWKoCC0xlYWRwaXBlLlYxugIMTGVhZHBpcGVfVjFfygILTGVhZHBpcGVcVjHqAgxMZWFkcGlwZTo6VjFiBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * An amount of money, shaped like google.type.Money.
@@ -258,6 +258,29 @@ export type Lead = Message<"leadpipe.v1.Lead"> & {
    * @generated from field: string external_id = 21;
    */
   externalId: string;
+
+  /**
+   * How many times expected_close_time was moved to a later date (slippage). Setting it for the
+   * first time, moving it earlier or clearing it does not count. Output only.
+   *
+   * @generated from field: int64 close_date_push_count = 22;
+   */
+  closeDatePushCount: bigint;
+
+  /**
+   * The first expected_close_time the lead was given; unset until it has one. Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp first_expected_close_time = 23;
+   */
+  firstExpectedCloseTime?: Timestamp | undefined;
+
+  /**
+   * When the lead was deleted. Set only on a lead read as of a time after its deletion
+   * (GetLeadRequest.as_of). Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp delete_time = 24;
+   */
+  deleteTime?: Timestamp | undefined;
 };
 
 /**
@@ -346,4 +369,127 @@ export type StageChange = Message<"leadpipe.v1.StageChange"> & {
  */
 export const StageChangeSchema: GenMessage<StageChange> = /*@__PURE__*/
   messageDesc(file_leadpipe_v1_lead, 3);
+
+/**
+ * One revision of a lead: the lead as it was after one write, and what that write changed.
+ *
+ * @generated from message leadpipe.v1.LeadRevision
+ */
+export type LeadRevision = Message<"leadpipe.v1.LeadRevision"> & {
+  /**
+   * The revision's number: 1 for the creation, then 2, 3… per lead.
+   *
+   * @generated from field: int64 revision = 1;
+   */
+  revision: bigint;
+
+  /**
+   * The lead after the change. For the revision that records a deletion, the lead's last state.
+   *
+   * @generated from field: leadpipe.v1.Lead lead = 2;
+   */
+  lead?: Lead | undefined;
+
+  /**
+   * The Lead fields the write changed, by their proto names (for example "amount",
+   * "expected_close_time", "stage", "labels", "bant"). For a creation, every field it set; empty
+   * for a deletion. Derived fields (win_probability, update_time, stage_enter_time, etag and the
+   * slippage counters) are not listed.
+   *
+   * @generated from field: google.protobuf.FieldMask changed_fields = 3;
+   */
+  changedFields?: FieldMask | undefined;
+
+  /**
+   * Who made the change.
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+
+  /**
+   * When the change was committed (for imported history, when it happened in the source
+   * system).
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 5;
+   */
+  changeTime?: Timestamp | undefined;
+
+  /**
+   * The stage the lead left, when the write changed its stage; empty on creation.
+   *
+   * @generated from field: string from_stage = 6;
+   */
+  fromStage: string;
+
+  /**
+   * The stage the lead entered, when the write changed its stage (or created it); empty
+   * otherwise.
+   *
+   * @generated from field: string to_stage = 7;
+   */
+  toStage: string;
+
+  /**
+   * What the write was.
+   *
+   * @generated from field: leadpipe.v1.LeadRevisionKind kind = 8;
+   */
+  kind: LeadRevisionKind;
+};
+
+/**
+ * Describes the message leadpipe.v1.LeadRevision.
+ * Use `create(LeadRevisionSchema)` to create a new message.
+ */
+export const LeadRevisionSchema: GenMessage<LeadRevision> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead, 4);
+
+/**
+ * What kind of write made a lead revision.
+ *
+ * @generated from enum leadpipe.v1.LeadRevisionKind
+ */
+export enum LeadRevisionKind {
+  /**
+   * Not used.
+   *
+   * @generated from enum value: LEAD_REVISION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CreateLead, or the first entry of an imported lead's history.
+   *
+   * @generated from enum value: LEAD_REVISION_KIND_CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * UpdateLead.
+   *
+   * @generated from enum value: LEAD_REVISION_KIND_UPDATED = 2;
+   */
+  UPDATED = 2,
+
+  /**
+   * MoveLead, or a later stage change of an imported lead's history.
+   *
+   * @generated from enum value: LEAD_REVISION_KIND_MOVED = 3;
+   */
+  MOVED = 3,
+
+  /**
+   * DeleteLead.
+   *
+   * @generated from enum value: LEAD_REVISION_KIND_DELETED = 4;
+   */
+  DELETED = 4,
+}
+
+/**
+ * Describes the enum leadpipe.v1.LeadRevisionKind.
+ */
+export const LeadRevisionKindSchema: GenEnum<LeadRevisionKind> = /*@__PURE__*/
+  enumDesc(file_leadpipe_v1_lead, 0);
 

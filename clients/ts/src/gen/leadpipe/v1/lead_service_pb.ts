@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EmptySchema, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Lead, LeadSchema, StageChange } from "./lead_pb.js";
+import type { Lead, LeadRevision, LeadRevisionKind, LeadSchema, StageChange } from "./lead_pb.js";
 import { file_leadpipe_v1_lead } from "./lead_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leadpipe/v1/lead_service.proto.
  */
 export const file_leadpipe_v1_lead_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkifQoSSW1wb3J0TGVhZHNSZXF1ZXN0EhMKC2V4dGVybmFsX2lkGAEgASgJEh8KBGxlYWQYAiABKAsyES5sZWFkcGlwZS52MS5MZWFkEjEKB2hpc3RvcnkYAyADKAsyIC5sZWFkcGlwZS52MS5JbXBvcnRlZFN0YWdlQ2hhbmdlIokBChNJbXBvcnRlZFN0YWdlQ2hhbmdlEhIKCmZyb21fc3RhZ2UYASABKAkSEAoIdG9fc3RhZ2UYAiABKAkSLwoLY2hhbmdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAQgASgJEgwKBG5vdGUYBSABKAkiUAoLSW1wb3J0RXJyb3ISDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSDQoFZmllbGQYAyABKAkSDgoGcmVhc29uGAQgASgJIo0BChNJbXBvcnRMZWFkc1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDEhAKCGltcG9ydGVkGAIgASgDEhgKEGFscmVhZHlfaW1wb3J0ZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDEigKBmVycm9ycxgFIAMoCzIYLmxlYWRwaXBlLnYxLkltcG9ydEVycm9yIhwKDkdldExlYWRSZXF1ZXN0EgoKAmlkGAEgASgJIlsKEExpc3RMZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJEhAKCG9yZGVyX2J5GAQgASgJImIKEUxpc3RMZWFkc1Jlc3BvbnNlEiAKBWxlYWRzGAEgAygLMhEubGVhZHBpcGUudjEuTGVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSJlChFVcGRhdGVMZWFkUmVxdWVzdBIfCgRsZWFkGAEgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siLQoRRGVsZXRlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSJcCg9Nb3ZlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJEgwKBG5vdGUYBSABKAkiLQoQQ2hlY2tNb3ZlUmVxdWVzdBIKCgJpZBgBIAEoCRINCgVzdGFnZRgCIAEoCSJDCg1Nb3ZlVmlvbGF0aW9uEgwKBHR5cGUYASABKAkSDwoHc3ViamVjdBgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSJUChFDaGVja01vdmVSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEi4KCnZpb2xhdGlvbnMYAiADKAsyGi5sZWFkcGlwZS52MS5Nb3ZlVmlvbGF0aW9uIlEKF0xpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0Eg8KB2xlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiZAoYTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEi8KDXN0YWdlX2NoYW5nZXMYASADKAsyGC5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijwEKGFdhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg4KBnN0YWdlcxgDIAMoCRINCgVvd25lchgEIAEoCRIPCgdsZWFkX2lkGAUgASgJQhEKD19hZnRlcl9zZXF1ZW5jZSLfAQoQU3RhZ2VDaGFuZ2VFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIPCgdsZWFkX2lkGAIgASgJEhMKC3BpcGVsaW5lX2lkGAMgASgJEhIKCmZyb21fc3RhZ2UYBCABKAkSEAoIdG9fc3RhZ2UYBSABKAkSLwoLY2hhbmdlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAcgASgJEgwKBG5vdGUYCCABKAkSHwoEbGVhZBgJIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQy9wUKC0xlYWRTZXJ2aWNlEj8KCkNyZWF0ZUxlYWQSHi5sZWFkcGlwZS52MS5DcmVhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSOQoHR2V0TGVhZBIbLmxlYWRwaXBlLnYxLkdldExlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglMaXN0TGVhZHMSHS5sZWFkcGlwZS52MS5MaXN0TGVhZHNSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVzcG9uc2USPwoKVXBkYXRlTGVhZBIeLmxlYWRwaXBlLnYxLlVwZGF0ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJECgpEZWxldGVMZWFkEh4ubGVhZHBpcGUudjEuRGVsZXRlTGVhZFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoITW92ZUxlYWQSHC5sZWFkcGlwZS52MS5Nb3ZlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkoKCUNoZWNrTW92ZRIdLmxlYWRwaXBlLnYxLkNoZWNrTW92ZVJlcXVlc3QaHi5sZWFkcGlwZS52MS5DaGVja01vdmVSZXNwb25zZRJfChBMaXN0U3RhZ2VDaGFuZ2VzEiQubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1JlcXVlc3QaJS5sZWFkcGlwZS52MS5MaXN0U3RhZ2VDaGFuZ2VzUmVzcG9uc2USWwoRV2F0Y2hTdGFnZUNoYW5nZXMSJS5sZWFkcGlwZS52MS5XYXRjaFN0YWdlQ2hhbmdlc1JlcXVlc3QaHS5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZUV2ZW50MAESUgoLSW1wb3J0TGVhZHMSHy5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1JlcXVlc3QaIC5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1Jlc3BvbnNlKAFCoQEKD2NvbS5sZWFkcGlwZS52MUIQTGVhZFNlcnZpY2VQcm90b1ABWjpnaXRodWIuY29tL2xlYWRwaXBlL2xlYWRwaXBlL2dlbi9nby9sZWFkcGlwZS92MTtsZWFkcGlwZXYxogIDTFBYqgILTGVhZHBpcGUuVjG6AgxMZWFkcGlwZV9WMV/KAgtMZWFkcGlwZVxWMeoCDExlYWRwaXBlOjpWMWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
+  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkifQoSSW1wb3J0TGVhZHNSZXF1ZXN0EhMKC2V4dGVybmFsX2lkGAEgASgJEh8KBGxlYWQYAiABKAsyES5sZWFkcGlwZS52MS5MZWFkEjEKB2hpc3RvcnkYAyADKAsyIC5sZWFkcGlwZS52MS5JbXBvcnRlZFN0YWdlQ2hhbmdlIokBChNJbXBvcnRlZFN0YWdlQ2hhbmdlEhIKCmZyb21fc3RhZ2UYASABKAkSEAoIdG9fc3RhZ2UYAiABKAkSLwoLY2hhbmdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAQgASgJEgwKBG5vdGUYBSABKAkiUAoLSW1wb3J0RXJyb3ISDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSDQoFZmllbGQYAyABKAkSDgoGcmVhc29uGAQgASgJIo0BChNJbXBvcnRMZWFkc1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDEhAKCGltcG9ydGVkGAIgASgDEhgKEGFscmVhZHlfaW1wb3J0ZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDEigKBmVycm9ycxgFIAMoCzIYLmxlYWRwaXBlLnYxLkltcG9ydEVycm9yIkcKDkdldExlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbChBMaXN0TGVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSJiChFMaXN0TGVhZHNSZXNwb25zZRIgCgVsZWFkcxgBIAMoCzIRLmxlYWRwaXBlLnYxLkxlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiZQoRVXBkYXRlTGVhZFJlcXVlc3QSHwoEbGVhZBgBIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIi0KEURlbGV0ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBGV0YWcYAiABKAkiXAoPTW92ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YWdlGAIgASgJEgwKBGV0YWcYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIMCgRub3RlGAUgASgJIi0KEENoZWNrTW92ZVJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkiQwoNTW92ZVZpb2xhdGlvbhIMCgR0eXBlGAEgASgJEg8KB3N1YmplY3QYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkiVAoRQ2hlY2tNb3ZlUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIuCgp2aW9sYXRpb25zGAIgAygLMhoubGVhZHBpcGUudjEuTW92ZVZpb2xhdGlvbiJRChdMaXN0U3RhZ2VDaGFuZ2VzUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImQKGExpc3RTdGFnZUNoYW5nZXNSZXNwb25zZRIvCg1zdGFnZV9jaGFuZ2VzGAEgAygLMhgubGVhZHBpcGUudjEuU3RhZ2VDaGFuZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlIKGExpc3RMZWFkUmV2aXNpb25zUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImIKGUxpc3RMZWFkUmV2aXNpb25zUmVzcG9uc2USLAoJcmV2aXNpb25zGAEgAygLMhkubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKPAQoYV2F0Y2hTdGFnZUNoYW5nZXNSZXF1ZXN0EhsKDmFmdGVyX3NlcXVlbmNlGAEgASgDSACIAQESEwoLcGlwZWxpbmVfaWQYAiABKAkSDgoGc3RhZ2VzGAMgAygJEg0KBW93bmVyGAQgASgJEg8KB2xlYWRfaWQYBSABKAlCEQoPX2FmdGVyX3NlcXVlbmNlIrIBChdXYXRjaExlYWRDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg0KBW93bmVyGAMgASgJEg8KB2xlYWRfaWQYBCABKAkSMgoOY2hhbmdlZF9maWVsZHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQhEKD19hZnRlcl9zZXF1ZW5jZSKPAgoPTGVhZENoYW5nZUV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEisKBGtpbmQYAiABKA4yHS5sZWFkcGlwZS52MS5MZWFkUmV2aXNpb25LaW5kEh8KBGxlYWQYAyABKAsyES5sZWFkcGlwZS52MS5MZWFkEigKDXByZXZpb3VzX2xlYWQYBCABKAsyES5sZWFkcGlwZS52MS5MZWFkEjIKDmNoYW5nZWRfZmllbGRzGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxINCgVhY3RvchgGIAEoCRIvCgtjaGFuZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi3wEKEFN0YWdlQ2hhbmdlRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSDwoHbGVhZF9pZBgCIAEoCRITCgtwaXBlbGluZV9pZBgDIAEoCRISCgpmcm9tX3N0YWdlGAQgASgJEhAKCHRvX3N0YWdlGAUgASgJEi8KC2NoYW5nZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIMCgRub3RlGAggASgJEh8KBGxlYWQYCSABKAsyES5sZWFkcGlwZS52MS5MZWFkMrUHCgtMZWFkU2VydmljZRI/CgpDcmVhdGVMZWFkEh4ubGVhZHBpcGUudjEuQ3JlYXRlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEjkKB0dldExlYWQSGy5sZWFkcGlwZS52MS5HZXRMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSSgoJTGlzdExlYWRzEh0ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVxdWVzdBoeLmxlYWRwaXBlLnYxLkxpc3RMZWFkc1Jlc3BvbnNlEj8KClVwZGF0ZUxlYWQSHi5sZWFkcGlwZS52MS5VcGRhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSRAoKRGVsZXRlTGVhZBIeLmxlYWRwaXBlLnYxLkRlbGV0ZUxlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjsKCE1vdmVMZWFkEhwubGVhZHBpcGUudjEuTW92ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglDaGVja01vdmUSHS5sZWFkcGlwZS52MS5DaGVja01vdmVSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuQ2hlY2tNb3ZlUmVzcG9uc2USXwoQTGlzdFN0YWdlQ2hhbmdlcxIkLmxlYWRwaXBlLnYxLkxpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0GiUubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEmIKEUxpc3RMZWFkUmV2aXNpb25zEiUubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXF1ZXN0GiYubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXNwb25zZRJbChFXYXRjaFN0YWdlQ2hhbmdlcxIlLmxlYWRwaXBlLnYxLldhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBodLmxlYWRwaXBlLnYxLlN0YWdlQ2hhbmdlRXZlbnQwARJYChBXYXRjaExlYWRDaGFuZ2VzEiQubGVhZHBpcGUudjEuV2F0Y2hMZWFkQ2hhbmdlc1JlcXVlc3QaHC5sZWFkcGlwZS52MS5MZWFkQ2hhbmdlRXZlbnQwARJSCgtJbXBvcnRMZWFkcxIfLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVxdWVzdBogLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVzcG9uc2UoAUKhAQoPY29tLmxlYWRwaXBlLnYxQhBMZWFkU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vbGVhZHBpcGUvbGVhZHBpcGUvZ2VuL2dvL2xlYWRwaXBlL3YxO2xlYWRwaXBldjGiAgNMUFiqAgtMZWFkcGlwZS5WMboCDExlYWRwaXBlX1YxX8oCC0xlYWRwaXBlXFYx6gIMTGVhZHBpcGU6OlYxYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
 
 /**
  * Request for LeadService.CreateLead.
@@ -239,6 +239,16 @@ export type GetLeadRequest = Message<"leadpipe.v1.GetLeadRequest"> & {
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * Optional: the lead as it stood at this time, from its revisions (see docs/history.md).
+   * NOT_FOUND if it did not exist yet; a lead deleted by then is returned in its last state,
+   * with delete_time set. Not in the future. OUT_OF_RANGE when revision retention has removed
+   * the history of that time.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 2;
+   */
+  asOf?: Timestamp | undefined;
 };
 
 /**
@@ -601,11 +611,75 @@ export const ListStageChangesResponseSchema: GenMessage<ListStageChangesResponse
   messageDesc(file_leadpipe_v1_lead_service, 15);
 
 /**
+ * Request for LeadService.ListLeadRevisions.
+ *
+ * @generated from message leadpipe.v1.ListLeadRevisionsRequest
+ */
+export type ListLeadRevisionsRequest = Message<"leadpipe.v1.ListLeadRevisionsRequest"> & {
+  /**
+   * The lead's id. A deleted lead's id is accepted; NOT_FOUND if the lead never existed.
+   *
+   * @generated from field: string lead_id = 1;
+   */
+  leadId: string;
+
+  /**
+   * Maximum number of revisions to return. Zero means 50; larger values are clamped to 1000; negative values are refused.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of a previous response.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.ListLeadRevisionsRequest.
+ * Use `create(ListLeadRevisionsRequestSchema)` to create a new message.
+ */
+export const ListLeadRevisionsRequestSchema: GenMessage<ListLeadRevisionsRequest> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 16);
+
+/**
+ * Response for LeadService.ListLeadRevisions.
+ *
+ * @generated from message leadpipe.v1.ListLeadRevisionsResponse
+ */
+export type ListLeadRevisionsResponse = Message<"leadpipe.v1.ListLeadRevisionsResponse"> & {
+  /**
+   * The revisions, oldest first.
+   *
+   * @generated from field: repeated leadpipe.v1.LeadRevision revisions = 1;
+   */
+  revisions: LeadRevision[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.ListLeadRevisionsResponse.
+ * Use `create(ListLeadRevisionsResponseSchema)` to create a new message.
+ */
+export const ListLeadRevisionsResponseSchema: GenMessage<ListLeadRevisionsResponse> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 17);
+
+/**
  * Request for LeadService.WatchStageChanges.
  *
  * Guarantees: events arrive in strictly increasing `sequence` order, each at most once per
- * stream. Sequences are per tenant and assigned in commit order (numbers used by imported
- * history, which is not streamed, are skipped), so a client that
+ * stream. Sequences are per tenant and assigned in commit order (numbers used by writes that
+ * change no stage, which WatchLeadChanges streams, and by imported history, which is not
+ * streamed, are skipped), so a client that
  * remembers the last sequence it processed and reconnects with `after_sequence` set to it
  * receives every later event exactly once, from any replica, also after a server restart.
  * Filters are applied on the server; filtered-out events still advance the sequence.
@@ -660,7 +734,131 @@ export type WatchStageChangesRequest = Message<"leadpipe.v1.WatchStageChangesReq
  * Use `create(WatchStageChangesRequestSchema)` to create a new message.
  */
 export const WatchStageChangesRequestSchema: GenMessage<WatchStageChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 16);
+  messageDesc(file_leadpipe_v1_lead_service, 18);
+
+/**
+ * Request for LeadService.WatchLeadChanges.
+ *
+ * The guarantees of WatchStageChangesRequest hold: events in strictly increasing `sequence`
+ * order, each at most once per stream; resuming with `after_sequence` delivers every later event
+ * exactly once, from any replica, also after a server restart; the same retention (OUT_OF_RANGE
+ * below it) and the same per-tenant stream limit, shared with WatchStageChanges. The sequences
+ * are the same ones WatchStageChanges uses: a stage change has one sequence on both streams.
+ *
+ * @generated from message leadpipe.v1.WatchLeadChangesRequest
+ */
+export type WatchLeadChangesRequest = Message<"leadpipe.v1.WatchLeadChangesRequest"> & {
+  /**
+   * Replay every event with a sequence above this, then continue live. 0 replays everything
+   * still retained. Unset means new events only. Older than the retention window is
+   * OUT_OF_RANGE, as for WatchStageChanges.
+   *
+   * @generated from field: optional int64 after_sequence = 1;
+   */
+  afterSequence?: bigint | undefined;
+
+  /**
+   * Only events of leads in this pipeline. Empty means every pipeline.
+   *
+   * @generated from field: string pipeline_id = 2;
+   */
+  pipelineId: string;
+
+  /**
+   * Only events of leads with this owner after the change. Empty means every owner.
+   *
+   * @generated from field: string owner = 3;
+   */
+  owner: string;
+
+  /**
+   * Only events of this lead. Empty means every lead.
+   *
+   * @generated from field: string lead_id = 4;
+   */
+  leadId: string;
+
+  /**
+   * Only events that changed at least one of these Lead fields, for example
+   * "expected_close_time" or "amount,stage". The fields LeadRevision.changed_fields can name.
+   * Empty means every event.
+   *
+   * @generated from field: google.protobuf.FieldMask changed_fields = 5;
+   */
+  changedFields?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message leadpipe.v1.WatchLeadChangesRequest.
+ * Use `create(WatchLeadChangesRequestSchema)` to create a new message.
+ */
+export const WatchLeadChangesRequestSchema: GenMessage<WatchLeadChangesRequest> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 19);
+
+/**
+ * One write of a lead, as streamed by LeadService.WatchLeadChanges.
+ *
+ * @generated from message leadpipe.v1.LeadChangeEvent
+ */
+export type LeadChangeEvent = Message<"leadpipe.v1.LeadChangeEvent"> & {
+  /**
+   * Position in the tenant's history; strictly increasing, in commit order. Shared with
+   * WatchStageChanges.
+   *
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * What the write was.
+   *
+   * @generated from field: leadpipe.v1.LeadRevisionKind kind = 2;
+   */
+  kind: LeadRevisionKind;
+
+  /**
+   * The lead after the change. For DELETED, the lead's last state.
+   *
+   * @generated from field: leadpipe.v1.Lead lead = 3;
+   */
+  lead?: Lead | undefined;
+
+  /**
+   * The lead before the change; unset for CREATED (and for events committed before every write
+   * had one, which are all stage changes).
+   *
+   * @generated from field: leadpipe.v1.Lead previous_lead = 4;
+   */
+  previousLead?: Lead | undefined;
+
+  /**
+   * The Lead fields the write changed, as in LeadRevision.changed_fields.
+   *
+   * @generated from field: google.protobuf.FieldMask changed_fields = 5;
+   */
+  changedFields?: FieldMask | undefined;
+
+  /**
+   * Who made the change.
+   *
+   * @generated from field: string actor = 6;
+   */
+  actor: string;
+
+  /**
+   * When the change was committed.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 7;
+   */
+  changeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message leadpipe.v1.LeadChangeEvent.
+ * Use `create(LeadChangeEventSchema)` to create a new message.
+ */
+export const LeadChangeEventSchema: GenMessage<LeadChangeEvent> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 20);
 
 /**
  * One stage change, as streamed by LeadService.WatchStageChanges.
@@ -739,7 +937,7 @@ export type StageChangeEvent = Message<"leadpipe.v1.StageChangeEvent"> & {
  * Use `create(StageChangeEventSchema)` to create a new message.
  */
 export const StageChangeEventSchema: GenMessage<StageChangeEvent> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 17);
+  messageDesc(file_leadpipe_v1_lead_service, 21);
 
 /**
  * Leads and their movement through a pipeline.
@@ -792,7 +990,7 @@ export const LeadService: GenService<{
     output: typeof LeadSchema;
   },
   /**
-   * Deletes a lead and its stage history.
+   * Deletes a lead and its stage history. Its revisions are kept (see ListLeadRevisions).
    *
    * @generated from rpc leadpipe.v1.LeadService.DeleteLead
    */
@@ -832,6 +1030,18 @@ export const LeadService: GenService<{
     output: typeof ListStageChangesResponseSchema;
   },
   /**
+   * Lists a lead's revisions, oldest first: the lead after every write (create, update, move,
+   * delete, import), with the fields each write changed. A deleted lead's revisions stay
+   * listable. See docs/history.md.
+   *
+   * @generated from rpc leadpipe.v1.LeadService.ListLeadRevisions
+   */
+  listLeadRevisions: {
+    methodKind: "unary";
+    input: typeof ListLeadRevisionsRequestSchema;
+    output: typeof ListLeadRevisionsResponseSchema;
+  },
+  /**
    * Streams stage changes as they are committed, in sequence order, optionally replaying
    * history first. See WatchStageChangesRequest for the delivery guarantees. The response
    * headers are sent only once the subscription is registered: a change committed after a
@@ -844,6 +1054,18 @@ export const LeadService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchStageChangesRequestSchema;
     output: typeof StageChangeEventSchema;
+  },
+  /**
+   * Streams every write of a lead (create, update, move, delete) as it is committed, with the
+   * lead before and after and the fields that changed. Same outbox, sequence numbers and
+   * guarantees as WatchStageChanges (see WatchLeadChangesRequest). See docs/streaming.md.
+   *
+   * @generated from rpc leadpipe.v1.LeadService.WatchLeadChanges
+   */
+  watchLeadChanges: {
+    methodKind: "server_streaming";
+    input: typeof WatchLeadChangesRequestSchema;
+    output: typeof LeadChangeEventSchema;
   },
   /**
    * Loads leads with their full stage history, for example when migrating from another CRM.
