@@ -12,9 +12,13 @@ const PROTOS: &[&str] = &[
     "proto/leadpipe/v1/forecast.proto",
 ];
 
-/// Described by reflection so that tools such as grpcurl can decode error details; the Rust
-/// types come from tonic-types.
-const REFLECTION_ONLY: &[&str] = &["proto/google/rpc/error_details.proto"];
+/// Described by reflection so that tools such as grpcurl can describe `google.rpc.Status` and
+/// decode the error details in `grpc-status-details-bin`; the Rust types come from tonic-types.
+const REFLECTION_ONLY: &[&str] = &[
+    "proto/google/rpc/status.proto",
+    "proto/google/rpc/code.proto",
+    "proto/google/rpc/error_details.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -13,8 +13,8 @@ use crate::domain::Violations;
 use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{CriterionId, PipelineId, StageKey};
 use crate::domain::lead::{
-    Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_email, validate_labels,
-    validate_text, validate_title,
+    Bant, Lead, LeadFields, MAX_LOST_REASON_LEN, MAX_TEXT_LEN, validate_business_date,
+    validate_email, validate_labels, validate_text, validate_title,
 };
 use crate::domain::money::Money;
 use crate::domain::pipeline::{
@@ -103,6 +103,18 @@ pub fn optional_time(
     ts.and_then(|ts| violations.check(field, timestamp_to_datetime(ts)))
 }
 
+/// A lead's expected close time or BANT timeline: a valid timestamp within the business dates
+/// the domain accepts.
+fn business_time(
+    violations: &mut Violations,
+    field: &str,
+    ts: Option<&Timestamp>,
+) -> Option<DateTime<Utc>> {
+    let time = optional_time(violations, field, ts)?;
+    violations.check(field, validate_business_date(time))?;
+    Some(time)
+}
+
 /// An all-zero Money with no currency means "unset".
 fn optional_money(
     violations: &mut Violations,
@@ -182,9 +194,9 @@ pub fn lead_fields_from_proto(
                 &bant.need,
                 MAX_LOST_REASON_LEN,
             ),
-            timeline: optional_time(violations, &path("bant.timeline"), bant.timeline.as_ref()),
+            timeline: business_time(violations, &path("bant.timeline"), bant.timeline.as_ref()),
         },
-        expected_close_time: optional_time(
+        expected_close_time: business_time(
             violations,
             &path("expected_close_time"),
             lead.expected_close_time.as_ref(),

@@ -22,6 +22,7 @@ on_both_backends!(
     list_filters_by_every_supported_field,
     list_orders_by_every_supported_key,
     list_rejects_malformed_filters_and_tokens,
+    implausible_business_dates_are_refused_on_create_update_and_import,
 );
 
 fn full_lead(title: &str) -> pb::Lead {
@@ -762,4 +763,96 @@ async fn list_rejects_malformed_filters_and_tokens(app: TestApp) {
         .unwrap_err();
     assert_eq!(reused.code(), Code::InvalidArgument);
     assert_eq!(bad_request_fields(&reused), vec!["page_token".to_string()]);
+}
+
+fn at_seconds(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// 1990-01-01T00:00:00Z and 2200-01-01T00:00:00Z: the first accepted business date and the first
+/// refused one after it.
+const FIRST_BUSINESS_SECOND: i64 = 631_152_000;
+const FIRST_SECOND_AFTER_BUSINESS_DATES: i64 = 7_258_118_400;
+
+/// A JavaScript `Date` or an unset field read as zero arrives as the epoch; such dates are
+/// refused field by field, and nothing is written.
+async fn implausible_business_dates_are_refused_on_create_update_and_import(app: TestApp) {
+    let mut client = app.leads.clone();
+    let implausible = pb::Lead {
+        expected_close_time: at_seconds(0),
+        bant: Some(pb::Bant {
+            timeline: at_seconds(FIRST_SECOND_AFTER_BUSINESS_DATES),
+            ..Default::default()
+        }),
+        ..new_lead("epoch close")
+    };
+    let status = client
+        .create_lead(pb::CreateLeadRequest {
+            lead: Some(implausible.clone()),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&status),
+        vec!["lead.bant.timeline", "lead.expected_close_time"]
+    );
+    let listed = client
+        .list_leads(pb::ListLeadsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_size, 0, "a refused create writes nothing");
+
+    let lead = create(
+        &app,
+        pb::Lead {
+            expected_close_time: at_seconds(FIRST_BUSINESS_SECOND),
+            bant: Some(pb::Bant {
+                timeline: at_seconds(FIRST_SECOND_AFTER_BUSINESS_DATES - 1),
+                ..Default::default()
+            }),
+            ..new_lead("edge dates")
+        },
+    )
+    .await;
+    assert_eq!(lead.expected_close_time, at_seconds(FIRST_BUSINESS_SECOND));
+
+    let status = client
+        .update_lead(pb::UpdateLeadRequest {
+            lead: Some(pb::Lead {
+                id: lead.id.clone(),
+                expected_close_time: at_seconds(FIRST_BUSINESS_SECOND - 1),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["expected_close_time".into()],
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        bad_request_fields(&status),
+        vec!["lead.expected_close_time"]
+    );
+    assert_eq!(
+        get_lead(&app, &lead.id).await.etag,
+        lead.etag,
+        "nothing written"
+    );
+
+    let response = common::history::import(
+        &app,
+        vec![pb::ImportLeadsRequest {
+            external_id: "crm-epoch".into(),
+            lead: Some(implausible),
+            history: Vec::new(),
+        }],
+    )
+    .await;
+    assert_eq!((response.imported, response.failed), (0, 1));
+    assert_eq!(response.errors[0].field, "lead.bant.timeline");
+    assert_eq!(response.errors[0].external_id, "crm-epoch");
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     shutdown_ends_streams_with_unavailable,
     expired_and_future_sequences_are_out_of_range,
     commits_reach_new_streams_without_polling,
+    response_headers_mean_the_subscription_is_live,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -389,4 +390,32 @@ async fn commits_reach_new_streams_without_polling(app: TestApp) {
     move_to(&app, &lead.id, "qualification").await.unwrap();
     assert_eq!(next_event(&mut stream).await.sequence, 2);
     assert_eq!(next_event(&mut replaying).await.sequence, 2);
+}
+
+/// The documented live signal: a stream's response headers are sent only once its subscription
+/// is registered, so a client that has them and then moves a lead is sure to see the move, with
+/// no replay position (`after_sequence` unset) to fall back on. Repeated, because a server that
+/// sent headers first would lose the race only some of the time.
+async fn response_headers_mean_the_subscription_is_live(app: TestApp) {
+    let lead = create(&app, qualified("live signal")).await;
+    let stages = ["qualification", "lead_generation"];
+    for round in 0..20 {
+        let mut stream = app
+            .leads
+            .clone()
+            .watch_stage_changes(pb::WatchStageChangesRequest {
+                lead_id: lead.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("response headers")
+            .into_inner();
+        let to = stages[round % 2];
+        move_to(&app, &lead.id, to).await.expect("move");
+        let event = next_event(&mut stream).await;
+        assert_eq!(
+            (event.lead_id.as_str(), event.to_stage.as_str()),
+            (lead.id.as_str(), to)
+        );
+    }
 }

@@ -1,4 +1,4 @@
-"""Starts a real `leadpipe serve` for the Python tests, and generates the client stubs.
+"""Starts a real `leadpipe serve` for the Python tests.
 
 The server binary is LEADPIPE_BIN, or target/debug/leadpipe (build it with
 `cargo build --bin leadpipe`). Every test that uses the `server` fixture runs on SQLite, and on
@@ -6,14 +6,11 @@ PostgreSQL too when LEADPIPE_TEST_DATABASE_URL is set (each run in a database of
 the Rust tests).
 """
 
-import importlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import types
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,38 @@ class Server:
     database_url: str
     binary: Path
     log: Path
+    process: "subprocess.Popen | None" = None
+
+    def start(self) -> None:
+        env = dict(
+            os.environ,
+            LEADPIPE_DATABASE_URL=self.database_url,
+            LEADPIPE_LISTEN=self.address,
+            LEADPIPE_SQLITE_SYNCHRONOUS="normal",
+            RUST_LOG="warn",
+            NO_COLOR="1",
+        )
+        with open(self.log, "ab") as log_file:
+            self.process = subprocess.Popen(
+                [str(self.binary), "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        wait_until_serving(self.address, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stops the server and starts it again on the same address and database."""
+        self.stop()
+        self.start()
 
 
 def free_port() -> int:
@@ -88,62 +117,12 @@ def server(request, tmp_path_factory):
         psql(pg_admin_url, f"CREATE DATABASE {database}")
         database_url = f"{pg_admin_url.rsplit('/', 1)[0]}/{database}"
 
-    binary = leadpipe_binary()
-    address = f"127.0.0.1:{free_port()}"
-    log = work / "leadpipe.log"
-    env = dict(
-        os.environ,
-        LEADPIPE_DATABASE_URL=database_url,
-        LEADPIPE_LISTEN=address,
-        LEADPIPE_SQLITE_SYNCHRONOUS="normal",
-        RUST_LOG="warn",
-        NO_COLOR="1",
-    )
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [str(binary), "serve"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
+    server = Server(backend, f"127.0.0.1:{free_port()}", database_url, leadpipe_binary(),
+                    work / "leadpipe.log")
     try:
-        wait_until_serving(address, process, log)
-        yield Server(backend, address, database_url, binary, log)
+        server.start()
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
         if database is not None:
             psql(pg_admin_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """Stubs generated from proto/ with grpcio-tools, as any Python client would make them."""
-    from grpc_tools import protoc
-
-    out = tmp_path_factory.mktemp("stubs")
-    protos = sorted(
-        str(path.relative_to(REPO / "proto"))
-        for path in (REPO / "proto" / "leadpipe").rglob("*.proto")
-    )
-    well_known = Path(protoc.__file__).parent / "_proto"
-    status = protoc.main(
-        [
-            "grpc_tools.protoc",
-            f"-I{REPO / 'proto'}",
-            f"-I{well_known}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            *protos,
-        ]
-    )
-    assert status == 0, f"protoc failed on {protos}"
-    sys.path.insert(0, str(out))
-    modules = {}
-    for proto in protos:
-        name = proto.removesuffix(".proto").replace("/", ".")
-        base = name.rsplit(".", 1)[1]
-        modules[f"{base}_pb2"] = importlib.import_module(f"{name}_pb2")
-        modules[f"{base}_pb2_grpc"] = importlib.import_module(f"{name}_pb2_grpc")
-    return types.SimpleNamespace(**modules)

@@ -163,6 +163,29 @@ pub fn validate_email(value: &str) -> Result<(), String> {
         .map_err(|e| format!("{value:?} is not a valid e-mail address: {e}"))
 }
 
+/// The earliest business date a lead may carry (an expected close time or a BANT timeline):
+/// 1990-01-01T00:00:00Z. Older dates are almost always a client's mistake, not a plan: an unset
+/// date sent as zero (the epoch), or milliseconds read as seconds.
+pub const EARLIEST_BUSINESS_DATE_SECONDS: i64 = 631_152_000;
+/// The first instant past the latest business date a lead may carry: 2200-01-01T00:00:00Z.
+pub const END_OF_BUSINESS_DATES_SECONDS: i64 = 7_258_118_400;
+
+/// A lead's business dates lie from 1990-01-01 (inclusive) to 2200-01-01 (exclusive), in UTC.
+/// Client libraries turn a missing or mistyped date into the epoch or into a far-off year without
+/// a word, and a lead whose expected close is 1970 would skew every forecast and stuck-lead
+/// list; refusing it makes the client see the mistake.
+pub fn validate_business_date(time: DateTime<Utc>) -> Result<(), String> {
+    let seconds = time.timestamp();
+    if (EARLIEST_BUSINESS_DATE_SECONDS..END_OF_BUSINESS_DATES_SECONDS).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be from 1990-01-01T00:00:00Z up to 2200-01-01T00:00:00Z, got {}",
+            time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ))
+    }
+}
+
 pub fn validate_label_key(key: &str) -> Result<(), String> {
     let mut chars = key.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
@@ -198,6 +221,20 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Vec<(String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn business_dates_lie_between_1990_and_2200() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert!(validate_business_date(at("1990-01-01T00:00:00Z")).is_ok());
+        assert!(validate_business_date(at("2027-03-31T00:00:00Z")).is_ok());
+        assert!(validate_business_date(at("2199-12-31T23:59:59.999999Z")).is_ok());
+        assert!(validate_business_date(at("1989-12-31T23:59:59.999999Z")).is_err());
+        assert!(validate_business_date(at("2200-01-01T00:00:00Z")).is_err());
+        assert_eq!(
+            validate_business_date(DateTime::UNIX_EPOCH),
+            Err("must be from 1990-01-01T00:00:00Z up to 2200-01-01T00:00:00Z, got 1970-01-01T00:00:00Z".into())
+        );
+    }
 
     #[test]
     fn titles_are_required_and_bounded() {

@@ -1,0 +1,1 @@
+"""Messages and service stubs generated from proto/leadpipe/v1 by grpcio-tools (clients/generate)."""
