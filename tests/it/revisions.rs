@@ -630,4 +630,31 @@ async fn retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads(app: Te
     // Before the cutoff the history is incomplete: refused, never answered from what is left.
     let old = get_as_of(&app, &created.id, t0).await.unwrap_err();
     assert_eq!(old.code(), Code::OutOfRange, "{old:?}");
+    // So are past metrics, forecasts and backtests, which read every lead as of that time.
+    let mut forecasts =
+        pb::forecast_service_client::ForecastServiceClient::new(app.channel().await);
+    let metrics = forecasts
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+            as_of: Some(t0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(metrics.code(), Code::OutOfRange, "{metrics:?}");
+    let backtest = forecasts
+        .backtest_forecast(pb::BacktestForecastRequest {
+            as_of: Some(t0),
+            currency_code: "EUR".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(backtest.code(), Code::OutOfRange, "{backtest:?}");
+    forecasts
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+            as_of: Some(an_hour_ago),
+            ..Default::default()
+        })
+        .await
+        .expect("metrics as of a time retention still covers");
 }

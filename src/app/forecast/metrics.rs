@@ -172,6 +172,8 @@ impl ForecastService {
                 "must be before end_time and as_of",
             ));
         }
+        self.ensure_revisions_kept(ctx, "as_of", query.as_of)
+            .await?;
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
         let model = self

@@ -256,6 +256,8 @@ impl ForecastService {
         query: &ForecastQuery,
         as_of: DateTime<Utc>,
     ) -> Result<(Vec<PeriodRange>, Vec<Deal>, std::sync::Arc<LearnedModel>), AppError> {
+        self.ensure_revisions_kept(ctx, "as_of", query.as_of)
+            .await?;
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
         let model = self
