@@ -169,7 +169,18 @@ impl AuthLayer {
             });
             return Ok(());
         }
-        let any_key = shared.mode == AuthMode::Auto && shared.keys.any_active().await?;
+        let any_key = match shared.mode {
+            AuthMode::Auto => match shared.keys.any_active().await {
+                Ok(any_key) => any_key,
+                // A lost connection must not stop the server: the first call decides, and
+                // fails closed if it still cannot.
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for API keys yet; the first call will");
+                    return Ok(());
+                }
+            },
+            _ => false,
+        };
         let required = decide(shared.mode, any_key, shared.addr)?;
         if shared.required.set(required).is_ok() && !required {
             warn_unauthenticated(shared.mode, shared.addr);
