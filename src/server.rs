@@ -27,6 +27,7 @@ use crate::grpc::lead_service::LeadApi;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::pb;
 use crate::grpc::pipeline_service::PipelineApi;
+use crate::grpc::watch::LeadServiceRoutes;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreConfig, StoreError, idempotency, outbox, revisions, to_micros};
 
@@ -379,15 +380,14 @@ impl App {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
-            .add_service(
-                pb::lead_service_server::LeadServiceServer::new(LeadApi {
+            .add_service(LeadServiceRoutes::new(
+                LeadApi {
                     leads: self.leads,
                     import: self.import,
                     forecasts: self.forecasts.clone(),
-                })
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            )
+                },
+                max,
+            ))
             .add_service(
                 pb::pipeline_service_server::PipelineServiceServer::new(PipelineApi {
                     pipelines: self.pipelines,
@@ -499,7 +499,7 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health
         .set_service_status(
-            <pb::lead_service_server::LeadServiceServer<LeadApi> as tonic::server::NamedService>::NAME,
+            <LeadServiceRoutes as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

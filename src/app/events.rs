@@ -12,11 +12,18 @@
 //!
 //! Tailers are woken by local commits, by the PostgreSQL relay for commits on other replicas,
 //! and by a slow poll as a safety net.
+//!
+//! An event reaches every subscriber as the same [`StreamEvent`], which memoizes the event's
+//! encoding for each kind of stream: the transport encodes it once for all of a tenant's streams
+//! rather than once per stream, which at thousands of subscribers was most of the work of a
+//! write.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::task::TaskTracker;
@@ -72,13 +79,54 @@ impl EventFilter {
     }
 }
 
+/// The two kinds of stream, each with its own encoding of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Stage changes only (WatchStageChanges).
+    StageChanges,
+    /// Every write (WatchLeadChanges).
+    LeadChanges,
+}
+
+/// An event as the streams share it: the change, and its encoding for each kind of stream,
+/// made by the first stream that sends it and reused by every other. The bytes are opaque
+/// here; the transport decides what they hold.
+#[derive(Debug)]
+pub struct StreamEvent {
+    pub event: LeadChangeEvent,
+    encoded: [OnceLock<Option<Bytes>>; 2],
+}
+
+impl StreamEvent {
+    pub fn new(event: LeadChangeEvent) -> Self {
+        Self {
+            event,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The event encoded for `kind`: `encode` runs for the first stream that asks, and later
+    /// streams of that kind get the same bytes. None when `encode` has nothing to send.
+    pub fn encoded(
+        &self,
+        kind: StreamKind,
+        encode: impl FnOnce(&LeadChangeEvent) -> Option<Bytes>,
+    ) -> Option<Bytes> {
+        let slot = match kind {
+            StreamKind::StageChanges => &self.encoded[0],
+            StreamKind::LeadChanges => &self.encoded[1],
+        };
+        slot.get_or_init(|| encode(&self.event)).clone()
+    }
+}
+
 /// What a stream carries. The error is boxed so that the channel's preallocated slots stay
 /// small: an idle stream's memory is mostly its channel and its task.
-pub type StreamItem = Result<Arc<LeadChangeEvent>, Box<AppError>>;
+pub type StreamItem = Result<Arc<StreamEvent>, Box<AppError>>;
 pub type EventStream = mpsc::Receiver<StreamItem>;
 
 struct TenantFeed {
-    sender: broadcast::Sender<Arc<LeadChangeEvent>>,
+    sender: broadcast::Sender<Arc<StreamEvent>>,
     wake: Notify,
     /// The last sequence the tailer has read and fanned out: for the outbox-lag metric, and for
     /// subscribers to notice events that were fanned out before they could receive them.
@@ -280,11 +328,7 @@ impl EventHub {
     fn live_events(
         &self,
         tenant: &TenantId,
-    ) -> (
-        broadcast::Receiver<Arc<LeadChangeEvent>>,
-        Arc<TenantFeed>,
-        bool,
-    ) {
+    ) -> (broadcast::Receiver<Arc<StreamEvent>>, Arc<TenantFeed>, bool) {
         let mut feeds = self.feeds();
         if let Some(feed) = feeds.get(tenant) {
             return (feed.sender.subscribe(), feed.clone(), false);
@@ -350,7 +394,7 @@ impl EventHub {
                         for event in events {
                             last = event.sequence;
                             // No receivers is fine: the next subscriber reads the database.
-                            let _ = feed.sender.send(Arc::new(event));
+                            let _ = feed.sender.send(Arc::new(StreamEvent::new(event)));
                         }
                         feed.delivered.store(last, Ordering::Relaxed);
                         if !full {
@@ -476,7 +520,7 @@ enum Stop {
 }
 
 impl Subscriber {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<LeadChangeEvent>>) {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<StreamEvent>>) {
         let stop = self.serve(&mut live).await;
         if let Stop::Failed(error) = stop {
             let _ = self.out.send(Err(Box::new(error))).await;
@@ -485,7 +529,7 @@ impl Subscriber {
 
     /// Catch-ups are boxed: their database reads would otherwise make every idle subscriber's
     /// task as large as the largest read's state.
-    async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<LeadChangeEvent>>) -> Stop {
+    async fn serve(&mut self, live: &mut broadcast::Receiver<Arc<StreamEvent>>) -> Stop {
         if let Err(stop) = Box::pin(self.catch_up()).await {
             return stop;
         }
@@ -519,8 +563,10 @@ impl Subscriber {
                 }
             };
             let result = match received {
-                Ok(event) if event.sequence <= self.cursor => Ok(()),
-                Ok(event) if event.sequence == self.cursor + 1 => self.deliver(event).await,
+                Ok(shared) if shared.event.sequence <= self.cursor => Ok(()),
+                Ok(shared) if shared.event.sequence == self.cursor + 1 => {
+                    self.deliver(shared).await
+                }
                 // A gap (we subscribed while it was in flight) or lag: the database has it all.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     Box::pin(self.catch_up()).await
@@ -544,7 +590,7 @@ impl Subscriber {
                 if event.sequence != self.cursor + 1 {
                     self.check_gap().await?;
                 }
-                self.deliver(Arc::new(event)).await?;
+                self.deliver(Arc::new(StreamEvent::new(event))).await?;
             }
             if !full {
                 return Ok(());
@@ -610,12 +656,12 @@ impl Subscriber {
         }
     }
 
-    async fn deliver(&mut self, event: Arc<LeadChangeEvent>) -> Result<(), Stop> {
-        let sequence = event.sequence;
-        if self.filter.matches(&event) {
+    async fn deliver(&mut self, shared: Arc<StreamEvent>) -> Result<(), Stop> {
+        let sequence = shared.event.sequence;
+        if self.filter.matches(&shared.event) {
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                sent = self.out.send(Ok(event)) => sent.map_err(|_| Stop::ClientGone)?,
+                sent = self.out.send(Ok(shared)) => sent.map_err(|_| Stop::ClientGone)?,
                 _ = shutdown.changed() => return Err(Stop::Failed(self.shutting_down())),
             }
         }

@@ -1,14 +1,9 @@
-//! `leadpipe.v1.LeadService`.
-
-use std::pin::Pin;
+//! `leadpipe.v1.LeadService`, but for its watch streams (`super::watch`).
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::{context, pb};
-use crate::api::convert::stage_change_event;
-use crate::app::api_keys::KeyName;
-use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
 use crate::app::import::{ImportRow, ImportService};
 use crate::app::leads::{
@@ -23,14 +18,9 @@ pub struct LeadApi {
     pub forecasts: ForecastService,
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StageChangeEvent, Status>> + Send>>;
-type LeadEventStream = Pin<Box<dyn Stream<Item = Result<pb::LeadChangeEvent, Status>> + Send>>;
-
+/// Every method but the two watch streams, which `super::watch` serves.
 #[tonic::async_trait]
-impl pb::lead_service_server::LeadService for LeadApi {
-    type WatchStageChangesStream = EventStream;
-    type WatchLeadChangesStream = LeadEventStream;
-
+impl super::unary::lead_service_server::LeadService for LeadApi {
     async fn import_leads(
         &self,
         request: Request<tonic::Streaming<pb::ImportLeadsRequest>>,
@@ -42,50 +32,6 @@ impl pb::lead_service_server::LeadService for LeadApi {
             .import_and_rescore(&self.forecasts, &ctx, rows)
             .await?;
         Ok(Response::new(summary.into()))
-    }
-
-    async fn watch_stage_changes(
-        &self,
-        request: Request<pb::WatchStageChangesRequest>,
-    ) -> Result<Response<Self::WatchStageChangesStream>, Status> {
-        let ctx = context(&request);
-        let key = request.extensions().get::<KeyName>().cloned();
-        let filter = EventFilter::try_from(request.get_ref())?;
-        let after_sequence = request.get_ref().after_sequence;
-        let events = self
-            .leads
-            .events()
-            .subscribe(&ctx, key, after_sequence, filter)
-            .await?;
-        // The filter passes only events that carry a stage change.
-        let stream =
-            tokio_stream::wrappers::ReceiverStream::new(events).filter_map(|item| async move {
-                match item {
-                    Ok(event) => stage_change_event(&event).map(Ok),
-                    Err(error) => Some(Err(Status::from(*error))),
-                }
-            });
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn watch_lead_changes(
-        &self,
-        request: Request<pb::WatchLeadChangesRequest>,
-    ) -> Result<Response<Self::WatchLeadChangesStream>, Status> {
-        let ctx = context(&request);
-        let key = request.extensions().get::<KeyName>().cloned();
-        let filter = EventFilter::try_from(request.get_ref())?;
-        let after_sequence = request.get_ref().after_sequence;
-        let events = self
-            .leads
-            .events()
-            .subscribe(&ctx, key, after_sequence, filter)
-            .await?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|item| {
-            item.map(|event| pb::LeadChangeEvent::from(event.as_ref()))
-                .map_err(|error| Status::from(*error))
-        });
-        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create_lead(

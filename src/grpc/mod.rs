@@ -10,6 +10,12 @@ pub mod guard;
 pub mod lead_service;
 pub mod observe;
 pub mod pipeline_service;
+pub mod watch;
+
+/// LeadService's generated server without its watch methods, which `watch` serves (build.rs).
+pub mod unary {
+    include!(concat!(env!("OUT_DIR"), "/unary/leadpipe.v1.rs"));
+}
 
 pub use crate::api::pb;
 
