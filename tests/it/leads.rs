@@ -849,6 +849,7 @@ async fn implausible_business_dates_are_refused_on_create_update_and_import(app:
             external_id: "crm-epoch".into(),
             lead: Some(implausible),
             history: Vec::new(),
+            revisions: Vec::new(),
         }],
     )
     .await;

@@ -174,7 +174,7 @@ pub(crate) async fn seed_by_import(
         pb::ImportLeadsRequest {
             external_id: format!("bench-{tag}-{n}"),
             lead: Some(lead),
-            history: Vec::new(),
+            ..Default::default()
         }
     };
     let messages: Vec<pb::ImportLeadsRequest> = (0..seeds)

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leadpipe/v1/lead_service.proto.
  */
 export const file_leadpipe_v1_lead_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkifQoSSW1wb3J0TGVhZHNSZXF1ZXN0EhMKC2V4dGVybmFsX2lkGAEgASgJEh8KBGxlYWQYAiABKAsyES5sZWFkcGlwZS52MS5MZWFkEjEKB2hpc3RvcnkYAyADKAsyIC5sZWFkcGlwZS52MS5JbXBvcnRlZFN0YWdlQ2hhbmdlIokBChNJbXBvcnRlZFN0YWdlQ2hhbmdlEhIKCmZyb21fc3RhZ2UYASABKAkSEAoIdG9fc3RhZ2UYAiABKAkSLwoLY2hhbmdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAQgASgJEgwKBG5vdGUYBSABKAkiUAoLSW1wb3J0RXJyb3ISDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSDQoFZmllbGQYAyABKAkSDgoGcmVhc29uGAQgASgJIo0BChNJbXBvcnRMZWFkc1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDEhAKCGltcG9ydGVkGAIgASgDEhgKEGFscmVhZHlfaW1wb3J0ZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDEigKBmVycm9ycxgFIAMoCzIYLmxlYWRwaXBlLnYxLkltcG9ydEVycm9yIkcKDkdldExlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbChBMaXN0TGVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSJiChFMaXN0TGVhZHNSZXNwb25zZRIgCgVsZWFkcxgBIAMoCzIRLmxlYWRwaXBlLnYxLkxlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiZQoRVXBkYXRlTGVhZFJlcXVlc3QSHwoEbGVhZBgBIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIi0KEURlbGV0ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBGV0YWcYAiABKAkiXAoPTW92ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YWdlGAIgASgJEgwKBGV0YWcYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIMCgRub3RlGAUgASgJIi0KEENoZWNrTW92ZVJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkiQwoNTW92ZVZpb2xhdGlvbhIMCgR0eXBlGAEgASgJEg8KB3N1YmplY3QYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkiVAoRQ2hlY2tNb3ZlUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIuCgp2aW9sYXRpb25zGAIgAygLMhoubGVhZHBpcGUudjEuTW92ZVZpb2xhdGlvbiJRChdMaXN0U3RhZ2VDaGFuZ2VzUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImQKGExpc3RTdGFnZUNoYW5nZXNSZXNwb25zZRIvCg1zdGFnZV9jaGFuZ2VzGAEgAygLMhgubGVhZHBpcGUudjEuU3RhZ2VDaGFuZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlIKGExpc3RMZWFkUmV2aXNpb25zUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImIKGUxpc3RMZWFkUmV2aXNpb25zUmVzcG9uc2USLAoJcmV2aXNpb25zGAEgAygLMhkubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKPAQoYV2F0Y2hTdGFnZUNoYW5nZXNSZXF1ZXN0EhsKDmFmdGVyX3NlcXVlbmNlGAEgASgDSACIAQESEwoLcGlwZWxpbmVfaWQYAiABKAkSDgoGc3RhZ2VzGAMgAygJEg0KBW93bmVyGAQgASgJEg8KB2xlYWRfaWQYBSABKAlCEQoPX2FmdGVyX3NlcXVlbmNlIrIBChdXYXRjaExlYWRDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg0KBW93bmVyGAMgASgJEg8KB2xlYWRfaWQYBCABKAkSMgoOY2hhbmdlZF9maWVsZHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQhEKD19hZnRlcl9zZXF1ZW5jZSKPAgoPTGVhZENoYW5nZUV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEisKBGtpbmQYAiABKA4yHS5sZWFkcGlwZS52MS5MZWFkUmV2aXNpb25LaW5kEh8KBGxlYWQYAyABKAsyES5sZWFkcGlwZS52MS5MZWFkEigKDXByZXZpb3VzX2xlYWQYBCABKAsyES5sZWFkcGlwZS52MS5MZWFkEjIKDmNoYW5nZWRfZmllbGRzGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxINCgVhY3RvchgGIAEoCRIvCgtjaGFuZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi3wEKEFN0YWdlQ2hhbmdlRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSDwoHbGVhZF9pZBgCIAEoCRITCgtwaXBlbGluZV9pZBgDIAEoCRISCgpmcm9tX3N0YWdlGAQgASgJEhAKCHRvX3N0YWdlGAUgASgJEi8KC2NoYW5nZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIMCgRub3RlGAggASgJEh8KBGxlYWQYCSABKAsyES5sZWFkcGlwZS52MS5MZWFkMrUHCgtMZWFkU2VydmljZRI/CgpDcmVhdGVMZWFkEh4ubGVhZHBpcGUudjEuQ3JlYXRlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEjkKB0dldExlYWQSGy5sZWFkcGlwZS52MS5HZXRMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSSgoJTGlzdExlYWRzEh0ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVxdWVzdBoeLmxlYWRwaXBlLnYxLkxpc3RMZWFkc1Jlc3BvbnNlEj8KClVwZGF0ZUxlYWQSHi5sZWFkcGlwZS52MS5VcGRhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSRAoKRGVsZXRlTGVhZBIeLmxlYWRwaXBlLnYxLkRlbGV0ZUxlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjsKCE1vdmVMZWFkEhwubGVhZHBpcGUudjEuTW92ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglDaGVja01vdmUSHS5sZWFkcGlwZS52MS5DaGVja01vdmVSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuQ2hlY2tNb3ZlUmVzcG9uc2USXwoQTGlzdFN0YWdlQ2hhbmdlcxIkLmxlYWRwaXBlLnYxLkxpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0GiUubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEmIKEUxpc3RMZWFkUmV2aXNpb25zEiUubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXF1ZXN0GiYubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXNwb25zZRJbChFXYXRjaFN0YWdlQ2hhbmdlcxIlLmxlYWRwaXBlLnYxLldhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBodLmxlYWRwaXBlLnYxLlN0YWdlQ2hhbmdlRXZlbnQwARJYChBXYXRjaExlYWRDaGFuZ2VzEiQubGVhZHBpcGUudjEuV2F0Y2hMZWFkQ2hhbmdlc1JlcXVlc3QaHC5sZWFkcGlwZS52MS5MZWFkQ2hhbmdlRXZlbnQwARJSCgtJbXBvcnRMZWFkcxIfLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVxdWVzdBogLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVzcG9uc2UoAUKhAQoPY29tLmxlYWRwaXBlLnYxQhBMZWFkU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vbGVhZHBpcGUvbGVhZHBpcGUvZ2VuL2dvL2xlYWRwaXBlL3YxO2xlYWRwaXBldjGiAgNMUFiqAgtMZWFkcGlwZS5WMboCDExlYWRwaXBlX1YxX8oCC0xlYWRwaXBlXFYx6gIMTGVhZHBpcGU6OlYxYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
+  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkirwEKEkltcG9ydExlYWRzUmVxdWVzdBITCgtleHRlcm5hbF9pZBgBIAEoCRIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIxCgdoaXN0b3J5GAMgAygLMiAubGVhZHBpcGUudjEuSW1wb3J0ZWRTdGFnZUNoYW5nZRIwCglyZXZpc2lvbnMYBCADKAsyHS5sZWFkcGlwZS52MS5JbXBvcnRlZFJldmlzaW9uIqQBChBJbXBvcnRlZFJldmlzaW9uEi8KC2NoYW5nZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDQoFYWN0b3IYBCABKAkiiQEKE0ltcG9ydGVkU3RhZ2VDaGFuZ2USEgoKZnJvbV9zdGFnZRgBIAEoCRIQCgh0b19zdGFnZRgCIAEoCRIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBCABKAkSDAoEbm90ZRgFIAEoCSJQCgtJbXBvcnRFcnJvchINCgVpbmRleBgBIAEoAxITCgtleHRlcm5hbF9pZBgCIAEoCRINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkijQEKE0ltcG9ydExlYWRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAMSEAoIaW1wb3J0ZWQYAiABKAMSGAoQYWxyZWFkeV9pbXBvcnRlZBgDIAEoAxIOCgZmYWlsZWQYBCABKAMSKAoGZXJyb3JzGAUgAygLMhgubGVhZHBpcGUudjEuSW1wb3J0RXJyb3IiRwoOR2V0TGVhZFJlcXVlc3QSCgoCaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlsKEExpc3RMZWFkc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJEhAKCG9yZGVyX2J5GAQgASgJImIKEUxpc3RMZWFkc1Jlc3BvbnNlEiAKBWxlYWRzGAEgAygLMhEubGVhZHBpcGUudjEuTGVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSJlChFVcGRhdGVMZWFkUmVxdWVzdBIfCgRsZWFkGAEgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siLQoRRGVsZXRlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSJcCg9Nb3ZlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJEgwKBG5vdGUYBSABKAkiLQoQQ2hlY2tNb3ZlUmVxdWVzdBIKCgJpZBgBIAEoCRINCgVzdGFnZRgCIAEoCSJDCg1Nb3ZlVmlvbGF0aW9uEgwKBHR5cGUYASABKAkSDwoHc3ViamVjdBgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSJUChFDaGVja01vdmVSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEi4KCnZpb2xhdGlvbnMYAiADKAsyGi5sZWFkcGlwZS52MS5Nb3ZlVmlvbGF0aW9uIlEKF0xpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0Eg8KB2xlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiZAoYTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEi8KDXN0YWdlX2NoYW5nZXMYASADKAsyGC5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUgoYTGlzdExlYWRSZXZpc2lvbnNSZXF1ZXN0Eg8KB2xlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiYgoZTGlzdExlYWRSZXZpc2lvbnNSZXNwb25zZRIsCglyZXZpc2lvbnMYASADKAsyGS5sZWFkcGlwZS52MS5MZWFkUmV2aXNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo8BChhXYXRjaFN0YWdlQ2hhbmdlc1JlcXVlc3QSGwoOYWZ0ZXJfc2VxdWVuY2UYASABKANIAIgBARITCgtwaXBlbGluZV9pZBgCIAEoCRIOCgZzdGFnZXMYAyADKAkSDQoFb3duZXIYBCABKAkSDwoHbGVhZF9pZBgFIAEoCUIRCg9fYWZ0ZXJfc2VxdWVuY2UisgEKF1dhdGNoTGVhZENoYW5nZXNSZXF1ZXN0EhsKDmFmdGVyX3NlcXVlbmNlGAEgASgDSACIAQESEwoLcGlwZWxpbmVfaWQYAiABKAkSDQoFb3duZXIYAyABKAkSDwoHbGVhZF9pZBgEIAEoCRIyCg5jaGFuZ2VkX2ZpZWxkcxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCEQoPX2FmdGVyX3NlcXVlbmNlIo8CCg9MZWFkQ2hhbmdlRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSKwoEa2luZBgCIAEoDjIdLmxlYWRwaXBlLnYxLkxlYWRSZXZpc2lvbktpbmQSHwoEbGVhZBgDIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSKAoNcHJldmlvdXNfbGVhZBgEIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSMgoOY2hhbmdlZF9maWVsZHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEg0KBWFjdG9yGAYgASgJEi8KC2NoYW5nZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLfAQoQU3RhZ2VDaGFuZ2VFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIPCgdsZWFkX2lkGAIgASgJEhMKC3BpcGVsaW5lX2lkGAMgASgJEhIKCmZyb21fc3RhZ2UYBCABKAkSEAoIdG9fc3RhZ2UYBSABKAkSLwoLY2hhbmdlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAcgASgJEgwKBG5vdGUYCCABKAkSHwoEbGVhZBgJIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQytQcKC0xlYWRTZXJ2aWNlEj8KCkNyZWF0ZUxlYWQSHi5sZWFkcGlwZS52MS5DcmVhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSOQoHR2V0TGVhZBIbLmxlYWRwaXBlLnYxLkdldExlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglMaXN0TGVhZHMSHS5sZWFkcGlwZS52MS5MaXN0TGVhZHNSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVzcG9uc2USPwoKVXBkYXRlTGVhZBIeLmxlYWRwaXBlLnYxLlVwZGF0ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJECgpEZWxldGVMZWFkEh4ubGVhZHBpcGUudjEuRGVsZXRlTGVhZFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoITW92ZUxlYWQSHC5sZWFkcGlwZS52MS5Nb3ZlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkoKCUNoZWNrTW92ZRIdLmxlYWRwaXBlLnYxLkNoZWNrTW92ZVJlcXVlc3QaHi5sZWFkcGlwZS52MS5DaGVja01vdmVSZXNwb25zZRJfChBMaXN0U3RhZ2VDaGFuZ2VzEiQubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1JlcXVlc3QaJS5sZWFkcGlwZS52MS5MaXN0U3RhZ2VDaGFuZ2VzUmVzcG9uc2USYgoRTGlzdExlYWRSZXZpc2lvbnMSJS5sZWFkcGlwZS52MS5MaXN0TGVhZFJldmlzaW9uc1JlcXVlc3QaJi5sZWFkcGlwZS52MS5MaXN0TGVhZFJldmlzaW9uc1Jlc3BvbnNlElsKEVdhdGNoU3RhZ2VDaGFuZ2VzEiUubGVhZHBpcGUudjEuV2F0Y2hTdGFnZUNoYW5nZXNSZXF1ZXN0Gh0ubGVhZHBpcGUudjEuU3RhZ2VDaGFuZ2VFdmVudDABElgKEFdhdGNoTGVhZENoYW5nZXMSJC5sZWFkcGlwZS52MS5XYXRjaExlYWRDaGFuZ2VzUmVxdWVzdBocLmxlYWRwaXBlLnYxLkxlYWRDaGFuZ2VFdmVudDABElIKC0ltcG9ydExlYWRzEh8ubGVhZHBpcGUudjEuSW1wb3J0TGVhZHNSZXF1ZXN0GiAubGVhZHBpcGUudjEuSW1wb3J0TGVhZHNSZXNwb25zZSgBQqEBCg9jb20ubGVhZHBpcGUudjFCEExlYWRTZXJ2aWNlUHJvdG9QAVo6Z2l0aHViLmNvbS9sZWFkcGlwZS9sZWFkcGlwZS9nZW4vZ28vbGVhZHBpcGUvdjE7bGVhZHBpcGV2MaICA0xQWKoCC0xlYWRwaXBlLlYxugIMTGVhZHBpcGVfVjFfygILTGVhZHBpcGVcVjHqAgxMZWFkcGlwZTo6VjFiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
 
 /**
  * Request for LeadService.CreateLead.
@@ -62,7 +62,8 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
 
   /**
    * The lead's writable fields and pipeline_id (default "default"). Its stage and times come
-   * from the history.
+   * from the history. With revisions, these are the fields as the lead was created, and the
+   * revisions change them from there.
    *
    * @generated from field: leadpipe.v1.Lead lead = 2;
    */
@@ -77,6 +78,16 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
    * @generated from field: repeated leadpipe.v1.ImportedStageChange history = 3;
    */
   history: ImportedStageChange[];
+
+  /**
+   * Earlier changes of the lead's fields, oldest first, at most 1000: its amount and close-date
+   * history, say. Each becomes a lead revision between the stage changes of its time (a stage
+   * change first when both happened at once); the lead is imported as the last change left it.
+   * Requires a history, since a lead created now has no earlier changes.
+   *
+   * @generated from field: repeated leadpipe.v1.ImportedRevision revisions = 4;
+   */
+  revisions: ImportedRevision[];
 };
 
 /**
@@ -85,6 +96,50 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
  */
 export const ImportLeadsRequestSchema: GenMessage<ImportLeadsRequest> = /*@__PURE__*/
   messageDesc(file_leadpipe_v1_lead_service, 1);
+
+/**
+ * One earlier change of an imported lead's fields.
+ *
+ * @generated from message leadpipe.v1.ImportedRevision
+ */
+export type ImportedRevision = Message<"leadpipe.v1.ImportedRevision"> & {
+  /**
+   * When it happened. Required; not before the lead's creation (history[0].change_time) nor
+   * the previous revision, not in the future.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 1;
+   */
+  changeTime?: Timestamp | undefined;
+
+  /**
+   * The new values of the fields update_mask names; the other fields are ignored.
+   *
+   * @generated from field: leadpipe.v1.Lead lead = 2;
+   */
+  lead?: Lead | undefined;
+
+  /**
+   * The fields that changed, as in UpdateLeadRequest.update_mask. Required.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 3;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Who made the change in the source system: the revision's actor. Empty means the importing
+   * caller.
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.ImportedRevision.
+ * Use `create(ImportedRevisionSchema)` to create a new message.
+ */
+export const ImportedRevisionSchema: GenMessage<ImportedRevision> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 2);
 
 /**
  * One historical stage change of an imported lead.
@@ -134,7 +189,7 @@ export type ImportedStageChange = Message<"leadpipe.v1.ImportedStageChange"> & {
  * Use `create(ImportedStageChangeSchema)` to create a new message.
  */
 export const ImportedStageChangeSchema: GenMessage<ImportedStageChange> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 2);
+  messageDesc(file_leadpipe_v1_lead_service, 3);
 
 /**
  * Why one imported lead was refused.
@@ -176,7 +231,7 @@ export type ImportError = Message<"leadpipe.v1.ImportError"> & {
  * Use `create(ImportErrorSchema)` to create a new message.
  */
 export const ImportErrorSchema: GenMessage<ImportError> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 3);
+  messageDesc(file_leadpipe_v1_lead_service, 4);
 
 /**
  * Response of LeadService.ImportLeads, sent when the client closes its stream.
@@ -225,7 +280,7 @@ export type ImportLeadsResponse = Message<"leadpipe.v1.ImportLeadsResponse"> & {
  * Use `create(ImportLeadsResponseSchema)` to create a new message.
  */
 export const ImportLeadsResponseSchema: GenMessage<ImportLeadsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 4);
+  messageDesc(file_leadpipe_v1_lead_service, 5);
 
 /**
  * Request for LeadService.GetLead.
@@ -256,7 +311,7 @@ export type GetLeadRequest = Message<"leadpipe.v1.GetLeadRequest"> & {
  * Use `create(GetLeadRequestSchema)` to create a new message.
  */
 export const GetLeadRequestSchema: GenMessage<GetLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 5);
+  messageDesc(file_leadpipe_v1_lead_service, 6);
 
 /**
  * Request for LeadService.ListLeads.
@@ -308,7 +363,7 @@ export type ListLeadsRequest = Message<"leadpipe.v1.ListLeadsRequest"> & {
  * Use `create(ListLeadsRequestSchema)` to create a new message.
  */
 export const ListLeadsRequestSchema: GenMessage<ListLeadsRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 6);
+  messageDesc(file_leadpipe_v1_lead_service, 7);
 
 /**
  * Response for LeadService.ListLeads.
@@ -344,7 +399,7 @@ export type ListLeadsResponse = Message<"leadpipe.v1.ListLeadsResponse"> & {
  * Use `create(ListLeadsResponseSchema)` to create a new message.
  */
 export const ListLeadsResponseSchema: GenMessage<ListLeadsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 7);
+  messageDesc(file_leadpipe_v1_lead_service, 8);
 
 /**
  * Request for LeadService.UpdateLead.
@@ -375,7 +430,7 @@ export type UpdateLeadRequest = Message<"leadpipe.v1.UpdateLeadRequest"> & {
  * Use `create(UpdateLeadRequestSchema)` to create a new message.
  */
 export const UpdateLeadRequestSchema: GenMessage<UpdateLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 8);
+  messageDesc(file_leadpipe_v1_lead_service, 9);
 
 /**
  * Request for LeadService.DeleteLead.
@@ -403,7 +458,7 @@ export type DeleteLeadRequest = Message<"leadpipe.v1.DeleteLeadRequest"> & {
  * Use `create(DeleteLeadRequestSchema)` to create a new message.
  */
 export const DeleteLeadRequestSchema: GenMessage<DeleteLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 9);
+  messageDesc(file_leadpipe_v1_lead_service, 10);
 
 /**
  * Request for LeadService.MoveLead.
@@ -453,7 +508,7 @@ export type MoveLeadRequest = Message<"leadpipe.v1.MoveLeadRequest"> & {
  * Use `create(MoveLeadRequestSchema)` to create a new message.
  */
 export const MoveLeadRequestSchema: GenMessage<MoveLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 10);
+  messageDesc(file_leadpipe_v1_lead_service, 11);
 
 /**
  * Request for LeadService.CheckMove.
@@ -481,7 +536,7 @@ export type CheckMoveRequest = Message<"leadpipe.v1.CheckMoveRequest"> & {
  * Use `create(CheckMoveRequestSchema)` to create a new message.
  */
 export const CheckMoveRequestSchema: GenMessage<CheckMoveRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 11);
+  messageDesc(file_leadpipe_v1_lead_service, 12);
 
 /**
  * Why a move is refused.
@@ -517,7 +572,7 @@ export type MoveViolation = Message<"leadpipe.v1.MoveViolation"> & {
  * Use `create(MoveViolationSchema)` to create a new message.
  */
 export const MoveViolationSchema: GenMessage<MoveViolation> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 12);
+  messageDesc(file_leadpipe_v1_lead_service, 13);
 
 /**
  * Response for LeadService.CheckMove.
@@ -545,7 +600,7 @@ export type CheckMoveResponse = Message<"leadpipe.v1.CheckMoveResponse"> & {
  * Use `create(CheckMoveResponseSchema)` to create a new message.
  */
 export const CheckMoveResponseSchema: GenMessage<CheckMoveResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 13);
+  messageDesc(file_leadpipe_v1_lead_service, 14);
 
 /**
  * Request for LeadService.ListStageChanges.
@@ -580,7 +635,7 @@ export type ListStageChangesRequest = Message<"leadpipe.v1.ListStageChangesReque
  * Use `create(ListStageChangesRequestSchema)` to create a new message.
  */
 export const ListStageChangesRequestSchema: GenMessage<ListStageChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 14);
+  messageDesc(file_leadpipe_v1_lead_service, 15);
 
 /**
  * Response for LeadService.ListStageChanges.
@@ -608,7 +663,7 @@ export type ListStageChangesResponse = Message<"leadpipe.v1.ListStageChangesResp
  * Use `create(ListStageChangesResponseSchema)` to create a new message.
  */
 export const ListStageChangesResponseSchema: GenMessage<ListStageChangesResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 15);
+  messageDesc(file_leadpipe_v1_lead_service, 16);
 
 /**
  * Request for LeadService.ListLeadRevisions.
@@ -643,7 +698,7 @@ export type ListLeadRevisionsRequest = Message<"leadpipe.v1.ListLeadRevisionsReq
  * Use `create(ListLeadRevisionsRequestSchema)` to create a new message.
  */
 export const ListLeadRevisionsRequestSchema: GenMessage<ListLeadRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 16);
+  messageDesc(file_leadpipe_v1_lead_service, 17);
 
 /**
  * Response for LeadService.ListLeadRevisions.
@@ -671,7 +726,7 @@ export type ListLeadRevisionsResponse = Message<"leadpipe.v1.ListLeadRevisionsRe
  * Use `create(ListLeadRevisionsResponseSchema)` to create a new message.
  */
 export const ListLeadRevisionsResponseSchema: GenMessage<ListLeadRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 17);
+  messageDesc(file_leadpipe_v1_lead_service, 18);
 
 /**
  * Request for LeadService.WatchStageChanges.
@@ -734,7 +789,7 @@ export type WatchStageChangesRequest = Message<"leadpipe.v1.WatchStageChangesReq
  * Use `create(WatchStageChangesRequestSchema)` to create a new message.
  */
 export const WatchStageChangesRequestSchema: GenMessage<WatchStageChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 18);
+  messageDesc(file_leadpipe_v1_lead_service, 19);
 
 /**
  * Request for LeadService.WatchLeadChanges.
@@ -793,7 +848,7 @@ export type WatchLeadChangesRequest = Message<"leadpipe.v1.WatchLeadChangesReque
  * Use `create(WatchLeadChangesRequestSchema)` to create a new message.
  */
 export const WatchLeadChangesRequestSchema: GenMessage<WatchLeadChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 19);
+  messageDesc(file_leadpipe_v1_lead_service, 20);
 
 /**
  * One write of a lead, as streamed by LeadService.WatchLeadChanges.
@@ -858,7 +913,7 @@ export type LeadChangeEvent = Message<"leadpipe.v1.LeadChangeEvent"> & {
  * Use `create(LeadChangeEventSchema)` to create a new message.
  */
 export const LeadChangeEventSchema: GenMessage<LeadChangeEvent> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 20);
+  messageDesc(file_leadpipe_v1_lead_service, 21);
 
 /**
  * One stage change, as streamed by LeadService.WatchStageChanges.
@@ -937,7 +992,7 @@ export type StageChangeEvent = Message<"leadpipe.v1.StageChangeEvent"> & {
  * Use `create(StageChangeEventSchema)` to create a new message.
  */
 export const StageChangeEventSchema: GenMessage<StageChangeEvent> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 21);
+  messageDesc(file_leadpipe_v1_lead_service, 22);
 
 /**
  * Leads and their movement through a pipeline.
