@@ -14,6 +14,7 @@ on_both_backends!(
     every_write_is_one_event_with_the_lead_before_and_after,
     filters_run_on_the_server,
     resuming_after_a_restart_delivers_every_later_event_once,
+    live_streams_of_both_kinds_share_each_event,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -282,4 +283,65 @@ async fn resuming_after_a_restart_delivers_every_later_event_once(app: TestApp) 
     );
     let quiet = tokio::time::timeout(Duration::from_millis(1500), stream.message()).await;
     assert!(quiet.is_err(), "nothing more: {quiet:?}");
+}
+
+/// Live streams receive each event as bytes encoded once per kind of stream and shared: every
+/// stream of either kind, whatever its filter, decodes the message of its own kind.
+async fn live_streams_of_both_kinds_share_each_event(app: TestApp) {
+    let watch_stages = |stages: &[&str]| {
+        let request = pb::WatchStageChangesRequest {
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut client = app.leads.clone();
+        async move {
+            client
+                .watch_stage_changes(request)
+                .await
+                .expect("watch stages")
+                .into_inner()
+        }
+    };
+    let mut every_stage = Vec::new();
+    for _ in 0..3 {
+        every_stage.push(watch_stages(&[]).await);
+    }
+    let mut qualification = watch_stages(&["qualification"]).await;
+    let mut every_write = Vec::new();
+    for _ in 0..2 {
+        every_write.push(watch(&app, pb::WatchLeadChangesRequest::default()).await);
+    }
+
+    let created = create(&app, qualified("Acme")).await;
+    let moved = move_to(&app, &created.id, "qualification")
+        .await
+        .expect("move");
+
+    for stream in &mut every_stage {
+        let first = next_event(stream).await;
+        let second = next_event(stream).await;
+        assert_eq!(first.lead.as_ref(), Some(&created));
+        assert_eq!(
+            (first.from_stage.as_str(), first.to_stage.as_str()),
+            ("", "lead_generation")
+        );
+        assert_eq!(second.lead.as_ref(), Some(&moved));
+        assert_eq!(
+            (second.from_stage.as_str(), second.to_stage.as_str()),
+            ("lead_generation", "qualification")
+        );
+        assert_eq!(second.sequence, first.sequence + 1);
+    }
+    let only = next_event(&mut qualification).await;
+    assert_eq!(only.lead.as_ref(), Some(&moved));
+    assert_eq!(only.to_stage, "qualification");
+    for stream in &mut every_write {
+        let first = next(stream).await;
+        let second = next(stream).await;
+        assert_eq!(first.lead.as_ref(), Some(&created));
+        assert_eq!(first.previous_lead, None);
+        assert_eq!(second.previous_lead.as_ref(), Some(&created));
+        assert_eq!(second.lead.as_ref(), Some(&moved));
+        assert_eq!(paths(&second), ["stage"]);
+    }
 }
