@@ -602,6 +602,7 @@ pub async fn run(
                     order: Default::default(),
                     page_size: 1,
                     page_token: String::new(),
+                    as_of: None,
                 },
             )
             .await

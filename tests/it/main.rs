@@ -17,6 +17,7 @@ mod import_revisions;
 mod lead_stream;
 mod leads;
 mod limits;
+mod list_as_of;
 mod metrics;
 mod moves;
 mod pipeline_changes;
