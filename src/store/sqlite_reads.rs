@@ -150,13 +150,8 @@ impl ReadConnection {
         let rc = unsafe {
             // This connection only reads; a write through it would be a bug, refused here.
             let pragma = c"PRAGMA query_only = 1";
-            let pragma_rc = ffi::sqlite3_exec(
-                db.as_ptr(),
-                pragma.as_ptr(),
-                None,
-                null_mut(),
-                null_mut(),
-            );
+            let pragma_rc =
+                ffi::sqlite3_exec(db.as_ptr(), pragma.as_ptr(), None, null_mut(), null_mut());
             if pragma_rc == ffi::SQLITE_OK {
                 ffi::sqlite3_prepare_v3(
                     db.as_ptr(),
