@@ -10,7 +10,6 @@
 //! tonic frames, compresses and limits them as it would the message.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -110,40 +109,36 @@ where
     }
 }
 
-fn watch_stage_changes(
+async fn watch_stage_changes(
     leads: Arc<LeadService>,
     request: Request<pb::WatchStageChangesRequest>,
-) -> impl Future<Output = Result<Response<EncodedStream>, Status>> + Send {
-    async move {
-        let filter = EventFilter::try_from(request.get_ref())?;
-        let after_sequence = request.get_ref().after_sequence;
-        subscribe(
-            &leads,
-            &request,
-            after_sequence,
-            filter,
-            StreamKind::StageChanges,
-        )
-        .await
-    }
+) -> Result<Response<EncodedStream>, Status> {
+    let filter = EventFilter::try_from(request.get_ref())?;
+    let after_sequence = request.get_ref().after_sequence;
+    subscribe(
+        &leads,
+        &request,
+        after_sequence,
+        filter,
+        StreamKind::StageChanges,
+    )
+    .await
 }
 
-fn watch_lead_changes(
+async fn watch_lead_changes(
     leads: Arc<LeadService>,
     request: Request<pb::WatchLeadChangesRequest>,
-) -> impl Future<Output = Result<Response<EncodedStream>, Status>> + Send {
-    async move {
-        let filter = EventFilter::try_from(request.get_ref())?;
-        let after_sequence = request.get_ref().after_sequence;
-        subscribe(
-            &leads,
-            &request,
-            after_sequence,
-            filter,
-            StreamKind::LeadChanges,
-        )
-        .await
-    }
+) -> Result<Response<EncodedStream>, Status> {
+    let filter = EventFilter::try_from(request.get_ref())?;
+    let after_sequence = request.get_ref().after_sequence;
+    subscribe(
+        &leads,
+        &request,
+        after_sequence,
+        filter,
+        StreamKind::LeadChanges,
+    )
+    .await
 }
 
 async fn subscribe<T>(

@@ -157,7 +157,7 @@ impl ReadConnection {
                     db.as_ptr(),
                     sql.as_ptr().cast(),
                     sql.len() as c_int,
-                    ffi::SQLITE_PREPARE_PERSISTENT as u32,
+                    ffi::SQLITE_PREPARE_PERSISTENT,
                     &mut statement,
                     null_mut(),
                 )
