@@ -75,11 +75,34 @@ pub struct HealthArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
-    /// The CSV file (`-`: standard input). See the README for its columns.
+    /// The CSV file (`-`: standard input). See docs/importing.md for its columns.
     pub file: PathBuf,
     /// The tenant to import into.
     #[arg(long, value_parser = parse_tenant, default_value = "default")]
     pub tenant: TenantId,
+    /// A TOML file mapping the file's columns, stage names, date formats and time zone onto
+    /// leadpipe's (docs/importing.md).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Leave out columns that are neither leadpipe's nor mapped, instead of refusing the file.
+    #[arg(long)]
+    pub ignore_unknown_columns: bool,
+    /// The time zone of times written without an offset, e.g. Europe/Berlin (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// A strftime format of the file's times or dates, e.g. %m/%d/%Y; repeat for several.
+    #[arg(long = "date-format", value_name = "FORMAT")]
+    pub date_formats: Vec<String>,
+    /// The field delimiter: one character, or `tab` (default: sniffed from the header).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// The file's encoding, e.g. windows-1252 or latin1 (default UTF-8, or what a byte-order
+    /// mark says).
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Check every row and report, writing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]

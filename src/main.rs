@@ -59,7 +59,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             served?;
         }
         Command::Import(args) => {
-            let code = leadpipe::bulk::import::main(&store_config, &args.tenant, &args.file).await;
+            let mapping = leadpipe::bulk::import::mapping_from_flags(
+                args.mapping.as_ref(),
+                args.ignore_unknown_columns,
+                args.timezone.as_deref(),
+                &args.date_formats,
+                args.delimiter.as_deref(),
+                args.encoding.as_deref(),
+            );
+            let code = match mapping {
+                Ok(mapping) => {
+                    let options = leadpipe::bulk::import::ImportOptions {
+                        mapping,
+                        dry_run: args.dry_run,
+                    };
+                    leadpipe::bulk::import::main(&store_config, &args.tenant, &args.file, &options)
+                        .await
+                }
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    1
+                }
+            };
             std::process::exit(code);
         }
         Command::Export(args) => {
