@@ -93,6 +93,9 @@ pub struct ImportItem {
     pub history: Vec<StageChange>,
     /// The lead after each change of its history, numbered from 1.
     pub revisions: Vec<LeadRevision>,
+    /// Whether the source gave the lead's history; without one it is created now, and its
+    /// times say nothing about the source.
+    pub timed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +260,7 @@ impl ImportService {
         };
         let definition = pipeline.definition();
         let now = self.clock.now();
+        let timed = !parsed.history.is_empty();
         let history = if parsed.history.is_empty() {
             vec![ImportedChange {
                 from_stage: None,
@@ -315,6 +319,7 @@ impl ImportService {
             lead,
             history,
             revisions,
+            timed,
         }))
     }
 
@@ -372,7 +377,7 @@ impl ImportService {
         for item in items {
             let external_id = item.lead.external_id.clone().unwrap_or_default();
             if let Some(stored) = existing.get(&external_id) {
-                let outcome = if same_lead(stored, &item.lead) {
+                let outcome = if same_lead(stored, &item.lead, item.timed) {
                     ImportOutcome::AlreadyImported
                 } else {
                     ImportOutcome::Differs
@@ -447,15 +452,16 @@ enum Mode {
     Check,
 }
 
-/// Whether a stored lead is what importing `row` would give: the same fields, pipeline, stage
-/// and times.
-fn same_lead(stored: &Lead, row: &Lead) -> bool {
+/// Whether a stored lead is what importing `row` would give: the same fields, pipeline and
+/// stage, and the same times when the row gives them.
+fn same_lead(stored: &Lead, row: &Lead, timed: bool) -> bool {
     stored.fields == row.fields
         && stored.pipeline_id == row.pipeline_id
         && stored.stage == row.stage
-        && stored.create_time == row.create_time
-        && stored.stage_enter_time == row.stage_enter_time
-        && stored.close_time == row.close_time
+        && (!timed
+            || (stored.create_time == row.create_time
+                && stored.stage_enter_time == row.stage_enter_time
+                && stored.close_time == row.close_time))
 }
 
 /// The lead after each imported stage change: its imported fields, with the stage, times and

@@ -385,7 +385,7 @@ fn read_rows(
             Ok(true) => {}
             Err(error) => {
                 let offset = error.position().map_or(offset, |p| p.byte() as usize);
-                let line = prepared.source.line_of(offset);
+                let line = prepared.source.line_of_row(offset);
                 reading.rows += 1;
                 reading.refuse(line, [(String::new(), csv_reason(&error))]);
                 continue;
@@ -398,7 +398,7 @@ fn read_rows(
         }
         reading.rows += 1;
         let offset = record.position().map_or(offset, |p| p.byte() as usize);
-        let line = prepared.source.line_of(offset);
+        let line = prepared.source.line_of_row(offset);
         let mut row = prepared.layout.row(&record);
         rules.mapping.fill_defaults(&mut row);
         let external_id = row.external_id.trim().to_owned();

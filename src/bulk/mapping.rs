@@ -202,7 +202,12 @@ impl Layout {
     pub fn row(&self, record: &csv::StringRecord) -> LeadRow {
         let mut row = LeadRow::default();
         for (target, value) in self.targets.iter().zip(record) {
-            row.set(target, value);
+            // A cell over several lines of a CRLF file keeps plain line breaks.
+            if value.contains('\r') {
+                row.set(target, &value.replace("\r\n", "\n"));
+            } else {
+                row.set(target, value);
+            }
         }
         row
     }

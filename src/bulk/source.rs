@@ -69,6 +69,16 @@ impl SourceText {
         (self.line_starts.partition_point(|&start| start <= offset) + 1) as u64
     }
 
+    /// The line a row starting at `offset` begins on. The CSV reader ends a CRLF row at its
+    /// `\r` and places the next row at the `\n`, which is still the line before.
+    pub fn line_of_row(&self, offset: usize) -> u64 {
+        let skipped = self.text.as_bytes()[offset.min(self.text.len())..]
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.line_of(offset + skipped)
+    }
+
     /// The delimiter of the header line: whichever of `,` `;` tab and `|` it has most of,
     /// outside quotes; a comma when it has none.
     pub fn sniff_delimiter(&self) -> u8 {
@@ -161,6 +171,18 @@ mod tests {
         assert_eq!(source.line_of(offset("1,2")), 2);
         assert_eq!(source.line_of(offset("3,")), 3);
         assert_eq!(source.line_of(offset("5,6")), 5);
+    }
+
+    #[test]
+    fn rows_of_crlf_files_start_on_their_own_line() {
+        let text = b"a,b\r\n1,\"x\r\ny\"\r\n3,4\r\n";
+        let source = SourceText::decode(text, None).unwrap();
+        let mut reader = csv::ReaderBuilder::new().from_reader(&text[..]);
+        let lines: Vec<u64> = reader
+            .records()
+            .map(|r| source.line_of_row(r.unwrap().position().unwrap().byte() as usize))
+            .collect();
+        assert_eq!(lines, [2, 4]);
     }
 
     #[test]

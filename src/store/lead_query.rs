@@ -2,7 +2,7 @@
 //! (sort key, id) with row-value comparisons, which both SQLite and PostgreSQL answer from the
 //! `(tenant_id, sort key, id)` indexes without OFFSET scans.
 
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Select,
@@ -185,13 +185,13 @@ fn compare(field: &FilterField, op: CompareOp, value: &FilterValue) -> Condition
         (_, FilterValue::Prefix(prefix)) if text_column.is_some() => {
             // substr rather than LIKE: LIKE ignores case on SQLite and needs `%` and `_`
             // escaped; both backends count substr's length in characters.
-            let head = Expr::cust_with_exprs(
-                "substr($1, 1, $2)",
-                [
-                    text_expr(field, text_column.unwrap_or(lead::Column::Title)),
-                    Expr::val(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX)),
-                ],
-            );
+            let head: Expr = Func::cust("substr")
+                .arg(text_expr(field, text_column.unwrap_or(lead::Column::Title)))
+                .arg(Expr::val(1))
+                .arg(Expr::val(
+                    i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX),
+                ))
+                .into();
             Condition::all().add(apply(op, head, Expr::val(prefix.clone())))
         }
         // A lead made through the API has no external id: it equals "" and differs from
@@ -215,7 +215,7 @@ fn compare(field: &FilterField, op: CompareOp, value: &FilterValue) -> Condition
 fn text_expr(field: &FilterField, column: lead::Column) -> Expr {
     let column = Expr::col((lead::Entity, column));
     if *field == FilterField::ExternalId {
-        Expr::cust_with_exprs("coalesce($1, '')", [column])
+        Func::coalesce([column, Expr::val("")]).into()
     } else {
         column
     }
