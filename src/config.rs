@@ -54,6 +54,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Export leads with their history as CSV, in the layout `import` reads.
     Export(ExportArgs),
+    /// Export a tenant's pipelines to a file, or create and update them from one.
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
     /// Seed an empty tenant with a realistic sample pipeline.
     Demo(DemoArgs),
     /// Exit 0 if the server answers SERVING to a gRPC health check (plaintext servers only).
@@ -103,6 +106,34 @@ pub struct ImportArgs {
     /// Check every row and report, writing nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Create or update the pipelines of this file (from `pipelines export` or `export
+    /// --pipelines`) before importing.
+    #[arg(long, value_name = "FILE")]
+    pub pipelines: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// Write every pipeline of the tenant as TOML or JSON.
+    Export {
+        /// Write to this file instead of standard output; `.json` writes JSON.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// toml or json (default: by the output's extension, else toml).
+        #[arg(long, value_enum)]
+        format: Option<crate::bulk::pipelines::Format>,
+        /// The tenant to export.
+        #[arg(long, value_parser = parse_tenant, default_value = "default")]
+        tenant: TenantId,
+    },
+    /// Create the file's pipelines the tenant lacks and update those that differ.
+    Apply {
+        /// A file from `pipelines export`: TOML, or JSON when it ends in `.json`.
+        file: PathBuf,
+        /// The tenant to apply to.
+        #[arg(long, value_parser = parse_tenant, default_value = "default")]
+        tenant: TenantId,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +147,10 @@ pub struct ExportArgs {
     /// Only leads matching this ListLeads filter, e.g. `stage = "proposal"`.
     #[arg(long, default_value = "")]
     pub filter: String,
+    /// Also write the tenant's pipelines to this file (TOML, or JSON when it ends in `.json`),
+    /// for `import --pipelines` or `pipelines apply`.
+    #[arg(long, value_name = "FILE")]
+    pub pipelines: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod export;
 pub mod import;
 pub mod mapping;
+pub mod pipelines;
 pub mod source;
 pub mod synthetic;
 

@@ -17,6 +17,7 @@ on_both_backends!(
     import_collapses_repeated_errors_and_dry_runs,
     a_mapping_file_reads_an_unknown_layout,
     list_leads_filters_on_external_id_and_title,
+    pipelines_travel_with_an_export,
     export_then_import_round_trips,
     demo_seeds_a_pipeline_that_metrics_and_forecasts_use,
 );
@@ -778,4 +779,130 @@ async fn list_leads_filters_on_external_id_and_title(app: TestApp) {
     assert!(all_leads(&app, r#"title = "globex*""#).await.is_empty());
     assert_eq!(ids(all_leads(&app, r#"title = "50%_*""#).await), ["crm-10"]);
     assert!(all_leads(&app, r#"title = "5_%*""#).await.is_empty());
+}
+
+async fn pipelines_travel_with_an_export(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("crm.toml");
+    std::fs::write(
+        &spec,
+        r#"
+[[pipelines]]
+id = "crm"
+display_name = "Sales (CRM)"
+allow_skip = true
+
+[[pipelines.stages]]
+key = "appointment_scheduled"
+display_name = "Appointment Scheduled"
+kind = "open"
+probability = 0.2
+
+[[pipelines.stages]]
+key = "contract_sent"
+display_name = "Contract Sent"
+kind = "open"
+probability = 0.8
+rotting_days = 10
+
+[[pipelines.stages.entry_criteria]]
+id = "has_amount"
+message = "An amount is known"
+expression = "lead.amount.value > 0.0"
+
+[[pipelines.stages]]
+key = "closed_won"
+display_name = "Closed Won"
+kind = "won"
+probability = 1.0
+
+[[pipelines.stages]]
+key = "closed_lost"
+display_name = "Closed Lost"
+kind = "lost"
+probability = 0.0
+"#,
+    )
+    .unwrap();
+    let spec_path = spec.to_str().unwrap();
+    let output = leadpipe(&app, &["pipelines", "apply", spec_path]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).trim(), "created pipeline crm");
+    let output = leadpipe(&app, &["pipelines", "apply", spec_path]);
+    assert_eq!(text(&output.stdout).trim(), "pipeline crm is unchanged");
+
+    // Stages by display name, into the new pipeline.
+    let csv = "external_id,title,pipeline_id,stage,amount,currency,created_at,stage_entered_at\n\
+               h-1,Acme,crm,Contract Sent,5000,EUR,2026-06-01,2026-06-10\n\
+               h-2,Globex,crm,closed won,9000,EUR,2026-06-02,2026-06-20\n";
+    let (output, _) = import_file(&app, &dir, "crm.csv", csv.as_bytes(), &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+
+    let leads_csv = dir.path().join("leads.csv");
+    let pipelines_json = dir.path().join("pipelines.json");
+    let output = leadpipe(
+        &app,
+        &[
+            "export",
+            "--output",
+            leads_csv.to_str().unwrap(),
+            "--pipelines",
+            pipelines_json.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    // Another tenant lacks the pipeline: the import stops once, before writing anything.
+    let output = leadpipe(
+        &app,
+        &["import", "--tenant", "copy", leads_csv.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("pipeline \"crm\", named by 2 rows, does not exist in tenant copy"),
+        "{stderr}"
+    );
+
+    let output = leadpipe(
+        &app,
+        &[
+            "import",
+            "--tenant",
+            "copy",
+            "--pipelines",
+            pipelines_json.to_str().unwrap(),
+            leads_csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("created pipeline crm"));
+    // The default pipeline was already there, as in every tenant.
+    assert!(text(&output.stderr).contains("pipeline default is unchanged"));
+
+    let original = leadpipe(&app, &["pipelines", "export"]);
+    let copy = leadpipe(&app, &["pipelines", "export", "--tenant", "copy"]);
+    assert!(original.status.success());
+    assert_eq!(text(&copy.stdout), text(&original.stdout));
+    assert!(text(&original.stdout).contains("expression = \"lead.amount.value > 0.0\""));
+    let exported_leads = leadpipe(&app, &["export", "--tenant", "copy"]);
+    assert_eq!(
+        text(&exported_leads.stdout),
+        std::fs::read_to_string(&leads_csv).unwrap()
+    );
+
+    // A pipeline file the API would refuse is refused with the API's reasons.
+    std::fs::write(
+        &spec,
+        "[[pipelines]]\nid = \"bad\"\ndisplay_name = \"Bad\"\n[[pipelines.stages]]\nkey = \"only\"\nkind = \"open\"\nprobability = 2.0\n",
+    )
+    .unwrap();
+    let output = leadpipe(&app, &["pipelines", "apply", spec_path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("pipeline.stages[0].probability: must be between 0 and 1"),
+        "{}",
+        text(&output.stderr)
+    );
 }
