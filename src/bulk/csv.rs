@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::mapping::{Mapping, Target};
 use crate::api::convert::{datetime_to_timestamp, timestamp_to_datetime};
 use crate::api::pb;
-use crate::domain::pipeline::PipelineDefinition;
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
 use crate::domain::source::{DecimalSeparator, TimeFormat, parse_amount};
 
 /// The columns, in the order `export` writes them.
@@ -47,7 +47,10 @@ pub const REQUIRED_COLUMNS: [&str; 2] = ["external_id", "title"];
 /// - `close_date`: a CRM's "close date". For a lead in a won or lost stage it is when the lead
 ///   closed (its `stage_entered_at`, when that is empty); for an open lead, its expected close
 ///   (its `expected_close`, when that is empty).
-pub const EXTRA_COLUMNS: [&str; 1] = ["close_date"];
+/// - `status`: `open`, `won` or `lost`, as CRMs keep it beside the stage. A won or lost lead is
+///   in the pipeline's won or lost stage (its first, unless `stage` names another of that kind),
+///   closed at `won_at` or `lost_at`, or else at `close_date`.
+pub const EXTRA_COLUMNS: [&str; 4] = ["close_date", "status", "won_at", "lost_at"];
 
 /// One row, as text. Missing columns read as empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +79,16 @@ pub struct LeadRow {
     pub history: String,
     #[serde(skip)]
     pub close_date: String,
+    #[serde(skip)]
+    pub status: String,
+    #[serde(skip)]
+    pub won_at: String,
+    #[serde(skip)]
+    pub lost_at: String,
+    /// When the lead entered each stage, by stage name, from columns such as HubSpot's
+    /// `Date entered "Contract Sent (Sales Pipeline)"`: a history when `history` is empty.
+    #[serde(skip)]
+    pub entered: Vec<(String, String)>,
 }
 
 impl LeadRow {
@@ -103,6 +116,9 @@ impl LeadRow {
             "stage_entered_at" => &mut self.stage_entered_at,
             "history" => &mut self.history,
             "close_date" => &mut self.close_date,
+            "status" => &mut self.status,
+            "won_at" => &mut self.won_at,
+            "lost_at" => &mut self.lost_at,
             _ => return None,
         })
     }
@@ -123,7 +139,10 @@ impl LeadRow {
                     self.labels = format!("{};{pair}", self.labels);
                 }
             }
-            Target::Label(_) | Target::Skip => {}
+            Target::Entered(stage) if !value.trim().is_empty() => {
+                self.entered.push((stage.clone(), value.trim().to_owned()));
+            }
+            Target::Label(_) | Target::Entered(_) | Target::Skip => {}
         }
     }
 
@@ -143,7 +162,7 @@ impl LeadRow {
                     self.set(target, value);
                 }
             }
-            Target::Skip => {}
+            Target::Entered(_) | Target::Skip => {}
         }
     }
 }
@@ -212,7 +231,9 @@ pub fn row_to_message(
     let mut expected_close = time("expected_close", &row.expected_close);
     let created_at = time("created_at", &row.created_at);
     let stage_entered_at = time("stage_entered_at", &row.stage_entered_at);
-    let close_date = time("close_date", &row.close_date);
+    let mut close_date = time("close_date", &row.close_date);
+    let won_at = time("won_at", &row.won_at);
+    let lost_at = time("lost_at", &row.lost_at);
     let amount = money(&mut errors, rules, "amount", &row.amount, &row.currency);
     let budget = money(
         &mut errors,
@@ -245,7 +266,7 @@ pub fn row_to_message(
                 .any(|s| s.key.as_str() == key && s.kind.is_closed())
         })
     };
-    let stage = if row.stage.trim().is_empty() {
+    let mut stage = if row.stage.trim().is_empty() {
         String::new()
     } else {
         match resolve(&row.stage) {
@@ -256,7 +277,45 @@ pub fn row_to_message(
             }
         }
     };
-    let (history, source) = if row.history.trim().is_empty() {
+    let status = row.status.trim().to_lowercase();
+    let closing = match status.as_str() {
+        "" | "open" => None,
+        "won" => Some((StageKind::Won, won_at)),
+        "lost" => Some((StageKind::Lost, lost_at)),
+        _ => {
+            errors.push(ColumnError::new(
+                "status",
+                format!("{:?} is not open, won or lost", row.status.trim()),
+            ));
+            None
+        }
+    };
+    if let (Some((kind, at)), Some(pipeline)) = (closing, &pipeline) {
+        let of_kind = |key: &str| {
+            pipeline
+                .stages
+                .iter()
+                .any(|s| s.key.as_str() == key && s.kind == kind)
+        };
+        if !of_kind(&stage) {
+            match pipeline.stages.iter().find(|s| s.kind == kind) {
+                Some(closed) => stage = closed.key.as_str().to_owned(),
+                None => errors.push(ColumnError::new(
+                    "status",
+                    format!(
+                        "the pipeline has no {kind:?} stage; its stages are {}",
+                        pipeline.stage_list()
+                    ),
+                )),
+            }
+        }
+        close_date = at.or(close_date);
+    }
+    let mut history_text = row.history.clone();
+    if history_text.trim().is_empty() && !row.entered.is_empty() {
+        history_text = history_of_entries(&mut errors, rules.times, &row.entered);
+    }
+    let (history, source) = if history_text.trim().is_empty() {
         let mut history = Vec::new();
         let closed = !stage.is_empty() && is_closed(&stage);
         let stage_entered_at = stage_entered_at.or(close_date.filter(|_| closed));
@@ -308,8 +367,12 @@ pub fn row_to_message(
         }
         (history, HistorySource::Derived)
     } else {
-        match parse_history_with(&row.history, rules.times, &mut |s| resolve(s)) {
+        match parse_history_with(&history_text, rules.times, &mut |s| resolve(s)) {
             Ok(history) => {
+                let last_open = history.last().is_some_and(|c| !is_closed(&c.to_stage));
+                if last_open && expected_close.is_none() {
+                    expected_close = close_date;
+                }
                 check_consistent(&mut errors, &history, &stage, created_at, stage_entered_at);
                 (history, HistorySource::Column)
             }
@@ -350,6 +413,31 @@ pub fn row_to_message(
         },
         history: source,
     })
+}
+
+/// A history from the times a lead entered each stage, oldest first. A stage entered twice
+/// appears once, at its latest entry, as the sources that keep such columns do.
+fn history_of_entries(
+    errors: &mut Vec<ColumnError>,
+    times: &TimeFormat,
+    entered: &[(String, String)],
+) -> String {
+    let mut entries = Vec::with_capacity(entered.len());
+    for (stage, value) in entered {
+        match times.parse(value) {
+            Ok(Some(at)) => entries.push((at, stage)),
+            Ok(None) => {}
+            Err(reason) => {
+                errors.push(ColumnError::new(&format!("date entered {stage:?}"), reason))
+            }
+        }
+    }
+    entries.sort();
+    entries
+        .iter()
+        .map(|(at, stage)| format!("{}@{}", escape(stage), format_time(*at)))
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 fn entry(from: &str, to: &str, at: DateTime<Utc>) -> pb::ImportedStageChange {
@@ -590,7 +678,7 @@ fn unescape(value: &str) -> String {
     text
 }
 
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     let mut text = String::with_capacity(value.len());
     for c in value.chars() {
         if matches!(c, '\\' | '>' | '|') {
@@ -667,7 +755,7 @@ pub fn lead_to_row(lead: &pb::Lead, history: &[pb::StageChange]) -> LeadRow {
         created_at: time(lead.create_time.as_ref()),
         stage_entered_at: time(lead.stage_enter_time.as_ref()),
         history: format_history(history),
-        close_date: String::new(),
+        ..Default::default()
     }
 }
 

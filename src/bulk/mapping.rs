@@ -49,6 +49,13 @@ pub struct Mapping {
     pub encoding: Option<String>,
     /// `.` (the default) or `,`.
     pub decimal_separator: Option<String>,
+    /// Columns named `Date entered "<stage> (<pipeline>)"`, as HubSpot exports them, give
+    /// when the lead entered each stage.
+    #[serde(default)]
+    pub date_entered_columns: bool,
+    /// The rows end at the first blank line: what follows is a report's footer.
+    #[serde(default)]
+    pub footer_after_blank_line: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -64,6 +71,8 @@ pub struct Dates {
 pub enum Target {
     Column(&'static str),
     Label(String),
+    /// When the lead entered the stage of this name.
+    Entered(String),
     Skip,
 }
 
@@ -144,6 +153,9 @@ impl Mapping {
                 .map(|(_, target)| target.as_str());
             let target = match mapped {
                 Some(target) => parse_target(target)?,
+                None if self.date_entered_columns && entered_stage(name).is_some() => {
+                    Target::Entered(entered_stage(name).unwrap_or_default())
+                }
                 None => match parse_target(&wanted) {
                     Ok(target) => target,
                     Err(_) if self.ignore_unknown_columns => Target::Skip,
@@ -213,6 +225,21 @@ impl Layout {
     }
 }
 
+/// The stage of a `Date entered "Contract Sent (Sales Pipeline)"` column: `Contract Sent`.
+fn entered_stage(header: &str) -> Option<String> {
+    let header = header.trim();
+    let prefix = "date entered ";
+    if header.len() <= prefix.len() || !header[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let name = header[prefix.len()..].trim().trim_matches('"').trim();
+    let name = match name.rfind(" (") {
+        Some(at) if name.ends_with(')') => &name[..at],
+        _ => name,
+    };
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 fn normalize(name: &str) -> String {
     name.trim().to_lowercase()
 }
@@ -221,6 +248,7 @@ fn describe(target: &Target) -> String {
     match target {
         Target::Column(column) => (*column).to_owned(),
         Target::Label(key) => format!("labels.{key}"),
+        Target::Entered(stage) => format!("the entry into {stage:?}"),
         Target::Skip => "-".into(),
     }
 }
