@@ -78,8 +78,15 @@ pub struct HealthArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
-    /// The CSV file (`-`: standard input). See docs/importing.md for its columns.
-    pub file: PathBuf,
+    /// The CSV file (`-`: standard input). See docs/importing.md for its columns. With
+    /// --preset salesforce or pipedrive, the files after the first hold the history
+    /// (OpportunityHistory; the deal flow as JSON lines).
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Read a CRM's own export: its columns, dates, amounts, stages and history, into a
+    /// pipeline mirroring the CRM's, created if missing (docs/migrating.md).
+    #[arg(long, value_enum)]
+    pub preset: Option<crate::bulk::presets::Preset>,
     /// The tenant to import into.
     #[arg(long, value_parser = parse_tenant, default_value = "default")]
     pub tenant: TenantId,

@@ -60,35 +60,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             served?;
         }
         Command::Import(args) => {
-            let mapping = leadpipe::bulk::import::mapping_from_flags(
+            let prepared = leadpipe::bulk::import::options_from_flags(
+                args.preset,
+                &args.files,
                 args.mapping.as_ref(),
                 args.ignore_unknown_columns,
                 args.timezone.as_deref(),
                 &args.date_formats,
                 args.delimiter.as_deref(),
                 args.encoding.as_deref(),
+                args.dry_run,
             );
-            if let Some(file) = &args.pipelines {
-                match leadpipe::bulk::pipelines::apply(&store_config, &args.tenant, file).await {
-                    Ok(applied) => {
-                        for done in applied {
-                            eprintln!("{done}");
-                        }
-                    }
-                    Err(message) => {
-                        eprintln!("error: {message}");
-                        std::process::exit(1);
-                    }
-                }
-            }
-            let code = match mapping {
-                Ok(mapping) => {
-                    let options = leadpipe::bulk::import::ImportOptions {
-                        mapping,
-                        dry_run: args.dry_run,
-                    };
-                    leadpipe::bulk::import::main(&store_config, &args.tenant, &args.file, &options)
-                        .await
+            let code = match prepared {
+                Ok((file, options)) => {
+                    leadpipe::bulk::import::main(&store_config, &args.tenant, &file, &options).await
                 }
                 Err(message) => {
                     eprintln!("error: {message}");

@@ -17,6 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::csv::{HistorySource, ReadRules, column_of, row_to_message};
 use super::mapping::{Layout, Mapping};
+use super::pipelines::PipelineSpec;
+use super::presets::{Preset, SourceHistory};
 use super::source::{SourceText, parse_delimiter};
 use crate::app::AppError;
 use crate::app::import::ImportRow;
@@ -33,6 +35,10 @@ pub struct ImportOptions {
     pub mapping: Mapping,
     /// Check every row and write nothing.
     pub dry_run: bool,
+    /// Histories from files of their own, by external id, for rows without one.
+    pub histories: HashMap<String, SourceHistory>,
+    /// Pipelines to create first when the tenant lacks them (a preset's).
+    pub pipelines: Vec<PipelineSpec>,
 }
 
 /// A refused row.
@@ -196,7 +202,10 @@ fn reader(text: &str, delimiter: u8) -> ::csv::Reader<&[u8]> {
 
 /// Decodes and checks the file, resolves its header, and counts its rows.
 fn prepare(bytes: &[u8], mapping: &Mapping) -> Result<Prepared, String> {
-    let source = SourceText::decode(bytes, mapping.encoding.as_deref())?;
+    let mut source = SourceText::decode(bytes, mapping.encoding.as_deref())?;
+    if mapping.footer_after_blank_line {
+        source.cut_at_blank_line();
+    }
     let delimiter = match &mapping.delimiter {
         Some(delimiter) => parse_delimiter(delimiter)?,
         None => source.sniff_delimiter(),
@@ -246,7 +255,12 @@ pub async fn run(
     let app = super::open(config).await?;
     let ctx = super::context(tenant, "import");
     let result = async {
-        let pipelines = pipelines_of(&app, &ctx, &prepared, mapping).await?;
+        for spec in &options.pipelines {
+            if !options.dry_run {
+                super::pipelines::ensure(&app, &ctx, spec).await?;
+            }
+        }
+        let pipelines = pipelines_of(&app, &ctx, &prepared, mapping, &options.pipelines).await?;
         let (tx, rx) = mpsc::channel::<Result<ImportRow, AppError>>(1024);
         let importing = {
             let (import, forecasts, ctx) = (app.import.clone(), app.forecasts.clone(), ctx.clone());
@@ -264,6 +278,7 @@ pub async fn run(
         let now = app.clock.now();
         let reading = {
             let (mapping, progress) = (mapping.clone(), progress.clone());
+            let histories = options.histories.clone();
             tokio::task::spawn_blocking(move || {
                 let rules = ReadRules {
                     times: &times,
@@ -271,7 +286,7 @@ pub async fn run(
                     mapping: &mapping,
                     now,
                 };
-                read_rows(&prepared, &rules, &pipelines, &tx, &progress)
+                read_rows(&prepared, &rules, &pipelines, &histories, &tx, &progress)
             })
         };
         let reading = reading
@@ -324,6 +339,8 @@ async fn pipelines_of(
     ctx: &crate::app::RequestContext,
     prepared: &Prepared,
     mapping: &Mapping,
+    // Checked against, not read, in a dry run that would create them.
+    planned: &[PipelineSpec],
 ) -> Result<HashMap<String, Arc<PipelineDefinition>>, String> {
     let mut named: BTreeMap<String, u64> = BTreeMap::new();
     let mut csv = reader(&prepared.source.text, prepared.delimiter);
@@ -348,6 +365,10 @@ async fn pipelines_of(
             Ok(Some(pipeline)) => {
                 found.insert(name, Arc::new(pipeline.definition().clone()));
             }
+            Ok(None) if let Some(spec) = planned.iter().find(|p| p.id == name) => {
+                let definition = super::pipelines::definition_of(spec)?;
+                found.insert(name, Arc::new(definition));
+            }
             Ok(None) => {
                 return Err(format!(
                     "pipeline {:?}, named by {rows} row{}, does not exist in tenant {}: create \
@@ -369,6 +390,7 @@ fn read_rows(
     prepared: &Prepared,
     rules: &ReadRules<'_>,
     pipelines: &HashMap<String, Arc<PipelineDefinition>>,
+    histories: &HashMap<String, SourceHistory>,
     tx: &mpsc::Sender<Result<ImportRow, AppError>>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Reading, String> {
@@ -402,6 +424,17 @@ fn read_rows(
         let mut row = prepared.layout.row(&record);
         rules.mapping.fill_defaults(&mut row);
         let external_id = row.external_id.trim().to_owned();
+        if row.history.trim().is_empty()
+            && row.entered.is_empty()
+            && let Some(history) = histories.get(&external_id)
+        {
+            row.history = history.to_column(&row.created_at);
+            // The history gives the times; a report's dates are less precise.
+            if history.initial.is_none() {
+                row.created_at.clear();
+            }
+            row.stage_entered_at.clear();
+        }
         if !external_id.is_empty() {
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             row.hash(&mut hasher);
@@ -510,19 +543,69 @@ fn display_name(path: &Path) -> String {
     }
 }
 
-/// The mapping the command line gives: `--mapping FILE`, then the flags over it.
+/// The file to import and how, from the command line: a preset's mapping, pipeline and
+/// history files, or `--mapping FILE`, with the flags over either.
+#[allow(clippy::too_many_arguments)]
+pub fn options_from_flags(
+    preset: Option<Preset>,
+    files: &[PathBuf],
+    mapping: Option<&PathBuf>,
+    ignore_unknown_columns: bool,
+    timezone: Option<&str>,
+    date_formats: &[String],
+    delimiter: Option<&str>,
+    encoding: Option<&str>,
+    dry_run: bool,
+) -> Result<(PathBuf, ImportOptions), String> {
+    let Some((first, rest)) = files.split_first() else {
+        return Err("give the file to import".into());
+    };
+    let base = match (preset, mapping) {
+        (Some(_), Some(_)) => {
+            return Err("--preset and --mapping cannot be combined: a preset is a mapping".into());
+        }
+        (Some(preset), None) => Some(preset.mapping()),
+        (None, Some(path)) => Some(Mapping::load(path)?),
+        (None, None) => None,
+    };
+    let mapping = mapping_from_flags(
+        base,
+        ignore_unknown_columns,
+        timezone,
+        date_formats,
+        delimiter,
+        encoding,
+    )?;
+    let mut options = ImportOptions {
+        mapping,
+        dry_run,
+        ..Default::default()
+    };
+    match preset {
+        Some(preset) => {
+            let rest: Vec<&Path> = rest.iter().map(PathBuf::as_path).collect();
+            options.histories = preset.history(&rest)?;
+            options.pipelines = vec![preset.pipeline()];
+        }
+        None if !rest.is_empty() => {
+            return Err("import one file at a time; several files go with --preset salesforce or pipedrive (the history)".into());
+        }
+        None => {}
+    }
+    Ok((first.clone(), options))
+}
+
+/// The mapping the command line gives: a base (a preset's or `--mapping FILE`'s), then the
+/// flags over it.
 pub fn mapping_from_flags(
-    file: Option<&PathBuf>,
+    base: Option<Mapping>,
     ignore_unknown_columns: bool,
     timezone: Option<&str>,
     date_formats: &[String],
     delimiter: Option<&str>,
     encoding: Option<&str>,
 ) -> Result<Mapping, String> {
-    let mut mapping = match file {
-        Some(path) => Mapping::load(path)?,
-        None => Mapping::default(),
-    };
+    let mut mapping = base.unwrap_or_default();
     mapping.ignore_unknown_columns |= ignore_unknown_columns;
     if let Some(zone) = timezone {
         mapping.dates.timezone = Some(zone.to_owned());

@@ -11,6 +11,7 @@ pub mod export;
 pub mod import;
 pub mod mapping;
 pub mod pipelines;
+pub mod presets;
 pub mod source;
 pub mod synthetic;
 

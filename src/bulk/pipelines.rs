@@ -302,6 +302,39 @@ fn same(current: &PipelineSpec, wanted: &PipelineSpec) -> bool {
     *current == wanted
 }
 
+/// Creates the pipeline when the tenant lacks it; one it has is left as it is.
+pub async fn ensure(
+    app: &Services,
+    ctx: &RequestContext,
+    spec: &PipelineSpec,
+) -> Result<bool, String> {
+    let id = PipelineId::parse(&spec.id).map_err(|e| format!("pipeline id {:?}: {e}", spec.id))?;
+    let named = |e: AppError| format!("pipeline {}: {}", spec.id, describe(e));
+    match app.pipelines.get(ctx, &id).await {
+        Ok(_) => Ok(false),
+        Err(AppError::NotFound { .. }) => {
+            let command = CreatePipeline::try_from(pb::CreatePipelineRequest {
+                pipeline: Some(spec.to_proto()),
+            })
+            .map_err(named)?;
+            app.pipelines.create(ctx, command).await.map_err(named)?;
+            Ok(true)
+        }
+        Err(e) => Err(named(e)),
+    }
+}
+
+/// The definition a spec gives, checked as `CreatePipeline` checks it.
+pub fn definition_of(
+    spec: &PipelineSpec,
+) -> Result<crate::domain::pipeline::PipelineDefinition, String> {
+    CreatePipeline::try_from(pb::CreatePipelineRequest {
+        pipeline: Some(spec.to_proto()),
+    })
+    .map(|command| command.definition)
+    .map_err(|e| format!("pipeline {}: {}", spec.id, describe(e)))
+}
+
 /// Reads a pipeline file, by its extension.
 pub fn load(path: &Path) -> Result<PipelineFile, String> {
     let text = std::fs::read_to_string(path)

@@ -63,6 +63,33 @@ impl SourceText {
         Ok(Self { text, line_starts })
     }
 
+    /// Drops everything from the first blank line outside quotes: a report's footer
+    /// (totals, copyright, who generated it) follows its rows after one.
+    pub fn cut_at_blank_line(&mut self) {
+        let mut quoted = false;
+        let mut line_start = 0;
+        let mut blank = true;
+        for (i, byte) in self.text.bytes().enumerate() {
+            match byte {
+                b'"' => {
+                    quoted = !quoted;
+                    blank = false;
+                }
+                b'\n' if !quoted => {
+                    if blank && line_start > 0 {
+                        self.text.truncate(line_start);
+                        self.line_starts.retain(|&s| s <= line_start);
+                        return;
+                    }
+                    line_start = i + 1;
+                    blank = true;
+                }
+                b'\r' | b' ' | b'\t' => {}
+                _ => blank = false,
+            }
+        }
+    }
+
     /// The line (from 1) that the byte at `offset` is on. Lines end at `\n`, so a CRLF file
     /// counts as many lines as an LF one.
     pub fn line_of(&self, offset: usize) -> u64 {
@@ -183,6 +210,17 @@ mod tests {
             .map(|r| source.line_of_row(r.unwrap().position().unwrap().byte() as usize))
             .collect();
         assert_eq!(lines, [2, 4]);
+    }
+
+    #[test]
+    fn a_report_footer_is_cut_at_the_first_blank_line() {
+        let mut source = SourceText::decode(
+            b"a,b\r\n1,\"x\r\n\r\ny\"\r\n\r\n\"Grand Totals (1 records)\"\r\n\r\n\"Confidential\"\r\n",
+            None,
+        )
+        .unwrap();
+        source.cut_at_blank_line();
+        assert_eq!(source.text, "a,b\r\n1,\"x\r\n\r\ny\"\r\n");
     }
 
     #[test]
