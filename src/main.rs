@@ -71,6 +71,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 args.encoding.as_deref(),
                 args.dry_run,
             );
+            if let Some(file) = &args.pipelines {
+                match leadpipe::bulk::pipelines::apply(&store_config, &args.tenant, file).await {
+                    Ok(applied) => {
+                        for done in applied {
+                            eprintln!("{done}");
+                        }
+                    }
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        std::process::exit(1);
+                    }
+                }
+            }
             let code = match prepared {
                 Ok((file, options)) => {
                     leadpipe::bulk::import::main(&store_config, &args.tenant, &file, &options).await

@@ -428,9 +428,9 @@ fn read_rows(
             && row.entered.is_empty()
             && let Some(history) = histories.get(&external_id)
         {
-            row.history = history.to_column(&row.created_at);
+            row.history = history.to_column(&row.created_at, &row.stage);
             // The history gives the times; a report's dates are less precise.
-            if history.initial.is_none() {
+            if history.from_creation {
                 row.created_at.clear();
             }
             row.stage_entered_at.clear();

@@ -32,18 +32,21 @@ pub enum Preset {
 /// A lead's history from a file of its own, by external id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceHistory {
-    /// The stage the lead was created in, when the file starts with its first change rather
-    /// than its creation; the time is then the row's `created_at`.
+    /// Whether the entries start with the lead's creation (Salesforce's do). Otherwise they
+    /// are its changes, and it was created at the row's `created_at` in `initial`, or in the
+    /// row's stage when it never changed stage.
+    pub from_creation: bool,
     pub initial: Option<String>,
     /// Stage names entered, with when and by whom, oldest first.
     pub entries: Vec<(String, DateTime<Utc>, String)>,
 }
 
 impl SourceHistory {
-    /// The `history` column for a row created at `created_at` (the row's own text).
-    pub fn to_column(&self, created_at: &str) -> String {
+    /// The `history` column for a row created at `created_at` in `stage` (the row's text).
+    pub fn to_column(&self, created_at: &str, stage: &str) -> String {
         let mut parts = Vec::new();
-        if let Some(initial) = &self.initial {
+        if !self.from_creation {
+            let initial = self.initial.as_deref().unwrap_or(stage);
             parts.push(format!("{}@{}", escape(initial), created_at.trim()));
         }
         for (stage, at, actor) in &self.entries {
@@ -313,7 +316,10 @@ fn opportunity_history(bytes: &[u8]) -> Result<HashMap<String, SourceHistory>, S
         .into_iter()
         .map(|(id, mut changes)| {
             changes.sort_by_key(|c| c.0);
-            let mut history = SourceHistory::default();
+            let mut history = SourceHistory {
+                from_creation: true,
+                ..Default::default()
+            };
             for (at, stage, actor) in changes {
                 if history.entries.last().map(|e| &e.0) != Some(&stage) {
                     history.entries.push((stage, at, actor));
@@ -445,11 +451,11 @@ mod tests {
                     h2,006A,005V,2026-09-05T09:00:00.000Z,Prospecting,12000,2026-10-31\r\n";
         let history = opportunity_history(file.as_bytes()).unwrap();
         let a = &history["006A"];
-        assert_eq!(a.initial, None);
+        assert!(a.from_creation);
         let stages: Vec<_> = a.entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(stages, ["Prospecting", "Negotiation/Review"]);
         assert_eq!(
-            a.to_column(""),
+            a.to_column("", ""),
             "Prospecting@2026-09-01T09:00:00Z|by=005U > Negotiation/Review@2026-09-20T10:00:00Z|by=005U"
         );
     }
