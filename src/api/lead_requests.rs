@@ -59,6 +59,7 @@ impl TryFrom<pb::ListLeadsRequest> for LeadListQuery {
             parse_filter(&request.filter).map_err(|e| e.to_string()),
         );
         let order = violations.check("order_by", parse_order_by(&request.order_by));
+        let as_of = optional_time(&mut violations, "as_of", request.as_of.as_ref());
         let command = (|| {
             Some(LeadListQuery {
                 filter: filter?,
@@ -66,6 +67,7 @@ impl TryFrom<pb::ListLeadsRequest> for LeadListQuery {
                 order: order?,
                 page_size,
                 page_token: request.page_token,
+                as_of,
             })
         })();
         finish(violations, command)

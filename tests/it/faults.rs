@@ -664,6 +664,7 @@ async fn imports_at_the_documented_maxima(app: TestApp) {
             external_id: format!("crm-{n:05}-{}", "x".repeat(180)),
             lead: Some(largest_lead(&format!("imported {n}"))),
             history: vec![],
+            revisions: vec![],
         })
         .collect();
     let response = app
