@@ -10,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::mapping::{Mapping, Target};
+use super::presets::Edit;
 use crate::api::convert::{datetime_to_timestamp, timestamp_to_datetime};
 use crate::api::pb;
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
@@ -89,6 +90,9 @@ pub struct LeadRow {
     /// `Date entered "Contract Sent (Sales Pipeline)"`: a history when `history` is empty.
     #[serde(skip)]
     pub entered: Vec<(String, String)>,
+    /// Later changes of the amount and close date, from a history file: revisions.
+    #[serde(skip)]
+    pub edits: Vec<Edit>,
 }
 
 impl LeadRow {
@@ -382,6 +386,7 @@ pub fn row_to_message(
             }
         }
     };
+    let revisions = revisions_of(&mut errors, rules, &row.edits, &row.currency);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -410,10 +415,42 @@ pub fn row_to_message(
             external_id: row.external_id.clone(),
             lead: Some(lead),
             history,
-            revisions: Vec::new(),
+            revisions,
         },
         history: source,
     })
+}
+
+/// Amount and close-date edits as revisions; a close date is the expected close.
+fn revisions_of(
+    errors: &mut Vec<ColumnError>,
+    rules: &ReadRules<'_>,
+    edits: &[Edit],
+    currency: &str,
+) -> Vec<pb::ImportedRevision> {
+    let mut revisions = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let mut lead = pb::Lead::default();
+        let mut paths = Vec::new();
+        if let Some(amount) = &edit.amount {
+            lead.amount = money(errors, rules, "amount", amount, currency);
+            paths.push("amount".to_owned());
+        }
+        if let Some(close_date) = &edit.close_date {
+            match rules.times.parse(close_date) {
+                Ok(at) => lead.expected_close_time = at.map(datetime_to_timestamp),
+                Err(reason) => errors.push(ColumnError::new("close_date", reason)),
+            }
+            paths.push("expected_close_time".to_owned());
+        }
+        revisions.push(pb::ImportedRevision {
+            change_time: Some(datetime_to_timestamp(edit.at)),
+            lead: Some(lead),
+            update_mask: Some(prost_types::FieldMask { paths }),
+            actor: edit.actor.clone(),
+        });
+    }
+    revisions
 }
 
 /// A history from the times a lead entered each stage, oldest first. A stage entered twice

@@ -429,6 +429,12 @@ fn read_rows(
             && let Some(history) = histories.get(&external_id)
         {
             row.history = history.to_column(&row.created_at, &row.stage);
+            if let Some((amount, close_date)) = &history.created_with {
+                // The row holds the lead as it is now; the history how it started.
+                row.amount.clone_from(amount);
+                row.close_date.clone_from(close_date);
+                row.edits.clone_from(&history.edits);
+            }
             // The history gives the times; a report's dates are less precise.
             if history.from_creation {
                 row.created_at.clear();

@@ -39,6 +39,19 @@ pub struct SourceHistory {
     pub initial: Option<String>,
     /// Stage names entered, with when and by whom, oldest first.
     pub entries: Vec<(String, DateTime<Utc>, String)>,
+    /// The amount and close date the lead was created with, when the file has them.
+    pub created_with: Option<(String, String)>,
+    /// Later changes of the amount or the close date: when, by whom, and the new values
+    /// (None: unchanged). They become the lead's revisions.
+    pub edits: Vec<Edit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Edit {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub amount: Option<String>,
+    pub close_date: Option<String>,
 }
 
 impl SourceHistory {
@@ -294,8 +307,9 @@ fn opportunity_history(bytes: &[u8]) -> Result<HashMap<String, SourceHistory>, S
         column("CreatedDate")?,
         column("CreatedById").ok(),
     );
+    let (amount, close_date) = (column("Amount").ok(), column("CloseDate").ok());
     let times = TimeFormat::default();
-    let mut rows: HashMap<String, Vec<(DateTime<Utc>, String, String)>> = HashMap::new();
+    let mut rows: HashMap<String, Vec<HistoryRow>> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| e.to_string())?;
         let line = record
@@ -306,28 +320,66 @@ fn opportunity_history(bytes: &[u8]) -> Result<HashMap<String, SourceHistory>, S
             .parse(&field(created))
             .map_err(|e| format!("line {line}: CreatedDate: {e}"))?
             .ok_or_else(|| format!("line {line}: CreatedDate is empty"))?;
-        rows.entry(field(opportunity)).or_default().push((
-            at,
-            field(stage),
-            by.map(field).unwrap_or_default(),
-        ));
+        rows.entry(field(opportunity))
+            .or_default()
+            .push(HistoryRow {
+                at,
+                stage: field(stage),
+                actor: by.map(field).unwrap_or_default(),
+                amount: amount.map(field),
+                close_date: close_date.map(field),
+            });
     }
     Ok(rows
         .into_iter()
         .map(|(id, mut changes)| {
-            changes.sort_by_key(|c| c.0);
+            changes.sort_by_key(|c| c.at);
             let mut history = SourceHistory {
                 from_creation: true,
                 ..Default::default()
             };
-            for (at, stage, actor) in changes {
-                if history.entries.last().map(|e| &e.0) != Some(&stage) {
-                    history.entries.push((stage, at, actor));
+            let mut previous: Option<&HistoryRow> = None;
+            for row in &changes {
+                match previous {
+                    None => {
+                        history.created_with = Some((
+                            row.amount.clone().unwrap_or_default(),
+                            row.close_date.clone().unwrap_or_default(),
+                        ));
+                    }
+                    Some(before) => {
+                        let changed = |now: &Option<String>, then: &Option<String>| {
+                            (now != then).then(|| now.clone().unwrap_or_default())
+                        };
+                        let edit = Edit {
+                            at: row.at,
+                            actor: row.actor.clone(),
+                            amount: changed(&row.amount, &before.amount),
+                            close_date: changed(&row.close_date, &before.close_date),
+                        };
+                        if edit.amount.is_some() || edit.close_date.is_some() {
+                            history.edits.push(edit);
+                        }
+                    }
                 }
+                if history.entries.last().map(|e| &e.0) != Some(&row.stage) {
+                    history
+                        .entries
+                        .push((row.stage.clone(), row.at, row.actor.clone()));
+                }
+                previous = Some(row);
             }
             (id, history)
         })
         .collect())
+}
+
+struct HistoryRow {
+    at: DateTime<Utc>,
+    stage: String,
+    actor: String,
+    amount: Option<String>,
+    close_date: Option<String>,
 }
 
 struct FlowChange {
@@ -454,6 +506,10 @@ mod tests {
         assert!(a.from_creation);
         let stages: Vec<_> = a.entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(stages, ["Prospecting", "Negotiation/Review"]);
+        assert_eq!(a.created_with, Some(("10000".into(), "2026-10-31".into())));
+        assert_eq!(a.edits.len(), 1);
+        assert_eq!(a.edits[0].amount.as_deref(), Some("12000"));
+        assert_eq!(a.edits[0].close_date, None);
         assert_eq!(
             a.to_column("", ""),
             "Prospecting@2026-09-01T09:00:00Z|by=005U > Negotiation/Review@2026-09-20T10:00:00Z|by=005U"

@@ -459,6 +459,7 @@ async fn salesforce_opportunities_import_with_their_history(app: TestApp) {
         .map(String::from),
     )];
     let mut expected = BTreeMap::new();
+    let mut repricings = Vec::new();
     let mut h = 0;
     for (i, deal) in deals.iter().enumerate() {
         let mut path: Vec<(&str, &str, DateTime<Utc>)> = deal
@@ -495,25 +496,30 @@ async fn salesforce_opportunities_import_with_their_history(app: TestApp) {
         if i % 25 == 7 {
             report.push(report.last().unwrap().clone());
         }
+        // A third of the deals started at a lower amount and were repriced two hours in.
+        let repriced = i % 3 == 0 && deal.amount.is_some_and(|a| a > 1000);
         for (j, (_, name, at)) in path.iter().enumerate() {
             h += 1;
-            let record = |at: DateTime<Utc>, h: usize| {
+            let record = |at: DateTime<Utc>, h: usize, amount: Option<i64>| {
                 csv_line(&[
                     format!("008{h:012}"),
                     deal.id.clone(),
                     format!("005{:012}", i % 4),
                     at.format("%Y-%m-%dT%H:%M:%S.000Z").to_string(),
                     name.to_string(),
-                    deal.amount.map(|a| a.to_string()).unwrap_or_default(),
-                    us_date(last.2),
+                    amount.map(|a| a.to_string()).unwrap_or_default(),
+                    last.2.format("%Y-%m-%d").to_string(),
                     "50".into(),
                 ])
             };
-            history.push(record(*at, h));
-            if j == 0 && i % 3 == 0 {
-                // An amount edit later in the same stage: a row of its own, no stage change.
+            if j == 0 && repriced {
+                history.push(record(*at, h, deal.amount.map(|a| a - 1000)));
+                // The repricing: a row of its own in the same stage.
                 h += 1;
-                history.push(record(*at + Duration::hours(2), h));
+                history.push(record(*at + Duration::hours(2), h, deal.amount));
+                repricings.push((deal.id.clone(), *at + Duration::hours(2)));
+            } else {
+                history.push(record(*at, h, deal.amount));
             }
         }
         expected.insert(
