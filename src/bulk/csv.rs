@@ -270,6 +270,7 @@ pub fn row_to_message(
                 .any(|s| s.key.as_str() == key && s.kind.is_closed())
         })
     };
+    let mut stage_refused = false;
     let mut stage = if row.stage.trim().is_empty() {
         String::new()
     } else {
@@ -277,6 +278,7 @@ pub fn row_to_message(
             Ok(stage) => stage,
             Err(reason) => {
                 errors.push(ColumnError::new("stage", reason));
+                stage_refused = true;
                 String::new()
             }
         }
@@ -319,7 +321,10 @@ pub fn row_to_message(
     if history_text.trim().is_empty() && !row.entered.is_empty() {
         history_text = history_of_entries(&mut errors, rules.times, &row.entered);
     }
-    let (history, source) = if history_text.trim().is_empty() {
+    let (history, source) = if stage_refused {
+        // Nothing more can be said of a history whose stage is unknown.
+        (Vec::new(), HistorySource::Derived)
+    } else if history_text.trim().is_empty() {
         let mut history = Vec::new();
         let closed = !stage.is_empty() && is_closed(&stage);
         let stage_entered_at = stage_entered_at.or(close_date.filter(|_| closed));

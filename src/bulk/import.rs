@@ -116,25 +116,28 @@ impl ImportReport {
 }
 
 impl RowError {
-    /// The problem without the values it quotes, to group rows refused for the same reason:
-    /// `amount: "…" is not a non-negative decimal number`.
+    /// The problem without the value it quotes (the first quoted text), to group rows refused
+    /// for the same reason: `amount: "…" is not a non-negative decimal number`.
     pub fn kind(&self) -> String {
         let mut text = String::new();
-        let mut quoted = false;
+        let mut state = 0; // 0: before the quote, 1: in it, 2: after it
         let mut escaped = false;
         for c in self.reason.chars() {
-            if quoted {
-                match c {
+            match state {
+                1 => match c {
                     '\\' if !escaped => escaped = true,
                     '"' if !escaped => {
-                        quoted = false;
+                        state = 2;
                         text.push_str("…\"");
                     }
                     _ => escaped = false,
+                },
+                _ => {
+                    text.push(c);
+                    if c == '"' && state == 0 {
+                        state = 1;
+                    }
                 }
-            } else {
-                text.push(c);
-                quoted = c == '"';
             }
         }
         if self.column.is_empty() {
