@@ -229,7 +229,8 @@ impl Layout {
 fn entered_stage(header: &str) -> Option<String> {
     let header = header.trim();
     let prefix = "date entered ";
-    if header.len() <= prefix.len() || !header[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    let head = header.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
         return None;
     }
     let name = header[prefix.len()..].trim().trim_matches('"').trim();
@@ -284,6 +285,17 @@ mod tests {
 
     fn header(names: &[&str]) -> csv::StringRecord {
         csv::StringRecord::from(names.to_vec())
+    }
+
+    #[test]
+    fn date_entered_columns_name_their_stage() {
+        assert_eq!(
+            entered_stage("Date entered \"Contract Sent (Sales Pipeline)\"").as_deref(),
+            Some("Contract Sent")
+        );
+        assert_eq!(entered_stage("date entered Won").as_deref(), Some("Won"));
+        assert_eq!(entered_stage("Date exited \"Won (x)\""), None);
+        assert_eq!(entered_stage("Dätë"), None);
     }
 
     #[test]
