@@ -109,7 +109,8 @@ pub struct CheckMove {
     pub to: StageKey,
 }
 
-pub struct StageChangeQuery {
+/// A page of one lead's history: its stage changes or its revisions.
+pub struct LeadPageQuery {
     pub lead_id: LeadId,
     pub page_size: u64,
     pub page_token: String,
@@ -134,12 +135,6 @@ impl From<Lead> for LeadAsOf {
             delete_time: None,
         }
     }
-}
-
-pub struct RevisionQuery {
-    pub lead_id: LeadId,
-    pub page_size: u64,
-    pub page_token: String,
 }
 
 pub struct MoveCommand {
@@ -626,7 +621,7 @@ impl LeadService {
     pub async fn list_stage_changes(
         &self,
         ctx: &RequestContext,
-        query: StageChangeQuery,
+        query: LeadPageQuery,
     ) -> Result<(Vec<StageChange>, String), AppError> {
         let (id, page_size, page_token) = (&query.lead_id, query.page_size, &query.page_token[..]);
         let after: i64 = if page_token.is_empty() {
@@ -685,7 +680,7 @@ impl LeadService {
     pub async fn list_revisions(
         &self,
         ctx: &RequestContext,
-        query: RevisionQuery,
+        query: LeadPageQuery,
     ) -> Result<(Vec<LeadRevision>, String), AppError> {
         let id = &query.lead_id;
         let after: i64 = if query.page_token.is_empty() {
