@@ -54,6 +54,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Export leads with their history as CSV, in the layout `import` reads.
     Export(ExportArgs),
+    /// Export a tenant's pipelines to a file, or create and update them from one.
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
     /// Seed an empty tenant with a realistic sample pipeline.
     Demo(DemoArgs),
     /// Exit 0 if the server answers SERVING to a gRPC health check (plaintext servers only).
@@ -75,11 +78,69 @@ pub struct HealthArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
-    /// The CSV file (`-`: standard input). See the README for its columns.
-    pub file: PathBuf,
+    /// The CSV file (`-`: standard input). See docs/importing.md for its columns. With
+    /// --preset salesforce or pipedrive, the files after the first hold the history
+    /// (OpportunityHistory; the deal flow as JSON lines).
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// Read a CRM's own export: its columns, dates, amounts, stages and history, into a
+    /// pipeline mirroring the CRM's, created if missing (docs/migrating.md).
+    #[arg(long, value_enum)]
+    pub preset: Option<crate::bulk::presets::Preset>,
     /// The tenant to import into.
     #[arg(long, value_parser = parse_tenant, default_value = "default")]
     pub tenant: TenantId,
+    /// A TOML file mapping the file's columns, stage names, date formats and time zone onto
+    /// leadpipe's (docs/importing.md).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Leave out columns that are neither leadpipe's nor mapped, instead of refusing the file.
+    #[arg(long)]
+    pub ignore_unknown_columns: bool,
+    /// The time zone of times written without an offset, e.g. Europe/Berlin (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// A strftime format of the file's times or dates, e.g. %m/%d/%Y; repeat for several.
+    #[arg(long = "date-format", value_name = "FORMAT")]
+    pub date_formats: Vec<String>,
+    /// The field delimiter: one character, or `tab` (default: sniffed from the header).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// The file's encoding, e.g. windows-1252 or latin1 (default UTF-8, or what a byte-order
+    /// mark says).
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Check every row and report, writing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create or update the pipelines of this file (from `pipelines export` or `export
+    /// --pipelines`) before importing.
+    #[arg(long, value_name = "FILE")]
+    pub pipelines: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelinesCommand {
+    /// Write every pipeline of the tenant as TOML or JSON.
+    Export {
+        /// Write to this file instead of standard output; `.json` writes JSON.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// toml or json (default: by the output's extension, else toml).
+        #[arg(long, value_enum)]
+        format: Option<crate::bulk::pipelines::Format>,
+        /// The tenant to export.
+        #[arg(long, value_parser = parse_tenant, default_value = "default")]
+        tenant: TenantId,
+    },
+    /// Create the file's pipelines the tenant lacks and update those that differ.
+    Apply {
+        /// A file from `pipelines export`: TOML, or JSON when it ends in `.json`.
+        file: PathBuf,
+        /// The tenant to apply to.
+        #[arg(long, value_parser = parse_tenant, default_value = "default")]
+        tenant: TenantId,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,6 +154,10 @@ pub struct ExportArgs {
     /// Only leads matching this ListLeads filter, e.g. `stage = "proposal"`.
     #[arg(long, default_value = "")]
     pub filter: String,
+    /// Also write the tenant's pipelines to this file (TOML, or JSON when it ends in `.json`),
+    /// for `import --pipelines` or `pipelines apply`.
+    #[arg(long, value_name = "FILE")]
+    pub pipelines: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -22,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Command::Keys(_)
                 | Command::Import(_)
                 | Command::Export(_)
+                | Command::Pipelines(_)
                 | Command::Demo(_)
                 | Command::Health(_)
         )
@@ -59,10 +60,92 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             served?;
         }
         Command::Import(args) => {
-            let code = leadpipe::bulk::import::main(&store_config, &args.tenant, &args.file).await;
+            let prepared = leadpipe::bulk::import::options_from_flags(
+                args.preset,
+                &args.files,
+                args.mapping.as_ref(),
+                args.ignore_unknown_columns,
+                args.timezone.as_deref(),
+                &args.date_formats,
+                args.delimiter.as_deref(),
+                args.encoding.as_deref(),
+                args.dry_run,
+            );
+            if let Some(file) = &args.pipelines {
+                match leadpipe::bulk::pipelines::apply(&store_config, &args.tenant, file).await {
+                    Ok(applied) => {
+                        for done in applied {
+                            eprintln!("{done}");
+                        }
+                    }
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            let code = match prepared {
+                Ok((file, options)) => {
+                    leadpipe::bulk::import::main(&store_config, &args.tenant, &file, &options).await
+                }
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    1
+                }
+            };
             std::process::exit(code);
         }
+        Command::Pipelines(command) => {
+            use leadpipe::bulk::pipelines::{Format, apply, export};
+            use leadpipe::config::PipelinesCommand;
+            let result = match command {
+                PipelinesCommand::Export {
+                    output,
+                    format,
+                    tenant,
+                } => {
+                    let format = format
+                        .unwrap_or_else(|| output.as_deref().map_or(Format::Toml, Format::of));
+                    match export(&store_config, &tenant, format).await {
+                        Ok(text) => match output {
+                            Some(path) => std::fs::write(&path, text)
+                                .map_err(|e| format!("cannot write {}: {e}", path.display())),
+                            None => {
+                                print!("{text}");
+                                Ok(())
+                            }
+                        },
+                        Err(message) => Err(message),
+                    }
+                }
+                PipelinesCommand::Apply { file, tenant } => {
+                    apply(&store_config, &tenant, &file).await.map(|applied| {
+                        for done in applied {
+                            println!("{done}");
+                        }
+                    })
+                }
+            };
+            if let Err(message) = result {
+                eprintln!("error: {message}");
+                std::process::exit(1);
+            }
+        }
         Command::Export(args) => {
+            if let Some(path) = &args.pipelines {
+                let format = leadpipe::bulk::pipelines::Format::of(path);
+                let written =
+                    leadpipe::bulk::pipelines::export(&store_config, &args.tenant, format)
+                        .await
+                        .and_then(|text| {
+                            std::fs::write(path, text)
+                                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                        });
+                if let Err(message) = written {
+                    eprintln!("error: {message}");
+                    std::process::exit(1);
+                }
+            }
             let output = args.output.as_deref();
             match leadpipe::bulk::export::run(&store_config, &args.tenant, &args.filter, output)
                 .await

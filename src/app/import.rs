@@ -74,6 +74,8 @@ pub struct ImportSummary {
     pub received: i64,
     pub imported: i64,
     pub already_imported: i64,
+    /// Of those already imported, the ones whose stored lead differs from the row.
+    pub differing: i64,
     pub failed: i64,
     /// The first refusals, in order.
     pub errors: Vec<ImportError>,
@@ -95,12 +97,17 @@ pub struct ImportItem {
     pub history: Vec<StageChange>,
     /// The lead after each change of its history, numbered from 1.
     pub revisions: Vec<LeadRevision>,
+    /// Whether the source gave the lead's history; without one it is created now, and its
+    /// times say nothing about the source.
+    pub timed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImportOutcome {
     Imported,
     AlreadyImported,
+    /// Imported before, and the stored lead no longer matches this row.
+    Differs,
     Failed(String),
 }
 
@@ -131,7 +138,7 @@ impl ImportService {
         ctx: &RequestContext,
         rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
     ) -> Result<ImportSummary, E> {
-        let (summary, pipelines) = self.import_rows(ctx, rows).await?;
+        let (summary, pipelines) = self.import_rows(ctx, rows, Mode::Write).await?;
         self.finished(summary.imported as u64).await?;
         if summary.imported > 0 {
             for pipeline in pipelines {
@@ -141,10 +148,21 @@ impl ImportService {
         Ok(summary)
     }
 
+    /// Checks every row as [`Self::import_and_rescore`] would, and writes nothing: `imported`
+    /// counts the rows that would be imported.
+    pub async fn dry_run<E: From<AppError>>(
+        &self,
+        ctx: &RequestContext,
+        rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
+    ) -> Result<ImportSummary, E> {
+        Ok(self.import_rows(ctx, rows, Mode::Check).await?.0)
+    }
+
     async fn import_rows<E: From<AppError>>(
         &self,
         ctx: &RequestContext,
         mut rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
+        mode: Mode,
     ) -> Result<(ImportSummary, Vec<PipelineId>), E> {
         let mut summary = ImportSummary::default();
         let mut pipelines: HashMap<PipelineId, Option<Arc<CompiledPipeline>>> = HashMap::new();
@@ -157,11 +175,11 @@ impl ImportService {
                 Err(error) => summary.refuse(error),
             }
             if batch.len() == BATCH_SIZE {
-                self.flush(ctx, &mut batch, &mut summary).await?;
+                self.flush(ctx, &mut batch, &mut summary, mode).await?;
             }
             index += 1;
         }
-        self.flush(ctx, &mut batch, &mut summary).await?;
+        self.flush(ctx, &mut batch, &mut summary, mode).await?;
         let touched = pipelines
             .into_iter()
             .filter_map(|(id, compiled)| compiled.map(|_| id))
@@ -174,6 +192,7 @@ impl ImportService {
         ctx: &RequestContext,
         batch: &mut Vec<ImportItem>,
         summary: &mut ImportSummary,
+        mode: Mode,
     ) -> Result<(), AppError> {
         if batch.is_empty() {
             return Ok(());
@@ -183,10 +202,19 @@ impl ImportService {
             .map(|i| (i.index, i.lead.external_id.clone().unwrap_or_default()))
             .collect();
         let imported_before = summary.imported as u64;
-        for (index, outcome) in self.import(ctx, std::mem::take(batch)).await? {
+        let items = std::mem::take(batch);
+        let outcomes = match mode {
+            Mode::Write => self.import(ctx, items).await?,
+            Mode::Check => self.check(ctx, items).await?.0,
+        };
+        for (index, outcome) in outcomes {
             match outcome {
                 ImportOutcome::Imported => summary.imported += 1,
                 ImportOutcome::AlreadyImported => summary.already_imported += 1,
+                ImportOutcome::Differs => {
+                    summary.already_imported += 1;
+                    summary.differing += 1;
+                }
                 ImportOutcome::Failed(reason) => summary.refuse(ImportError {
                     index,
                     external_id: externals.get(&index).cloned().unwrap_or_default(),
@@ -195,7 +223,10 @@ impl ImportService {
                 }),
             }
         }
-        self.grew(imported_before, summary.imported as u64).await
+        match mode {
+            Mode::Write => self.grew(imported_before, summary.imported as u64).await,
+            Mode::Check => Ok(()),
+        }
     }
 
     /// Checks a row against its pipeline and builds the lead and its stage changes. The outer
@@ -233,6 +264,7 @@ impl ImportService {
         };
         let definition = pipeline.definition();
         let now = self.clock.now();
+        let timed = !parsed.history.is_empty();
         let history = if parsed.history.is_empty() {
             vec![ImportedChange {
                 from_stage: None,
@@ -285,10 +317,14 @@ impl ImportService {
                 from_stage: change.from_stage,
                 to_stage: change.to_stage,
                 change_time: change.change_time,
-                // The recorded actor is the caller's identity; the source system's actor is
-                // kept in the note.
-                actor: ctx.actor.clone(),
-                note: imported_note(change.note, &change.actor),
+                // Marked imported, the entry keeps who made the change in the source system;
+                // the lead's revisions record the importing caller.
+                actor: if change.actor.is_empty() {
+                    ctx.actor.clone()
+                } else {
+                    change.actor
+                },
+                note: change.note,
                 imported: true,
             })
             .collect();
@@ -297,6 +333,7 @@ impl ImportService {
             lead,
             history,
             revisions,
+            timed,
         }))
     }
 
@@ -335,29 +372,52 @@ impl ImportService {
         Ok(())
     }
 
+    /// Sorts a batch into the leads imported before (with whether the stored lead still
+    /// matches) and the fresh ones, which it returns to be written.
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        items: Vec<ImportItem>,
+    ) -> Result<(Vec<(i64, ImportOutcome)>, Vec<ImportItem>), AppError> {
+        let external_ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.lead.external_id.clone())
+            .collect();
+        let existing =
+            leads::find_by_external_ids(self.store.reader(), &ctx.tenant, &external_ids).await?;
+        let mut seen = HashSet::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut fresh = Vec::with_capacity(items.len());
+        for item in items {
+            let external_id = item.lead.external_id.clone().unwrap_or_default();
+            if let Some(stored) = existing.get(&external_id) {
+                let outcome = if same_lead(stored, &item.lead, item.timed) {
+                    ImportOutcome::AlreadyImported
+                } else {
+                    ImportOutcome::Differs
+                };
+                outcomes.push((item.index, outcome));
+            } else if !seen.insert(external_id) {
+                outcomes.push((item.index, ImportOutcome::AlreadyImported));
+            } else {
+                outcomes.push((item.index, ImportOutcome::Imported));
+                fresh.push(item);
+            }
+        }
+        Ok((outcomes, fresh))
+    }
+
     /// Imports a batch; the outcome of each item, in order.
     pub async fn import(
         &self,
         ctx: &RequestContext,
         items: Vec<ImportItem>,
     ) -> Result<Vec<(i64, ImportOutcome)>, AppError> {
-        let external_ids: Vec<String> = items
-            .iter()
-            .filter_map(|i| i.lead.external_id.clone())
+        let (checked, mut fresh) = self.check(ctx, items).await?;
+        let mut outcomes: Vec<(i64, ImportOutcome)> = checked
+            .into_iter()
+            .filter(|(_, outcome)| *outcome != ImportOutcome::Imported)
             .collect();
-        let existing =
-            leads::existing_external_ids(self.store.reader(), &ctx.tenant, &external_ids).await?;
-        let mut seen = HashSet::new();
-        let mut outcomes = Vec::with_capacity(items.len());
-        let mut fresh = Vec::with_capacity(items.len());
-        for item in items {
-            let external_id = item.lead.external_id.clone().unwrap_or_default();
-            if existing.contains(&external_id) || !seen.insert(external_id) {
-                outcomes.push((item.index, ImportOutcome::AlreadyImported));
-            } else {
-                fresh.push(item);
-            }
-        }
         match self.write(&ctx.tenant, &mut fresh).await {
             Ok(()) => outcomes.extend(fresh.iter().map(|i| (i.index, ImportOutcome::Imported))),
             // A concurrent import took one of the external ids: fall back to one lead per
@@ -399,14 +459,23 @@ impl ImportService {
     }
 }
 
-fn imported_note(note: String, actor: &str) -> String {
-    if actor.is_empty() {
-        note
-    } else if note.is_empty() {
-        format!("imported; by {actor} in the source system")
-    } else {
-        format!("{note} (imported; by {actor} in the source system)")
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Write,
+    /// Check and count, write nothing.
+    Check,
+}
+
+/// Whether a stored lead is what importing `row` would give: the same fields, pipeline and
+/// stage, and the same times when the row gives them.
+fn same_lead(stored: &Lead, row: &Lead, timed: bool) -> bool {
+    stored.fields == row.fields
+        && stored.pipeline_id == row.pipeline_id
+        && stored.stage == row.stage
+        && (!timed
+            || (stored.create_time == row.create_time
+                && stored.stage_enter_time == row.stage_enter_time
+                && stored.close_time == row.close_time))
 }
 
 async fn write_in(

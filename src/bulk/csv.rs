@@ -4,12 +4,17 @@
 //! history and label syntax) and maps the server's field paths back to column names.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::mapping::{Mapping, Target};
+use super::presets::Edit;
 use crate::api::convert::{datetime_to_timestamp, timestamp_to_datetime};
 use crate::api::pb;
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::domain::source::{DecimalSeparator, TimeFormat, parse_amount};
 
 /// The columns, in the order `export` writes them.
 pub const COLUMNS: [&str; 21] = [
@@ -39,8 +44,17 @@ pub const COLUMNS: [&str; 21] = [
 /// Columns a file must have; every other column may be left out.
 pub const REQUIRED_COLUMNS: [&str; 2] = ["external_id", "title"];
 
+/// Columns `import` reads besides those `export` writes.
+/// - `close_date`: a CRM's "close date". For a lead in a won or lost stage it is when the lead
+///   closed (its `stage_entered_at`, when that is empty); for an open lead, its expected close
+///   (its `expected_close`, when that is empty).
+/// - `status`: `open`, `won` or `lost`, as CRMs keep it beside the stage. A won or lost lead is
+///   in the pipeline's won or lost stage (its first, unless `stage` names another of that kind),
+///   closed at `won_at` or `lost_at`, or else at `close_date`.
+pub const EXTRA_COLUMNS: [&str; 4] = ["close_date", "status", "won_at", "lost_at"];
+
 /// One row, as text. Missing columns read as empty.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LeadRow {
     pub external_id: String,
@@ -64,6 +78,97 @@ pub struct LeadRow {
     pub created_at: String,
     pub stage_entered_at: String,
     pub history: String,
+    #[serde(skip)]
+    pub close_date: String,
+    #[serde(skip)]
+    pub status: String,
+    #[serde(skip)]
+    pub won_at: String,
+    #[serde(skip)]
+    pub lost_at: String,
+    /// When the lead entered each stage, by stage name, from columns such as HubSpot's
+    /// `Date entered "Contract Sent (Sales Pipeline)"`: a history when `history` is empty.
+    #[serde(skip)]
+    pub entered: Vec<(String, String)>,
+    /// Later changes of the amount and close date, from a history file: revisions.
+    #[serde(skip)]
+    pub edits: Vec<Edit>,
+}
+
+impl LeadRow {
+    fn cell(&mut self, column: &str) -> Option<&mut String> {
+        Some(match column {
+            "external_id" => &mut self.external_id,
+            "title" => &mut self.title,
+            "company" => &mut self.company,
+            "contact_name" => &mut self.contact_name,
+            "contact_email" => &mut self.contact_email,
+            "owner" => &mut self.owner,
+            "source" => &mut self.source,
+            "pipeline_id" => &mut self.pipeline_id,
+            "stage" => &mut self.stage,
+            "currency" => &mut self.currency,
+            "amount" => &mut self.amount,
+            "bant_budget" => &mut self.bant_budget,
+            "bant_authority" => &mut self.bant_authority,
+            "bant_need" => &mut self.bant_need,
+            "bant_timeline" => &mut self.bant_timeline,
+            "expected_close" => &mut self.expected_close,
+            "lost_reason" => &mut self.lost_reason,
+            "labels" => &mut self.labels,
+            "created_at" => &mut self.created_at,
+            "stage_entered_at" => &mut self.stage_entered_at,
+            "history" => &mut self.history,
+            "close_date" => &mut self.close_date,
+            "status" => &mut self.status,
+            "won_at" => &mut self.won_at,
+            "lost_at" => &mut self.lost_at,
+            _ => return None,
+        })
+    }
+
+    /// Puts a cell's value where its column goes; a label is added to `labels`.
+    pub fn set(&mut self, target: &Target, value: &str) {
+        match target {
+            Target::Column(column) => {
+                if let Some(cell) = self.cell(column) {
+                    *cell = value.to_owned();
+                }
+            }
+            Target::Label(key) if !value.trim().is_empty() => {
+                let pair = format_labels([(key, &value.trim().to_owned())]);
+                if self.labels.trim().is_empty() {
+                    self.labels = pair;
+                } else {
+                    self.labels = format!("{};{pair}", self.labels);
+                }
+            }
+            Target::Entered(stage) if !value.trim().is_empty() => {
+                self.entered.push((stage.clone(), value.trim().to_owned()));
+            }
+            Target::Label(_) | Target::Entered(_) | Target::Skip => {}
+        }
+    }
+
+    /// Like [`Self::set`], for a column the row left empty.
+    pub fn set_if_empty(&mut self, target: &Target, value: &str) {
+        match target {
+            Target::Column(column) => {
+                if let Some(cell) = self.cell(column)
+                    && cell.trim().is_empty()
+                {
+                    *cell = value.to_owned();
+                }
+            }
+            Target::Label(key) => {
+                let has = parse_labels(&self.labels).is_ok_and(|labels| labels.contains_key(key));
+                if !has {
+                    self.set(target, value);
+                }
+            }
+            Target::Entered(_) | Target::Skip => {}
+        }
+    }
 }
 
 /// A problem with one column of a row.
@@ -79,27 +184,6 @@ impl ColumnError {
             column: column.to_owned(),
             reason: reason.into(),
         }
-    }
-}
-
-/// Checks a header: every required column present, no unknown or repeated column.
-pub fn check_header(header: &csv::StringRecord) -> Result<(), String> {
-    let mut seen = Vec::new();
-    for name in header {
-        if !COLUMNS.contains(&name) {
-            return Err(format!(
-                "unknown column {name:?}; the columns are {}",
-                COLUMNS.join(", ")
-            ));
-        }
-        if seen.contains(&name) {
-            return Err(format!("column {name:?} appears twice"));
-        }
-        seen.push(name);
-    }
-    match REQUIRED_COLUMNS.iter().find(|c| !seen.contains(c)) {
-        Some(missing) => Err(format!("the column {missing:?} is required")),
-        None => Ok(()),
     }
 }
 
@@ -119,15 +203,28 @@ pub struct RowMessage {
     pub history: HistorySource,
 }
 
-/// Converts a row. `first_stage` names the first stage of a pipeline (empty id: `default`),
-/// needed when a row gives a later `stage` without a `history`; None when the pipeline does
-/// not exist, which the server then reports.
+/// How the cells of a file are read: its time formats and zone, its decimal separator, and
+/// the names its stages go by.
+pub struct ReadRules<'a> {
+    pub times: &'a TimeFormat,
+    pub decimal: DecimalSeparator,
+    pub mapping: &'a Mapping,
+    /// When rows without a time are created: now.
+    pub now: DateTime<Utc>,
+}
+
+/// The pipeline a row names (empty: `default`), when it exists; an unknown pipeline is
+/// reported by the import itself.
+pub type PipelineLookup<'a> = dyn FnMut(&str) -> Option<Arc<PipelineDefinition>> + 'a;
+
+/// Converts a row.
 pub fn row_to_message(
     row: &LeadRow,
-    first_stage: &mut dyn FnMut(&str) -> Option<String>,
+    rules: &ReadRules<'_>,
+    pipeline_of: &mut PipelineLookup<'_>,
 ) -> Result<RowMessage, Vec<ColumnError>> {
     let mut errors = Vec::new();
-    let mut time = |column: &str, value: &str| match parse_time(value) {
+    let mut time = |column: &str, value: &str| match rules.times.parse(value) {
         Ok(t) => t,
         Err(reason) => {
             errors.push(ColumnError::new(column, reason));
@@ -135,11 +232,20 @@ pub fn row_to_message(
         }
     };
     let bant_timeline = time("bant_timeline", &row.bant_timeline);
-    let expected_close = time("expected_close", &row.expected_close);
+    let mut expected_close = time("expected_close", &row.expected_close);
     let created_at = time("created_at", &row.created_at);
     let stage_entered_at = time("stage_entered_at", &row.stage_entered_at);
-    let amount = money(&mut errors, "amount", &row.amount, &row.currency);
-    let budget = money(&mut errors, "bant_budget", &row.bant_budget, &row.currency);
+    let mut close_date = time("close_date", &row.close_date);
+    let won_at = time("won_at", &row.won_at);
+    let lost_at = time("lost_at", &row.lost_at);
+    let amount = money(&mut errors, rules, "amount", &row.amount, &row.currency);
+    let budget = money(
+        &mut errors,
+        rules,
+        "bant_budget",
+        &row.bant_budget,
+        &row.currency,
+    );
     let labels = match parse_labels(&row.labels) {
         Ok(labels) => labels,
         Err(reason) => {
@@ -147,10 +253,88 @@ pub fn row_to_message(
             BTreeMap::new()
         }
     };
-    let stage = row.stage.trim();
-    let (history, source) = if row.history.trim().is_empty() {
-        let created = created_at.or(stage_entered_at);
+    let pipeline = pipeline_of(&row.pipeline_id);
+    let resolve = |value: &str| -> Result<String, String> {
+        let value = rules.mapping.stage(value).unwrap_or(value);
+        match &pipeline {
+            Some(definition) => definition
+                .resolve_stage(value)
+                .map(|key| key.as_str().to_owned()),
+            None => Ok(value.trim().to_owned()),
+        }
+    };
+    let is_closed = |key: &str| {
+        pipeline.as_ref().is_some_and(|p| {
+            p.stages
+                .iter()
+                .any(|s| s.key.as_str() == key && s.kind.is_closed())
+        })
+    };
+    let mut stage_refused = false;
+    let mut stage = if row.stage.trim().is_empty() {
+        String::new()
+    } else {
+        match resolve(&row.stage) {
+            Ok(stage) => stage,
+            Err(reason) => {
+                errors.push(ColumnError::new("stage", reason));
+                stage_refused = true;
+                String::new()
+            }
+        }
+    };
+    let status = row.status.trim().to_lowercase();
+    let closing = match status.as_str() {
+        "" | "open" => None,
+        "won" => Some((StageKind::Won, won_at)),
+        "lost" => Some((StageKind::Lost, lost_at)),
+        _ => {
+            errors.push(ColumnError::new(
+                "status",
+                format!("{:?} is not open, won or lost", row.status.trim()),
+            ));
+            None
+        }
+    };
+    if let (Some((kind, at)), Some(pipeline)) = (closing, &pipeline) {
+        let of_kind = |key: &str| {
+            pipeline
+                .stages
+                .iter()
+                .any(|s| s.key.as_str() == key && s.kind == kind)
+        };
+        if !of_kind(&stage) {
+            match pipeline.stages.iter().find(|s| s.kind == kind) {
+                Some(closed) => stage = closed.key.as_str().to_owned(),
+                None => errors.push(ColumnError::new(
+                    "status",
+                    format!(
+                        "the pipeline has no {kind:?} stage; its stages are {}",
+                        pipeline.stage_list()
+                    ),
+                )),
+            }
+        }
+        close_date = at.or(close_date);
+    }
+    let mut history_text = row.history.clone();
+    if history_text.trim().is_empty() && !row.entered.is_empty() {
+        history_text = history_of_entries(&mut errors, rules.times, &row.entered);
+    }
+    let (history, source) = if stage_refused {
+        // Nothing more can be said of a history whose stage is unknown.
+        (Vec::new(), HistorySource::Derived)
+    } else if history_text.trim().is_empty() {
         let mut history = Vec::new();
+        let closed = !stage.is_empty() && is_closed(&stage);
+        let stage_entered_at = stage_entered_at.or(close_date.filter(|_| closed));
+        if !closed && expected_close.is_none() {
+            expected_close = close_date;
+        }
+        let created = created_at.or(stage_entered_at);
+        let first = pipeline
+            .as_ref()
+            .map(|p| p.first_stage().key.as_str().to_owned());
         if stage.is_empty() {
             if stage_entered_at.is_some() && created_at.is_some() && stage_entered_at != created_at
             {
@@ -161,31 +345,44 @@ pub fn row_to_message(
             }
             // Without a time either, the server creates the lead now in the first stage.
             if let Some(created) = created
-                && let Some(first) = first_stage(&row.pipeline_id)
+                && let Some(first) = first
             {
                 history.push(entry("", &first, created));
             }
+        } else if closed && stage_entered_at.is_none() {
+            // Closing it on its creation date would invent a sales cycle of no days.
+            errors.push(ColumnError::new(
+                "stage_entered_at",
+                format!(
+                    "is required for a lead in the closed stage {stage:?}: it is when the lead \
+                     was won or lost (give stage_entered_at or close_date)"
+                ),
+            ));
         } else {
-            let created = created.unwrap_or_else(|| crate::app::Clock::system().now());
+            let created = created.unwrap_or(rules.now);
             let entered = stage_entered_at.unwrap_or(created);
-            match first_stage(&row.pipeline_id) {
+            match first {
                 Some(first) if first != stage => {
                     history.push(entry("", &first, created));
-                    history.push(entry(&first, stage, entered));
+                    history.push(entry(&first, &stage, entered));
                 }
                 Some(_) if entered != created => errors.push(ColumnError::new(
                     "stage_entered_at",
                     "must equal created_at for a lead in its pipeline's first stage",
                 )),
                 // An unknown pipeline is reported by the import itself.
-                _ => history.push(entry("", stage, created)),
+                _ => history.push(entry("", &stage, created)),
             }
         }
         (history, HistorySource::Derived)
     } else {
-        match parse_history(&row.history) {
+        match parse_history_with(&history_text, rules.times, &mut |s| resolve(s)) {
             Ok(history) => {
-                check_consistent(&mut errors, &history, stage, created_at, stage_entered_at);
+                let last_open = history.last().is_some_and(|c| !is_closed(&c.to_stage));
+                if last_open && expected_close.is_none() {
+                    expected_close = close_date;
+                }
+                check_consistent(&mut errors, &history, &stage, created_at, stage_entered_at);
                 (history, HistorySource::Column)
             }
             Err(reason) => {
@@ -194,6 +391,7 @@ pub fn row_to_message(
             }
         }
     };
+    let revisions = revisions_of(&mut errors, rules, &row.edits, &row.currency);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -222,10 +420,67 @@ pub fn row_to_message(
             external_id: row.external_id.clone(),
             lead: Some(lead),
             history,
-            revisions: Vec::new(),
+            revisions,
         },
         history: source,
     })
+}
+
+/// Amount and close-date edits as revisions; a close date is the expected close.
+fn revisions_of(
+    errors: &mut Vec<ColumnError>,
+    rules: &ReadRules<'_>,
+    edits: &[Edit],
+    currency: &str,
+) -> Vec<pb::ImportedRevision> {
+    let mut revisions = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let mut lead = pb::Lead::default();
+        let mut paths = Vec::new();
+        if let Some(amount) = &edit.amount {
+            lead.amount = money(errors, rules, "amount", amount, currency);
+            paths.push("amount".to_owned());
+        }
+        if let Some(close_date) = &edit.close_date {
+            match rules.times.parse(close_date) {
+                Ok(at) => lead.expected_close_time = at.map(datetime_to_timestamp),
+                Err(reason) => errors.push(ColumnError::new("close_date", reason)),
+            }
+            paths.push("expected_close_time".to_owned());
+        }
+        revisions.push(pb::ImportedRevision {
+            change_time: Some(datetime_to_timestamp(edit.at)),
+            lead: Some(lead),
+            update_mask: Some(prost_types::FieldMask { paths }),
+            actor: edit.actor.clone(),
+        });
+    }
+    revisions
+}
+
+/// A history from the times a lead entered each stage, oldest first. A stage entered twice
+/// appears once, at its latest entry, as the sources that keep such columns do.
+fn history_of_entries(
+    errors: &mut Vec<ColumnError>,
+    times: &TimeFormat,
+    entered: &[(String, String)],
+) -> String {
+    let mut entries = Vec::with_capacity(entered.len());
+    for (stage, value) in entered {
+        match times.parse(value) {
+            Ok(Some(at)) => entries.push((at, stage)),
+            Ok(None) => {}
+            Err(reason) => {
+                errors.push(ColumnError::new(&format!("date entered {stage:?}"), reason))
+            }
+        }
+    }
+    entries.sort();
+    entries
+        .iter()
+        .map(|(at, stage)| format!("{}@{}", escape(stage), format_time(*at)))
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 fn entry(from: &str, to: &str, at: DateTime<Utc>) -> pb::ImportedStageChange {
@@ -278,33 +533,20 @@ fn check_consistent(
     }
 }
 
-/// An RFC 3339 time (`2026-06-02T09:00:00Z`) or a date (`2026-06-02`, midnight UTC); empty is
-/// unset.
+/// A time in leadpipe's own layout: RFC 3339, or an ISO date or date and time in UTC.
 pub fn parse_time(value: &str) -> Result<Option<DateTime<Utc>>, String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(time) = DateTime::parse_from_rfc3339(value) {
-        let time = time.with_timezone(&Utc);
-        // Stored times have microsecond precision; round here so that a re-import compares equal.
-        return Ok(Some(crate::store::from_micros(time.timestamp_micros())));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        return Ok(Some(date.and_hms_opt(0, 0, 0).expect("midnight").and_utc()));
-    }
-    Err(format!(
-        "{value:?} is not a time: use RFC 3339 (2026-06-02T09:00:00Z) or a date (2026-06-02)"
-    ))
+    TimeFormat::default().parse(value)
 }
 
 pub fn format_time(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// `12000`, `12000.50` or `12000.50 USD`; the currency defaults to the `currency` column.
+/// `12000`, `12,000.50`, `12000.50 USD` or `$12,000`; the currency defaults to the
+/// `currency` column.
 fn money(
     errors: &mut Vec<ColumnError>,
+    rules: &ReadRules<'_>,
     column: &str,
     value: &str,
     currency: &str,
@@ -313,23 +555,22 @@ fn money(
     if value.is_empty() {
         return None;
     }
-    let (number, code) = match value.split_once(char::is_whitespace) {
-        Some((number, code)) => (number, code.trim()),
-        None => (value, currency.trim()),
-    };
-    if code.is_empty() {
-        errors.push(ColumnError::new(
-            "currency",
-            format!("is required for the {column} {value:?}"),
-        ));
-        return None;
-    }
-    match crate::domain::money::parse_decimal_amount(number) {
-        Ok((units, nanos)) => Some(pb::Money {
-            currency_code: code.to_owned(),
-            units,
-            nanos,
-        }),
+    match parse_amount(value, rules.decimal) {
+        Ok((code, units, nanos)) => {
+            let code = code.unwrap_or_else(|| currency.trim().to_ascii_uppercase());
+            if code.is_empty() {
+                errors.push(ColumnError::new(
+                    "currency",
+                    format!("is required for the {column} {value:?}"),
+                ));
+                return None;
+            }
+            Some(pb::Money {
+                currency_code: code,
+                units,
+                nanos,
+            })
+        }
         Err(reason) => {
             errors.push(ColumnError::new(column, reason));
             None
@@ -397,29 +638,102 @@ pub fn format_labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a Strin
 }
 
 /// `stage@time` entries, oldest first, separated by `>`:
-/// `lead_generation@2026-06-02T09:00:00Z > qualification@2026-06-09T09:00:00Z`.
+/// `lead_generation@2026-06-02T09:00:00Z > qualification@2026-06-09T09:00:00Z|by=ann|note=Called`.
+/// After the time, `|by=` gives who made the change in the source system and `|note=` a note;
+/// in those, `\>`, `\|` and `\\` stand for `>`, `|` and `\`.
 pub fn parse_history(value: &str) -> Result<Vec<pb::ImportedStageChange>, String> {
+    parse_history_with(value, &TimeFormat::default(), &mut |s| {
+        Ok(s.trim().to_owned())
+    })
+}
+
+fn parse_history_with(
+    value: &str,
+    times: &TimeFormat,
+    resolve: &mut dyn FnMut(&str) -> Result<String, String>,
+) -> Result<Vec<pb::ImportedStageChange>, String> {
     let mut history: Vec<pb::ImportedStageChange> = Vec::new();
-    for (i, part) in value.split('>').enumerate() {
-        let part = part.trim();
-        let Some((stage, time)) = part.split_once('@') else {
+    for (i, part) in split_escaped(value, '>').into_iter().enumerate() {
+        let n = i + 1;
+        let mut pieces = split_escaped(part.trim(), '|').into_iter();
+        let head = pieces.next().unwrap_or_default();
+        let head = head.trim();
+        let Some((stage, time)) = head.rsplit_once('@') else {
             return Err(format!(
-                "entry {} {part:?} is not stage@time, e.g. qualification@2026-06-09T09:00:00Z",
-                i + 1
+                "entry {n} {head:?} is not stage@time, e.g. qualification@2026-06-09T09:00:00Z"
             ));
         };
-        let time = parse_time(time)
-            .map_err(|e| format!("entry {}: {e}", i + 1))?
-            .ok_or_else(|| format!("entry {} has no time", i + 1))?;
+        let time = times
+            .parse(time)
+            .map_err(|e| format!("entry {n}: {e}"))?
+            .ok_or_else(|| format!("entry {n} has no time"))?;
+        let stage = resolve(stage).map_err(|e| format!("entry {n}: {e}"))?;
         let from = history
             .last()
             .map_or("", |p| p.to_stage.as_str())
             .to_owned();
-        history.push(entry(&from, stage.trim(), time));
+        let mut change = entry(&from, &stage, time);
+        for piece in pieces {
+            match piece.split_once('=') {
+                Some(("by", actor)) => change.actor = unescape(actor),
+                Some(("note", note)) => change.note = unescape(note),
+                _ => {
+                    return Err(format!(
+                        "entry {n}: {piece:?} is neither by=<actor> nor note=<text>"
+                    ));
+                }
+            }
+        }
+        history.push(change);
     }
     Ok(history)
 }
 
+/// Splits on `separator` where it is not escaped with a backslash; escapes stay in the parts.
+fn split_escaped(value: &str, separator: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        let current = parts.last_mut().expect("one part at least");
+        if c == '\\' {
+            current.push(c);
+            if let Some(next) = chars.next() {
+                current.push(next);
+            }
+        } else if c == separator {
+            parts.push(String::new());
+        } else {
+            current.push(c);
+        }
+    }
+    parts
+}
+
+fn unescape(value: &str) -> String {
+    let mut text = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => text.extend(chars.next()),
+            c => text.push(c),
+        }
+    }
+    text
+}
+
+pub(crate) fn escape(value: &str) -> String {
+    let mut text = String::with_capacity(value.len());
+    for c in value.chars() {
+        if matches!(c, '\\' | '>' | '|') {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    text
+}
+
+/// The history column of a lead: each change's stage and time, and its actor and note when
+/// it has them, so that an export imports again with nothing lost.
 pub fn format_history(history: &[pb::StageChange]) -> String {
     history
         .iter()
@@ -430,7 +744,14 @@ pub fn format_history(history: &[pb::StageChange]) -> String {
                 .and_then(|t| timestamp_to_datetime(t).ok())
                 .map(format_time)
                 .unwrap_or_default();
-            format!("{}@{at}", change.to_stage)
+            let mut text = format!("{}@{at}", change.to_stage);
+            if !change.actor.is_empty() {
+                text.push_str(&format!("|by={}", escape(&change.actor)));
+            }
+            if !change.note.is_empty() {
+                text.push_str(&format!("|note={}", escape(&change.note)));
+            }
+            text
         })
         .collect::<Vec<_>>()
         .join(" > ")
@@ -477,20 +798,31 @@ pub fn lead_to_row(lead: &pb::Lead, history: &[pb::StageChange]) -> LeadRow {
         created_at: time(lead.create_time.as_ref()),
         stage_entered_at: time(lead.stage_enter_time.as_ref()),
         history: format_history(history),
+        ..Default::default()
     }
 }
 
 /// The column that a server-reported field path (`lead.bant.budget.units`, `history[1].to_stage`)
-/// refers to.
-pub fn column_of(field: &str, history: HistorySource) -> String {
+/// refers to, and for the history column the entry it names (`entry 2: `), to put before the
+/// reason.
+pub fn column_of(field: &str, history: HistorySource) -> (String, String) {
     let field = field.strip_prefix("lead.").unwrap_or(field);
     if let Some(rest) = field.strip_prefix("history") {
-        return match history {
-            HistorySource::Column => "history".into(),
-            HistorySource::Derived if rest.ends_with("to_stage") => "stage".into(),
-            HistorySource::Derived if rest.starts_with("[0]") => "created_at".into(),
-            HistorySource::Derived => "stage_entered_at".into(),
+        let column = match history {
+            HistorySource::Column => {
+                let entry = rest
+                    .strip_prefix('[')
+                    .and_then(|r| r.split_once(']'))
+                    .and_then(|(i, _)| i.parse::<usize>().ok())
+                    .map(|i| format!("entry {}: ", i + 1))
+                    .unwrap_or_default();
+                return ("history".into(), entry);
+            }
+            HistorySource::Derived if rest.ends_with("to_stage") => "stage",
+            HistorySource::Derived if rest.starts_with("[0]") => "created_at",
+            HistorySource::Derived => "stage_entered_at",
         };
+        return (column.into(), String::new());
     }
     let column = match field {
         f if f.ends_with("currency_code") => "currency",
@@ -503,15 +835,31 @@ pub fn column_of(field: &str, history: HistorySource) -> String {
         f if f.starts_with("labels") => "labels",
         other => other,
     };
-    column.to_owned()
+    (column.to_owned(), String::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::policy::default_pipeline;
 
-    fn default_first(_: &str) -> Option<String> {
-        Some("lead_generation".into())
+    fn rules_with<'a>(times: &'a TimeFormat, mapping: &'a Mapping) -> ReadRules<'a> {
+        ReadRules {
+            times,
+            decimal: DecimalSeparator::Point,
+            mapping,
+            now: DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn convert(row: &LeadRow) -> Result<RowMessage, Vec<ColumnError>> {
+        let (times, mapping) = (TimeFormat::default(), Mapping::default());
+        let pipeline = Arc::new(default_pipeline());
+        row_to_message(row, &rules_with(&times, &mapping), &mut |_| {
+            Some(pipeline.clone())
+        })
     }
 
     fn row() -> LeadRow {
@@ -520,6 +868,14 @@ mod tests {
             title: "Acme".into(),
             ..Default::default()
         }
+    }
+
+    fn path(message: &pb::ImportLeadsRequest) -> Vec<(&str, &str)> {
+        message
+            .history
+            .iter()
+            .map(|c| (c.from_stage.as_str(), c.to_stage.as_str()))
+            .collect()
     }
 
     #[test]
@@ -560,26 +916,98 @@ mod tests {
     }
 
     #[test]
+    fn history_keeps_actors_and_notes_through_export() {
+        let text = r"lead_generation@2026-06-02T09:00:00Z|by=ann > qualification@2026-06-09T09:00:00Z|by=bob\|ops|note=Budget \> 10k\\year";
+        let parsed = parse_history(text).unwrap();
+        assert_eq!(parsed[0].actor, "ann");
+        assert_eq!(parsed[1].actor, "bob|ops");
+        assert_eq!(parsed[1].note, r"Budget > 10k\year");
+        let exported: Vec<pb::StageChange> = parsed
+            .iter()
+            .map(|c| pb::StageChange {
+                from_stage: c.from_stage.clone(),
+                to_stage: c.to_stage.clone(),
+                change_time: c.change_time,
+                actor: c.actor.clone(),
+                note: c.note.clone(),
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(format_history(&exported), text);
+        assert!(
+            parse_history("lead_generation@2026-06-02|who=ann")
+                .unwrap_err()
+                .starts_with("entry 1:")
+        );
+    }
+
+    #[test]
     fn a_stage_without_history_becomes_a_move_from_the_first_stage() {
         let mut r = row();
         r.stage = "proposal".into();
         r.created_at = "2026-05-01".into();
         r.stage_entered_at = "2026-05-20".into();
-        let message = row_to_message(&r, &mut default_first).unwrap().message;
-        let path: Vec<_> = message
-            .history
-            .iter()
-            .map(|c| (c.from_stage.as_str(), c.to_stage.as_str()))
-            .collect();
+        let message = convert(&r).unwrap().message;
         assert_eq!(
-            path,
+            path(&message),
             [("", "lead_generation"), ("lead_generation", "proposal")]
         );
     }
 
     #[test]
+    fn stages_are_read_by_display_name_or_mapping() {
+        let mut r = row();
+        r.stage = "Closed Won".into();
+        r.created_at = "2026-05-01".into();
+        r.close_date = "2026-05-20".into();
+        let message = convert(&r).unwrap().message;
+        assert_eq!(
+            path(&message),
+            [("", "lead_generation"), ("lead_generation", "closed_won")]
+        );
+        // The close date of a won lead is when it was won, not its expected close.
+        assert_eq!(message.lead.unwrap().expected_close_time, None);
+
+        let mapping: Mapping = toml::from_str("[stages]\n\"Deal won\" = \"closed_won\"").unwrap();
+        let times = TimeFormat::default();
+        let pipeline = Arc::new(default_pipeline());
+        r.stage = "deal WON".into();
+        let mapped = row_to_message(&r, &rules_with(&times, &mapping), &mut |_| {
+            Some(pipeline.clone())
+        })
+        .unwrap();
+        assert_eq!(path(&mapped.message)[1].1, "closed_won");
+
+        r.stage = "Appointment scheduled".into();
+        let refused = convert(&r).unwrap_err();
+        assert_eq!(refused[0].column, "stage");
+        assert!(
+            refused[0]
+                .reason
+                .starts_with("\"Appointment scheduled\" is not a stage of the pipeline; its stages are lead_generation"),
+            "{}",
+            refused[0].reason
+        );
+    }
+
+    #[test]
+    fn a_closed_row_needs_its_close_date() {
+        let mut r = row();
+        r.stage = "closed_lost".into();
+        r.created_at = "2026-05-01".into();
+        let refused = convert(&r).unwrap_err();
+        assert_eq!(refused[0].column, "stage_entered_at");
+        assert!(refused[0].reason.contains("won or lost"));
+        // An open lead's close date is its expected close.
+        r.stage = "proposal".into();
+        r.close_date = "2026-12-01".into();
+        let lead = convert(&r).unwrap().message.lead.unwrap();
+        assert_eq!(lead.expected_close_time.unwrap().seconds, 1_796_083_200);
+    }
+
+    #[test]
     fn a_row_without_stage_or_times_has_no_history() {
-        let message = row_to_message(&row(), &mut default_first).unwrap().message;
+        let message = convert(&row()).unwrap().message;
         assert!(message.history.is_empty());
     }
 
@@ -590,7 +1018,7 @@ mod tests {
         r.currency = "EUR".into();
         r.created_at = "yesterday".into();
         r.labels = "region".into();
-        let columns: Vec<_> = row_to_message(&r, &mut default_first)
+        let columns: Vec<_> = convert(&r)
             .unwrap_err()
             .into_iter()
             .map(|e| e.column)
@@ -602,13 +1030,9 @@ mod tests {
     fn money_takes_a_currency_suffix_or_the_currency_column() {
         let mut r = row();
         r.currency = "EUR".into();
-        r.amount = "12000.5".into();
-        r.bant_budget = "15000 USD".into();
-        let lead = row_to_message(&r, &mut default_first)
-            .unwrap()
-            .message
-            .lead
-            .unwrap();
+        r.amount = "12,000.5".into();
+        r.bant_budget = "$15,000".into();
+        let lead = convert(&r).unwrap().message.lead.unwrap();
         let amount = lead.amount.clone().unwrap();
         assert_eq!(
             (amount.currency_code.as_str(), amount.units, amount.nanos),
@@ -631,39 +1055,41 @@ mod tests {
         let mut r = row();
         r.history = "lead_generation@2026-06-02 > qualification@2026-06-09".into();
         r.stage = "proposal".into();
-        let errors = row_to_message(&r, &mut default_first).unwrap_err();
+        let errors = convert(&r).unwrap_err();
         assert_eq!(errors[0].column, "stage");
     }
 
     #[test]
     fn server_fields_map_to_columns() {
+        let column = |field: &str, source| column_of(field, source);
+        let plain = |c: &str| (c.to_owned(), String::new());
         assert_eq!(
-            column_of("lead.amount.currency_code", HistorySource::Column),
-            "currency"
+            column("lead.amount.currency_code", HistorySource::Column),
+            plain("currency")
         );
         assert_eq!(
-            column_of("lead.bant.budget.units", HistorySource::Column),
-            "bant_budget"
+            column("lead.bant.budget.units", HistorySource::Column),
+            plain("bant_budget")
         );
         assert_eq!(
-            column_of("lead.contact_email", HistorySource::Column),
-            "contact_email"
+            column("lead.contact_email", HistorySource::Column),
+            plain("contact_email")
         );
         assert_eq!(
-            column_of("history[1].to_stage", HistorySource::Derived),
-            "stage"
+            column("history[1].to_stage", HistorySource::Derived),
+            plain("stage")
         );
         assert_eq!(
-            column_of("history[0].change_time", HistorySource::Derived),
-            "created_at"
+            column("history[0].change_time", HistorySource::Derived),
+            plain("created_at")
         );
         assert_eq!(
-            column_of("history[1].change_time", HistorySource::Column),
-            "history"
+            column("history[1].change_time", HistorySource::Column),
+            ("history".to_owned(), "entry 2: ".to_owned())
         );
         assert_eq!(
-            column_of("lead.labels[\"Bad\"]", HistorySource::Column),
-            "labels"
+            column("lead.labels[\"Bad\"]", HistorySource::Column),
+            plain("labels")
         );
     }
 }

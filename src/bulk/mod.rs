@@ -9,6 +9,10 @@ pub mod csv;
 pub mod demo;
 pub mod export;
 pub mod import;
+pub mod mapping;
+pub mod pipelines;
+pub mod presets;
+pub mod source;
 pub mod synthetic;
 
 use std::io::IsTerminal;
@@ -44,7 +48,9 @@ pub(crate) fn progress_bar(len: u64, verb: &str, unit: &str) -> ProgressBar {
         "bytes" => format!(
             "{verb} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ~{{eta}} left {{msg}}"
         ),
-        _ => format!("{verb} {{bar:40}} {{human_pos}}/{{human_len}} {unit} ~{{eta}} left {{msg}}"),
+        // The time left is shown once the rate is known: an estimate from the first rows,
+        // read while the database is still being opened, misleads.
+        _ => format!("{verb} {{bar:40}} {{human_pos}}/{{human_len}} {unit} {{per_sec}} {{msg}}"),
     };
     ProgressBar::new(len).with_style(
         ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -2,7 +2,7 @@
 //! (sort key, id) with row-value comparisons, which both SQLite and PostgreSQL answer from the
 //! `(tenant_id, sort key, id)` indexes without OFFSET scans.
 
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Select,
@@ -138,6 +138,8 @@ fn compare(field: &FilterField, op: CompareOp, value: &FilterValue) -> Condition
         FilterField::Owner => Some(lead::Column::Owner),
         FilterField::PipelineId => Some(lead::Column::PipelineId),
         FilterField::Source => Some(lead::Column::Source),
+        FilterField::ExternalId => Some(lead::Column::ExternalId),
+        FilterField::Title => Some(lead::Column::Title),
         _ => None,
     };
     match (field, value) {
@@ -162,13 +164,42 @@ fn compare(field: &FilterField, op: CompareOp, value: &FilterValue) -> Condition
             Expr::col((lead::Entity, lead::Column::CreateTime)),
             Expr::val(to_micros(*time)),
         )),
+        (_, FilterValue::Prefix(prefix)) if text_column.is_some() => {
+            // substr rather than LIKE: LIKE ignores case on SQLite and needs `%` and `_`
+            // escaped; both backends count substr's length in characters.
+            let head: Expr = Func::cust("substr")
+                .arg(text_expr(field, text_column.unwrap_or(lead::Column::Title)))
+                .arg(Expr::val(1))
+                .arg(Expr::val(
+                    i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX),
+                ))
+                .into();
+            Condition::all().add(apply(op, head, Expr::val(prefix.clone())))
+        }
+        // A lead made through the API has no external id: it equals "" and differs from
+        // every other value. An equality on a real id stays on the column, and its index.
+        (FilterField::ExternalId, FilterValue::Text(text))
+            if op == CompareOp::Eq && !text.is_empty() =>
+        {
+            Condition::all()
+                .add(Expr::col((lead::Entity, lead::Column::ExternalId)).eq(text.clone()))
+        }
         (_, FilterValue::Text(text)) if text_column.is_some() => Condition::all().add(apply(
             op,
-            Expr::col((lead::Entity, text_column.unwrap_or(lead::Column::Stage))),
+            text_expr(field, text_column.unwrap_or(lead::Column::Stage)),
             Expr::val(text.clone()),
         )),
         // The parser only pairs fields with values of their type; anything else matches nothing.
         _ => Condition::all().add(Expr::val(1).eq(0)),
+    }
+}
+
+fn text_expr(field: &FilterField, column: lead::Column) -> Expr {
+    let column = Expr::col((lead::Entity, column));
+    if *field == FilterField::ExternalId {
+        Func::coalesce([column, Expr::val("")]).into()
+    } else {
+        column
     }
 }
 

@@ -328,23 +328,26 @@ pub async fn insert_many(
     Ok(())
 }
 
-/// Which of `external_ids` the tenant already has.
-pub async fn existing_external_ids(
+/// The tenant's leads imported with one of `external_ids`, by external id.
+pub async fn find_by_external_ids(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     external_ids: &[String],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    use sea_orm::QuerySelect;
+) -> Result<std::collections::HashMap<String, Lead>, StoreError> {
     if external_ids.is_empty() {
         return Ok(Default::default());
     }
-    let found: Vec<Option<String>> = lead::Entity::find()
-        .select_only()
-        .column(lead::Column::ExternalId)
+    let mut found = std::collections::HashMap::new();
+    for row in lead::Entity::find()
         .filter(lead::Column::TenantId.eq(tenant.as_str()))
         .filter(lead::Column::ExternalId.is_in(external_ids.iter().cloned()))
-        .into_tuple()
         .all(db)
-        .await?;
-    Ok(found.into_iter().flatten().collect())
+        .await?
+    {
+        let lead = from_model(row)?;
+        if let Some(external_id) = lead.external_id.clone() {
+            found.insert(external_id, lead);
+        }
+    }
+    Ok(found)
 }

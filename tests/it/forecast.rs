@@ -105,12 +105,9 @@ async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
         .into_inner()
         .stage_changes;
     assert_eq!(history.len(), 3);
-    assert!(history.iter().all(|c| c.imported && c.actor == "anonymous"));
-    assert!(
-        history
-            .iter()
-            .all(|c| c.note.contains("by crm in the source system"))
-    );
+    // Each entry keeps the source system's actor; the revisions record the importing caller.
+    assert!(history.iter().all(|c| c.imported && c.actor == "crm"));
+    assert!(history.iter().all(|c| !c.note.contains("source system")));
 
     // Imported history is not streamed, and a live subscriber skips its sequences.
     let mut stream = app

@@ -23,6 +23,7 @@ mod moves;
 mod pipeline_changes;
 mod pipelines;
 mod point_in_time;
+mod presets;
 mod replicas;
 mod restart;
 mod revisions;

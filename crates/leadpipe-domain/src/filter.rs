@@ -19,8 +19,8 @@ pub const MAX_NESTING: usize = 32;
 /// Each term becomes a condition in the database query; this bounds its cost.
 pub const MAX_TERMS: usize = 64;
 
-const SUPPORTED_FIELDS: &str =
-    "stage, owner, pipeline_id, source, amount, create_time and labels.<key>";
+const SUPPORTED_FIELDS: &str = "stage, owner, pipeline_id, source, external_id, title, amount, \
+     create_time and labels.<key>";
 
 /// A parsed filter. `And` and `Or` hold at least two operands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub enum FilterField {
     Owner,
     PipelineId,
     Source,
+    ExternalId,
+    Title,
     Amount,
     CreateTime,
     Label(String),
@@ -61,6 +63,9 @@ pub enum CompareOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterValue {
     Text(String),
+    /// `"crm-*"`: every value that starts with the text before the `*` (`external_id` and
+    /// `title` only).
+    Prefix(String),
     /// Major units and nanos, as in google.type.Money.
     Amount {
         units: i64,
@@ -108,6 +113,9 @@ fn compare(lead: &Lead, field: &FilterField, op: CompareOp, value: &FilterValue)
         FilterField::Owner => Some(lead.fields.owner.as_str()),
         FilterField::PipelineId => Some(lead.pipeline_id.as_str()),
         FilterField::Source => Some(lead.fields.source.as_str()),
+        // A lead made through the API has no external id; it matches "".
+        FilterField::ExternalId => Some(lead.external_id.as_deref().unwrap_or_default()),
+        FilterField::Title => Some(lead.fields.title.as_str()),
         FilterField::Amount | FilterField::CreateTime | FilterField::Label(_) => None,
     };
     match (field, value) {
@@ -131,6 +139,10 @@ fn compare(lead: &Lead, field: &FilterField, op: CompareOp, value: &FilterValue)
         (_, FilterValue::Text(wanted)) => {
             text.is_some_and(|own| op.holds(own.cmp(wanted.as_str())))
         }
+        (_, FilterValue::Prefix(prefix)) => text.is_some_and(|own| {
+            let head: String = own.chars().take(prefix.chars().count()).collect();
+            op.holds(head.as_str().cmp(prefix.as_str()))
+        }),
         // The parser only pairs fields with values of their type; anything else matches nothing.
         _ => false,
     }
@@ -170,6 +182,8 @@ impl FilterField {
             Self::Owner => "owner".into(),
             Self::PipelineId => "pipeline_id".into(),
             Self::Source => "source".into(),
+            Self::ExternalId => "external_id".into(),
+            Self::Title => "title".into(),
             Self::Amount => "amount".into(),
             Self::CreateTime => "create_time".into(),
             Self::Label(key) => format!("labels.{key}"),
@@ -178,6 +192,11 @@ impl FilterField {
 
     fn is_text(&self) -> bool {
         !matches!(self, Self::Amount | Self::CreateTime)
+    }
+
+    /// Fields whose string value may end in a `*` wildcard, matching by prefix.
+    fn takes_prefix(&self) -> bool {
+        matches!(self, Self::ExternalId | Self::Title)
     }
 }
 
@@ -264,7 +283,8 @@ impl fmt::Display for Filter {
             Self::Compare { field, op, value } => {
                 write!(f, "{} {} ", field.name(), op.as_str())?;
                 match value {
-                    FilterValue::Text(text) => write_quoted(f, text),
+                    FilterValue::Text(text) => write_quoted(f, text, false),
+                    FilterValue::Prefix(text) => write_quoted(f, text, true),
                     FilterValue::Amount { units, nanos } => {
                         if *nanos == 0 {
                             write!(f, "{units}")
@@ -274,7 +294,7 @@ impl fmt::Display for Filter {
                         }
                     }
                     FilterValue::Time(time) => {
-                        write_quoted(f, &time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+                        write_quoted(f, &time.to_rfc3339_opts(SecondsFormat::AutoSi, true), false)
                     }
                 }
             }
@@ -282,13 +302,19 @@ impl fmt::Display for Filter {
     }
 }
 
-fn write_quoted(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+/// Quotes `text`, escaping a `*` at its end so that it does not read as a wildcard; a prefix
+/// is written with its wildcard after it.
+fn write_quoted(f: &mut fmt::Formatter<'_>, text: &str, wildcard: bool) -> fmt::Result {
     f.write_str("\"")?;
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        if c == '"' || c == '\\' || (c == '*' && i == last) {
             f.write_str("\\")?;
         }
         write!(f, "{c}")?;
+    }
+    if wildcard {
+        f.write_str("*")?;
     }
     f.write_str("\"")
 }
@@ -306,6 +332,8 @@ enum Tok {
     /// `:`, the AIP-160 "has" operator.
     Has,
     Str(String),
+    /// A string ending in an unescaped `*`, without it.
+    Wildcard(String),
     /// Field names, unquoted literals, `*` and the keywords AND, OR, NOT.
     Word(String),
 }
@@ -319,6 +347,7 @@ impl Tok {
             Self::Op(op) => format!("`{}`", op.as_str()),
             Self::Has => "`:`".into(),
             Self::Str(s) => format!("the string {}", truncate_for_message(s)),
+            Self::Wildcard(s) => format!("the string {}", truncate_for_message(&format!("{s}*"))),
             Self::Word(w) => format!("`{}`", truncate(w)),
         }
     }
@@ -391,9 +420,13 @@ fn lex(input: &str) -> Result<(Vec<Token>, usize), FilterError> {
                 })
             }
             '"' => {
-                let (text, after) = lex_string(&chars, start)?;
+                let (text, after, wildcard) = lex_string(&chars, start)?;
                 tokens.push(Token {
-                    kind: Tok::Str(text),
+                    kind: if wildcard {
+                        Tok::Wildcard(text)
+                    } else {
+                        Tok::Str(text)
+                    },
                     pos: start,
                 });
                 i = after;
@@ -416,11 +449,12 @@ fn lex(input: &str) -> Result<(Vec<Token>, usize), FilterError> {
     Ok((tokens, chars.len()))
 }
 
-/// Lexes the string starting with the quote at `start`; returns its text and the index after
-/// the closing quote.
-fn lex_string(chars: &[char], start: usize) -> Result<(String, usize), FilterError> {
+/// Lexes the string starting with the quote at `start`; returns its text, the index after
+/// the closing quote, and whether it ended in an unescaped `*` (left out of the text).
+fn lex_string(chars: &[char], start: usize) -> Result<(String, usize, bool), FilterError> {
     let mut text = String::new();
     let mut i = start + 1;
+    let mut wildcard = false;
     loop {
         match chars.get(i) {
             None => {
@@ -429,16 +463,23 @@ fn lex_string(chars: &[char], start: usize) -> Result<(String, usize), FilterErr
                     "unterminated string: missing closing `\"`",
                 ));
             }
-            Some('"') => return Ok((text, i + 1)),
+            Some('"') if wildcard => {
+                text.pop();
+                return Ok((text, i + 1, true));
+            }
+            Some('"') => return Ok((text, i + 1, false)),
             Some('\\') => match chars.get(i + 1) {
-                Some(&c @ ('"' | '\\')) => {
+                Some(&c @ ('"' | '\\' | '*')) => {
                     text.push(c);
+                    wildcard = false;
                     i += 2;
                 }
                 Some(c) => {
                     return Err(FilterError::new(
                         i,
-                        format!("unsupported escape `\\{c}`; only `\\\"` and `\\\\` are allowed"),
+                        format!(
+                            "unsupported escape `\\{c}`; only `\\\"`, `\\\\` and `\\*` are allowed"
+                        ),
                     ));
                 }
                 None => {
@@ -450,6 +491,7 @@ fn lex_string(chars: &[char], start: usize) -> Result<(String, usize), FilterErr
             },
             Some(&c) => {
                 text.push(c);
+                wildcard = c == '*';
                 i += 1;
             }
         }
@@ -736,6 +778,13 @@ impl Parser {
                  `create_time >= \"2024-01-31T09:00:00Z\"`",
             )),
             (_, Tok::Str(text)) if field.is_text() => Ok(FilterValue::Text(text.clone())),
+            (_, Tok::Wildcard(text)) if field.takes_prefix() => {
+                Ok(FilterValue::Prefix(text.clone()))
+            }
+            // Elsewhere a `*` is part of the value, as it always was.
+            (_, Tok::Wildcard(text)) if field.is_text() => {
+                Ok(FilterValue::Text(format!("{text}*")))
+            }
             (_, Tok::Word(_)) if field.is_text() => Err(FilterError::new(
                 token.pos,
                 format!("invalid value for {name}: quote the string, e.g. `{name} = \"value\"`"),
@@ -780,6 +829,8 @@ fn resolve_field(name: &str, pos: usize) -> Result<FilterField, FilterError> {
         "owner" => FilterField::Owner,
         "pipeline_id" => FilterField::PipelineId,
         "source" => FilterField::Source,
+        "external_id" => FilterField::ExternalId,
+        "title" => FilterField::Title,
         "amount" => FilterField::Amount,
         "create_time" => FilterField::CreateTime,
         "labels" => {
@@ -931,6 +982,43 @@ mod tests {
         assert_eq!(parse(r#"stage = """#), stage(""));
         assert_eq!(parse(r#"stage = "(AND) OR""#), stage("(AND) OR"));
         assert_eq!(parse("stage = \"é ü\""), stage("é ü"));
+    }
+
+    #[test]
+    fn external_id_and_title_match_exactly_or_by_prefix() {
+        let compare = |field, op, value| Filter::Compare { field, op, value };
+        assert_eq!(
+            parse(r#"external_id = "hubspot-1""#),
+            text(FilterField::ExternalId, CompareOp::Eq, "hubspot-1")
+        );
+        assert_eq!(
+            parse(r#"title = "Acme*""#),
+            compare(
+                FilterField::Title,
+                CompareOp::Eq,
+                FilterValue::Prefix("Acme".into())
+            )
+        );
+        assert_eq!(
+            parse(r#"external_id != "sf-*""#),
+            compare(
+                FilterField::ExternalId,
+                CompareOp::Ne,
+                FilterValue::Prefix("sf-".into())
+            )
+        );
+        // An escaped star is the value's own; elsewhere a star was always literal.
+        assert_eq!(
+            parse(r#"title = "5\*""#),
+            text(FilterField::Title, CompareOp::Eq, "5*")
+        );
+        assert_eq!(parse(r#"stage = "a*""#), stage("a*"));
+        for input in [r#"title = "Acme*""#, r#"title = "5\*""#, r#"title = "a*b""#] {
+            let filter = parse(input);
+            assert_eq!(parse(&filter.to_string()), filter, "{input}");
+        }
+        assert!(err(r#"title < "a""#).message.contains("not supported"));
+        assert!(err(r#"amount = "1*""#).message.contains("expected"));
     }
 
     #[test]

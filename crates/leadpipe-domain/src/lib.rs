@@ -13,6 +13,7 @@ pub mod money;
 pub mod pipeline;
 pub mod policy;
 pub mod revision;
+pub mod source;
 
 /// A field-level validation failure; `field` is a dotted path such as `lead.amount.nanos`.
 #[derive(Debug, Clone, PartialEq, Eq)]

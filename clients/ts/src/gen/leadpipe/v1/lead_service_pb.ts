@@ -169,7 +169,7 @@ export type ImportedStageChange = Message<"leadpipe.v1.ImportedStageChange"> & {
   changeTime?: Timestamp | undefined;
 
   /**
-   * Who made it, in the source system. Kept in the recorded note; the recorded actor is the
+   * Who made it, in the source system. Recorded as the entry's actor; empty records the
    * importing caller.
    *
    * @generated from field: string actor = 4;
