@@ -127,23 +127,6 @@ pub async fn find(
         .transpose()
 }
 
-/// The lead as GetLead reads it: on a SQLite file in place on the calling task
-/// (`super::sqlite_reads`), falling back to the read pool, which is the only way elsewhere.
-pub async fn read(
-    store: &super::Store,
-    tenant: &TenantId,
-    id: &LeadId,
-) -> Result<Option<Lead>, StoreError> {
-    if let Some(row) = store
-        .point_reads
-        .as_ref()
-        .and_then(|reads| reads.find_lead(tenant.as_str(), &id.to_string()))
-    {
-        return row.map(from_model).transpose();
-    }
-    find(store.reader(), tenant, id).await
-}
-
 /// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
 pub async fn find_many(
     db: &impl ConnectionTrait,

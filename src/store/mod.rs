@@ -14,7 +14,6 @@ pub mod pipelines;
 pub mod revisions;
 pub mod sequences;
 mod sqlite;
-mod sqlite_reads;
 mod write;
 
 pub use write::{WriteHealth, WriteTx};
@@ -184,8 +183,6 @@ pub struct Store {
     reader: DatabaseConnection,
     writer: DatabaseConnection,
     write_health: Arc<WriteHealth>,
-    /// On a SQLite file, reads of one lead that run on the calling task (`sqlite_reads`).
-    point_reads: Option<Arc<sqlite_reads::PointReads>>,
 }
 
 impl Store {
@@ -208,14 +205,10 @@ impl Store {
             writer.connect_lazy(lazy);
             let reader = Database::connect(reader).await?;
             let writer = Database::connect(writer).await?;
-            let point_reads = sqlite::file_path(&url)
-                .and_then(|path| sqlite_reads::PointReads::new(&path))
-                .map(Arc::new);
             Ok(Self {
                 reader,
                 writer,
                 write_health: Arc::default(),
-                point_reads,
             })
         } else {
             let mut options = ConnectOptions::new(url);
@@ -231,7 +224,6 @@ impl Store {
                 reader: pool.clone(),
                 writer: pool,
                 write_health: Arc::default(),
-                point_reads: None,
             })
         }
     }
@@ -349,9 +341,6 @@ impl Store {
     }
 
     pub async fn close(self) {
-        if let Some(reads) = &self.point_reads {
-            reads.close();
-        }
         let _ = self.reader.close().await;
         let _ = self.writer.close().await;
     }
