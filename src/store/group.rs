@@ -410,12 +410,14 @@ mod tests {
             insert(&second, "a").await.is_err(),
             "the first call's row is visible to the second"
         );
-        second.rollback().await.expect("roll back b");
+        // It read the first call's row: its rollback returns once that row is committed.
+        let second = tokio::spawn(second.rollback());
 
         let third = third.await.expect("task").expect("begin");
         insert(&third, "c").await.expect("insert c");
         third.commit().await.expect("commit c");
         first.await.expect("task").expect("commit a");
+        second.await.expect("task").expect("roll back b");
         assert_eq!(names(&store).await, ["a", "c"]);
         store.close().await;
     }
