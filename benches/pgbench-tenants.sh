@@ -8,7 +8,8 @@
 #   CLIENTS="64" DURATION=20 bash benches/pgbench-tenants.sh
 #
 # Environment: PG_SERVER_URL (default postgres://postgres@127.0.0.1:5432), CLIENTS, DURATION
-# (seconds), LEADS (leads per tenant, moved at random).
+# (seconds), LEADS (leads per tenant, moved at random), LEADPIPE (the binary that migrates the
+# database; default: a release build of this checkout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +20,16 @@ LEADS=${LEADS:-1000}
 DATABASE=leadpipe_pgbench_tenants
 most=$(printf '%s\n' $CLIENTS | sort -n | tail -1)
 
-cargo build --release --quiet -p leadpipe --bin leadpipe
+if [ -z "${LEADPIPE:-}" ]; then
+  cargo build --release --quiet -p leadpipe --bin leadpipe
+  LEADPIPE=./target/release/leadpipe
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"; psql "$PG_SERVER_URL/postgres" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null' EXIT
 
 psql "$PG_SERVER_URL/postgres" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)"
 psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE $DATABASE"
-./target/release/leadpipe --database-url "$PG_SERVER_URL/$DATABASE" migrate >/dev/null
+"$LEADPIPE" --database-url "$PG_SERVER_URL/$DATABASE" migrate >/dev/null
 psql "$PG_SERVER_URL/$DATABASE" -q <<SQL
 INSERT INTO pipelines (tenant_id, id, display_name, definition, version, create_time, update_time)
      SELECT 'pgbench-' || t, 'default', 'Default', '{}', 1, 0, 0
