@@ -8,8 +8,8 @@ use super::pb;
 use crate::app::AppError;
 use crate::app::events::EventFilter;
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, GetLead, Idempotency, LeadListQuery, MoveCommand, NewLead,
-    RevisionQuery, StageChangeQuery, UpdateLead,
+    CheckMove, CreateLead, DeleteLead, GetLead, Idempotency, LeadListQuery, LeadPageQuery,
+    MoveCommand, NewLead, UpdateLead,
 };
 use crate::domain::Violations;
 use crate::domain::filter::parse_filter;
@@ -59,6 +59,7 @@ impl TryFrom<pb::ListLeadsRequest> for LeadListQuery {
             parse_filter(&request.filter).map_err(|e| e.to_string()),
         );
         let order = violations.check("order_by", parse_order_by(&request.order_by));
+        let as_of = optional_time(&mut violations, "as_of", request.as_of.as_ref());
         let command = (|| {
             Some(LeadListQuery {
                 filter: filter?,
@@ -66,6 +67,7 @@ impl TryFrom<pb::ListLeadsRequest> for LeadListQuery {
                 order: order?,
                 page_size,
                 page_token: request.page_token,
+                as_of,
             })
         })();
         finish(violations, command)
@@ -168,40 +170,32 @@ impl TryFrom<pb::CheckMoveRequest> for CheckMove {
     }
 }
 
-impl TryFrom<pb::ListStageChangesRequest> for StageChangeQuery {
+impl TryFrom<pb::ListStageChangesRequest> for LeadPageQuery {
     type Error = AppError;
 
     fn try_from(request: pb::ListStageChangesRequest) -> Result<Self, AppError> {
-        let mut violations = Violations::default();
-        let lead_id = violations.check("lead_id", LeadId::parse(&request.lead_id));
-        let page_size = page_size(&mut violations, request.page_size);
-        let command = (|| {
-            Some(StageChangeQuery {
-                lead_id: lead_id?,
-                page_size,
-                page_token: request.page_token,
-            })
-        })();
-        finish(violations, command)
+        lead_page(&request.lead_id, request.page_size, request.page_token)
     }
 }
 
-impl TryFrom<pb::ListLeadRevisionsRequest> for RevisionQuery {
+impl TryFrom<pb::ListLeadRevisionsRequest> for LeadPageQuery {
     type Error = AppError;
 
     fn try_from(request: pb::ListLeadRevisionsRequest) -> Result<Self, AppError> {
-        let mut violations = Violations::default();
-        let lead_id = violations.check("lead_id", LeadId::parse(&request.lead_id));
-        let page_size = page_size(&mut violations, request.page_size);
-        let command = (|| {
-            Some(RevisionQuery {
-                lead_id: lead_id?,
-                page_size,
-                page_token: request.page_token,
-            })
-        })();
-        finish(violations, command)
+        lead_page(&request.lead_id, request.page_size, request.page_token)
     }
+}
+
+fn lead_page(lead_id: &str, page_size: i32, page_token: String) -> Result<LeadPageQuery, AppError> {
+    let mut violations = Violations::default();
+    let lead_id = violations.check("lead_id", LeadId::parse(lead_id));
+    let page_size = super::convert::page_size(&mut violations, page_size);
+    let command = lead_id.map(|lead_id| LeadPageQuery {
+        lead_id,
+        page_size,
+        page_token,
+    });
+    finish(violations, command)
 }
 
 impl TryFrom<&pb::WatchStageChangesRequest> for EventFilter {

@@ -12,10 +12,12 @@ use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
-use crate::domain::import::{ImportedChange, check_history, validate_external_id};
+use crate::domain::import::{
+    ImportedChange, ImportedRevision, check_history, check_revisions, replay, validate_external_id,
+};
 use crate::domain::lead::{Lead, LeadFields};
 use crate::domain::policy::CompiledPipeline;
-use crate::domain::revision::{LeadRevision, RevisionKind};
+use crate::domain::revision::LeadRevision;
 use crate::store::pipelines::RowLock;
 use crate::store::{Store, WriteTx, history, leads, revisions, sequences};
 
@@ -53,6 +55,8 @@ pub struct ParsedLead {
     pub pipeline_id: PipelineId,
     /// Oldest first; empty means created now in the pipeline's first stage.
     pub history: Vec<ImportedChange>,
+    /// Earlier changes of the fields, oldest first; `fields` are the fields as created.
+    pub revisions: Vec<ImportedRevision>,
 }
 
 /// A refused lead: its position in the import, and the first reason.
@@ -244,24 +248,34 @@ impl ImportService {
             Ok(timeline) => timeline,
             Err((field, reason)) => return Ok(Err(refuse(&field, reason))),
         };
+        if let Err((field, reason)) = check_revisions(&parsed.revisions, timeline.create_time, now)
+        {
+            return Ok(Err(refuse(&field, reason)));
+        }
         let id = LeadId::generate();
-        let mut lead = Lead {
+        let first_stage = definition.stage(&history[0].to_stage);
+        let created = Lead {
             id,
             fields: parsed.fields,
             pipeline_id: pipeline_id.clone(),
-            stage: timeline.stage,
-            win_probability: timeline.probability,
+            stage: history[0].to_stage.clone(),
+            win_probability: first_stage.map_or(timeline.probability, |s| s.probability),
             create_time: timeline.create_time,
-            update_time: timeline.stage_enter_time,
-            stage_enter_time: timeline.stage_enter_time,
-            close_time: timeline.close_time,
-            version: history.len() as i64,
+            update_time: timeline.create_time,
+            stage_enter_time: timeline.create_time,
+            close_time: first_stage
+                .is_some_and(|s| s.kind.is_closed())
+                .then_some(timeline.create_time),
+            version: 1,
             external_id: Some(row.external_id.trim().to_owned()),
             close_date_push_count: 0,
             first_expected_close_time: None,
         };
-        lead.track_expected_close(None);
-        let revisions = revisions_of(definition, &lead, &history, &ctx.actor);
+        let (lead, revisions) =
+            match replay(definition, created, &history, &parsed.revisions, &ctx.actor) {
+                Ok(replayed) => replayed,
+                Err((field, reason)) => return Ok(Err(refuse(&field, reason))),
+            };
         let history = history
             .into_iter()
             .map(|change| StageChange {
@@ -409,39 +423,6 @@ impl ImportService {
             }
         }
     }
-}
-
-/// The lead after each imported stage change: its imported fields, with the stage, times and
-/// probability that change gave it. The last is the lead as imported.
-fn revisions_of(
-    definition: &crate::domain::pipeline::PipelineDefinition,
-    lead: &Lead,
-    history: &[ImportedChange],
-    actor: &str,
-) -> Vec<LeadRevision> {
-    let mut revisions: Vec<LeadRevision> = Vec::with_capacity(history.len());
-    for (i, change) in history.iter().enumerate() {
-        let mut state = lead.clone();
-        if i + 1 < history.len() {
-            let stage = definition.stage(&change.to_stage);
-            state.stage = change.to_stage.clone();
-            state.stage_enter_time = change.change_time;
-            state.update_time = change.change_time;
-            state.close_time = stage
-                .is_some_and(|s| s.kind.is_closed())
-                .then_some(change.change_time);
-            state.win_probability = stage.map_or(lead.win_probability, |s| s.probability);
-            state.version = i as i64 + 1;
-        }
-        let (kind, before) = match revisions.last() {
-            None => (RevisionKind::Created, None),
-            Some(previous) => (RevisionKind::Moved, Some(&previous.lead)),
-        };
-        let mut revision = LeadRevision::of(kind, before, &state, actor, change.change_time);
-        revision.revision = i as i64 + 1;
-        revisions.push(revision);
-    }
-    revisions
 }
 
 fn imported_note(note: String, actor: &str) -> String {

@@ -14,7 +14,9 @@ use crate::domain::filter::Filter;
 use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
-use crate::domain::listing::{LeadCursor, OrderBy, decode_page_token, encode_page_token};
+use crate::domain::listing::{
+    LeadCursor, OrderBy, PageCollector, SortKey, decode_page_token, encode_page_token,
+};
 use crate::domain::policy::MoveViolation;
 use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
@@ -60,6 +62,35 @@ pub struct CreateLead {
     pub idempotency: Option<Idempotency>,
 }
 
+/// Leads read per query when listing the leads as of a past time.
+const AS_OF_CHUNK: u64 = 1000;
+
+/// A page from up to `page_size + 1` rows in order: the extra row only says a next page exists.
+fn page_of(
+    mut rows: Vec<Lead>,
+    total_size: u64,
+    page_size: u64,
+    fingerprint: String,
+    order: OrderBy,
+) -> LeadPage {
+    let next_page_token = if rows.len() as u64 > page_size {
+        rows.truncate(page_size as usize);
+        let last = rows.last().expect("page is not empty");
+        encode_page_token(&LeadCursor {
+            query: fingerprint,
+            key: SortKey::of(last, order.field),
+            last_id: last.id.to_string(),
+        })
+    } else {
+        String::new()
+    };
+    LeadPage {
+        leads: rows,
+        next_page_token,
+        total_size,
+    }
+}
+
 /// Replaces the fields named by `mask` with those of `fields`.
 pub struct UpdateLead {
     pub id: LeadId,
@@ -78,7 +109,8 @@ pub struct CheckMove {
     pub to: StageKey,
 }
 
-pub struct StageChangeQuery {
+/// A page of one lead's history: its stage changes or its revisions.
+pub struct LeadPageQuery {
     pub lead_id: LeadId,
     pub page_size: u64,
     pub page_token: String,
@@ -105,12 +137,6 @@ impl From<Lead> for LeadAsOf {
     }
 }
 
-pub struct RevisionQuery {
-    pub lead_id: LeadId,
-    pub page_size: u64,
-    pub page_token: String,
-}
-
 pub struct MoveCommand {
     pub id: LeadId,
     pub to: StageKey,
@@ -125,6 +151,8 @@ pub struct LeadListQuery {
     pub order: OrderBy,
     pub page_size: u64,
     pub page_token: String,
+    /// List the leads as they stood then, from their revisions.
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 pub struct LeadPage {
@@ -287,8 +315,12 @@ impl LeadService {
         ctx: &RequestContext,
         query: LeadListQuery,
     ) -> Result<LeadPage, AppError> {
-        let fingerprint =
-            crate::domain::listing::query_fingerprint(&query.filter_text, &query.order);
+        // A token is honoured only for the same as_of: it names a position in that listing.
+        let identity = match query.as_of {
+            Some(as_of) => format!("{}\nas_of={}", query.filter_text, as_of.timestamp_micros()),
+            None => query.filter_text.clone(),
+        };
+        let fingerprint = crate::domain::listing::query_fingerprint(&identity, &query.order);
         let after = if query.page_token.is_empty() {
             None
         } else {
@@ -303,6 +335,19 @@ impl LeadService {
             Some((cursor.key, cursor.last_id))
         };
         let page_size = super::page_size(query.page_size);
+        if let Some(as_of) = query.as_of {
+            let collector = PageCollector::new(query.order, after, page_size as usize + 1);
+            let (rows, total_size) = self
+                .list_as_of(ctx, query.filter.as_ref(), as_of, collector)
+                .await?;
+            return Ok(page_of(
+                rows,
+                total_size,
+                page_size,
+                fingerprint,
+                query.order,
+            ));
+        }
         let page = lead_query::LeadPage {
             filter: query.filter.as_ref(),
             order: query.order,
@@ -310,26 +355,76 @@ impl LeadService {
             limit: page_size + 1,
         };
         let reader = self.store.reader();
-        let (mut rows, total_size) = tokio::try_join!(
+        let (rows, total_size) = tokio::try_join!(
             lead_query::list(reader, &ctx.tenant, &page),
             lead_query::count(reader, &ctx.tenant, query.filter.as_ref()),
         )?;
-        let next_page_token = if rows.len() as u64 > page_size {
-            rows.truncate(page_size as usize);
-            let last = rows.last().expect("page is not empty");
-            encode_page_token(&LeadCursor {
-                query: fingerprint,
-                key: lead_query::sort_key(last, query.order.field),
-                last_id: last.id.to_string(),
-            })
-        } else {
-            String::new()
-        };
-        Ok(LeadPage {
-            leads: rows,
-            next_page_token,
+        Ok(page_of(
+            rows,
             total_size,
-        })
+            page_size,
+            fingerprint,
+            query.order,
+        ))
+    }
+
+    /// The leads as they stood at `as_of` that pass `filter`, offered to `collector`: each
+    /// lead's latest revision by then, read a chunk of leads at a time through the
+    /// `(tenant_id, lead_id, change_time)` index, so memory stays at one chunk and one page.
+    /// Leads deleted by then are left out. OUT_OF_RANGE before the retention watermark.
+    async fn list_as_of(
+        &self,
+        ctx: &RequestContext,
+        filter: Option<&Filter>,
+        as_of: DateTime<Utc>,
+        mut collector: PageCollector,
+    ) -> Result<(Vec<Lead>, u64), AppError> {
+        let at = self.revisions_kept_at(ctx, as_of).await?;
+        let reader = self.store.reader();
+        let mut after: Option<String> = None;
+        loop {
+            let chunk =
+                revisions::leads_at(reader, &ctx.tenant, at, after.as_deref(), AS_OF_CHUNK).await?;
+            let Some(last) = chunk.last() else {
+                return Ok(collector.finish());
+            };
+            after = Some(last.lead.id.to_string());
+            let full = chunk.len() as u64 == AS_OF_CHUNK;
+            for revision in chunk {
+                if revision.kind != RevisionKind::Deleted
+                    && filter.is_none_or(|f| f.matches(&revision.lead))
+                {
+                    collector.offer(revision.lead);
+                }
+            }
+            if !full {
+                return Ok(collector.finish());
+            }
+        }
+    }
+
+    /// `as_of` in microseconds, once it is known to be neither in the future nor before the
+    /// revisions retention keeps.
+    async fn revisions_kept_at(
+        &self,
+        ctx: &RequestContext,
+        as_of: DateTime<Utc>,
+    ) -> Result<i64, AppError> {
+        if as_of > self.clock.now() {
+            return Err(AppError::invalid("as_of", "must not be in the future"));
+        }
+        let at = crate::store::to_micros(as_of);
+        let pruned_before = revisions::pruned_before(self.store.reader(), &ctx.tenant).await?;
+        if at < pruned_before {
+            return Err(AppError::OutOfRange {
+                message: format!(
+                    "revisions before {} were removed by retention; as_of must not be earlier",
+                    crate::store::from_micros(pruned_before).to_rfc3339()
+                ),
+                oldest_available: None,
+            });
+        }
+        Ok(at)
     }
 
     /// Applies the masked fields in one transaction and rescores the lead. With an etag the
@@ -589,7 +684,7 @@ impl LeadService {
     pub async fn list_stage_changes(
         &self,
         ctx: &RequestContext,
-        query: StageChangeQuery,
+        query: LeadPageQuery,
     ) -> Result<(Vec<StageChange>, String), AppError> {
         let (id, page_size, page_token) = (&query.lead_id, query.page_size, &query.page_token[..]);
         let after: i64 = if page_token.is_empty() {
@@ -631,22 +726,8 @@ impl LeadService {
         id: &LeadId,
         as_of: DateTime<Utc>,
     ) -> Result<LeadAsOf, AppError> {
-        if as_of > self.clock.now() {
-            return Err(AppError::invalid("as_of", "must not be in the future"));
-        }
-        let reader = self.store.reader();
-        let at = crate::store::to_micros(as_of);
-        let pruned_before = revisions::pruned_before(reader, &ctx.tenant).await?;
-        if at < pruned_before {
-            return Err(AppError::OutOfRange {
-                message: format!(
-                    "revisions before {} were removed by retention; as_of must not be earlier",
-                    crate::store::from_micros(pruned_before).to_rfc3339()
-                ),
-                oldest_available: None,
-            });
-        }
-        let revision = revisions::lead_at(reader, &ctx.tenant, id, at)
+        let at = self.revisions_kept_at(ctx, as_of).await?;
+        let revision = revisions::lead_at(self.store.reader(), &ctx.tenant, id, at)
             .await?
             .ok_or_else(|| AppError::lead_not_found(id))?;
         let delete_time = (revision.kind == RevisionKind::Deleted).then_some(revision.change_time);
@@ -662,7 +743,7 @@ impl LeadService {
     pub async fn list_revisions(
         &self,
         ctx: &RequestContext,
-        query: RevisionQuery,
+        query: LeadPageQuery,
     ) -> Result<(Vec<LeadRevision>, String), AppError> {
         let id = &query.lead_id;
         let after: i64 = if query.page_token.is_empty() {

@@ -222,6 +222,7 @@ pub fn row_to_message(
             external_id: row.external_id.clone(),
             lead: Some(lead),
             history,
+            revisions: Vec::new(),
         },
         history: source,
     })

@@ -184,6 +184,8 @@ pub struct DemoSummary {
     pub won: usize,
     pub lost: usize,
     pub stage_changes: usize,
+    /// Amount and expected-close changes.
+    pub field_changes: usize,
 }
 
 impl DemoSummary {
@@ -194,6 +196,7 @@ impl DemoSummary {
         };
         for message in messages {
             summary.stage_changes += message.history.len();
+            summary.field_changes += message.revisions.len();
             match message.history.last().map(|c| c.to_stage.as_str()) {
                 Some(stage) if stage == STAGES[WON] => summary.won += 1,
                 Some(stage) if stage == STAGES[LOST] => summary.lost += 1,
@@ -246,6 +249,9 @@ fn creation_time<R: Rng>(rng: &mut R, start: DateTime<Utc>, end: DateTime<Utc>) 
 /// The demo's leads, oldest first, as ImportLeads messages.
 pub fn generate(options: &DemoOptions) -> Vec<pb::ImportLeadsRequest> {
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    // Field changes draw from a generator of their own, so they leave the rest of a seed's
+    // tenant as it was.
+    let mut edits = ChaCha8Rng::seed_from_u64(options.seed ^ FIELD_CHANGE_STREAM);
     let end = options.until;
     let start = end - Duration::days(options.days.max(1));
     let mut created: Vec<DateTime<Utc>> = (0..options.leads)
@@ -255,12 +261,13 @@ pub fn generate(options: &DemoOptions) -> Vec<pb::ImportLeadsRequest> {
     created
         .into_iter()
         .enumerate()
-        .map(|(n, created)| lead(&mut rng, n, created, end))
+        .map(|(n, created)| lead(&mut rng, &mut edits, n, created, end))
         .collect()
 }
 
 fn lead<R: Rng>(
     rng: &mut R,
+    edits: &mut R,
     n: usize,
     created: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -374,19 +381,38 @@ fn lead<R: Rng>(
             )),
         },
     };
-    let expected_close = (furthest >= 1).then(|| {
-        if stage == WON {
-            at
+    // A won deal's plan is drawn from the field changes' generator, which keeps the main
+    // generator's draws, and so the rest of the tenant, as they were before deals had plans.
+    let planned_close = (furthest >= 1).then(|| {
+        let days = if stage == WON {
+            edits.random_range(30.0..90.0)
         } else {
-            created + Duration::days((rng.random_range(60.0..150.0) * slowness) as i64)
-        }
+            rng.random_range(30.0..90.0)
+        };
+        created + Duration::days((days * slowness) as i64)
     });
+    let title = format!(
+        "{} {}",
+        company.split_whitespace().next().unwrap_or("Deal"),
+        one_of(rng, &DEALS)
+    );
+    let has_amount = furthest >= 2 || rng.random::<f64>() < 0.8;
+    let closed_at = (stage == WON || stage == LOST).then_some(at);
+    let changes = field_changes(
+        edits,
+        &history,
+        FieldPlan {
+            amount,
+            quoted: has_amount,
+            planned_close,
+            closed_at,
+            won: stage == WON,
+            end,
+            owner,
+        },
+    );
     let lead = pb::Lead {
-        title: format!(
-            "{} {}",
-            company.split_whitespace().next().unwrap_or("Deal"),
-            one_of(rng, &DEALS)
-        ),
+        title,
         company: company.clone(),
         contact_name: if has_contact {
             format!("{first} {last}")
@@ -405,9 +431,9 @@ fn lead<R: Rng>(
         owner: owner.into(),
         source: source.into(),
         // Negotiation and closed won need an amount; early leads often have none yet.
-        amount: (furthest >= 2 || rng.random::<f64>() < 0.8).then(|| eur(amount)),
+        amount: changes.first_quote.map(eur),
         bant: Some(bant),
-        expected_close_time: expected_close.map(timestamp),
+        expected_close_time: planned_close.map(timestamp),
         labels: [
             ("region".to_string(), region.to_string()),
             ("segment".to_string(), segment.to_string()),
@@ -426,6 +452,130 @@ fn lead<R: Rng>(
         external_id: format!("demo-{n:05}"),
         lead: Some(lead),
         history,
+        revisions: changes.revisions,
+    }
+}
+
+/// Seeds the generator of field changes, apart from the main one.
+const FIELD_CHANGE_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
+/// How often a close date that passed with the deal open is pushed, at most.
+const MAX_PUSHES: usize = 8;
+
+/// What a lead's field changes are drawn from.
+struct FieldPlan<'a> {
+    /// The amount the deal is scoped at in proposal.
+    amount: f64,
+    /// Whether the lead has an amount from the start.
+    quoted: bool,
+    planned_close: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    won: bool,
+    end: DateTime<Utc>,
+    owner: &'a str,
+}
+
+struct FieldChanges {
+    first_quote: Option<f64>,
+    revisions: Vec<pb::ImportedRevision>,
+}
+
+/// A deal's amount and close date as sales teams revise them: a rough first quote, repriced
+/// once scoped (on entering proposal), often discounted in negotiation; the close date pushed
+/// each time it passes with the deal still open, so deals that stall slip most; a won deal's
+/// close date set to the day it was won.
+fn field_changes<R: Rng>(
+    rng: &mut R,
+    history: &[pb::ImportedStageChange],
+    plan: FieldPlan<'_>,
+) -> FieldChanges {
+    let seconds = |change: &pb::ImportedStageChange| {
+        change
+            .change_time
+            .and_then(|t| DateTime::from_timestamp(t.seconds, 0))
+            .expect("generated times are valid")
+    };
+    let entered = |stage: usize| {
+        history
+            .iter()
+            .find(|c| c.to_stage == STAGES[stage])
+            .map(seconds)
+    };
+    let last_day = plan.closed_at.unwrap_or(plan.end).min(plan.end);
+    let mut changes: Vec<(DateTime<Utc>, pb::Lead, &str)> = Vec::new();
+    let amount_change = |value: f64| pb::Lead {
+        amount: Some(eur(value)),
+        ..Default::default()
+    };
+    let first_quote = plan.quoted.then(|| {
+        let rough = LogNormal::new(0.0, 0.35)
+            .expect("valid log-normal")
+            .sample(rng);
+        plan.amount * rough
+    });
+    // Scoping takes a day or two after the proposal stage is entered.
+    if let Some(at) = entered(2) {
+        let at = at + Duration::hours(rng.random_range(1..48));
+        if at <= last_day {
+            changes.push((at, amount_change(plan.amount), "amount"));
+        }
+    }
+    if let Some(at) = entered(3)
+        && rng.random::<f64>() < 0.5
+    {
+        let at = at + Duration::hours(rng.random_range(1..72));
+        if at <= last_day {
+            let discounted = plan.amount * rng.random_range(0.8..0.97);
+            changes.push((at, amount_change(discounted), "amount"));
+        }
+    }
+    if let Some(planned) = plan.planned_close {
+        let mut expected = planned;
+        let mut pushes = 0;
+        while expected < last_day && pushes < MAX_PUSHES {
+            let at = expected + Duration::hours(rng.random_range(2..96));
+            if at >= last_day {
+                break;
+            }
+            let slip = rng.random_range(14.0..45.0) * (1.0 + 0.25 * pushes as f64);
+            expected = at + Duration::days(slip as i64);
+            changes.push((
+                at,
+                pb::Lead {
+                    expected_close_time: Some(timestamp(expected)),
+                    ..Default::default()
+                },
+                "expected_close_time",
+            ));
+            pushes += 1;
+        }
+        if plan.won
+            && let Some(won_at) = plan.closed_at
+            && expected != won_at
+        {
+            changes.push((
+                won_at,
+                pb::Lead {
+                    expected_close_time: Some(timestamp(won_at)),
+                    ..Default::default()
+                },
+                "expected_close_time",
+            ));
+        }
+    }
+    changes.sort_by_key(|(at, _, _)| *at);
+    FieldChanges {
+        first_quote,
+        revisions: changes
+            .into_iter()
+            .map(|(at, lead, path)| pb::ImportedRevision {
+                change_time: Some(timestamp(at)),
+                lead: Some(lead),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![path.to_owned()],
+                }),
+                actor: plan.owner.to_owned(),
+            })
+            .collect(),
     }
 }
 
@@ -452,6 +602,7 @@ pub async fn run(
                     order: Default::default(),
                     page_size: 1,
                     page_token: String::new(),
+                    as_of: None,
                 },
             )
             .await
@@ -494,13 +645,14 @@ pub async fn main(config: &StoreConfig, tenant: &TenantId, options: &DemoOptions
         Ok((summary, response)) if response.failed == 0 => {
             let from = options.until - Duration::days(options.days.max(1));
             println!(
-                "Seeded tenant {tenant} with {} leads ({} open, {} won, {} lost) and {} stage \
-                 changes from {} to {}, in {:.1} s.",
+                "Seeded tenant {tenant} with {} leads ({} open, {} won, {} lost), {} stage \
+                 changes and {} amount and close-date changes from {} to {}, in {:.1} s.",
                 summary.leads,
                 summary.open,
                 summary.won,
                 summary.lost,
                 summary.stage_changes,
+                summary.field_changes,
                 from.format("%Y-%m-%d"),
                 options.until.format("%Y-%m-%d"),
                 started.elapsed().as_secs_f64()
@@ -582,5 +734,56 @@ mod tests {
             })
             .count();
         assert!(long_stuck >= 20, "{long_stuck} open leads idle for 60 days");
+        // Deals are repriced and their close dates slip, in order and within the history.
+        let changed = |path: &str| {
+            messages
+                .iter()
+                .filter(|m| {
+                    m.revisions
+                        .iter()
+                        .any(|r| r.update_mask.as_ref().unwrap().paths == [path])
+                })
+                .count()
+        };
+        assert!(
+            changed("amount") as f64 / s.leads as f64 > 0.1,
+            "{}",
+            changed("amount")
+        );
+        // A won deal's last close-date change sets the day it was won; every other one is a
+        // push.
+        let pushed = messages
+            .iter()
+            .filter(|m| !m.history.last().unwrap().to_stage.starts_with("closed_"))
+            .filter(|m| m.lead.as_ref().unwrap().expected_close_time.is_some())
+            .filter(|m| {
+                m.revisions
+                    .iter()
+                    .any(|r| r.lead.as_ref().unwrap().expected_close_time.is_some())
+            })
+            .count();
+        let planned = messages
+            .iter()
+            .filter(|m| !m.history.last().unwrap().to_stage.starts_with("closed_"))
+            .filter(|m| m.lead.as_ref().unwrap().expected_close_time.is_some())
+            .count();
+        assert!(
+            pushed as f64 / planned as f64 > 0.2,
+            "{pushed} of {planned} open leads with a close date pushed"
+        );
+        for message in &messages {
+            let created = message.history[0].change_time.unwrap().seconds;
+            let times: Vec<i64> = message
+                .revisions
+                .iter()
+                .map(|r| r.change_time.unwrap().seconds)
+                .collect();
+            assert!(times.windows(2).all(|w| w[0] <= w[1]));
+            assert!(
+                times
+                    .iter()
+                    .all(|&t| t >= created && t <= until.timestamp())
+            );
+        }
     }
 }

@@ -56,6 +56,7 @@ pub async fn run(
                         order,
                         page_size: PAGE_SIZE,
                         page_token: std::mem::take(&mut page_token),
+                        as_of: None,
                     },
                 )
                 .await

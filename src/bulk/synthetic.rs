@@ -265,6 +265,7 @@ pub fn generate(
                 external_id: format!("syn-{n}"),
                 lead: Some(lead),
                 history,
+                revisions: Vec::new(),
             }
         })
         .collect();

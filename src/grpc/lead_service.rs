@@ -12,8 +12,8 @@ use crate::app::events::EventFilter;
 use crate::app::forecast::ForecastService;
 use crate::app::import::{ImportRow, ImportService};
 use crate::app::leads::{
-    CheckMove, CreateLead, DeleteLead, GetLead, LeadListQuery, LeadService, MoveCommand,
-    RevisionQuery, StageChangeQuery, UpdateLead,
+    CheckMove, CreateLead, DeleteLead, GetLead, LeadListQuery, LeadPageQuery, LeadService,
+    MoveCommand, UpdateLead,
 };
 
 pub struct LeadApi {
@@ -163,7 +163,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::ListStageChangesRequest>,
     ) -> Result<Response<pb::ListStageChangesResponse>, Status> {
         let ctx = context(&request);
-        let query = StageChangeQuery::try_from(request.into_inner())?;
+        let query = LeadPageQuery::try_from(request.into_inner())?;
         let page = self.leads.list_stage_changes(&ctx, query).await?;
         Ok(Response::new(page.into()))
     }
@@ -173,7 +173,7 @@ impl pb::lead_service_server::LeadService for LeadApi {
         request: Request<pb::ListLeadRevisionsRequest>,
     ) -> Result<Response<pb::ListLeadRevisionsResponse>, Status> {
         let ctx = context(&request);
-        let query = RevisionQuery::try_from(request.into_inner())?;
+        let query = LeadPageQuery::try_from(request.into_inner())?;
         let page = self.leads.list_revisions(&ctx, query).await?;
         Ok(Response::new(page.into()))
     }

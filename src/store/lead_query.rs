@@ -72,24 +72,6 @@ pub async fn count(
     Ok(scoped(tenant, filter).count(db).await?)
 }
 
-/// The key a lead is sorted by, for building the next page token.
-pub fn sort_key(lead: &Lead, field: SortField) -> SortKey {
-    match field {
-        SortField::CreateTime => SortKey::Micros(to_micros(lead.create_time)),
-        SortField::UpdateTime => SortKey::Micros(to_micros(lead.update_time)),
-        SortField::Amount => {
-            let (units, nanos) = lead
-                .fields
-                .amount
-                .as_ref()
-                .map_or((0, 0), |m| (m.units, m.nanos));
-            SortKey::Amount { units, nanos }
-        }
-        SortField::WinProbability => SortKey::Probability(lead.win_probability),
-        SortField::ExpectedValue => SortKey::Probability(lead.expected_value()),
-    }
-}
-
 fn scoped(tenant: &TenantId, filter: Option<&Filter>) -> Select<lead::Entity> {
     let select = lead::Entity::find().filter(lead::Column::TenantId.eq(tenant.as_str()));
     match filter {

@@ -187,6 +187,55 @@ pub async fn lead_at(
         .transpose()
 }
 
+/// The latest revision at or before `as_of_micros` of each of the tenant's leads whose id sorts
+/// after `after_lead`, in id order, at most `limit` leads: the tenant's leads as they stood
+/// then, a chunk at a time. Deleted leads come as their `deleted` revision. Each lead's revision
+/// is found through `lead_revisions_by_lead_time`.
+pub async fn leads_at(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    as_of_micros: i64,
+    after_lead: Option<&str>,
+    limit: u64,
+) -> Result<Vec<LeadRevision>, StoreError> {
+    use sea_orm::{DbBackend, Statement};
+    let sql = "SELECT * FROM lead_revisions AS r
+        WHERE r.tenant_id = $1 AND r.lead_id > $2 AND r.change_time <= $3
+          AND NOT EXISTS (
+            SELECT 1 FROM lead_revisions AS later
+            WHERE later.tenant_id = r.tenant_id AND later.lead_id = r.lead_id
+              AND later.change_time <= $3
+              AND (later.change_time > r.change_time
+                   OR (later.change_time = r.change_time AND later.revision > r.revision)))
+        ORDER BY r.lead_id
+        LIMIT $4";
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => sql.to_owned(),
+        _ => sql
+            .replace("$1", "?1")
+            .replace("$2", "?2")
+            .replace("$3", "?3")
+            .replace("$4", "?4"),
+    };
+    lead_revision::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                tenant.as_str().into(),
+                after_lead.unwrap_or("").into(),
+                as_of_micros.into(),
+                (limit as i64).into(),
+            ],
+        ))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
 /// Revisions with a change time before this (µs) were removed by retention; 0 if none.
 pub async fn pruned_before(
     db: &impl ConnectionTrait,

@@ -393,21 +393,48 @@ impl Outcomes {
     }
 }
 
-/// Reads every acknowledged lead back; returns how many were found.
+/// Reads every acknowledged lead back, with its revisions; returns how many were found whole:
+/// the lead, and revisions numbered 1 to its version, the last one being the lead as read.
 async fn found(channel: &Channel, ids: &[String]) -> usize {
     let mut client = LeadServiceClient::new(channel.clone());
     let mut found = 0;
     for id in ids {
-        match client
+        let lead = match client
             .get_lead(pb::GetLeadRequest {
                 as_of: None,
                 id: id.clone(),
             })
             .await
         {
-            Ok(_) => found += 1,
-            Err(status) => eprintln!("acknowledged lead {id} is missing: {status:?}"),
+            Ok(lead) => lead.into_inner(),
+            Err(status) => {
+                eprintln!("acknowledged lead {id} is missing: {status:?}");
+                continue;
+            }
+        };
+        let revisions = match client
+            .list_lead_revisions(pb::ListLeadRevisionsRequest {
+                lead_id: id.clone(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+        {
+            Ok(page) => page.into_inner().revisions,
+            Err(status) => {
+                eprintln!("acknowledged lead {id} has no readable revisions: {status:?}");
+                continue;
+            }
+        };
+        let numbers: Vec<i64> = revisions.iter().map(|r| r.revision).collect();
+        let version: i64 = lead.etag.trim_matches('"').parse().unwrap_or(-1);
+        if numbers != (1..=version).collect::<Vec<_>>()
+            || revisions.last().and_then(|r| r.lead.as_ref()) != Some(&lead)
+        {
+            eprintln!("acknowledged lead {id} at version {version} has revisions {numbers:?}");
+            continue;
         }
+        found += 1;
     }
     found
 }
@@ -692,6 +719,7 @@ async fn imports_at_the_documented_maxima(app: TestApp) {
             external_id: format!("crm-{n:05}-{}", "x".repeat(180)),
             lead: Some(largest_lead(&format!("imported {n}"))),
             history: vec![],
+            revisions: vec![],
         })
         .collect();
     let response = app

@@ -439,6 +439,7 @@ async fn learned_probabilities_recover_the_synthetic_truth(app: TestApp) {
                 order_by: "win_probability desc".into(),
                 page_size: 500,
                 page_token: token,
+                as_of: None,
             })
             .await
             .unwrap()

@@ -428,6 +428,7 @@ async fn send(app: &TestApp, call: Call) -> Result<(), tonic::Status> {
                 order_by,
                 page_size,
                 page_token,
+                as_of: None,
             })
             .await
             .map(drop),

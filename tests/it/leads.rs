@@ -518,6 +518,7 @@ async fn list_pages_stay_consistent_under_concurrent_inserts(app: TestApp) {
                 page_token: token.clone(),
                 filter: String::new(),
                 order_by: "create_time".into(),
+                as_of: None,
             })
             .await
             .unwrap()
@@ -659,6 +660,7 @@ async fn list_orders_by_every_supported_key(app: TestApp) {
                     page_token: token,
                     filter: String::new(),
                     order_by: order_by.into(),
+                    as_of: None,
                 })
                 .await
                 .unwrap()
@@ -758,6 +760,7 @@ async fn list_rejects_malformed_filters_and_tokens(app: TestApp) {
             page_token: first.next_page_token,
             order_by: "amount desc".into(),
             filter: String::new(),
+            as_of: None,
         })
         .await
         .unwrap_err();
@@ -849,6 +852,7 @@ async fn implausible_business_dates_are_refused_on_create_update_and_import(app:
             external_id: "crm-epoch".into(),
             lead: Some(implausible),
             history: Vec::new(),
+            revisions: Vec::new(),
         }],
     )
     .await;

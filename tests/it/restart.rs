@@ -265,5 +265,38 @@ async fn verify(
             assert_eq!(pair[1].from_stage, pair[0].to_stage, "history is one chain");
         }
         assert_eq!(changes.last().unwrap().to_stage, lead.stage);
+        // Every write has its revision, numbered without a gap; the last is the lead as read.
+        let revisions = client
+            .list_lead_revisions(pb::ListLeadRevisionsRequest {
+                lead_id: lead_id.to_string(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revisions;
+        assert_eq!(
+            revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            (1..=revisions.len() as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            revisions.len(),
+            lead_events.len(),
+            "revisions and events agree"
+        );
+        assert_eq!(revisions.last().unwrap().lead.as_ref(), Some(&lead));
+        if let Some(etags) = acknowledged.get(lead_id.to_owned()) {
+            for etag in etags {
+                assert_eq!(
+                    revisions
+                        .iter()
+                        .filter(|r| r.lead.as_ref().unwrap().etag == *etag)
+                        .count(),
+                    1,
+                    "acknowledged write {etag} of lead {lead_id} has exactly one revision"
+                );
+            }
+        }
     }
 }

@@ -323,6 +323,7 @@ async fn imported_history_becomes_revisions(app: TestApp) {
                 step("lead_generation", "qualification", 20),
                 step("qualification", "closed_won", 10),
             ],
+            revisions: vec![],
         }]))
         .await
         .expect("import")

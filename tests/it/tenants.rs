@@ -147,6 +147,7 @@ async fn import(
             ..new_lead("imported")
         }),
         history: vec![],
+        revisions: vec![],
     };
     clients
         .leads

@@ -174,7 +174,7 @@ pub(crate) async fn seed_by_import(
         pb::ImportLeadsRequest {
             external_id: format!("bench-{tag}-{n}"),
             lead: Some(lead),
-            history: Vec::new(),
+            ..Default::default()
         }
     };
     let messages: Vec<pb::ImportLeadsRequest> = (0..seeds)
@@ -223,6 +223,7 @@ pub(crate) async fn list_tagged(
                 page_token,
                 filter: format!("labels.{SEED_LABEL} = \"{tag}\""),
                 order_by: String::new(),
+                as_of: None,
             })
             .await?
             .into_inner();
@@ -244,6 +245,7 @@ pub(crate) fn list_request() -> pb::ListLeadsRequest {
         page_token: String::new(),
         filter: LIST_FILTER.into(),
         order_by: String::new(),
+        as_of: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 
-use super::lead::validate_label_key;
+use super::lead::{Lead, validate_label_key};
 use super::money::parse_decimal_amount;
 
 /// Longer filters are refused before lexing, which also bounds the token count.
@@ -86,7 +86,70 @@ impl FilterError {
     }
 }
 
+impl Filter {
+    /// Whether `lead` passes the filter, with the answer the store's query gives for the same
+    /// lead: a lead without an amount compares as zero, `labels.k != "v"` holds when the lead
+    /// has no label `k` with value `v`. For leads that are not rows, such as a lead as it
+    /// stood at a past time.
+    pub fn matches(&self, lead: &Lead) -> bool {
+        match self {
+            Self::And(terms) => terms.iter().all(|t| t.matches(lead)),
+            Self::Or(terms) => terms.iter().any(|t| t.matches(lead)),
+            Self::Not(inner) => !inner.matches(lead),
+            Self::LabelPresent(key) => lead.fields.labels.contains_key(key),
+            Self::Compare { field, op, value } => compare(lead, field, *op, value),
+        }
+    }
+}
+
+fn compare(lead: &Lead, field: &FilterField, op: CompareOp, value: &FilterValue) -> bool {
+    let text = match field {
+        FilterField::Stage => Some(lead.stage.as_str()),
+        FilterField::Owner => Some(lead.fields.owner.as_str()),
+        FilterField::PipelineId => Some(lead.pipeline_id.as_str()),
+        FilterField::Source => Some(lead.fields.source.as_str()),
+        FilterField::Amount | FilterField::CreateTime | FilterField::Label(_) => None,
+    };
+    match (field, value) {
+        (FilterField::Label(key), FilterValue::Text(wanted)) => {
+            let has = lead.fields.labels.get(key) == Some(wanted);
+            if op == CompareOp::Ne { !has } else { has }
+        }
+        (FilterField::Amount, FilterValue::Amount { units, nanos }) => {
+            let own = lead
+                .fields
+                .amount
+                .as_ref()
+                .map_or((0, 0), |m| (m.units, m.nanos));
+            op.holds(own.cmp(&(*units, *nanos)))
+        }
+        (FilterField::CreateTime, FilterValue::Time(time)) => op.holds(
+            lead.create_time
+                .timestamp_micros()
+                .cmp(&time.timestamp_micros()),
+        ),
+        (_, FilterValue::Text(wanted)) => {
+            text.is_some_and(|own| op.holds(own.cmp(wanted.as_str())))
+        }
+        // The parser only pairs fields with values of their type; anything else matches nothing.
+        _ => false,
+    }
+}
+
 impl CompareOp {
+    /// Whether `left op right` holds, given how left compares with right.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        match self {
+            Self::Eq => ordering == Equal,
+            Self::Ne => ordering != Equal,
+            Self::Lt => ordering == Less,
+            Self::Le => ordering != Greater,
+            Self::Gt => ordering == Greater,
+            Self::Ge => ordering != Less,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Eq => "=",

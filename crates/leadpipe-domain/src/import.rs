@@ -4,9 +4,13 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::ids::StageKey;
+use super::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use super::pipeline::PipelineDefinition;
+use super::revision::{LeadRevision, RevisionKind};
 
 pub const MAX_EXTERNAL_ID_LEN: usize = 200;
+/// Earlier field changes one imported lead may carry.
+pub const MAX_IMPORTED_REVISIONS: usize = 1000;
 /// Clock skew tolerated between the importing system and this server.
 const FUTURE_TOLERANCE: Duration = Duration::minutes(5);
 
@@ -17,6 +21,17 @@ pub struct ImportedChange {
     pub change_time: DateTime<Utc>,
     pub actor: String,
     pub note: String,
+}
+
+/// An earlier change of an imported lead's fields: at `change_time`, the fields `mask` names
+/// took their values in `fields` (the others are ignored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedRevision {
+    pub change_time: DateTime<Utc>,
+    pub fields: LeadFields,
+    pub mask: Vec<LeadField>,
+    /// Who made the change in the source system; empty when unknown.
+    pub actor: String,
 }
 
 /// Where the history leaves the lead.
@@ -108,6 +123,116 @@ pub fn check_history(
     })
 }
 
+/// Checks the times of an imported lead's field changes against its life: each no earlier than
+/// its creation or the previous change, and not in the future. On failure returns
+/// `(field, reason)` as [`check_history`] does.
+pub fn check_revisions(
+    revisions: &[ImportedRevision],
+    create_time: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), (String, String)> {
+    if revisions.len() > MAX_IMPORTED_REVISIONS {
+        return Err((
+            "revisions".into(),
+            format!("at most {MAX_IMPORTED_REVISIONS} revisions are allowed per lead"),
+        ));
+    }
+    let mut previous = create_time;
+    for (i, revision) in revisions.iter().enumerate() {
+        let at = format!("revisions[{i}].change_time");
+        if revision.change_time > now + FUTURE_TOLERANCE {
+            return Err((at, "is in the future".into()));
+        }
+        if revision.change_time < create_time {
+            return Err((
+                at,
+                "is earlier than the lead's creation (history[0].change_time)".into(),
+            ));
+        }
+        if revision.change_time < previous {
+            return Err((at, "is earlier than the previous revision".into()));
+        }
+        previous = revision.change_time;
+    }
+    Ok(())
+}
+
+/// Replays an imported lead's life, oldest first: its creation (`created`, in the first stage
+/// of `history`), then its stage changes and field changes in time order, a stage change first
+/// when both happened at once. Returns the lead it ends as, and the revision each step made,
+/// numbered from 1. A field change that changes nothing makes no revision. `importer` is the
+/// actor of stage changes, and of field changes whose source gave none. A change that would
+/// give the lead more than [`MAX_LABELS`] labels is refused as `(field, reason)`.
+pub fn replay(
+    pipeline: &PipelineDefinition,
+    created: Lead,
+    history: &[ImportedChange],
+    revisions: &[ImportedRevision],
+    importer: &str,
+) -> Result<(Lead, Vec<LeadRevision>), (String, String)> {
+    let mut lead = created;
+    lead.version = 1;
+    lead.track_expected_close(None);
+    let mut creation = LeadRevision::of(
+        RevisionKind::Created,
+        None,
+        &lead,
+        importer,
+        lead.create_time,
+    );
+    creation.revision = 1;
+    let mut made = vec![creation];
+    let mut moves = history.iter().skip(1).peekable();
+    let mut edits = revisions.iter().enumerate().peekable();
+    loop {
+        let move_first = match (moves.peek(), edits.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(change), Some((_, edit))) => change.change_time <= edit.change_time,
+        };
+        let before = lead.clone();
+        let (kind, actor, change_time) = if move_first {
+            let change = moves.next().expect("peeked");
+            let stage = pipeline.stage(&change.to_stage);
+            lead.stage = change.to_stage.clone();
+            lead.stage_enter_time = change.change_time;
+            lead.close_time = stage
+                .is_some_and(|s| s.kind.is_closed())
+                .then_some(change.change_time);
+            lead.win_probability = stage.map_or(lead.win_probability, |s| s.probability);
+            (RevisionKind::Moved, importer, change.change_time)
+        } else {
+            let (i, edit) = edits.next().expect("peeked");
+            for field in &edit.mask {
+                field.apply(&edit.fields, &mut lead.fields);
+            }
+            if lead.fields.labels.len() > MAX_LABELS {
+                return Err((
+                    format!("revisions[{i}].lead.labels"),
+                    format!("at most {MAX_LABELS} labels are allowed"),
+                ));
+            }
+            if lead.fields == before.fields {
+                continue;
+            }
+            lead.track_expected_close(before.fields.expected_close_time);
+            let actor = if edit.actor.is_empty() {
+                importer
+            } else {
+                &edit.actor
+            };
+            (RevisionKind::Updated, actor, edit.change_time)
+        };
+        lead.version += 1;
+        lead.update_time = change_time;
+        let mut revision = LeadRevision::of(kind, Some(&before), &lead, actor, change_time);
+        revision.revision = lead.version;
+        made.push(revision);
+    }
+    Ok((lead, made))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +289,134 @@ mod tests {
         let mut future = change(None, "lead_generation", 0);
         future.change_time = now + Duration::days(1);
         assert_eq!(err(&[future]), "history[0].change_time");
+    }
+
+    fn created_lead(history: &[ImportedChange]) -> Lead {
+        use crate::ids::{LeadId, PipelineId};
+        let first = &history[0];
+        Lead {
+            id: LeadId::generate(),
+            fields: LeadFields {
+                title: "Acme".into(),
+                company: String::new(),
+                contact_name: String::new(),
+                contact_email: String::new(),
+                owner: "ana".into(),
+                source: String::new(),
+                amount: Some(crate::money::Money::parse("USD", 100_000, 0).unwrap()),
+                bant: Default::default(),
+                expected_close_time: Some(first.change_time + Duration::days(30)),
+                labels: Default::default(),
+                lost_reason: String::new(),
+            },
+            pipeline_id: PipelineId::parse("default").unwrap(),
+            stage: first.to_stage.clone(),
+            win_probability: 0.1,
+            create_time: first.change_time,
+            update_time: first.change_time,
+            stage_enter_time: first.change_time,
+            close_time: None,
+            version: 1,
+            external_id: Some("x-1".into()),
+            close_date_push_count: 0,
+            first_expected_close_time: None,
+        }
+    }
+
+    fn edit(
+        lead: &Lead,
+        day: i64,
+        change: impl FnOnce(&mut LeadFields),
+        mask: &[&str],
+    ) -> ImportedRevision {
+        let mut fields = lead.fields.clone();
+        change(&mut fields);
+        ImportedRevision {
+            change_time: DateTime::from_timestamp(1_700_000_000 + day * 86_400, 0).unwrap(),
+            fields,
+            mask: mask.iter().map(|p| LeadField::parse(p).unwrap()).collect(),
+            actor: String::new(),
+        }
+    }
+
+    #[test]
+    fn replay_interleaves_stage_and_field_changes_in_time_order() {
+        let def = default_pipeline();
+        let history = [
+            change(None, "lead_generation", 0),
+            change(Some("lead_generation"), "qualification", 3),
+            change(Some("qualification"), "closed_won", 9),
+        ];
+        let created = created_lead(&history);
+        let cut = edit(
+            &created,
+            3,
+            |f| f.amount = Some(crate::money::Money::parse("USD", 10_000, 0).unwrap()),
+            &["amount"],
+        );
+        let push = edit(
+            &created,
+            5,
+            |f| f.expected_close_time = f.expected_close_time.map(|t| t + Duration::days(14)),
+            &["expected_close_time"],
+        );
+        let mut same = edit(&created, 6, |_| {}, &["owner"]);
+        same.actor = "bo".into();
+        let (lead, revisions) = replay(
+            &def,
+            created.clone(),
+            &history,
+            &[cut, push, same],
+            "importer",
+        )
+        .unwrap();
+        let kinds: Vec<_> = revisions
+            .iter()
+            .map(|r| (r.revision, r.kind, r.changed_fields.clone()))
+            .collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        assert_eq!(
+            kinds[1].1,
+            RevisionKind::Moved,
+            "a move precedes a field change at the same time"
+        );
+        assert_eq!(kinds[2].1, RevisionKind::Updated);
+        assert_eq!(kinds[2].2, vec!["amount".to_string()]);
+        assert_eq!(kinds[3].2, vec!["expected_close_time".to_string()]);
+        assert_eq!(kinds[4].1, RevisionKind::Moved);
+        assert_eq!(
+            revisions.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            revisions[1].lead.fields.amount, created.fields.amount,
+            "the cut came after"
+        );
+        assert_eq!(lead.fields.amount.unwrap().value(), 10000.0);
+        assert_eq!(lead.close_date_push_count, 1);
+        assert_eq!(
+            lead.first_expected_close_time,
+            created.fields.expected_close_time
+        );
+        assert_eq!(lead.version, 5);
+        assert_eq!(lead.stage.as_str(), "closed_won");
+        assert_eq!(lead.close_time, Some(history[2].change_time));
+        assert_eq!(lead.update_time, history[2].change_time);
+    }
+
+    #[test]
+    fn revisions_before_creation_or_out_of_order_name_the_entry() {
+        let history = [change(None, "lead_generation", 2)];
+        let created = created_lead(&history);
+        let now = Utc::now();
+        let early = edit(&created, 1, |f| f.owner = "bo".into(), &["owner"]);
+        let (field, _) = check_revisions(&[early], created.create_time, now).unwrap_err();
+        assert_eq!(field, "revisions[0].change_time");
+        let later = edit(&created, 5, |f| f.owner = "bo".into(), &["owner"]);
+        let sooner = edit(&created, 4, |f| f.owner = "cy".into(), &["owner"]);
+        let (field, reason) =
+            check_revisions(&[later, sooner], created.create_time, now).unwrap_err();
+        assert_eq!(field, "revisions[1].change_time");
+        assert!(reason.contains("previous"), "{reason}");
     }
 }

@@ -38,6 +38,7 @@ pub fn import_request(
             ..Default::default()
         }),
         history,
+        revisions: Vec::new(),
     }
 }
 

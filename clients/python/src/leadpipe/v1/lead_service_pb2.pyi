@@ -21,14 +21,28 @@ class CreateLeadRequest(_message.Message):
     def __init__(self, lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ImportLeadsRequest(_message.Message):
-    __slots__ = ("external_id", "lead", "history")
+    __slots__ = ("external_id", "lead", "history", "revisions")
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     LEAD_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
     external_id: str
     lead: _lead_pb2.Lead
     history: _containers.RepeatedCompositeFieldContainer[ImportedStageChange]
-    def __init__(self, external_id: _Optional[str] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., history: _Optional[_Iterable[_Union[ImportedStageChange, _Mapping]]] = ...) -> None: ...
+    revisions: _containers.RepeatedCompositeFieldContainer[ImportedRevision]
+    def __init__(self, external_id: _Optional[str] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., history: _Optional[_Iterable[_Union[ImportedStageChange, _Mapping]]] = ..., revisions: _Optional[_Iterable[_Union[ImportedRevision, _Mapping]]] = ...) -> None: ...
+
+class ImportedRevision(_message.Message):
+    __slots__ = ("change_time", "lead", "update_mask", "actor")
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEAD_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    change_time: _timestamp_pb2.Timestamp
+    lead: _lead_pb2.Lead
+    update_mask: _field_mask_pb2.FieldMask
+    actor: str
+    def __init__(self, change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., actor: _Optional[str] = ...) -> None: ...
 
 class ImportedStageChange(_message.Message):
     __slots__ = ("from_stage", "to_stage", "change_time", "actor", "note")
@@ -79,16 +93,18 @@ class GetLeadRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListLeadsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "filter", "order_by")
+    __slots__ = ("page_size", "page_token", "filter", "order_by", "as_of")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     filter: str
     order_by: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListLeadsResponse(_message.Message):
     __slots__ = ("leads", "next_page_token", "total_size")

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leadpipe/v1/lead_service.proto.
  */
 export const file_leadpipe_v1_lead_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkifQoSSW1wb3J0TGVhZHNSZXF1ZXN0EhMKC2V4dGVybmFsX2lkGAEgASgJEh8KBGxlYWQYAiABKAsyES5sZWFkcGlwZS52MS5MZWFkEjEKB2hpc3RvcnkYAyADKAsyIC5sZWFkcGlwZS52MS5JbXBvcnRlZFN0YWdlQ2hhbmdlIokBChNJbXBvcnRlZFN0YWdlQ2hhbmdlEhIKCmZyb21fc3RhZ2UYASABKAkSEAoIdG9fc3RhZ2UYAiABKAkSLwoLY2hhbmdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAQgASgJEgwKBG5vdGUYBSABKAkiUAoLSW1wb3J0RXJyb3ISDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSDQoFZmllbGQYAyABKAkSDgoGcmVhc29uGAQgASgJIo0BChNJbXBvcnRMZWFkc1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDEhAKCGltcG9ydGVkGAIgASgDEhgKEGFscmVhZHlfaW1wb3J0ZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDEigKBmVycm9ycxgFIAMoCzIYLmxlYWRwaXBlLnYxLkltcG9ydEVycm9yIkcKDkdldExlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJbChBMaXN0TGVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCSJiChFMaXN0TGVhZHNSZXNwb25zZRIgCgVsZWFkcxgBIAMoCzIRLmxlYWRwaXBlLnYxLkxlYWQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUiZQoRVXBkYXRlTGVhZFJlcXVlc3QSHwoEbGVhZBgBIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIi0KEURlbGV0ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBGV0YWcYAiABKAkiXAoPTW92ZUxlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YWdlGAIgASgJEgwKBGV0YWcYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIMCgRub3RlGAUgASgJIi0KEENoZWNrTW92ZVJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkiQwoNTW92ZVZpb2xhdGlvbhIMCgR0eXBlGAEgASgJEg8KB3N1YmplY3QYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkiVAoRQ2hlY2tNb3ZlUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBIuCgp2aW9sYXRpb25zGAIgAygLMhoubGVhZHBpcGUudjEuTW92ZVZpb2xhdGlvbiJRChdMaXN0U3RhZ2VDaGFuZ2VzUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImQKGExpc3RTdGFnZUNoYW5nZXNSZXNwb25zZRIvCg1zdGFnZV9jaGFuZ2VzGAEgAygLMhgubGVhZHBpcGUudjEuU3RhZ2VDaGFuZ2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlIKGExpc3RMZWFkUmV2aXNpb25zUmVxdWVzdBIPCgdsZWFkX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImIKGUxpc3RMZWFkUmV2aXNpb25zUmVzcG9uc2USLAoJcmV2aXNpb25zGAEgAygLMhkubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKPAQoYV2F0Y2hTdGFnZUNoYW5nZXNSZXF1ZXN0EhsKDmFmdGVyX3NlcXVlbmNlGAEgASgDSACIAQESEwoLcGlwZWxpbmVfaWQYAiABKAkSDgoGc3RhZ2VzGAMgAygJEg0KBW93bmVyGAQgASgJEg8KB2xlYWRfaWQYBSABKAlCEQoPX2FmdGVyX3NlcXVlbmNlIrIBChdXYXRjaExlYWRDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg0KBW93bmVyGAMgASgJEg8KB2xlYWRfaWQYBCABKAkSMgoOY2hhbmdlZF9maWVsZHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQhEKD19hZnRlcl9zZXF1ZW5jZSKPAgoPTGVhZENoYW5nZUV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEisKBGtpbmQYAiABKA4yHS5sZWFkcGlwZS52MS5MZWFkUmV2aXNpb25LaW5kEh8KBGxlYWQYAyABKAsyES5sZWFkcGlwZS52MS5MZWFkEigKDXByZXZpb3VzX2xlYWQYBCABKAsyES5sZWFkcGlwZS52MS5MZWFkEjIKDmNoYW5nZWRfZmllbGRzGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxINCgVhY3RvchgGIAEoCRIvCgtjaGFuZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi3wEKEFN0YWdlQ2hhbmdlRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSDwoHbGVhZF9pZBgCIAEoCRITCgtwaXBlbGluZV9pZBgDIAEoCRISCgpmcm9tX3N0YWdlGAQgASgJEhAKCHRvX3N0YWdlGAUgASgJEi8KC2NoYW5nZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgHIAEoCRIMCgRub3RlGAggASgJEh8KBGxlYWQYCSABKAsyES5sZWFkcGlwZS52MS5MZWFkMrUHCgtMZWFkU2VydmljZRI/CgpDcmVhdGVMZWFkEh4ubGVhZHBpcGUudjEuQ3JlYXRlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEjkKB0dldExlYWQSGy5sZWFkcGlwZS52MS5HZXRMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSSgoJTGlzdExlYWRzEh0ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVxdWVzdBoeLmxlYWRwaXBlLnYxLkxpc3RMZWFkc1Jlc3BvbnNlEj8KClVwZGF0ZUxlYWQSHi5sZWFkcGlwZS52MS5VcGRhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSRAoKRGVsZXRlTGVhZBIeLmxlYWRwaXBlLnYxLkRlbGV0ZUxlYWRSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjsKCE1vdmVMZWFkEhwubGVhZHBpcGUudjEuTW92ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglDaGVja01vdmUSHS5sZWFkcGlwZS52MS5DaGVja01vdmVSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuQ2hlY2tNb3ZlUmVzcG9uc2USXwoQTGlzdFN0YWdlQ2hhbmdlcxIkLmxlYWRwaXBlLnYxLkxpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0GiUubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEmIKEUxpc3RMZWFkUmV2aXNpb25zEiUubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXF1ZXN0GiYubGVhZHBpcGUudjEuTGlzdExlYWRSZXZpc2lvbnNSZXNwb25zZRJbChFXYXRjaFN0YWdlQ2hhbmdlcxIlLmxlYWRwaXBlLnYxLldhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBodLmxlYWRwaXBlLnYxLlN0YWdlQ2hhbmdlRXZlbnQwARJYChBXYXRjaExlYWRDaGFuZ2VzEiQubGVhZHBpcGUudjEuV2F0Y2hMZWFkQ2hhbmdlc1JlcXVlc3QaHC5sZWFkcGlwZS52MS5MZWFkQ2hhbmdlRXZlbnQwARJSCgtJbXBvcnRMZWFkcxIfLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVxdWVzdBogLmxlYWRwaXBlLnYxLkltcG9ydExlYWRzUmVzcG9uc2UoAUKhAQoPY29tLmxlYWRwaXBlLnYxQhBMZWFkU2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20vbGVhZHBpcGUvbGVhZHBpcGUvZ2VuL2dvL2xlYWRwaXBlL3YxO2xlYWRwaXBldjGiAgNMUFiqAgtMZWFkcGlwZS5WMboCDExlYWRwaXBlX1YxX8oCC0xlYWRwaXBlXFYx6gIMTGVhZHBpcGU6OlYxYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
+  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkirwEKEkltcG9ydExlYWRzUmVxdWVzdBITCgtleHRlcm5hbF9pZBgBIAEoCRIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIxCgdoaXN0b3J5GAMgAygLMiAubGVhZHBpcGUudjEuSW1wb3J0ZWRTdGFnZUNoYW5nZRIwCglyZXZpc2lvbnMYBCADKAsyHS5sZWFkcGlwZS52MS5JbXBvcnRlZFJldmlzaW9uIqQBChBJbXBvcnRlZFJldmlzaW9uEi8KC2NoYW5nZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDQoFYWN0b3IYBCABKAkiiQEKE0ltcG9ydGVkU3RhZ2VDaGFuZ2USEgoKZnJvbV9zdGFnZRgBIAEoCRIQCgh0b19zdGFnZRgCIAEoCRIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBCABKAkSDAoEbm90ZRgFIAEoCSJQCgtJbXBvcnRFcnJvchINCgVpbmRleBgBIAEoAxITCgtleHRlcm5hbF9pZBgCIAEoCRINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkijQEKE0ltcG9ydExlYWRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAMSEAoIaW1wb3J0ZWQYAiABKAMSGAoQYWxyZWFkeV9pbXBvcnRlZBgDIAEoAxIOCgZmYWlsZWQYBCABKAMSKAoGZXJyb3JzGAUgAygLMhgubGVhZHBpcGUudjEuSW1wb3J0RXJyb3IiRwoOR2V0TGVhZFJlcXVlc3QSCgoCaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoYBChBMaXN0TGVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCRIpCgVhc19vZhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoRTGlzdExlYWRzUmVzcG9uc2USIAoFbGVhZHMYASADKAsyES5sZWFkcGlwZS52MS5MZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFImUKEVVwZGF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayItChFEZWxldGVMZWFkUmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRldGFnGAIgASgJIlwKD01vdmVMZWFkUmVxdWVzdBIKCgJpZBgBIAEoCRINCgVzdGFnZRgCIAEoCRIMCgRldGFnGAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAkSDAoEbm90ZRgFIAEoCSItChBDaGVja01vdmVSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YWdlGAIgASgJIkMKDU1vdmVWaW9sYXRpb24SDAoEdHlwZRgBIAEoCRIPCgdzdWJqZWN0GAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJIlQKEUNoZWNrTW92ZVJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSLgoKdmlvbGF0aW9ucxgCIAMoCzIaLmxlYWRwaXBlLnYxLk1vdmVWaW9sYXRpb24iUQoXTGlzdFN0YWdlQ2hhbmdlc1JlcXVlc3QSDwoHbGVhZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJkChhMaXN0U3RhZ2VDaGFuZ2VzUmVzcG9uc2USLwoNc3RhZ2VfY2hhbmdlcxgBIAMoCzIYLmxlYWRwaXBlLnYxLlN0YWdlQ2hhbmdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJSChhMaXN0TGVhZFJldmlzaW9uc1JlcXVlc3QSDwoHbGVhZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJiChlMaXN0TGVhZFJldmlzaW9uc1Jlc3BvbnNlEiwKCXJldmlzaW9ucxgBIAMoCzIZLmxlYWRwaXBlLnYxLkxlYWRSZXZpc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijwEKGFdhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg4KBnN0YWdlcxgDIAMoCRINCgVvd25lchgEIAEoCRIPCgdsZWFkX2lkGAUgASgJQhEKD19hZnRlcl9zZXF1ZW5jZSKyAQoXV2F0Y2hMZWFkQ2hhbmdlc1JlcXVlc3QSGwoOYWZ0ZXJfc2VxdWVuY2UYASABKANIAIgBARITCgtwaXBlbGluZV9pZBgCIAEoCRINCgVvd25lchgDIAEoCRIPCgdsZWFkX2lkGAQgASgJEjIKDmNoYW5nZWRfZmllbGRzGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IRCg9fYWZ0ZXJfc2VxdWVuY2UijwIKD0xlYWRDaGFuZ2VFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIrCgRraW5kGAIgASgOMh0ubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uS2luZBIfCgRsZWFkGAMgASgLMhEubGVhZHBpcGUudjEuTGVhZBIoCg1wcmV2aW91c19sZWFkGAQgASgLMhEubGVhZHBpcGUudjEuTGVhZBIyCg5jaGFuZ2VkX2ZpZWxkcxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDQoFYWN0b3IYBiABKAkSLwoLY2hhbmdlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIt8BChBTdGFnZUNoYW5nZUV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEg8KB2xlYWRfaWQYAiABKAkSEwoLcGlwZWxpbmVfaWQYAyABKAkSEgoKZnJvbV9zdGFnZRgEIAEoCRIQCgh0b19zdGFnZRgFIAEoCRIvCgtjaGFuZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYByABKAkSDAoEbm90ZRgIIAEoCRIfCgRsZWFkGAkgASgLMhEubGVhZHBpcGUudjEuTGVhZDK1BwoLTGVhZFNlcnZpY2USPwoKQ3JlYXRlTGVhZBIeLmxlYWRwaXBlLnYxLkNyZWF0ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBI5CgdHZXRMZWFkEhsubGVhZHBpcGUudjEuR2V0TGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkoKCUxpc3RMZWFkcxIdLmxlYWRwaXBlLnYxLkxpc3RMZWFkc1JlcXVlc3QaHi5sZWFkcGlwZS52MS5MaXN0TGVhZHNSZXNwb25zZRI/CgpVcGRhdGVMZWFkEh4ubGVhZHBpcGUudjEuVXBkYXRlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkQKCkRlbGV0ZUxlYWQSHi5sZWFkcGlwZS52MS5EZWxldGVMZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CghNb3ZlTGVhZBIcLmxlYWRwaXBlLnYxLk1vdmVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSSgoJQ2hlY2tNb3ZlEh0ubGVhZHBpcGUudjEuQ2hlY2tNb3ZlUmVxdWVzdBoeLmxlYWRwaXBlLnYxLkNoZWNrTW92ZVJlc3BvbnNlEl8KEExpc3RTdGFnZUNoYW5nZXMSJC5sZWFkcGlwZS52MS5MaXN0U3RhZ2VDaGFuZ2VzUmVxdWVzdBolLmxlYWRwaXBlLnYxLkxpc3RTdGFnZUNoYW5nZXNSZXNwb25zZRJiChFMaXN0TGVhZFJldmlzaW9ucxIlLmxlYWRwaXBlLnYxLkxpc3RMZWFkUmV2aXNpb25zUmVxdWVzdBomLmxlYWRwaXBlLnYxLkxpc3RMZWFkUmV2aXNpb25zUmVzcG9uc2USWwoRV2F0Y2hTdGFnZUNoYW5nZXMSJS5sZWFkcGlwZS52MS5XYXRjaFN0YWdlQ2hhbmdlc1JlcXVlc3QaHS5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZUV2ZW50MAESWAoQV2F0Y2hMZWFkQ2hhbmdlcxIkLmxlYWRwaXBlLnYxLldhdGNoTGVhZENoYW5nZXNSZXF1ZXN0GhwubGVhZHBpcGUudjEuTGVhZENoYW5nZUV2ZW50MAESUgoLSW1wb3J0TGVhZHMSHy5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1JlcXVlc3QaIC5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1Jlc3BvbnNlKAFCoQEKD2NvbS5sZWFkcGlwZS52MUIQTGVhZFNlcnZpY2VQcm90b1ABWjpnaXRodWIuY29tL2xlYWRwaXBlL2xlYWRwaXBlL2dlbi9nby9sZWFkcGlwZS92MTtsZWFkcGlwZXYxogIDTFBYqgILTGVhZHBpcGUuVjG6AgxMZWFkcGlwZV9WMV/KAgtMZWFkcGlwZVxWMeoCDExlYWRwaXBlOjpWMWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
 
 /**
  * Request for LeadService.CreateLead.
@@ -62,7 +62,8 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
 
   /**
    * The lead's writable fields and pipeline_id (default "default"). Its stage and times come
-   * from the history.
+   * from the history. With revisions, these are the fields as the lead was created, and the
+   * revisions change them from there.
    *
    * @generated from field: leadpipe.v1.Lead lead = 2;
    */
@@ -77,6 +78,16 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
    * @generated from field: repeated leadpipe.v1.ImportedStageChange history = 3;
    */
   history: ImportedStageChange[];
+
+  /**
+   * Earlier changes of the lead's fields, oldest first, at most 1000: its amount and close-date
+   * history, say. Each becomes a lead revision between the stage changes of its time (a stage
+   * change first when both happened at once); the lead is imported as the last change left it.
+   * Requires a history, since a lead created now has no earlier changes.
+   *
+   * @generated from field: repeated leadpipe.v1.ImportedRevision revisions = 4;
+   */
+  revisions: ImportedRevision[];
 };
 
 /**
@@ -85,6 +96,50 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
  */
 export const ImportLeadsRequestSchema: GenMessage<ImportLeadsRequest> = /*@__PURE__*/
   messageDesc(file_leadpipe_v1_lead_service, 1);
+
+/**
+ * One earlier change of an imported lead's fields.
+ *
+ * @generated from message leadpipe.v1.ImportedRevision
+ */
+export type ImportedRevision = Message<"leadpipe.v1.ImportedRevision"> & {
+  /**
+   * When it happened. Required; not before the lead's creation (history[0].change_time) nor
+   * the previous revision, not in the future.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 1;
+   */
+  changeTime?: Timestamp | undefined;
+
+  /**
+   * The new values of the fields update_mask names; the other fields are ignored.
+   *
+   * @generated from field: leadpipe.v1.Lead lead = 2;
+   */
+  lead?: Lead | undefined;
+
+  /**
+   * The fields that changed, as in UpdateLeadRequest.update_mask. Required.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 3;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * Who made the change in the source system: the revision's actor. Empty means the importing
+   * caller.
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+};
+
+/**
+ * Describes the message leadpipe.v1.ImportedRevision.
+ * Use `create(ImportedRevisionSchema)` to create a new message.
+ */
+export const ImportedRevisionSchema: GenMessage<ImportedRevision> = /*@__PURE__*/
+  messageDesc(file_leadpipe_v1_lead_service, 2);
 
 /**
  * One historical stage change of an imported lead.
@@ -134,7 +189,7 @@ export type ImportedStageChange = Message<"leadpipe.v1.ImportedStageChange"> & {
  * Use `create(ImportedStageChangeSchema)` to create a new message.
  */
 export const ImportedStageChangeSchema: GenMessage<ImportedStageChange> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 2);
+  messageDesc(file_leadpipe_v1_lead_service, 3);
 
 /**
  * Why one imported lead was refused.
@@ -176,7 +231,7 @@ export type ImportError = Message<"leadpipe.v1.ImportError"> & {
  * Use `create(ImportErrorSchema)` to create a new message.
  */
 export const ImportErrorSchema: GenMessage<ImportError> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 3);
+  messageDesc(file_leadpipe_v1_lead_service, 4);
 
 /**
  * Response of LeadService.ImportLeads, sent when the client closes its stream.
@@ -225,7 +280,7 @@ export type ImportLeadsResponse = Message<"leadpipe.v1.ImportLeadsResponse"> & {
  * Use `create(ImportLeadsResponseSchema)` to create a new message.
  */
 export const ImportLeadsResponseSchema: GenMessage<ImportLeadsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 4);
+  messageDesc(file_leadpipe_v1_lead_service, 5);
 
 /**
  * Request for LeadService.GetLead.
@@ -256,7 +311,7 @@ export type GetLeadRequest = Message<"leadpipe.v1.GetLeadRequest"> & {
  * Use `create(GetLeadRequestSchema)` to create a new message.
  */
 export const GetLeadRequestSchema: GenMessage<GetLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 5);
+  messageDesc(file_leadpipe_v1_lead_service, 6);
 
 /**
  * Request for LeadService.ListLeads.
@@ -301,6 +356,18 @@ export type ListLeadsRequest = Message<"leadpipe.v1.ListLeadsRequest"> & {
    * @generated from field: string order_by = 4;
    */
   orderBy: string;
+
+  /**
+   * Optional: list the leads as they stood at this time, from their revisions (see
+   * docs/history.md): the filter, the order and the returned fields are those of each lead's
+   * latest revision by then; leads created later, or deleted by then, are left out. Not in the
+   * future. A page token is honoured only with the same as_of. OUT_OF_RANGE when revision
+   * retention has removed the history of that time. Each call reads every lead's revision at
+   * that time, so it costs time in proportion to the tenant's leads.
+   *
+   * @generated from field: google.protobuf.Timestamp as_of = 5;
+   */
+  asOf?: Timestamp | undefined;
 };
 
 /**
@@ -308,7 +375,7 @@ export type ListLeadsRequest = Message<"leadpipe.v1.ListLeadsRequest"> & {
  * Use `create(ListLeadsRequestSchema)` to create a new message.
  */
 export const ListLeadsRequestSchema: GenMessage<ListLeadsRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 6);
+  messageDesc(file_leadpipe_v1_lead_service, 7);
 
 /**
  * Response for LeadService.ListLeads.
@@ -344,7 +411,7 @@ export type ListLeadsResponse = Message<"leadpipe.v1.ListLeadsResponse"> & {
  * Use `create(ListLeadsResponseSchema)` to create a new message.
  */
 export const ListLeadsResponseSchema: GenMessage<ListLeadsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 7);
+  messageDesc(file_leadpipe_v1_lead_service, 8);
 
 /**
  * Request for LeadService.UpdateLead.
@@ -375,7 +442,7 @@ export type UpdateLeadRequest = Message<"leadpipe.v1.UpdateLeadRequest"> & {
  * Use `create(UpdateLeadRequestSchema)` to create a new message.
  */
 export const UpdateLeadRequestSchema: GenMessage<UpdateLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 8);
+  messageDesc(file_leadpipe_v1_lead_service, 9);
 
 /**
  * Request for LeadService.DeleteLead.
@@ -403,7 +470,7 @@ export type DeleteLeadRequest = Message<"leadpipe.v1.DeleteLeadRequest"> & {
  * Use `create(DeleteLeadRequestSchema)` to create a new message.
  */
 export const DeleteLeadRequestSchema: GenMessage<DeleteLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 9);
+  messageDesc(file_leadpipe_v1_lead_service, 10);
 
 /**
  * Request for LeadService.MoveLead.
@@ -453,7 +520,7 @@ export type MoveLeadRequest = Message<"leadpipe.v1.MoveLeadRequest"> & {
  * Use `create(MoveLeadRequestSchema)` to create a new message.
  */
 export const MoveLeadRequestSchema: GenMessage<MoveLeadRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 10);
+  messageDesc(file_leadpipe_v1_lead_service, 11);
 
 /**
  * Request for LeadService.CheckMove.
@@ -481,7 +548,7 @@ export type CheckMoveRequest = Message<"leadpipe.v1.CheckMoveRequest"> & {
  * Use `create(CheckMoveRequestSchema)` to create a new message.
  */
 export const CheckMoveRequestSchema: GenMessage<CheckMoveRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 11);
+  messageDesc(file_leadpipe_v1_lead_service, 12);
 
 /**
  * Why a move is refused.
@@ -517,7 +584,7 @@ export type MoveViolation = Message<"leadpipe.v1.MoveViolation"> & {
  * Use `create(MoveViolationSchema)` to create a new message.
  */
 export const MoveViolationSchema: GenMessage<MoveViolation> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 12);
+  messageDesc(file_leadpipe_v1_lead_service, 13);
 
 /**
  * Response for LeadService.CheckMove.
@@ -545,7 +612,7 @@ export type CheckMoveResponse = Message<"leadpipe.v1.CheckMoveResponse"> & {
  * Use `create(CheckMoveResponseSchema)` to create a new message.
  */
 export const CheckMoveResponseSchema: GenMessage<CheckMoveResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 13);
+  messageDesc(file_leadpipe_v1_lead_service, 14);
 
 /**
  * Request for LeadService.ListStageChanges.
@@ -580,7 +647,7 @@ export type ListStageChangesRequest = Message<"leadpipe.v1.ListStageChangesReque
  * Use `create(ListStageChangesRequestSchema)` to create a new message.
  */
 export const ListStageChangesRequestSchema: GenMessage<ListStageChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 14);
+  messageDesc(file_leadpipe_v1_lead_service, 15);
 
 /**
  * Response for LeadService.ListStageChanges.
@@ -608,7 +675,7 @@ export type ListStageChangesResponse = Message<"leadpipe.v1.ListStageChangesResp
  * Use `create(ListStageChangesResponseSchema)` to create a new message.
  */
 export const ListStageChangesResponseSchema: GenMessage<ListStageChangesResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 15);
+  messageDesc(file_leadpipe_v1_lead_service, 16);
 
 /**
  * Request for LeadService.ListLeadRevisions.
@@ -643,7 +710,7 @@ export type ListLeadRevisionsRequest = Message<"leadpipe.v1.ListLeadRevisionsReq
  * Use `create(ListLeadRevisionsRequestSchema)` to create a new message.
  */
 export const ListLeadRevisionsRequestSchema: GenMessage<ListLeadRevisionsRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 16);
+  messageDesc(file_leadpipe_v1_lead_service, 17);
 
 /**
  * Response for LeadService.ListLeadRevisions.
@@ -671,7 +738,7 @@ export type ListLeadRevisionsResponse = Message<"leadpipe.v1.ListLeadRevisionsRe
  * Use `create(ListLeadRevisionsResponseSchema)` to create a new message.
  */
 export const ListLeadRevisionsResponseSchema: GenMessage<ListLeadRevisionsResponse> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 17);
+  messageDesc(file_leadpipe_v1_lead_service, 18);
 
 /**
  * Request for LeadService.WatchStageChanges.
@@ -734,7 +801,7 @@ export type WatchStageChangesRequest = Message<"leadpipe.v1.WatchStageChangesReq
  * Use `create(WatchStageChangesRequestSchema)` to create a new message.
  */
 export const WatchStageChangesRequestSchema: GenMessage<WatchStageChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 18);
+  messageDesc(file_leadpipe_v1_lead_service, 19);
 
 /**
  * Request for LeadService.WatchLeadChanges.
@@ -793,7 +860,7 @@ export type WatchLeadChangesRequest = Message<"leadpipe.v1.WatchLeadChangesReque
  * Use `create(WatchLeadChangesRequestSchema)` to create a new message.
  */
 export const WatchLeadChangesRequestSchema: GenMessage<WatchLeadChangesRequest> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 19);
+  messageDesc(file_leadpipe_v1_lead_service, 20);
 
 /**
  * One write of a lead, as streamed by LeadService.WatchLeadChanges.
@@ -858,7 +925,7 @@ export type LeadChangeEvent = Message<"leadpipe.v1.LeadChangeEvent"> & {
  * Use `create(LeadChangeEventSchema)` to create a new message.
  */
 export const LeadChangeEventSchema: GenMessage<LeadChangeEvent> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 20);
+  messageDesc(file_leadpipe_v1_lead_service, 21);
 
 /**
  * One stage change, as streamed by LeadService.WatchStageChanges.
@@ -937,7 +1004,7 @@ export type StageChangeEvent = Message<"leadpipe.v1.StageChangeEvent"> & {
  * Use `create(StageChangeEventSchema)` to create a new message.
  */
 export const StageChangeEventSchema: GenMessage<StageChangeEvent> = /*@__PURE__*/
-  messageDesc(file_leadpipe_v1_lead_service, 21);
+  messageDesc(file_leadpipe_v1_lead_service, 22);
 
 /**
  * Leads and their movement through a pipeline.
