@@ -29,11 +29,11 @@ psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE $DATABASE"
 psql "$PG_SERVER_URL/$DATABASE" -q <<SQL
 -- Moves only share-lock the pipeline row, so its definition does not matter here.
 INSERT INTO pipelines (tenant_id, id, display_name, definition, version, create_time, update_time)
-     VALUES ('pgbench', 'default', 'Default', '{}', 1, 0, 0);
+     VALUES ('pgbench-0', 'default', 'Default', '{}', 1, 0, 0);
 INSERT INTO leads (tenant_id, id, title, company, contact_name, owner, source, pipeline_id, stage,
                    amount_currency, amount_units, win_probability, expected_value, create_time,
                    update_time, stage_enter_time, version)
-     SELECT 'pgbench', 'lead-' || n, 'bench mover ' || n, 'Company ' || n, 'Contact ' || n, 'ana',
+     SELECT 'pgbench-0', 'lead-' || n, 'bench mover ' || n, 'Company ' || n, 'Contact ' || n, 'ana',
             'web', 'default', 'lead_generation', 'EUR', 1000, 0.1, 100, 0, 0, 0, 1
        FROM generate_series(1, $LEADS) AS n;
 ANALYZE;
@@ -44,7 +44,7 @@ payload=$(printf '{"change":{"sequence":0,"lead_id":"lead","pipeline_id":"defaul
 printf '| clients | pgbench TPS | MoveLead RPS | MoveLead ÷ pgbench |\n|--:|--:|--:|--:|\n'
 for c in $CLIENTS; do
   pg_tps=$("${pin_driver[@]}" pgbench -n -M prepared -c "$c" -j "$c" -T "$DURATION" \
-    -D leads="$LEADS" -D payload="$payload" -f benches/pgbench/move_lead.sql \
+    -D leads="$LEADS" -D tenants=1 -D payload="$payload" -f benches/pgbench/move_lead.sql \
     "$PG_SERVER_URL/$DATABASE" 2>"$work/pgbench.err" |
     awk '/^tps = / { print $3 }')
   if [ -z "$pg_tps" ]; then

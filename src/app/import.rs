@@ -444,6 +444,12 @@ impl ImportService {
         if items.is_empty() {
             return Ok(());
         }
+        let changes: i64 = items.iter().map(|i| i.history.len() as i64).sum();
+        let first = self.reserve_sequences(tenant, changes).await?;
+        for (sequence, change) in (first..).zip(items.iter_mut().flat_map(|i| i.history.iter_mut()))
+        {
+            change.sequence = sequence;
+        }
         let tx = self.store.begin_write().await?;
         let result = write_in(&tx, tenant, items).await;
         match result {
@@ -454,6 +460,26 @@ impl ImportService {
             Err(e) => {
                 tx.rollback().await.ok();
                 Err(e)
+            }
+        }
+    }
+
+    /// Reserves `count` sequence numbers for imported stage changes, in a transaction of its
+    /// own, and returns the first. The tenant's counter row stays locked only for this short
+    /// transaction, not for the batch's inserts, so the tenant's interactive writes do not wait
+    /// for whole import batches. Imported history is never streamed, so it needs unique,
+    /// increasing numbers but not the commit order that streamed events need; a batch that then
+    /// fails leaves a gap, which streams already expect where history was imported.
+    async fn reserve_sequences(&self, tenant: &TenantId, count: i64) -> Result<i64, AppError> {
+        let tx = self.store.begin_write().await?;
+        match sequences::allocate(&tx, tenant, count).await {
+            Ok(last) => {
+                tx.commit().await?;
+                Ok(last - count + 1)
+            }
+            Err(e) => {
+                tx.rollback().await.ok();
+                Err(e.into())
             }
         }
     }
@@ -478,17 +504,7 @@ fn same_lead(stored: &Lead, row: &Lead, timed: bool) -> bool {
                 && stored.close_time == row.close_time))
 }
 
-async fn write_in(
-    tx: &WriteTx,
-    tenant: &TenantId,
-    items: &mut [ImportItem],
-) -> Result<(), AppError> {
-    let changes: i64 = items.iter().map(|i| i.history.len() as i64).sum();
-    let last = sequences::allocate(tx, tenant, changes).await?;
-    let first = last - changes + 1;
-    for (sequence, change) in (first..).zip(items.iter_mut().flat_map(|i| i.history.iter_mut())) {
-        change.sequence = sequence;
-    }
+async fn write_in(tx: &WriteTx, tenant: &TenantId, items: &[ImportItem]) -> Result<(), AppError> {
     let batch: Vec<Lead> = items.iter().map(|i| i.lead.clone()).collect();
     leads::insert_many(tx, tenant, &batch).await?;
     let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();

@@ -212,14 +212,39 @@ impl LeadService {
             return Ok(lead);
         }
         let tx = self.store.begin_write().await?;
-        if let Some(key) = &idempotency
-            && !reserve(&tx, &ctx.tenant, key, METHOD, &self.clock).await?
+        let step = self.create_in(&tx, ctx, new, idempotency.as_ref()).await;
+        match settle(tx, step).await? {
+            Step::Commit(lead) => {
+                self.events.committed(&ctx.tenant);
+                Ok(lead)
+            }
+            Step::Replay => {
+                let key = idempotency.as_ref().expect("only a keyed call replays");
+                self.replay_after_conflict(&ctx.tenant, key, METHOD).await
+            }
+            Step::Keep(lead) => Ok(lead),
+            Step::Retry => Err(AppError::Aborted(
+                "the lead could not be created; retry".into(),
+            )),
+        }
+    }
+
+    /// The writes of [`Self::create`], in `tx`.
+    async fn create_in(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        new: NewLead,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Step<Lead>, AppError> {
+        const METHOD: &str = "CreateLead";
+        if let Some(key) = idempotency
+            && !reserve(tx, &ctx.tenant, key, METHOD, &self.clock).await?
         {
-            tx.rollback().await.ok();
-            return self.replay_after_conflict(&ctx.tenant, key, METHOD).await;
+            return Ok(Step::Replay);
         }
         let pipeline = self
-            .pipeline_for_new_lead(&tx, &ctx.tenant, &new.pipeline_id)
+            .pipeline_for_new_lead(tx, &ctx.tenant, &new.pipeline_id)
             .await?;
         let definition = pipeline.compiled.definition();
         let first = definition.first_stage();
@@ -255,9 +280,9 @@ impl LeadService {
                 unmet,
             ));
         }
-        leads::insert(&tx, &ctx.tenant, &lead).await?;
+        leads::insert(tx, &ctx.tenant, &lead).await?;
         let change = StageChange {
-            sequence: sequences::allocate(&tx, &ctx.tenant, 1).await?,
+            sequence: sequences::allocate(tx, &ctx.tenant, 1).await?,
             lead_id: lead.id,
             pipeline_id: lead.pipeline_id.clone(),
             from_stage: None,
@@ -269,12 +294,10 @@ impl LeadService {
         };
         let mut revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
         revision.sequence = Some(change.sequence);
-        history::append(&tx, &ctx.tenant, &change).await?;
-        record(&tx, &ctx.tenant, &mut revision, None, Some(change)).await?;
-        complete(&tx, &ctx.tenant, idempotency.as_ref(), &lead).await?;
-        tx.commit().await?;
-        self.events.committed(&ctx.tenant);
-        Ok(lead)
+        history::append(tx, &ctx.tenant, &change).await?;
+        record(tx, &ctx.tenant, &mut revision, None, Some(change)).await?;
+        complete(tx, &ctx.tenant, idempotency, &lead).await?;
+        Ok(Step::Commit(lead))
     }
 
     /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
@@ -413,97 +436,115 @@ impl LeadService {
         ctx: &RequestContext,
         command: UpdateLead,
     ) -> Result<Lead, AppError> {
-        let UpdateLead {
-            id,
-            fields: source,
-            mask,
-            expected_version,
-        } = command;
-        let (id, source, mask) = (&id, &source, &mask[..]);
+        let id = command.id;
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
-            let current = self
-                .find_expected(&tx, &ctx.tenant, id, expected_version)
-                .await?;
-            let mut updated = current.clone();
-            for field in mask {
-                field.apply(source, &mut updated.fields);
-            }
-            if updated.fields.labels.len() > MAX_LABELS {
-                return Err(AppError::invalid(
-                    "lead.labels",
-                    format!("at most {MAX_LABELS} labels are allowed"),
-                ));
-            }
-            if updated.fields == current.fields {
-                return Ok(current);
-            }
-            let pipeline = self
-                .pipeline_of(&tx, &ctx.tenant, &current, RowLock::None)
-                .await?;
-            updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
-            updated.track_expected_close(current.fields.expected_close_time);
-            updated.version += 1;
-            updated.update_time = self.clock.now();
-            let labels_changed = updated.fields.labels != current.fields.labels;
-            if leads::update_if_version(&tx, &ctx.tenant, &updated, current.version, labels_changed)
-                .await?
-            {
-                let mut revision = LeadRevision::of(
-                    RevisionKind::Updated,
-                    Some(&current),
-                    &updated,
-                    &ctx.actor,
-                    updated.update_time,
-                );
-                revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
-                record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
-                tx.commit().await?;
-                self.events.committed(&ctx.tenant);
-                return Ok(updated);
-            }
-            tx.rollback().await.ok();
-            if expected_version.is_some() {
-                return Err(stale(id));
+            let step = self.update_in(&tx, ctx, &command).await;
+            match settle(tx, step).await? {
+                Step::Commit(updated) => {
+                    self.events.committed(&ctx.tenant);
+                    return Ok(updated);
+                }
+                Step::Keep(current) => return Ok(current),
+                Step::Retry if command.expected_version.is_some() => return Err(stale(&id)),
+                Step::Retry | Step::Replay => {}
             }
         }
-        Err(contended(id))
+        Err(contended(&id))
+    }
+
+    /// The writes of one attempt of [`Self::update`], in `tx`.
+    async fn update_in(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        command: &UpdateLead,
+    ) -> Result<Step<Lead>, AppError> {
+        let current = self
+            .find_expected(tx, &ctx.tenant, &command.id, command.expected_version)
+            .await?;
+        let mut updated = current.clone();
+        for field in &command.mask {
+            field.apply(&command.fields, &mut updated.fields);
+        }
+        if updated.fields.labels.len() > MAX_LABELS {
+            return Err(AppError::invalid(
+                "lead.labels",
+                format!("at most {MAX_LABELS} labels are allowed"),
+            ));
+        }
+        if updated.fields == current.fields {
+            return Ok(Step::Keep(current));
+        }
+        let pipeline = self
+            .pipeline_of(tx, &ctx.tenant, &current, RowLock::None)
+            .await?;
+        updated.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &updated);
+        updated.track_expected_close(current.fields.expected_close_time);
+        updated.version += 1;
+        updated.update_time = self.clock.now();
+        let labels_changed = updated.fields.labels != current.fields.labels;
+        if !leads::update_if_version(tx, &ctx.tenant, &updated, current.version, labels_changed)
+            .await?
+        {
+            return Ok(Step::Retry);
+        }
+        let mut revision = LeadRevision::of(
+            RevisionKind::Updated,
+            Some(&current),
+            &updated,
+            &ctx.actor,
+            updated.update_time,
+        );
+        revision.sequence = Some(sequences::allocate(tx, &ctx.tenant, 1).await?);
+        record(tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
+        Ok(Step::Commit(updated))
     }
 
     /// Deletes the lead and its stage history in one transaction; with an etag, only that
     /// version. Its revisions are kept, ending with a `deleted` one that holds its last state.
     pub async fn delete(&self, ctx: &RequestContext, command: DeleteLead) -> Result<(), AppError> {
-        let DeleteLead {
-            id,
-            expected_version,
-        } = command;
-        let id = &id;
+        let id = &command.id;
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
-            let current = self
-                .find_expected(&tx, &ctx.tenant, id, expected_version)
-                .await?;
-            if !leads::delete(&tx, &ctx.tenant, id, Some(current.version)).await? {
-                tx.rollback().await.ok();
-                if expected_version.is_some() {
-                    return Err(stale(id));
+            let step = self.delete_in(&tx, ctx, &command).await;
+            match settle(tx, step).await? {
+                Step::Commit(()) => {
+                    self.events.committed(&ctx.tenant);
+                    return Ok(());
                 }
-                continue;
+                Step::Keep(()) => return Ok(()),
+                Step::Retry if command.expected_version.is_some() => return Err(stale(id)),
+                Step::Retry | Step::Replay => {}
             }
-            let mut revision = LeadRevision::of(
-                RevisionKind::Deleted,
-                Some(&current),
-                &current,
-                &ctx.actor,
-                self.clock.now(),
-            );
-            revision.sequence = Some(sequences::allocate(&tx, &ctx.tenant, 1).await?);
-            record(&tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
-            tx.commit().await?;
-            self.events.committed(&ctx.tenant);
-            return Ok(());
         }
         Err(contended(id))
+    }
+
+    /// The writes of one attempt of [`Self::delete`], in `tx`.
+    async fn delete_in(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        command: &DeleteLead,
+    ) -> Result<Step<()>, AppError> {
+        let id = &command.id;
+        let current = self
+            .find_expected(tx, &ctx.tenant, id, command.expected_version)
+            .await?;
+        if !leads::delete(tx, &ctx.tenant, id, Some(current.version)).await? {
+            return Ok(Step::Retry);
+        }
+        let mut revision = LeadRevision::of(
+            RevisionKind::Deleted,
+            Some(&current),
+            &current,
+            &ctx.actor,
+            self.clock.now(),
+        );
+        revision.sequence = Some(sequences::allocate(tx, &ctx.tenant, 1).await?);
+        record(tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
+        Ok(Step::Commit(()))
     }
 
     /// Moves the lead to another stage if the pipeline's rules and entry criteria allow it
@@ -523,75 +564,97 @@ impl LeadService {
         }
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
-            if let Some(key) = &command.idempotency
-                && !reserve(&tx, tenant, key, METHOD, &self.clock).await?
-            {
-                tx.rollback().await.ok();
-                return self.replay_after_conflict(tenant, key, METHOD).await;
-            }
-            let current = self
-                .find_expected(&tx, tenant, &command.id, command.expected_version)
-                .await?;
-            let pipeline = self
-                .pipeline_of(&tx, tenant, &current, RowLock::KeyShare)
-                .await?;
-            let plan = self
-                .criteria
-                .check_move(&pipeline.compiled, &current, &command.to)
-                .await?
-                .map_err(|violations| {
-                    refused(
-                        &format!(
-                            "lead {} cannot move from {:?} to {:?}",
-                            current.id,
-                            current.stage.as_str(),
-                            command.to.as_str()
-                        ),
-                        violations,
-                    )
-                })?;
-            let time = self.clock.now();
-            let mut moved = current.clone();
-            moved.stage = plan.to.clone();
-            moved.stage_enter_time = time;
-            moved.update_time = time;
-            moved.close_time = plan.closes.then_some(time);
-            moved.win_probability = self.scorer.probability(tenant, &pipeline, &moved);
-            moved.version += 1;
-            if !leads::update_if_version(&tx, tenant, &moved, current.version, false).await? {
-                tx.rollback().await.ok();
-                if command.expected_version.is_some() {
+            let step = self.move_in(&tx, ctx, &command).await;
+            match settle(tx, step).await? {
+                Step::Commit(moved) => {
+                    self.events.committed(tenant);
+                    return Ok(moved);
+                }
+                Step::Replay => {
+                    let key = command
+                        .idempotency
+                        .as_ref()
+                        .expect("only a keyed call replays");
+                    return self.replay_after_conflict(tenant, key, METHOD).await;
+                }
+                Step::Retry if command.expected_version.is_some() => {
                     return Err(stale(&command.id));
                 }
-                continue;
+                Step::Retry | Step::Keep(_) => {}
             }
-            let change = StageChange {
-                sequence: sequences::allocate(&tx, tenant, 1).await?,
-                lead_id: moved.id,
-                pipeline_id: moved.pipeline_id.clone(),
-                from_stage: Some(plan.from),
-                to_stage: plan.to,
-                change_time: time,
-                actor: ctx.actor.clone(),
-                note: command.note.clone(),
-                imported: false,
-            };
-            let mut revision = LeadRevision::of(
-                RevisionKind::Moved,
-                Some(&current),
-                &moved,
-                &ctx.actor,
-                time,
-            );
-            revision.sequence = Some(change.sequence);
-            history::append(&tx, tenant, &change).await?;
-            record(&tx, tenant, &mut revision, Some(&current), Some(change)).await?;
-            complete(&tx, tenant, command.idempotency.as_ref(), &moved).await?;
-            tx.commit().await?;
-            self.events.committed(tenant);
-            return Ok(moved);
         }
         Err(contended(&command.id))
+    }
+
+    /// The writes of one attempt of [`Self::move_lead`], in `tx`.
+    async fn move_in(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        command: &MoveCommand,
+    ) -> Result<Step<Lead>, AppError> {
+        const METHOD: &str = "MoveLead";
+        let tenant = &ctx.tenant;
+        if let Some(key) = &command.idempotency
+            && !reserve(tx, tenant, key, METHOD, &self.clock).await?
+        {
+            return Ok(Step::Replay);
+        }
+        let current = self
+            .find_expected(tx, tenant, &command.id, command.expected_version)
+            .await?;
+        let pipeline = self
+            .pipeline_of(tx, tenant, &current, RowLock::KeyShare)
+            .await?;
+        let plan = self
+            .criteria
+            .check_move(&pipeline.compiled, &current, &command.to)
+            .await?
+            .map_err(|violations| {
+                refused(
+                    &format!(
+                        "lead {} cannot move from {:?} to {:?}",
+                        current.id,
+                        current.stage.as_str(),
+                        command.to.as_str()
+                    ),
+                    violations,
+                )
+            })?;
+        let time = self.clock.now();
+        let mut moved = current.clone();
+        moved.stage = plan.to.clone();
+        moved.stage_enter_time = time;
+        moved.update_time = time;
+        moved.close_time = plan.closes.then_some(time);
+        moved.win_probability = self.scorer.probability(tenant, &pipeline, &moved);
+        moved.version += 1;
+        if !leads::update_if_version(tx, tenant, &moved, current.version, false).await? {
+            return Ok(Step::Retry);
+        }
+        let change = StageChange {
+            sequence: sequences::allocate(tx, tenant, 1).await?,
+            lead_id: moved.id,
+            pipeline_id: moved.pipeline_id.clone(),
+            from_stage: Some(plan.from),
+            to_stage: plan.to,
+            change_time: time,
+            actor: ctx.actor.clone(),
+            note: command.note.clone(),
+            imported: false,
+        };
+        let mut revision = LeadRevision::of(
+            RevisionKind::Moved,
+            Some(&current),
+            &moved,
+            &ctx.actor,
+            time,
+        );
+        revision.sequence = Some(change.sequence);
+        history::append(tx, tenant, &change).await?;
+        record(tx, tenant, &mut revision, Some(&current), Some(change)).await?;
+        complete(tx, tenant, command.idempotency.as_ref(), &moved).await?;
+        Ok(Step::Commit(moved))
     }
 
     /// What MoveLead would refuse, without moving. Empty means the move is allowed.
@@ -809,6 +872,34 @@ impl LeadService {
                 key.request_id.as_str()
             ))
         })
+    }
+}
+
+/// How one attempt of a write ended, for [`settle`].
+enum Step<T> {
+    /// Commit, then answer this.
+    Commit(T),
+    /// Nothing to write: roll back, then answer this.
+    Keep(T),
+    /// Another write changed the lead first: roll back, then try again on its new version.
+    Retry,
+    /// The idempotency key is taken: roll back, then answer what the earlier call stored.
+    Replay,
+}
+
+/// Ends one attempt's transaction: commits a [`Step::Commit`], rolls back anything else. The
+/// rollback returns once the writes the attempt read are settled, so an answer drawn from them
+/// never reflects a write that did not commit.
+async fn settle<T>(tx: WriteTx, step: Result<Step<T>, AppError>) -> Result<Step<T>, AppError> {
+    match step {
+        Ok(Step::Commit(value)) => {
+            tx.commit().await?;
+            Ok(Step::Commit(value))
+        }
+        other => {
+            tx.rollback().await.ok();
+            other
+        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod entities;
 pub mod gauges;
+mod group;
 pub mod history;
 pub mod idempotency;
 pub mod lead_query;
@@ -34,7 +35,7 @@ use sea_orm::{
     SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is busy; a retry later can succeed.
     #[error("the database is unavailable: {0}")]
@@ -183,6 +184,8 @@ pub struct Store {
     reader: DatabaseConnection,
     writer: DatabaseConnection,
     write_health: Arc<WriteHealth>,
+    /// SQLite's writer queue; PostgreSQL runs one transaction per call.
+    group: Option<Arc<group::GroupCommit>>,
 }
 
 impl Store {
@@ -205,10 +208,17 @@ impl Store {
             writer.connect_lazy(lazy);
             let reader = Database::connect(reader).await?;
             let writer = Database::connect(writer).await?;
+            let write_health = Arc::<WriteHealth>::default();
+            let group = group::GroupCommit::start(
+                writer.clone(),
+                write_health.clone(),
+                config.acquire_timeout,
+            );
             Ok(Self {
                 reader,
                 writer,
-                write_health: Arc::default(),
+                write_health,
+                group: Some(group),
             })
         } else {
             let mut options = ConnectOptions::new(url);
@@ -224,6 +234,7 @@ impl Store {
                 reader: pool.clone(),
                 writer: pool,
                 write_health: Arc::default(),
+                group: None,
             })
         }
     }
@@ -260,10 +271,19 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
-    /// IMMEDIATE`), so that a transaction never fails halfway when another process holds the
-    /// lock: it waits up to the busy timeout, then fails with `Unavailable` before doing anything.
+    /// Starts a write transaction. On SQLite it is a savepoint in the writer's batch
+    /// transaction (`store::group`), which takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// that a transaction never fails halfway when another process holds the lock: it waits up
+    /// to the busy timeout, then fails with `Unavailable` before doing anything.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        if let Some(group) = &self.group {
+            let (savepoint, member) = group.begin().await?;
+            return Ok(WriteTx::grouped(
+                savepoint,
+                self.write_health.clone(),
+                member,
+            ));
+        }
         let options = TransactionOptions {
             sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)
                 .then_some(SqliteTransactionMode::Immediate),
@@ -340,7 +360,11 @@ impl Store {
         Ok(())
     }
 
+    /// Commits the writes in flight, then closes the connections.
     pub async fn close(self) {
+        if let Some(group) = &self.group {
+            group.close().await;
+        }
         let _ = self.reader.close().await;
         let _ = self.writer.close().await;
     }

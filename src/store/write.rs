@@ -15,6 +15,7 @@ use sea_orm::{
 };
 
 use super::StoreError;
+use super::group::{self, Member};
 
 /// When a write last failed for a storage reason (an I/O error, a full disk), rather than
 /// because of what it wrote. Shared by every clone of the store.
@@ -63,34 +64,88 @@ impl WriteHealth {
 /// A write transaction. Dropping it without `commit` rolls it back.
 ///
 /// Unlike SeaORM's transaction it reports storage failures (of any statement and of the
-/// commit) to the store's [`WriteHealth`], and its errors are already [`StoreError`]s.
+/// commit) to the store's [`WriteHealth`], and its errors are already [`StoreError`]s. On
+/// SQLite it is one call's savepoint in a batch that commits together with the calls around it
+/// ([`super::group`]); on PostgreSQL a transaction of its own.
 pub struct WriteTx {
     tx: DatabaseTransaction,
     health: Arc<WriteHealth>,
+    // Declared after `tx`, so that on drop the savepoint's rollback is queued before the
+    // writer is handed on.
+    member: Option<Member>,
 }
 
 impl WriteTx {
     pub(super) fn new(tx: DatabaseTransaction, health: Arc<WriteHealth>) -> Self {
-        Self { tx, health }
+        Self {
+            tx,
+            health,
+            member: None,
+        }
+    }
+
+    pub(super) fn grouped(
+        tx: DatabaseTransaction,
+        health: Arc<WriteHealth>,
+        member: Member,
+    ) -> Self {
+        Self {
+            tx,
+            health,
+            member: Some(member),
+        }
     }
 
     /// Commits. `Ok` means the transaction is durable under the configured synchronous
     /// setting; any error means it is not to be acknowledged.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let result = self.tx.commit().await.map_err(StoreError::from);
+        let Self { tx, health, member } = self;
+        let mut result = tx.commit().await.map_err(StoreError::from);
+        if let Some(member) = member {
+            match &result {
+                Ok(()) => result = member.released().await,
+                Err(error) => {
+                    member.poison(error);
+                    drop(member);
+                }
+            }
+        }
         if let Err(error) = &result {
-            self.health.record_error(error);
+            health.record_error(error);
         }
         result
     }
 
+    /// Rolls back. On SQLite, when this call may have read writes of other calls that are not
+    /// yet committed, returns only once they have committed or failed, so that whatever the
+    /// caller answers from what it read is settled.
     pub async fn rollback(self) -> Result<(), StoreError> {
-        self.tx.rollback().await.map_err(StoreError::from)
+        let Self { tx, member, .. } = self;
+        let result = tx.rollback().await.map_err(StoreError::from);
+        if let Some(member) = member {
+            if let Err(error) = &result {
+                member.poison(error);
+            }
+            member.rolled_back().await;
+        }
+        result
+    }
+
+    /// Whether this call shares its batch with calls before it.
+    #[cfg(test)]
+    pub(super) fn follows_others(&self) -> bool {
+        self.member.as_ref().is_some_and(Member::follows_others)
     }
 
     fn noted<T>(&self, result: Result<T, DbErr>) -> Result<T, DbErr> {
         if let Err(error) = &result {
-            self.health.record_error(&StoreError::classify(error));
+            let error = StoreError::classify(error);
+            self.health.record_error(&error);
+            if let Some(member) = &self.member
+                && group::ends_transaction(&error)
+            {
+                member.poison(&error);
+            }
         }
         result
     }

@@ -501,6 +501,17 @@ impl Drop for ChildServer {
 /// counting an open transaction, and every later write was acknowledged and never stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_file_size_limit_loses_no_acknowledged_write() {
+    file_size_limit_loses_no_acknowledged_write(1).await;
+}
+
+/// The same with writers that commit together: a batch whose commit fails in storage fails
+/// every call in it, and none of them is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_size_limit_fails_whole_batches_and_loses_no_acknowledged_write() {
+    file_size_limit_loses_no_acknowledged_write(16).await;
+}
+
+async fn file_size_limit_loses_no_acknowledged_write(writers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/leadpipe.db", dir.path().display());
     let addr = free_addr();
@@ -509,21 +520,32 @@ async fn sqlite_file_size_limit_loses_no_acknowledged_write() {
     wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
     let mut client = LeadServiceClient::new(channel.clone());
 
-    let mut outcomes = Outcomes::default();
-    for n in 0..400 {
-        let result = client
-            .create_lead(pb::CreateLeadRequest {
-                lead: Some(largest_lead(&format!("limited {n}"))),
-                request_id: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner());
-        outcomes.record(result);
-        if outcomes.refusals() >= 40 {
-            break;
-        }
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Outcomes::default()));
+    let tasks = (0..writers).map(|writer| {
+        let mut client = client.clone();
+        let outcomes = outcomes.clone();
+        tokio::spawn(async move {
+            for n in 0..400 / writers {
+                let result = client
+                    .create_lead(pb::CreateLeadRequest {
+                        lead: Some(largest_lead(&format!("limited {writer}-{n}"))),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner());
+                let mut outcomes = outcomes.lock().unwrap();
+                outcomes.record(result);
+                if outcomes.refusals() >= 40 {
+                    break;
+                }
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.expect("writer");
     }
-    eprintln!("file-size limit: {outcomes:?}");
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    eprintln!("file-size limit, {writers} writer(s): {outcomes:?}");
     assert!(
         outcomes.refusals() > 0,
         "the file-size limit never stopped a write"
@@ -572,6 +594,12 @@ async fn sqlite_file_size_limit_loses_no_acknowledged_write() {
         outcomes.refused
     );
     assert_eq!(after_restart, all.len(), "after kill -9 and restart");
+    // Every lead stored was acknowledged: a call of a failed batch left nothing behind.
+    assert_eq!(
+        total_leads(&channel).await,
+        all.len() as i64,
+        "only acknowledged writes are stored"
+    );
 }
 
 async fn total_leads(channel: &Channel) -> i64 {

@@ -18,6 +18,7 @@ on_both_backends!(
     move_retries_with_one_request_id_move_once,
     concurrent_moves_with_one_etag_let_exactly_one_win,
     concurrent_moves_without_etag_keep_the_history_chain,
+    concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free,
     stage_changes_list_oldest_first_in_pages,
     history_is_deleted_with_the_lead,
 );
@@ -851,6 +852,106 @@ async fn concurrent_moves_without_etag_keep_the_history_chain(app: TestApp) {
     for change in &history[1..] {
         assert_eq!(change.note, format!("to {}", change.to_stage));
     }
+}
+
+/// Writes that commit together (on SQLite, in one batch of savepoints) while some of them are
+/// refused: a refused move leaves no stage change, the others are all stored, a retried create
+/// creates one lead, and the sequences of what committed run without a gap.
+async fn concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free(app: TestApp) {
+    let mut movable = Vec::new();
+    let mut unmovable = Vec::new();
+    for n in 0..12 {
+        movable.push(
+            create(
+                &app,
+                pb::Lead {
+                    contact_name: "Dana Smith".into(),
+                    ..new_lead(&format!("movable {n}"))
+                },
+            )
+            .await
+            .id,
+        );
+        // No contact: qualification refuses it.
+        unmovable.push(create(&app, new_lead(&format!("unmovable {n}"))).await.id);
+    }
+    let mut calls = Vec::new();
+    for id in movable.iter().chain(&unmovable) {
+        let mut client = app.leads.clone();
+        let request = pb::MoveLeadRequest {
+            id: id.clone(),
+            stage: "qualification".into(),
+            ..Default::default()
+        };
+        calls.push(tokio::spawn(async move {
+            client.move_lead(request).await.map(|r| r.into_inner().id)
+        }));
+    }
+    for n in 0..12 {
+        // Each create is sent twice at once under one request id.
+        for _ in 0..2 {
+            let mut client = app.leads.clone();
+            let request = pb::CreateLeadRequest {
+                lead: Some(new_lead(&format!("created {n}"))),
+                request_id: format!("concurrent-create-{n}"),
+            };
+            calls.push(tokio::spawn(async move {
+                client.create_lead(request).await.map(|r| r.into_inner().id)
+            }));
+        }
+    }
+    let results = futures::future::join_all(calls).await;
+    let (moves, creates) = results.split_at(movable.len() + unmovable.len());
+    for (result, id) in moves.iter().zip(movable.iter().chain(&unmovable)) {
+        let result = result.as_ref().expect("task");
+        if movable.contains(id) {
+            assert_eq!(result.as_deref().expect("a movable lead moves"), id);
+        } else {
+            let status = result.as_ref().expect_err("qualification needs a contact");
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        }
+    }
+    let mut created = HashSet::new();
+    for pair in creates.chunks(2) {
+        let ids: Vec<&String> = pair
+            .iter()
+            .filter_map(|r| match r.as_ref().expect("task") {
+                Ok(id) => Some(id),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+                    None
+                }
+            })
+            .collect();
+        assert!(!ids.is_empty(), "one of the two calls creates the lead");
+        assert!(
+            ids.iter().all(|id| *id == ids[0]),
+            "one request id, one lead"
+        );
+        created.insert(ids[0].clone());
+    }
+
+    let mut sequences = Vec::new();
+    for id in &movable {
+        let changes = stage_changes(&app, id).await;
+        assert_eq!(
+            stage_path(&changes).len(),
+            2,
+            "created, then moved: {changes:#?}"
+        );
+        sequences.extend(changes.iter().map(|c| c.sequence));
+    }
+    for id in unmovable.iter().chain(&created) {
+        let changes = stage_changes(&app, id).await;
+        assert_eq!(changes.len(), 1, "only the creation: {changes:#?}");
+        sequences.extend(changes.iter().map(|c| c.sequence));
+    }
+    sequences.sort_unstable();
+    let expected: Vec<i64> = (1..=sequences.len() as i64).collect();
+    assert_eq!(
+        sequences, expected,
+        "the committed writes' sequences, without a gap"
+    );
 }
 
 async fn stage_changes_list_oldest_first_in_pages(app: TestApp) {

@@ -61,6 +61,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod analytics;
 mod fanout;
+mod import_stall;
 mod report;
 mod scenarios;
 mod servers;
@@ -68,6 +69,7 @@ mod subscribers;
 
 use analytics::*;
 use fanout::*;
+use import_stall::*;
 use report::*;
 use scenarios::*;
 use servers::*;
@@ -146,6 +148,8 @@ server per K and drives moves at --move-rate, reporting delivery latency over al
 and with --slow-subscriber how far a subscriber that pauses after each event falls behind and \
 whether it catches up without loss. --analytics N,.. imports N synthetic leads with history \
 into a fresh database per N and times the analytics RPCs beside bare SQL aggregates. \
+--import-stall N,.. measures MoveLead of a tenant without and then during an ImportLeads of N \
+leads with history into it, on a fresh database per N and client count. \
 --spawn-server runs the server as a child process so that its RSS is reported.\n\n\
 Results go to stdout as Markdown tables; progress goes to stderr; --json writes them as JSON.",
     after_help = "Examples:\n  \
@@ -163,6 +167,7 @@ struct Cli {
     #[arg(long, value_name = "ADDR", conflicts_with_all = [
         "database_url", "fresh_postgres_db", "keep_fresh_db", "pin_server_cpu",
         "server_threads", "db_pool_size", "server_rate_limit", "spawn_server", "analytics",
+        "import_stall",
     ])]
     target: Option<String>,
 
@@ -341,6 +346,14 @@ struct Cli {
     /// turned off in analytics mode so that slow answers are measured, not cut.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     analytics_timeout: Duration,
+
+    /// Import-stall mode: for each size N, a fresh server; `move` at each --clients count for
+    /// --warmup + --duration, then again while one ImportLeads stream sends N synthetic leads with
+    /// a year of history into the same tenant; reports both latencies and the p99 ratio. The
+    /// import should outlast the window (the report says whether it did). Replaces the scenario
+    /// table.
+    #[arg(long, value_delimiter = ',', value_name = "N,..")]
+    import_stall: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -417,6 +430,7 @@ struct Plan {
     move_variants: Vec<usize>,
     fanout: Vec<usize>,
     analytics: Vec<usize>,
+    import_stall: Vec<usize>,
 }
 
 fn plan(cli: &Cli) -> Result<Plan, BoxError> {
@@ -440,6 +454,16 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
     }
     if cli.move_rate == 0 || cli.fanout_clients == 0 {
         return Err("--move-rate and --fanout-clients must be above zero".into());
+    }
+    if cli.import_stall.contains(&0) {
+        return Err("--import-stall needs lead counts above zero".into());
+    }
+    if !cli.import_stall.is_empty() && cli.database_url.is_some() && !cli.fresh_postgres_db {
+        return Err(
+            "--import-stall needs a fresh database: leave out --database-url \
+                    (SQLite in a temporary directory) or add --fresh-postgres-db"
+                .into(),
+        );
     }
     if cli.analytics.contains(&0) || cli.analytics_reps == 0 {
         return Err("--analytics sizes and --analytics-reps must be above zero".into());
@@ -481,12 +505,15 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
         (false, None) => vec![0],
     };
     Ok(Plan {
-        scenarios_on: cli.fanout.is_empty() && cli.analytics.is_empty(),
+        scenarios_on: cli.fanout.is_empty()
+            && cli.analytics.is_empty()
+            && cli.import_stall.is_empty(),
         scenarios,
         clients,
         move_variants,
         fanout: cli.fanout.clone(),
         analytics: cli.analytics.clone(),
+        import_stall: cli.import_stall.clone(),
     })
 }
 
@@ -649,6 +676,7 @@ struct Outputs {
     rss_after_seed_kib: Option<u64>,
     fanout: Vec<FanoutResult>,
     analytics: Vec<AnalyticsResult>,
+    import_stall: Vec<ImportStallResult>,
 }
 
 fn run_modes(
@@ -692,6 +720,18 @@ fn run_modes(
             server.stop();
         }
         outputs.fanout.push(result?);
+    }
+    for &leads in &plan.import_stall {
+        for &clients in &plan.clients {
+            let db = Database::open(cli, runtime, true)?;
+            let result = spec.start(&db.url, runtime).and_then(|(addr, server)| {
+                let result = runtime.block_on(import_stall_cell(cli, addr, leads, clients));
+                server.stop();
+                result
+            });
+            db.close(runtime, cli.keep_fresh_db);
+            outputs.import_stall.push(result?);
+        }
     }
     if !plan.analytics.is_empty() {
         let spec = ServerSpec {

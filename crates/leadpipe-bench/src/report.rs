@@ -135,6 +135,28 @@ pub(crate) struct FanoutResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub(crate) struct ImportStallResult {
+    /// Leads the ImportLeads stream sent, and imported.
+    pub(crate) leads: usize,
+    pub(crate) imported: i64,
+    /// Move clients.
+    pub(crate) clients: usize,
+    pub(crate) import_seconds: f64,
+    /// Whether the import was still running when the measured window ended.
+    pub(crate) import_ran_throughout: bool,
+    pub(crate) moves_without: u64,
+    pub(crate) moves_during: u64,
+    pub(crate) rate_without_rps: f64,
+    pub(crate) rate_during_rps: f64,
+    /// During ÷ without.
+    pub(crate) p99_ratio: f64,
+    pub(crate) p50_ratio: f64,
+    pub(crate) latency_without_us: Latency,
+    pub(crate) latency_during_us: Latency,
+    pub(crate) errors_during: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct AnalyticsResult {
     pub(crate) leads: usize,
     /// Imported history rows.
@@ -207,6 +229,7 @@ pub(crate) struct RunSettings {
     pub(crate) slow_delay_ms: u128,
     pub(crate) analytics: Vec<usize>,
     pub(crate) analytics_reps: usize,
+    pub(crate) import_stall: Vec<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -235,6 +258,7 @@ pub(crate) struct Report {
     pub(crate) analytics: Vec<AnalyticsResult>,
     pub(crate) analytics_growth: Vec<AnalyticsGrowth>,
     pub(crate) analytics_sql: [&'static str; 2],
+    pub(crate) import_stall: Vec<ImportStallResult>,
 }
 
 impl Report {
@@ -244,6 +268,7 @@ impl Report {
             rss_after_seed_kib,
             fanout,
             analytics,
+            import_stall,
         } = outputs;
         let analytics_growth = analytics
             .windows(2)
@@ -327,6 +352,7 @@ impl Report {
                 slow_delay_ms: cli.slow_delay.as_millis(),
                 analytics: cli.analytics.clone(),
                 analytics_reps: cli.analytics_reps,
+                import_stall: cli.import_stall.clone(),
             },
             cells,
             streaming_comparison,
@@ -335,6 +361,7 @@ impl Report {
             analytics,
             analytics_growth,
             analytics_sql: [SQL_LEADS, SQL_CHANGES],
+            import_stall,
         }
     }
 
@@ -376,6 +403,9 @@ impl Report {
         }
         if !self.analytics.is_empty() {
             self.analytics_markdown(&mut out);
+        }
+        if !self.import_stall.is_empty() {
+            self.import_stall_markdown(&mut out);
         }
         out
     }
@@ -506,6 +536,44 @@ impl Report {
                     mib(r.max_kib)
                 );
             }
+        }
+    }
+
+    pub(crate) fn import_stall_markdown(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.settings;
+        let _ = writeln!(
+            out,
+            "\n### MoveLead of a tenant without and during an ImportLeads into it\n"
+        );
+        let _ = writeln!(
+            out,
+            "- per cell: a fresh server; moves for warmup {} ms + {} ms without an import, then \
+             as long again while one ImportLeads stream sends synthetic leads with a year of history\n",
+            s.warmup_ms, s.duration_ms
+        );
+        let _ = writeln!(
+            out,
+            "| leads | clients | import s | throughout | moves/s without | during | p50 µs without | during | p99 µs without | during | p99 ratio | errors |"
+        );
+        let _ = writeln!(out, "|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for r in &self.import_stall {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {:.2} | {} |",
+                r.imported,
+                r.clients,
+                r.import_seconds,
+                if r.import_ran_throughout { "yes" } else { "no" },
+                r.rate_without_rps,
+                r.rate_during_rps,
+                r.latency_without_us.p50,
+                r.latency_during_us.p50,
+                r.latency_without_us.p99,
+                r.latency_during_us.p99,
+                r.p99_ratio,
+                r.errors_during.values().sum::<u64>()
+            );
         }
     }
 
