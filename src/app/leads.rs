@@ -302,7 +302,7 @@ impl LeadService {
 
     /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
     pub async fn get(&self, ctx: &RequestContext, id: &LeadId) -> Result<Lead, AppError> {
-        leads::find(self.store.reader(), &ctx.tenant, id)
+        leads::read(&self.store, &ctx.tenant, id)
             .await?
             .ok_or_else(|| AppError::lead_not_found(id))
     }

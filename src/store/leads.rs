@@ -127,6 +127,24 @@ pub async fn find(
         .transpose()
 }
 
+/// The lead as GetLead reads it: the latest committed state, as `find` on the read pool gives.
+/// On a SQLite file it is read in place on the calling task (`super::point_reads`), falling
+/// back to the read pool when that read cannot run; elsewhere through the read pool.
+pub async fn read(
+    store: &super::Store,
+    tenant: &TenantId,
+    id: &LeadId,
+) -> Result<Option<Lead>, StoreError> {
+    if let Some(row) = store
+        .point_reads
+        .as_ref()
+        .and_then(|reads| reads.find_lead(tenant.as_str(), &id.to_string()))
+    {
+        return row.map(from_model).transpose();
+    }
+    find(store.reader(), tenant, id).await
+}
+
 /// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
 pub async fn find_many(
     db: &impl ConnectionTrait,

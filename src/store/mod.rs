@@ -12,6 +12,7 @@ pub mod lead_query;
 pub mod leads;
 pub mod outbox;
 pub mod pipelines;
+mod point_reads;
 pub mod revisions;
 pub mod sequences;
 mod sqlite;
@@ -186,6 +187,8 @@ pub struct Store {
     write_health: Arc<WriteHealth>,
     /// SQLite's writer queue; PostgreSQL runs one transaction per call.
     group: Option<Arc<group::GroupCommit>>,
+    /// On a SQLite file, reads of one lead that run on the calling task (`point_reads`).
+    point_reads: Option<Arc<point_reads::PointReads>>,
 }
 
 impl Store {
@@ -214,11 +217,14 @@ impl Store {
                 write_health.clone(),
                 config.acquire_timeout,
             );
+            let point_reads =
+                sqlite::file_path(&url).map(|path| Arc::new(point_reads::PointReads::new(&path)));
             Ok(Self {
                 reader,
                 writer,
                 write_health,
                 group: Some(group),
+                point_reads,
             })
         } else {
             let mut options = ConnectOptions::new(url);
@@ -235,6 +241,7 @@ impl Store {
                 writer: pool,
                 write_health: Arc::default(),
                 group: None,
+                point_reads: None,
             })
         }
     }
@@ -362,6 +369,9 @@ impl Store {
 
     /// Commits the writes in flight, then closes the connections.
     pub async fn close(self) {
+        if let Some(reads) = &self.point_reads {
+            reads.close();
+        }
         if let Some(group) = &self.group {
             group.close().await;
         }

@@ -17,6 +17,18 @@ pub(super) fn normalize_url(url: &str) -> String {
     }
 }
 
+/// The database file a normalized `url` names; None for an in-memory database, which no other
+/// connection can open.
+pub(super) fn file_path(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = sea_orm::sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (!path.as_os_str().is_empty()).then(|| path.to_path_buf())
+}
+
 /// The pool of readers or, with `connections` 1, the single writer.
 pub(super) fn options(url: &str, config: &StoreConfig, connections: u32) -> ConnectOptions {
     let synchronous = match config.sqlite_synchronous {

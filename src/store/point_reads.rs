@@ -1,0 +1,186 @@
+//! GetLead's read on a SQLite file, run on the calling task.
+//!
+//! sqlx runs every SQLite statement on a worker thread of its own per connection: the query is
+//! sent to that thread, each row sent back over a channel, and the pooled connection handed back
+//! by a task spawned when it drops. For one row by primary key, which SQLite answers from its
+//! page cache in microseconds, those hand-offs cost several times the read, and the reply is
+//! ready a poll later than it could be (BENCHMARKS.md, section 1). Here the read runs in place,
+//! through rusqlite, on a few read-only connections of its own with the statement prepared once.
+//!
+//! It never waits and never decides an error: the connections have no busy timeout, and any
+//! error (a lock held by another process during recovery, an I/O error, a value of the wrong
+//! type) drops the connection and answers None, so that the caller reads through the read pool
+//! as before, where waiting and errors are handled as for every other read. Both start a read
+//! transaction on the latest committed state of the WAL, and a write is acknowledged only after
+//! its batch has committed (`super::group`), so either way the read sees every acknowledged
+//! write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{OpenFlags, OptionalExtension, Row};
+use sea_orm::{IdenStatic, Iterable};
+
+use super::entities::lead;
+
+/// Idle connections kept for reuse. A read holds its connection only while it runs on a
+/// runtime thread, so no more run at once than the runtime has threads; more are opened when
+/// needed, and those beyond this are closed after their read.
+const MAX_IDLE: usize = 16;
+
+/// Reads of one lead by primary key on connections of their own.
+pub(super) struct PointReads {
+    path: PathBuf,
+    /// `SELECT <every column of lead::Model, in its field order> FROM leads WHERE <the key>`.
+    find_lead: String,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    closed: AtomicBool,
+}
+
+impl PointReads {
+    /// For the database file at `path`, which the store has already opened and migrated.
+    pub(super) fn new(path: &Path) -> Self {
+        let columns: Vec<&str> = lead::Column::iter().map(|c| c.as_str()).collect();
+        Self {
+            path: path.to_path_buf(),
+            find_lead: format!(
+                "SELECT {} FROM leads WHERE tenant_id = ?1 AND id = ?2",
+                columns.join(", ")
+            ),
+            idle: Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The lead's row, Some(None) when there is none, or None when the read could not run here.
+    pub(super) fn find_lead(&self, tenant: &str, id: &str) -> Option<Option<lead::Model>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let popped = self.idle().pop();
+        let connection = match popped {
+            Some(connection) => connection,
+            None => self.open()?,
+        };
+        // On an error the connection is dropped (closed) rather than reused.
+        let row = connection
+            .prepare_cached(&self.find_lead)
+            .and_then(|mut statement| statement.query_row((tenant, id), lead_of).optional())
+            .ok()?;
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE && !self.closed.load(Ordering::Relaxed) {
+            idle.push(connection);
+        }
+        Some(row)
+    }
+
+    /// Closes the idle connections; later reads go through the pool.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.idle().clear();
+    }
+
+    fn open(&self) -> Option<rusqlite::Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = rusqlite::Connection::open_with_flags(&self.path, flags).ok()?;
+        connection.busy_timeout(Duration::ZERO).ok()?;
+        Some(connection)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<rusqlite::Connection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The row as SeaORM would have read it; an error when a column does not hold the type the
+/// entity declares (the pool's read then reports it as it always has).
+fn lead_of(row: &Row<'_>) -> rusqlite::Result<lead::Model> {
+    Ok(lead::Model {
+        tenant_id: row.get(0)?,
+        id: row.get(1)?,
+        title: row.get(2)?,
+        company: row.get(3)?,
+        contact_name: row.get(4)?,
+        contact_email: row.get(5)?,
+        owner: row.get(6)?,
+        source: row.get(7)?,
+        pipeline_id: row.get(8)?,
+        stage: row.get(9)?,
+        amount_currency: row.get(10)?,
+        amount_units: row.get(11)?,
+        amount_nanos: row.get(12)?,
+        budget_currency: row.get(13)?,
+        budget_units: row.get(14)?,
+        budget_nanos: row.get(15)?,
+        bant_authority: row.get(16)?,
+        bant_need: row.get(17)?,
+        bant_timeline: row.get(18)?,
+        expected_close_time: row.get(19)?,
+        labels: row.get(20)?,
+        lost_reason: row.get(21)?,
+        win_probability: row.get(22)?,
+        expected_value: row.get(23)?,
+        create_time: row.get(24)?,
+        update_time: row.get(25)?,
+        stage_enter_time: row.get(26)?,
+        close_time: row.get(27)?,
+        version: row.get(28)?,
+        external_id: row.get(29)?,
+        close_date_push_count: row.get(30)?,
+        first_expected_close_time: row.get(31)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lead_of` reads by position, so the SELECT must list the columns in the field order.
+    #[test]
+    fn the_select_lists_the_entitys_columns_in_field_order() {
+        let reads = PointReads::new(Path::new("unused.db"));
+        let expected = [
+            "tenant_id",
+            "id",
+            "title",
+            "company",
+            "contact_name",
+            "contact_email",
+            "owner",
+            "source",
+            "pipeline_id",
+            "stage",
+            "amount_currency",
+            "amount_units",
+            "amount_nanos",
+            "budget_currency",
+            "budget_units",
+            "budget_nanos",
+            "bant_authority",
+            "bant_need",
+            "bant_timeline",
+            "expected_close_time",
+            "labels",
+            "lost_reason",
+            "win_probability",
+            "expected_value",
+            "create_time",
+            "update_time",
+            "stage_enter_time",
+            "close_time",
+            "version",
+            "external_id",
+            "close_date_push_count",
+            "first_expected_close_time",
+        ];
+        assert_eq!(
+            reads.find_lead,
+            format!(
+                "SELECT {} FROM leads WHERE tenant_id = ?1 AND id = ?2",
+                expected.join(", ")
+            )
+        );
+    }
+}
