@@ -413,18 +413,7 @@ impl LeadService {
         if as_of > self.clock.now() {
             return Err(AppError::invalid("as_of", "must not be in the future"));
         }
-        let at = crate::store::to_micros(as_of);
-        let pruned_before = revisions::pruned_before(self.store.reader(), &ctx.tenant).await?;
-        if at < pruned_before {
-            return Err(AppError::OutOfRange {
-                message: format!(
-                    "revisions before {} were removed by retention; as_of must not be earlier",
-                    crate::store::from_micros(pruned_before).to_rfc3339()
-                ),
-                oldest_available: None,
-            });
-        }
-        Ok(at)
+        super::revisions_kept_at(self.store.reader(), &ctx.tenant, "as_of", as_of).await
     }
 
     /// Applies the masked fields in one transaction and rescores the lead. With an etag the

@@ -210,3 +210,26 @@ pub fn page_size(requested: u64) -> u64 {
         n => n.min(leads::MAX_PAGE_SIZE),
     }
 }
+
+/// `as_of` in microseconds, once it is known to be no earlier than the oldest lead revision
+/// that retention keeps. Before it a lead's attributes then may be gone, and an answer from
+/// what is left would be wrong without saying so: OUT_OF_RANGE, naming `field`.
+pub(crate) async fn revisions_kept_at(
+    db: &impl crate::store::Connection,
+    tenant: &TenantId,
+    field: &str,
+    as_of: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, AppError> {
+    let at = crate::store::to_micros(as_of);
+    let pruned = crate::store::revisions::pruned_before(db, tenant).await?;
+    if at < pruned {
+        return Err(AppError::OutOfRange {
+            message: format!(
+                "{field} is before {}, the oldest lead revision kept; ask about a later time",
+                crate::store::from_micros(pruned).to_rfc3339()
+            ),
+            oldest_available: None,
+        });
+    }
+    Ok(at)
+}

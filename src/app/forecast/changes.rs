@@ -146,16 +146,7 @@ impl ForecastService {
         let tx = read_snapshot(self.store.reader()).await?;
         // Before the retention watermark a lead's state at the start may be gone, and the
         // report would quietly misplace it.
-        let pruned = crate::store::revisions::pruned_before(&tx, &ctx.tenant).await?;
-        if window.0 < pruned {
-            return Err(AppError::OutOfRange {
-                message: format!(
-                    "start_time is before {}, the oldest lead revision kept; start later",
-                    crate::store::from_micros(pruned).to_rfc3339()
-                ),
-                oldest_available: None,
-            });
-        }
+        crate::app::revisions_kept_at(&tx, &ctx.tenant, "start_time", query.start).await?;
         let tally = |(count, amount)| Tally { count, amount };
         let mut changes = Changes::new(
             tally(store::open_total(&tx, &scope, window.0).await?),

@@ -90,33 +90,21 @@ impl ForecastService {
             })
     }
 
-    /// A model trained on history up to `as_of`, or up to now (cached) when it is None. A past
-    /// OUT_OF_RANGE when `as_of` is before the oldest lead revision that retention keeps: the
-    /// leads' attributes then may be gone, and a report from what is left would be wrong
-    /// without saying so.
+    /// OUT_OF_RANGE when `as_of` is before the oldest lead revision that retention keeps
+    /// (`super::revisions_kept_at`); nothing to check for the present (None).
     pub(crate) async fn ensure_revisions_kept(
         &self,
         ctx: &RequestContext,
         field: &str,
         as_of: Option<DateTime<Utc>>,
     ) -> Result<(), AppError> {
-        let Some(as_of) = as_of else {
-            return Ok(());
-        };
-        let pruned =
-            crate::store::revisions::pruned_before(self.store.reader(), &ctx.tenant).await?;
-        if to_micros(as_of) < pruned {
-            return Err(AppError::OutOfRange {
-                message: format!(
-                    "{field} is before {}, the oldest lead revision kept; ask about a later time",
-                    crate::store::from_micros(pruned).to_rfc3339()
-                ),
-                oldest_available: None,
-            });
+        if let Some(as_of) = as_of {
+            super::revisions_kept_at(self.store.reader(), &ctx.tenant, field, as_of).await?;
         }
         Ok(())
     }
 
+    /// A model trained on history up to `as_of`, or up to now (cached) when it is None.
     /// `as_of` reads every lead as it was then, however close to now it is, so that a model
     /// as of a time never learns from what happened after it.
     pub(crate) async fn model_at(
