@@ -213,6 +213,55 @@ pub async fn leads_at(
     stages: &[String],
     currency: Option<&str>,
 ) -> Result<Vec<LeadAt>, StoreError> {
+    let (sql, values) = leads_at_sql(scope, stages, currency);
+    query(db, &sql, values)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(LeadAt {
+                lead_id: get(r, 0)?,
+                stage: get(r, 1)?,
+                stage_enter_time: get(r, 2)?,
+                currency: get(r, 3)?,
+                units: get(r, 4)?,
+                nanos: get(r, 5)?,
+                source: get(r, 6)?,
+                owner: get(r, 7)?,
+                labels: get(r, 8)?,
+                expected_close_time: get(r, 9)?,
+                win_probability: get(r, 10)?,
+                close_date_push_count: get(r, 11)?,
+                first_expected_close_time: get(r, 12)?,
+            })
+        })
+        .collect()
+}
+
+/// The plan the database chooses for `leads_at` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
+/// PostgreSQL), one line per row, so that tests can check which index answers it.
+pub async fn explain_leads_at(
+    db: &impl ConnectionTrait,
+    scope: &HistoryScope<'_>,
+    stages: &[String],
+    currency: Option<&str>,
+) -> Result<Vec<String>, StoreError> {
+    let (sql, values) = leads_at_sql(scope, stages, currency);
+    let (explain, column) = match db.get_database_backend() {
+        DbBackend::Postgres => ("EXPLAIN", 0),
+        _ => ("EXPLAIN QUERY PLAN", 3),
+    };
+    query(db, &format!("{explain} {sql}"), values)
+        .await?
+        .iter()
+        .map(|r| get(r, column))
+        .collect()
+}
+
+fn leads_at_sql(
+    scope: &HistoryScope<'_>,
+    stages: &[String],
+    currency: Option<&str>,
+) -> (String, Vec<Value>) {
     let stage_list = stage_values(stages);
     let currency_clause = if currency.is_some() {
         "AND l.amount_currency = ?"
@@ -255,27 +304,7 @@ pub async fn leads_at(
     if let Some(currency) = currency {
         values.push(currency.into());
     }
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LeadAt {
-                lead_id: get(r, 0)?,
-                stage: get(r, 1)?,
-                stage_enter_time: get(r, 2)?,
-                currency: get(r, 3)?,
-                units: get(r, 4)?,
-                nanos: get(r, 5)?,
-                source: get(r, 6)?,
-                owner: get(r, 7)?,
-                labels: get(r, 8)?,
-                expected_close_time: get(r, 9)?,
-                win_probability: get(r, 10)?,
-                close_date_push_count: get(r, 11)?,
-                first_expected_close_time: get(r, 12)?,
-            })
-        })
-        .collect()
+    (sql, values)
 }
 
 /// The lead columns of a `LeadAt` after its id, stage and stage entry time.
