@@ -511,11 +511,5 @@ async fn write_in(tx: &WriteTx, tenant: &TenantId, items: &[ImportItem]) -> Resu
     history::insert_imported(tx, tenant, &all).await?;
     let all: Vec<LeadRevision> = items.iter().flat_map(|i| i.revisions.clone()).collect();
     revisions::insert_many(tx, tenant, &all).await?;
-    // The batch's history took its numbers before it was written; one more, taken last and
-    // committed with the batch, moves the tenant's last sequence past it, so that a reader
-    // that sees an unchanged last sequence knows no lead or history has changed (the learned
-    // model's cache, `forecast::model`). Taken last, the counter row (PostgreSQL) is locked
-    // only while the batch commits; the number is a gap like those imports already leave.
-    sequences::allocate(tx, tenant, 1).await?;
     Ok(())
 }

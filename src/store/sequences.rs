@@ -5,8 +5,8 @@
 //! find a committed change below N. That is what makes "resume after N" safe without gaps.
 //! The price is that one tenant's writes commit one at a time; tenants do not contend.
 
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::tenant_sequence::{Column, Entity};
 use super::{StoreError, WriteTx};
@@ -33,18 +33,4 @@ pub async fn allocate(tx: &WriteTx, tenant: &TenantId, count: i64) -> Result<i64
         .await?
         .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;
     Ok(row.try_get_by_index::<i64>(0)?)
-}
-
-/// The tenant's last allocated sequence number, 0 before its first. Every committed write of a
-/// lead or its history takes a number above the one before (imports reserve theirs just before
-/// they write), so an unchanged number means the tenant's leads and history are unchanged since.
-pub async fn last(db: &impl ConnectionTrait, tenant: &TenantId) -> Result<i64, StoreError> {
-    Ok(Entity::find()
-        .select_only()
-        .column(Column::LastSequence)
-        .filter(Column::TenantId.eq(tenant.as_str()))
-        .into_tuple::<i64>()
-        .one(db)
-        .await?
-        .unwrap_or(0))
 }

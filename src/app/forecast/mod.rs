@@ -23,7 +23,7 @@ use crate::domain::lead::Lead;
 use crate::domain::pipeline::StageKind;
 use crate::store::analytics::{self, HistoryScope};
 use crate::store::pipelines::RowLock;
-use crate::store::{Store, leads, sequences, to_micros};
+use crate::store::{Store, leads, to_micros};
 
 /// Amounts per currency; different currencies are never added together.
 pub type Amounts = BTreeMap<String, f64>;
@@ -115,17 +115,9 @@ impl ForecastService {
         as_of: Option<DateTime<Utc>>,
     ) -> Result<Arc<LearnedModel>, AppError> {
         let is_now = as_of.is_none();
-        // Read before training, so that the model has seen at least this version's data: a
-        // write committed meanwhile only makes the next call train again.
-        let data_version = if is_now {
-            let version = sequences::last(self.store.reader(), tenant).await?;
-            if let Some(model) = self.models.fresh(tenant, id, pipeline.version, version) {
-                return Ok(model);
-            }
-            version
-        } else {
-            0
-        };
+        if is_now && let Some(model) = self.models.fresh(tenant, id, pipeline.version) {
+            return Ok(model);
+        }
         let scope = HistoryScope {
             tenant,
             pipeline: id,
@@ -136,7 +128,7 @@ impl ForecastService {
             Arc::new(train(self.store.reader(), &scope, pipeline.compiled.definition()).await?);
         if is_now {
             self.models
-                .store(tenant, id, pipeline.version, data_version, model.clone());
+                .store(tenant, id, pipeline.version, model.clone());
         }
         Ok(model)
     }
@@ -153,15 +145,9 @@ impl ForecastService {
             as_of: to_micros(time),
             present: true,
         };
-        let data_version = sequences::last(self.store.reader(), &ctx.tenant).await?;
         let model = Arc::new(train(self.store.reader(), &scope, definition).await?);
-        self.models.store(
-            &ctx.tenant,
-            id,
-            pipeline.version,
-            data_version,
-            model.clone(),
-        );
+        self.models
+            .store(&ctx.tenant, id, pipeline.version, model.clone());
         let index = stage_index(definition);
         let open = analytics::leads_at(
             self.store.reader(),

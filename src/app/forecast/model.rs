@@ -27,9 +27,7 @@ const MAX_SAMPLES_PER_GROUP: i64 = 200;
 const WINS_PER_STAGE: usize = 2000;
 /// Fixed, so that the same history always gives the same model.
 const PATH_SEED: u64 = 0x1ead_91fe;
-/// How long a model trained "now" is reused while the tenant's data is unchanged. Besides the
-/// data, a model "now" learns from the time itself: each visit still open is censored at now
-/// in the time-in-stage estimates behind the close times. This bounds how far that drifts.
+/// How long a model trained "now" is reused.
 pub const MODEL_TTL: Duration = Duration::from_secs(300);
 
 pub struct LearnedModel {
@@ -218,98 +216,8 @@ async fn observed_close_times(
     Ok(close_times)
 }
 
-/// Models trained "now", one per pipeline, each with the pipeline version and the tenant's data
-/// version (its last sequence, `store::sequences::last`) it was trained on.
-///
-/// A model is reused only for the same pipeline version and data version, and for at most the
-/// TTL: any committed write of the tenant's leads or history changes the data version, so the
-/// next forecast retrains on it rather than answering from what it learned before. It is not
-/// updated in place from the changes: the transition and attribute counts are additive, but
-/// the time-in-stage estimates (and the close times simulated from them) are not, since a move
-/// turns a visit censored at now into an ended one, and they are most of what training reads.
-pub struct ModelCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<(TenantId, PipelineId), ModelEntry>>,
-}
-
-struct ModelEntry {
-    trained: Instant,
-    pipeline_version: i64,
-    data_version: i64,
-    model: Arc<LearnedModel>,
-}
-
-impl ModelCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::default(),
-        }
-    }
-
-    /// The model trained on exactly this pipeline version and data version, if it is younger
-    /// than the TTL.
-    pub fn fresh(
-        &self,
-        tenant: &TenantId,
-        pipeline: &PipelineId,
-        pipeline_version: i64,
-        data_version: i64,
-    ) -> Option<Arc<LearnedModel>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&(tenant.clone(), pipeline.clone()))
-            .filter(|e| {
-                e.pipeline_version == pipeline_version
-                    && e.data_version == data_version
-                    && e.trained.elapsed() < self.ttl
-            })
-            .map(|e| e.model.clone())
-    }
-
-    /// The latest model for the pipeline version, whatever data it was trained on: good enough
-    /// for scoring a single write, which never trains.
-    pub fn latest(
-        &self,
-        tenant: &TenantId,
-        pipeline: &PipelineId,
-        pipeline_version: i64,
-    ) -> Option<Arc<LearnedModel>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&(tenant.clone(), pipeline.clone()))
-            .filter(|e| e.pipeline_version == pipeline_version)
-            .map(|e| e.model.clone())
-    }
-
-    /// Keeps `model`, trained on data as of `data_version` or later, unless a model of later
-    /// data is already kept for the same pipeline version (two trainings that overlapped).
-    pub fn store(
-        &self,
-        tenant: &TenantId,
-        pipeline: &PipelineId,
-        pipeline_version: i64,
-        data_version: i64,
-        model: Arc<LearnedModel>,
-    ) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (tenant.clone(), pipeline.clone());
-        if entries.get(&key).is_some_and(|e| {
-            e.pipeline_version == pipeline_version && e.data_version > data_version
-        }) {
-            return;
-        }
-        entries.insert(
-            key,
-            ModelEntry {
-                trained: Instant::now(),
-                pipeline_version,
-                data_version,
-                model,
-            },
-        );
-    }
-}
+/// Models trained "now", per pipeline, reused for `MODEL_TTL`.
+pub type ModelCache = PipelineCache<LearnedModel>;
 
 /// What was derived from a pipeline's history "now", per pipeline, with when and for which
 /// pipeline version: a new version (new stages or settings) makes an entry stale at once.
