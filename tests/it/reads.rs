@@ -16,7 +16,6 @@ use leadpipe::store::leads;
 on_both_backends!(
     get_lead_reads_what_the_read_pool_reads,
     get_lead_sees_every_acknowledged_write,
-    forecasts_after_closes_are_what_a_fresh_server_computes,
     open_leads_are_read_through_leads_by_stage,
 );
 
@@ -116,103 +115,6 @@ async fn get_lead_sees_every_acknowledged_write(app: TestApp) {
     for writer in writers {
         writer.await.expect("writer");
     }
-}
-
-/// A forecast and an explanation after closes, from a server whose model was cached before
-/// them, are exactly those of a server that starts on the same data at the same time.
-async fn forecasts_after_closes_are_what_a_fresh_server_computes(app: TestApp) {
-    let end = Utc::now() - Duration::hours(1);
-    let generated = synthetic::generate(600, end - Duration::days(365), end, 3);
-    let response = import(&app, generated.leads).await;
-    assert_eq!(response.failed, 0, "{:?}", response.errors.first());
-    let request = pb::GetForecastRequest {
-        currency_code: "EUR".into(),
-        period: pb::Period::Month as i32,
-        horizon_periods: 3,
-        simulations: 300,
-        seed: 7,
-        ..Default::default()
-    };
-    let open = app
-        .leads
-        .clone()
-        .list_leads(pb::ListLeadsRequest {
-            filter: r#"stage = "proposal" OR stage = "negotiation""#.into(),
-            page_size: 16,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .leads;
-    assert!(
-        open.len() >= 8,
-        "{} leads in proposal or negotiation",
-        open.len()
-    );
-    let probe = open[0].id.clone();
-    let explain = |app: &TestApp| {
-        let channel = app.addr;
-        let probe = probe.clone();
-        async move {
-            pb::forecast_service_client::ForecastServiceClient::new(connect(channel).await)
-                .explain_win_probability(pb::ExplainWinProbabilityRequest { id: probe })
-                .await
-                .expect("explain")
-                .into_inner()
-        }
-    };
-    let forecast = |app: &TestApp| {
-        let channel = app.addr;
-        let request = request.clone();
-        async move {
-            pb::forecast_service_client::ForecastServiceClient::new(connect(channel).await)
-                .get_forecast(request)
-                .await
-                .expect("forecast")
-                .into_inner()
-        }
-    };
-    // Cached now: a model trained on the history as imported.
-    let before = explain(&app).await;
-    let forecast_before = forecast(&app).await;
-
-    let mut closed = 0;
-    for (i, lead) in open.iter().skip(1).enumerate() {
-        let stage = if i % 2 == 0 {
-            "closed_won"
-        } else {
-            "closed_lost"
-        };
-        if move_to(&app, &lead.id, stage).await.is_ok() {
-            closed += 1;
-        }
-    }
-    assert!(closed >= 4, "only {closed} leads closed");
-    // A second server on the same database and the same clock, which trains from scratch. The
-    // forecasts are asked one right after the other: a visit still open is measured to the
-    // present, in whole hours, so the two must see the same present.
-    let mut settings = settings_for(&app.database_url);
-    settings.clock = app.clock.clone();
-    let fresh = spawn_app_with(app.backend, settings, None).await;
-    let without_time = |mut forecast: pb::Forecast| {
-        forecast.as_of = None;
-        forecast
-    };
-    let forecast_after = without_time(forecast(&app).await);
-    let forecast_fresh = without_time(forecast(&fresh).await);
-    let after = explain(&app).await;
-    assert_eq!(
-        after.training_size,
-        before.training_size + closed,
-        "the model learned from the closes"
-    );
-    assert_ne!(forecast_after.open_leads, forecast_before.open_leads);
-    assert_eq!(forecast_fresh, forecast_after);
-    assert_eq!(explain(&fresh).await, after);
-    // With nothing written since, the first server answers from the same model.
-    assert_eq!(explain(&app).await, after);
-    fresh.stop().await;
 }
 
 /// Stuck leads and forecasts for the present read the open leads from the lead rows; the
