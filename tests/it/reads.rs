@@ -94,7 +94,6 @@ async fn get_lead_sees_every_acknowledged_write(app: TestApp) {
                         update_mask: Some(prost_types::FieldMask {
                             paths: vec!["title".into()],
                         }),
-                        ..Default::default()
                     })
                     .await
                     .expect("update")
