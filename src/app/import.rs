@@ -25,6 +25,12 @@ use crate::store::{Store, WriteTx, history, leads, revisions, sequences};
 /// both backends' bind-parameter limits.
 pub const BATCH_SIZE: usize = 250;
 
+/// Leads per transaction on SQLite, where a transaction holds the database's one writer: small
+/// enough that a chunk holds it for about as long as one commit takes, so the interactive calls
+/// queued behind it wait about that long. PostgreSQL writes a whole batch in one transaction,
+/// which holds no lock that interactive writes wait for.
+pub const SQLITE_CHUNK: usize = 50;
+
 /// Imported-lead counts, within one import, at which the planner statistics are refreshed:
 /// each a multiple of the last, so a million leads cost ten ANALYZE runs.
 const STATISTICS_REFRESH_AT: [u64; 10] = [
@@ -407,7 +413,9 @@ impl ImportService {
         Ok((outcomes, fresh))
     }
 
-    /// Imports a batch; the outcome of each item, in order.
+    /// Imports a batch; the outcome of each item, in order. The batch's fresh leads are written
+    /// [`ImportService::chunk`] at a time, each chunk its own transaction: on SQLite a chunk holds
+    /// the one writer, and interactive calls queued behind it wait for one chunk, not a batch.
     pub async fn import(
         &self,
         ctx: &RequestContext,
@@ -418,37 +426,57 @@ impl ImportService {
             .into_iter()
             .filter(|(_, outcome)| *outcome != ImportOutcome::Imported)
             .collect();
-        match self.write(&ctx.tenant, &mut fresh).await {
-            Ok(()) => outcomes.extend(fresh.iter().map(|i| (i.index, ImportOutcome::Imported))),
-            // A concurrent import took one of the external ids: fall back to one lead per
-            // transaction so that only that lead is skipped.
-            Err(AppError::AlreadyExists(_)) => {
-                for item in fresh {
-                    let index = item.index;
-                    let mut single = vec![item];
-                    let outcome = match self.write(&ctx.tenant, &mut single).await {
-                        Ok(()) => ImportOutcome::Imported,
-                        Err(AppError::AlreadyExists(_)) => ImportOutcome::AlreadyImported,
-                        Err(e) => return Err(e),
-                    };
-                    outcomes.push((index, outcome));
+        self.number(&ctx.tenant, &mut fresh).await?;
+        for chunk in fresh.chunks(self.chunk()) {
+            match self.write(&ctx.tenant, chunk).await {
+                Ok(()) => outcomes.extend(chunk.iter().map(|i| (i.index, ImportOutcome::Imported))),
+                // A concurrent import took one of the external ids: fall back to one lead per
+                // transaction so that only that lead is skipped.
+                Err(AppError::AlreadyExists(_)) => {
+                    for item in chunk {
+                        let outcome =
+                            match self.write(&ctx.tenant, std::slice::from_ref(item)).await {
+                                Ok(()) => ImportOutcome::Imported,
+                                Err(AppError::AlreadyExists(_)) => ImportOutcome::AlreadyImported,
+                                Err(e) => return Err(e),
+                            };
+                        outcomes.push((item.index, outcome));
+                    }
                 }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
         outcomes.sort_by_key(|(index, _)| *index);
         Ok(outcomes)
     }
 
-    async fn write(&self, tenant: &TenantId, items: &mut [ImportItem]) -> Result<(), AppError> {
-        if items.is_empty() {
+    /// Leads per transaction for this store's backend.
+    fn chunk(&self) -> usize {
+        if self.store.has_one_writer() {
+            SQLITE_CHUNK
+        } else {
+            BATCH_SIZE
+        }
+    }
+
+    /// Numbers the imported history of `items` with sequence numbers reserved for it.
+    async fn number(&self, tenant: &TenantId, items: &mut [ImportItem]) -> Result<(), AppError> {
+        let changes: i64 = items.iter().map(|i| i.history.len() as i64).sum();
+        if changes == 0 {
             return Ok(());
         }
-        let changes: i64 = items.iter().map(|i| i.history.len() as i64).sum();
         let first = self.reserve_sequences(tenant, changes).await?;
         for (sequence, change) in (first..).zip(items.iter_mut().flat_map(|i| i.history.iter_mut()))
         {
             change.sequence = sequence;
+        }
+        Ok(())
+    }
+
+    /// Writes already numbered leads in one transaction: all of them or none.
+    async fn write(&self, tenant: &TenantId, items: &[ImportItem]) -> Result<(), AppError> {
+        if items.is_empty() {
+            return Ok(());
         }
         let tx = self.store.begin_write().await?;
         let result = write_in(&tx, tenant, items).await;

@@ -11,7 +11,7 @@ use super::events::EventHub;
 use super::forecast::LeadScorer;
 use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
-use crate::domain::history::{LeadChangeEvent, StageChange};
+use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
 use crate::domain::listing::{
@@ -21,8 +21,7 @@ use crate::domain::policy::MoveViolation;
 use crate::domain::revision::{LeadRevision, RevisionKind};
 use crate::store::pipelines::RowLock;
 use crate::store::{
-    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, outbox, revisions,
-    sequences,
+    Store, StoreError, WriteTx, history, idempotency, lead_query, leads, revisions, sequences,
 };
 
 /// How often a write that lost a race without an etag re-reads and tries again.
@@ -281,8 +280,9 @@ impl LeadService {
             ));
         }
         leads::insert(tx, &ctx.tenant, &lead).await?;
+        complete(tx, &ctx.tenant, idempotency, &lead).await?;
         let change = StageChange {
-            sequence: sequences::allocate(tx, &ctx.tenant, 1).await?,
+            sequence: 0,
             lead_id: lead.id,
             pipeline_id: lead.pipeline_id.clone(),
             from_stage: None,
@@ -292,11 +292,8 @@ impl LeadService {
             note: String::new(),
             imported: false,
         };
-        let mut revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
-        revision.sequence = Some(change.sequence);
-        history::append(tx, &ctx.tenant, &change).await?;
-        record(tx, &ctx.tenant, &mut revision, None, Some(change)).await?;
-        complete(tx, &ctx.tenant, idempotency, &lead).await?;
+        let revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
+        record(tx, &ctx.tenant, revision, None, Some(change)).await?;
         Ok(Step::Commit(lead))
     }
 
@@ -478,15 +475,14 @@ impl LeadService {
         {
             return Ok(Step::Retry);
         }
-        let mut revision = LeadRevision::of(
+        let revision = LeadRevision::of(
             RevisionKind::Updated,
             Some(&current),
             &updated,
             &ctx.actor,
             updated.update_time,
         );
-        revision.sequence = Some(sequences::allocate(tx, &ctx.tenant, 1).await?);
-        record(tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
+        record(tx, &ctx.tenant, revision, Some(&current), None).await?;
         Ok(Step::Commit(updated))
     }
 
@@ -524,15 +520,14 @@ impl LeadService {
         if !leads::delete(tx, &ctx.tenant, id, Some(current.version)).await? {
             return Ok(Step::Retry);
         }
-        let mut revision = LeadRevision::of(
+        let revision = LeadRevision::of(
             RevisionKind::Deleted,
             Some(&current),
             &current,
             &ctx.actor,
             self.clock.now(),
         );
-        revision.sequence = Some(sequences::allocate(tx, &ctx.tenant, 1).await?);
-        record(tx, &ctx.tenant, &mut revision, Some(&current), None).await?;
+        record(tx, &ctx.tenant, revision, Some(&current), None).await?;
         Ok(Step::Commit(()))
     }
 
@@ -621,8 +616,9 @@ impl LeadService {
         if !leads::update_if_version(tx, tenant, &moved, current.version, false).await? {
             return Ok(Step::Retry);
         }
+        complete(tx, tenant, command.idempotency.as_ref(), &moved).await?;
         let change = StageChange {
-            sequence: sequences::allocate(tx, tenant, 1).await?,
+            sequence: 0,
             lead_id: moved.id,
             pipeline_id: moved.pipeline_id.clone(),
             from_stage: Some(plan.from),
@@ -632,17 +628,14 @@ impl LeadService {
             note: command.note.clone(),
             imported: false,
         };
-        let mut revision = LeadRevision::of(
+        let revision = LeadRevision::of(
             RevisionKind::Moved,
             Some(&current),
             &moved,
             &ctx.actor,
             time,
         );
-        revision.sequence = Some(change.sequence);
-        history::append(tx, tenant, &change).await?;
-        record(tx, tenant, &mut revision, Some(&current), Some(change)).await?;
-        complete(tx, tenant, command.idempotency.as_ref(), &moved).await?;
+        record(tx, tenant, revision, Some(&current), Some(change)).await?;
         Ok(Step::Commit(moved))
     }
 
@@ -892,16 +885,33 @@ async fn settle<T>(tx: WriteTx, step: Result<Step<T>, AppError>) -> Result<Step<
     }
 }
 
-/// Appends the write's revision and its outbox event (under the revision's sequence), in `tx`.
+/// The write's last statement before its commit: takes the tenant's next sequence number and
+/// appends the stage change (if any), the revision and the outbox event under it. The revision
+/// is numbered with the lead's version after the write (one past it for a deletion, which
+/// leaves the version as it was), which every earlier revision of the lead is below, so no
+/// read of the revisions is needed. Everything else the write does comes before this, because
+/// the tenant's sequence row stays locked from here until the commit.
 async fn record(
     tx: &WriteTx,
     tenant: &TenantId,
-    revision: &mut LeadRevision,
+    mut revision: LeadRevision,
     previous: Option<&Lead>,
     change: Option<StageChange>,
 ) -> Result<(), AppError> {
-    revisions::append(tx, tenant, revision).await?;
-    outbox::append(tx, tenant, &LeadChangeEvent::of(revision, previous, change)).await?;
+    revision.revision = match revision.kind {
+        RevisionKind::Deleted => revision.lead.version + 1,
+        _ => revision.lead.version,
+    };
+    sequences::append_sequenced(
+        tx,
+        tenant,
+        sequences::Sequenced {
+            change,
+            revision,
+            previous,
+        },
+    )
+    .await?;
     Ok(())
 }
 

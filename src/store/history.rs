@@ -9,32 +9,25 @@ use super::{StoreError, from_micros, to_micros};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
 
-/// Appends the change to the stage history, in the caller's transaction. Its event goes to the
-/// outbox with the write's other changes (`outbox::append`).
-pub async fn append(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    change: &StageChange,
-) -> Result<(), StoreError> {
-    stage_change::Entity::insert(stage_change::ActiveModel {
-        tenant_id: Set(tenant.to_string()),
-        sequence: Set(change.sequence),
-        lead_id: Set(change.lead_id.to_string()),
-        pipeline_id: Set(change.pipeline_id.to_string()),
-        from_stage: Set(change
+/// The stage history row of a change; a write appends it with its revision and outbox event
+/// under its sequence number ([`super::sequences::append_sequenced`]).
+pub(super) fn row(tenant: &TenantId, change: &StageChange) -> stage_change::Model {
+    stage_change::Model {
+        tenant_id: tenant.to_string(),
+        sequence: change.sequence,
+        lead_id: change.lead_id.to_string(),
+        pipeline_id: change.pipeline_id.to_string(),
+        from_stage: change
             .from_stage
             .as_ref()
             .map(ToString::to_string)
-            .unwrap_or_default()),
-        to_stage: Set(change.to_stage.to_string()),
-        change_time: Set(to_micros(change.change_time)),
-        actor: Set(change.actor.clone()),
-        note: Set(change.note.clone()),
-        imported: Set(change.imported),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+            .unwrap_or_default(),
+        to_stage: change.to_stage.to_string(),
+        change_time: to_micros(change.change_time),
+        actor: change.actor.clone(),
+        note: change.note.clone(),
+        imported: change.imported,
+    }
 }
 
 /// Appends imported history. Imports are not streamed, so no outbox rows are written; their

@@ -256,6 +256,12 @@ impl Store {
         self.writer.get_database_backend()
     }
 
+    /// Whether every write transaction of the database waits for one writer (SQLite), rather
+    /// than only for the rows it locks (PostgreSQL).
+    pub fn has_one_writer(&self) -> bool {
+        self.backend() == DbBackend::Sqlite
+    }
+
     pub fn reader(&self) -> &DatabaseConnection {
         &self.reader
     }

@@ -2,35 +2,26 @@
 //! pruned by retention.
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::{outbox, tenant_sequence};
 use super::{StoreError, to_micros};
 use crate::domain::history::LeadChangeEvent;
 use crate::domain::ids::TenantId;
 
-/// Appends the event of a write, in the write's transaction, under its `sequence`.
-pub async fn append(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    event: &LeadChangeEvent,
-) -> Result<(), StoreError> {
-    let payload = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    outbox::Entity::insert(outbox::ActiveModel {
-        tenant_id: Set(tenant.to_string()),
-        sequence: Set(event.sequence),
-        lead_id: Set(event.lead.id.to_string()),
-        pipeline_id: Set(event.lead.pipeline_id.to_string()),
-        to_stage: Set(event.lead.stage.to_string()),
-        owner: Set(event.lead.fields.owner.clone()),
-        change_time: Set(to_micros(event.change_time())),
-        payload: Set(payload),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+/// The outbox row of a write's event, with its JSON `payload`; written by
+/// [`super::sequences::append_sequenced`] under the write's sequence number.
+pub(super) fn row(tenant: &TenantId, event: &LeadChangeEvent, payload: String) -> outbox::Model {
+    outbox::Model {
+        tenant_id: tenant.to_string(),
+        sequence: event.sequence,
+        lead_id: event.lead.id.to_string(),
+        pipeline_id: event.lead.pipeline_id.to_string(),
+        to_stage: event.lead.stage.to_string(),
+        owner: event.lead.fields.owner.clone(),
+        change_time: to_micros(event.change_time()),
+        payload,
+    }
 }
 
 /// Up to `limit` events with a sequence above `after`, in sequence order.
@@ -55,7 +46,12 @@ pub async fn read_after(
         .map(|(sequence, payload)| {
             let mut event: LeadChangeEvent = serde_json::from_str(payload)
                 .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+            // The payload is encoded before the write takes its number: the row's column is
+            // the event's sequence and its stage change's.
             event.sequence = *sequence;
+            if let Some(change) = event.change.as_mut() {
+                change.sequence = *sequence;
+            }
             Ok(event)
         })
         .collect()

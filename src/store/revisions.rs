@@ -1,7 +1,7 @@
 //! Lead revisions: every write of a lead appends the lead as it was after it, in the write's
 //! transaction. Revisions outlive the lead: a deleted lead's history stays readable.
 
-use sea_orm::sea_query::{Expr, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,
@@ -21,7 +21,7 @@ pub struct RevisionPage {
     pub limit: u64,
 }
 
-fn to_model(tenant: &TenantId, revision: &LeadRevision) -> lead_revision::Model {
+pub(super) fn to_model(tenant: &TenantId, revision: &LeadRevision) -> lead_revision::Model {
     let lead = &revision.lead;
     let (amount_currency, amount_units, amount_nanos) = money_columns(lead.fields.amount.as_ref());
     lead_revision::Model {
@@ -81,30 +81,6 @@ fn from_model(row: lead_revision::Model) -> Result<LeadRevision, StoreError> {
         from_stage: stage(row.from_stage).map_err(corrupt)?,
         to_stage: stage(row.to_stage).map_err(corrupt)?,
     })
-}
-
-/// Appends `revision` in the caller's transaction, numbered after the lead's last one; returns
-/// that number. The caller has written (and so locked) the lead's row in the same transaction,
-/// which keeps two writes of one lead from taking the same number.
-pub async fn append(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    revision: &mut LeadRevision,
-) -> Result<i64, StoreError> {
-    let last: Option<i64> = lead_revision::Entity::find()
-        .select_only()
-        .expr(Func::max(Expr::col(lead_revision::Column::Revision)))
-        .filter(lead_revision::Column::TenantId.eq(tenant.as_str()))
-        .filter(lead_revision::Column::LeadId.eq(revision.lead.id.to_string()))
-        .into_tuple::<Option<i64>>()
-        .one(db)
-        .await?
-        .flatten();
-    revision.revision = last.unwrap_or(0) + 1;
-    lead_revision::Entity::insert(to_model(tenant, revision).into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    Ok(revision.revision)
 }
 
 /// Appends the revisions of new leads (an import), already numbered, in as few statements as

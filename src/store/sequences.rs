@@ -1,16 +1,25 @@
-//! Per-tenant sequence numbers for stage changes.
+//! Per-tenant sequence numbers for the events of a tenant's writes.
 //!
 //! The counter row is updated inside the writing transaction and stays locked until commit, so
 //! a tenant's changes commit in sequence order: a reader that has seen sequence N can never later
 //! find a committed change below N. That is what makes "resume after N" safe without gaps.
-//! The price is that one tenant's writes commit one at a time; tenants do not contend.
+//! The price is that one tenant's writes commit one at a time; tenants do not contend. So that
+//! the row is held as briefly as it can be, a write takes its number last, just before its
+//! commit, with only the rows that carry the number ([`append_sequenced`]).
 
-use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityName, EntityTrait, IdenStatic,
+    IntoActiveModel, Iterable, Statement, Value,
+};
 
 use super::entities::tenant_sequence::{Column, Entity};
+use super::entities::{lead_revision, outbox, stage_change};
 use super::{StoreError, WriteTx};
+use crate::domain::history::{LeadChangeEvent, StageChange};
 use crate::domain::ids::TenantId;
+use crate::domain::lead::Lead;
+use crate::domain::revision::LeadRevision;
 
 /// Reserves `count` consecutive sequence numbers and returns the last one.
 pub async fn allocate(tx: &WriteTx, tenant: &TenantId, count: i64) -> Result<i64, StoreError> {
@@ -33,4 +42,136 @@ pub async fn allocate(tx: &WriteTx, tenant: &TenantId, count: i64) -> Result<i64
         .await?
         .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;
     Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// What a write of a lead records under its sequence number: its stage change (creations and
+/// moves), its revision (already numbered) and its outbox event.
+pub struct Sequenced<'a> {
+    pub change: Option<StageChange>,
+    pub revision: LeadRevision,
+    pub previous: Option<&'a Lead>,
+}
+
+/// Takes the tenant's next sequence number and appends the write's stage change, revision and
+/// outbox event under it; returns the number. Call it as the write's last statement before
+/// `commit`: the counter row stays locked from here to the commit, so everything that does not
+/// need the number belongs before it. Every row and the event's JSON are built before the row
+/// is taken; on PostgreSQL the number and the three rows are one statement (one round trip
+/// while the row is held), on SQLite, which has one writer anyway, four.
+pub async fn append_sequenced(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    write: Sequenced<'_>,
+) -> Result<i64, StoreError> {
+    let Sequenced {
+        change,
+        revision,
+        previous,
+    } = write;
+    // The number is not known yet: readers of the outbox take it from the row's column.
+    let event = LeadChangeEvent::of(&revision, previous, change.clone());
+    let payload = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut outbox_row = super::outbox::row(tenant, &event, payload);
+    let mut revision_row = super::revisions::to_model(tenant, &revision);
+    let mut change_row = change.as_ref().map(|c| super::history::row(tenant, c));
+    if tx.get_database_backend() == DbBackend::Postgres {
+        return append_in_one_statement(
+            tx,
+            tenant,
+            change_row.map(IntoActiveModel::into_active_model),
+            revision_row.into_active_model(),
+            outbox_row.into_active_model(),
+        )
+        .await;
+    }
+    let sequence = allocate(tx, tenant, 1).await?;
+    if let Some(row) = change_row.as_mut() {
+        row.sequence = sequence;
+        stage_change::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(tx)
+            .await?;
+    }
+    revision_row.sequence = Some(sequence);
+    lead_revision::Entity::insert(revision_row.into_active_model())
+        .exec_without_returning(tx)
+        .await?;
+    outbox_row.sequence = sequence;
+    outbox::Entity::insert(outbox_row.into_active_model())
+        .exec_without_returning(tx)
+        .await?;
+    Ok(sequence)
+}
+
+/// PostgreSQL: the counter's update and the three inserts as one statement, each insert taking
+/// the number from the update's `RETURNING`.
+async fn append_in_one_statement(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    change: Option<stage_change::ActiveModel>,
+    revision: lead_revision::ActiveModel,
+    event: outbox::ActiveModel,
+) -> Result<i64, StoreError> {
+    let mut values: Vec<Value> = vec![tenant.as_str().into()];
+    let mut sql = format!(
+        "WITH s AS (INSERT INTO \"{table}\" (\"{tenant}\", \"{last}\") VALUES ($1, 1) \
+         ON CONFLICT (\"{tenant}\") DO UPDATE SET \"{last}\" = \"{table}\".\"{last}\" + 1 \
+         RETURNING \"{last}\")",
+        table = Entity.table_name(),
+        tenant = Column::TenantId.as_str(),
+        last = Column::LastSequence.as_str(),
+    );
+    if let Some(change) = change {
+        let insert = insert_numbered(&change, stage_change::Column::Sequence, &mut values);
+        sql.push_str(&format!(", h AS ({insert})"));
+    }
+    let insert = insert_numbered(&revision, lead_revision::Column::Sequence, &mut values);
+    sql.push_str(&format!(", r AS ({insert}) "));
+    sql.push_str(&insert_numbered(
+        &event,
+        outbox::Column::Sequence,
+        &mut values,
+    ));
+    sql.push_str(" RETURNING \"sequence\"");
+    let row = tx
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?
+        .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM s`: every column's value
+/// as a bind parameter appended to `values`, but `numbered`, which takes the allocated number.
+fn insert_numbered<A>(
+    row: &A,
+    numbered: <A::Entity as EntityTrait>::Column,
+    values: &mut Vec<Value>,
+) -> String
+where
+    A: ActiveModelTrait,
+{
+    let mut columns = Vec::new();
+    let mut selected = Vec::new();
+    for column in <A::Entity as EntityTrait>::Column::iter() {
+        columns.push(format!("\"{}\"", column.as_str()));
+        if column.as_str() == numbered.as_str() {
+            selected.push(format!("s.\"{}\"", Column::LastSequence.as_str()));
+            continue;
+        }
+        let value = row
+            .get(column)
+            .into_value()
+            .expect("every column of the row is set");
+        values.push(value);
+        selected.push(format!("${}", values.len()));
+    }
+    format!(
+        "INSERT INTO \"{}\" ({}) SELECT {} FROM s",
+        A::Entity::default().table_name(),
+        columns.join(", "),
+        selected.join(", ")
+    )
 }

@@ -13,6 +13,7 @@ mod faults;
 mod forecast;
 mod fuzz;
 mod grpc_web;
+mod import_interleaving;
 mod import_revisions;
 mod lead_stream;
 mod leads;

@@ -14,6 +14,7 @@ on_both_backends!(
     close_date_pushes_are_counted,
     imported_history_becomes_revisions,
     the_migration_backfills_existing_leads,
+    a_backfilled_history_longer_than_the_version_numbers_the_next_revision_after_it,
     get_as_of_reads_the_lead_as_it_stood_then,
     the_lead_as_of_a_time_is_read_through_the_lead_time_index,
     retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads,
@@ -397,7 +398,8 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    migration::Migrator::down(&db, Some(1))
+    // The revisions migration, and the one after it that raises versions to the revisions.
+    migration::Migrator::down(&db, Some(2))
         .await
         .expect("roll back the revisions migration");
     db.close().await.ok();
@@ -443,14 +445,15 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     assert_eq!(fetched.first_expected_close_time, Some(day(3)));
     assert_eq!(fetched.close_date_push_count, 0);
 
-    // Writes continue the numbering.
+    // Writes continue the numbering with the lead's version: the update before revisions
+    // existed took version 4 without a revision of its own, so the next revision is 5.
     let mut change = fetched.clone();
     change.title = "Old lead, renamed".into();
     update(&app, change, &["title"]).await;
     let all = revisions(&app, &created.id).await;
     assert_eq!(
         all.last().map(|r| (r.revision, paths(r))),
-        Some((4, vec!["title"]))
+        Some((5, vec!["title"]))
     );
 }
 
@@ -658,4 +661,49 @@ async fn retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads(app: Te
         })
         .await
         .expect("metrics as of a time retention still covers");
+}
+
+/// A lead imported before revisions existed kept version 1 however long its history, and the
+/// backfill gives it a revision per stage change: the migration after it raises the version to
+/// the last revision, so the next write's revision, numbered by the version, follows them.
+async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_after_it(
+    app: TestApp,
+) {
+    use migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    let mut lead = new_lead("Imported long ago");
+    lead.contact_name = "Dana".into();
+    let created = create(&app, lead).await;
+    move_to(&app, &created.id, "qualification")
+        .await
+        .expect("move");
+    move_to(&app, &created.id, "lead_generation")
+        .await
+        .expect("move");
+
+    let (backend, url) = (app.backend, app.database_url.clone());
+    let dir = app.stop().await;
+    let db = sea_orm::Database::connect(&url).await.expect("connect");
+    migration::Migrator::down(&db, Some(2))
+        .await
+        .expect("roll back the revisions migration");
+    db.execute_unprepared(&format!(
+        "UPDATE leads SET version = 1 WHERE id = '{}'",
+        created.id
+    ))
+    .await
+    .expect("an imported lead's version");
+    db.close().await.ok();
+    let app = spawn_app_on(backend, url, dir).await;
+
+    assert_eq!(get_lead(&app, &created.id).await.etag, "\"3\"");
+    move_to(&app, &created.id, "qualification")
+        .await
+        .expect("move after the migration");
+    let numbers: Vec<i64> = revisions(&app, &created.id)
+        .await
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
 }
