@@ -24,6 +24,7 @@ mod pipeline_changes;
 mod pipelines;
 mod point_in_time;
 mod presets;
+mod reimport;
 mod replicas;
 mod restart;
 mod revisions;
