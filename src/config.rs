@@ -113,6 +113,12 @@ pub struct ImportArgs {
     /// Check every row and report, writing nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Bring leads imported before up to date with their rows, as revisions: stage changes
+    /// the row's history adds after the stored one, then its changed fields (at the time of
+    /// the import). A row whose history disagrees with the stored one is refused; stored
+    /// history is never rewritten. Without it such rows are only counted (docs/importing.md).
+    #[arg(long)]
+    pub update: bool,
     /// Create or update the pipelines of this file (from `pipelines export` or `export
     /// --pipelines`) before importing.
     #[arg(long, value_name = "FILE")]

@@ -70,7 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 args.delimiter.as_deref(),
                 args.encoding.as_deref(),
                 args.dry_run,
-            );
+            )
+            .map(|(file, mut options)| {
+                options.update = args.update;
+                (file, options)
+            });
             if let Some(file) = &args.pipelines {
                 match leadpipe::bulk::pipelines::apply(&store_config, &args.tenant, file).await {
                     Ok(applied) => {

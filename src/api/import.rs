@@ -19,6 +19,11 @@ impl From<pb::ImportLeadsRequest> for ImportRow {
             pipeline_or_default(&mut violations, "lead.pipeline_id", &lead.pipeline_id);
         let history = history_from_proto(&message.history, &mut violations);
         let revisions = revisions_from_proto(message.revisions, &mut violations);
+        // Read only by an update: a new lead's times come from its history.
+        let modified = match (&lead.update_time, message.update_existing) {
+            (Some(ts), true) => violations.check("lead.update_time", timestamp_to_datetime(ts)),
+            _ => None,
+        };
         if !revisions.is_empty() && message.history.is_empty() {
             violations.push(
                 "revisions",
@@ -32,6 +37,8 @@ impl From<pb::ImportLeadsRequest> for ImportRow {
                 pipeline_id,
                 history,
                 revisions,
+                modified,
+                history_derived: false,
             }),
             (Err(found), _) => Err(found
                 .into_iter()
@@ -42,6 +49,7 @@ impl From<pb::ImportLeadsRequest> for ImportRow {
         ImportRow {
             external_id: message.external_id,
             parsed,
+            update_existing: message.update_existing,
         }
     }
 }
@@ -168,6 +176,8 @@ impl From<ImportSummary> for pb::ImportLeadsResponse {
             already_imported: summary.already_imported,
             failed: summary.failed,
             errors: summary.errors.into_iter().map(Into::into).collect(),
+            updated: summary.updated,
+            differing: summary.differing,
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Bulk import of leads with their history, in batches: one transaction and a handful of
-//! multi-row statements per batch, so that a million leads load in minutes.
+//! multi-row statements per batch, so that a million leads load in minutes. Rows of leads
+//! imported before are, when the row asks for it, applied to the stored lead as revisions, one
+//! transaction per lead.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 
 use super::catalog::PipelineCatalog;
+use super::events::EventHub;
 use super::forecast::ForecastService;
 use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
@@ -17,9 +21,16 @@ use crate::domain::import::{
 };
 use crate::domain::lead::{Lead, LeadFields};
 use crate::domain::policy::CompiledPipeline;
+use crate::domain::reimport::{RowStages, RowState, Stored, UpdatePlan, plan_update};
 use crate::domain::revision::LeadRevision;
 use crate::store::pipelines::RowLock;
-use crate::store::{Store, WriteTx, history, leads, revisions, sequences};
+use crate::store::{Connection, Store, WriteTx, history, leads, revisions, sequences};
+
+/// How often the update of one lead re-reads it and tries again after losing a race with
+/// another write of it.
+const MAX_UPDATE_ATTEMPTS: usize = 5;
+/// Clock skew tolerated in a row's modification time, as for its history.
+const FUTURE_TOLERANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// Leads per transaction: large enough to amortise round-trips, small enough to stay within
 /// both backends' bind-parameter limits.
@@ -54,6 +65,9 @@ pub struct ImportRow {
     pub external_id: String,
     /// The lead, or the first of its fields that could not be read.
     pub parsed: Result<ParsedLead, FieldViolation>,
+    /// Whether a lead imported before with this external id is brought up to date with the row
+    /// (as revisions) rather than left as it is.
+    pub update_existing: bool,
 }
 
 pub struct ParsedLead {
@@ -63,6 +77,11 @@ pub struct ParsedLead {
     pub history: Vec<ImportedChange>,
     /// Earlier changes of the fields, oldest first; `fields` are the fields as created.
     pub revisions: Vec<ImportedRevision>,
+    /// When the source last changed the lead, if it says: the time of an update's field change.
+    pub modified: Option<DateTime<Utc>>,
+    /// The history is not the source's but made up from the lead's stage and its times (a CSV
+    /// file without a history): an update reads only the current stage from it.
+    pub history_derived: bool,
 }
 
 /// A refused lead: its position in the import, and the first reason.
@@ -79,8 +98,12 @@ pub struct ImportError {
 pub struct ImportSummary {
     pub received: i64,
     pub imported: i64,
+    /// Rows whose lead was imported before and that left it as it is.
     pub already_imported: i64,
-    /// Of those already imported, the ones whose stored lead differs from the row.
+    /// Rows that brought a lead imported before up to date.
+    pub updated: i64,
+    /// Of those already imported, the ones whose stored lead differs from the row: rows that
+    /// did not ask for updates.
     pub differing: i64,
     pub failed: i64,
     /// The first refusals, in order.
@@ -106,6 +129,8 @@ pub struct ImportItem {
     /// Whether the source gave the lead's history; without one it is created now, and its
     /// times say nothing about the source.
     pub timed: bool,
+    /// With updates asked for: the row as the source has the lead now, and the pipeline.
+    pub update: Option<(RowState, Arc<CompiledPipeline>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,21 +139,31 @@ pub enum ImportOutcome {
     AlreadyImported,
     /// Imported before, and the stored lead no longer matches this row.
     Differs,
-    Failed(String),
+    /// Imported before, and brought up to date with this row.
+    Updated,
+    /// Refused: the field (empty for the whole lead) and why.
+    Failed(String, String),
 }
 
 #[derive(Clone)]
 pub struct ImportService {
     store: Store,
     catalog: Arc<PipelineCatalog>,
+    events: Arc<EventHub>,
     clock: Clock,
 }
 
 impl ImportService {
-    pub fn new(store: Store, catalog: Arc<PipelineCatalog>, clock: Clock) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Arc<PipelineCatalog>,
+        events: Arc<EventHub>,
+        clock: Clock,
+    ) -> Self {
         Self {
             store,
             catalog,
+            events,
             clock,
         }
     }
@@ -136,8 +171,9 @@ impl ImportService {
     /// Imports every row of `rows`, in batches of one transaction each, then retrains the model
     /// of each pipeline that received leads and rescores its open leads. A lead whose external
     /// id was imported before is skipped, so a repeated import adds nothing; a bad lead is
-    /// refused and reported while the others go in. Fails as a whole only when the stream or
-    /// the database does, keeping the batches already committed.
+    /// refused and reported while the others go in. A row that asks for updates brings the lead
+    /// imported before up to date instead (see [`Self::update_one`]). Fails as a whole only when
+    /// the stream or the database does, keeping the batches and updates already committed.
     pub async fn import_and_rescore<E: From<AppError>>(
         &self,
         forecasts: &ForecastService,
@@ -146,7 +182,7 @@ impl ImportService {
     ) -> Result<ImportSummary, E> {
         let (summary, pipelines) = self.import_rows(ctx, rows, Mode::Write).await?;
         self.finished(summary.imported as u64).await?;
-        if summary.imported > 0 {
+        if summary.imported > 0 || summary.updated > 0 {
             for pipeline in pipelines {
                 forecasts.rescore(ctx, &pipeline).await?;
             }
@@ -155,7 +191,7 @@ impl ImportService {
     }
 
     /// Checks every row as [`Self::import_and_rescore`] would, and writes nothing: `imported`
-    /// counts the rows that would be imported.
+    /// and `updated` count the rows that would be imported and update a lead.
     pub async fn dry_run<E: From<AppError>>(
         &self,
         ctx: &RequestContext,
@@ -211,7 +247,14 @@ impl ImportService {
         let items = std::mem::take(batch);
         let outcomes = match mode {
             Mode::Write => self.import(ctx, items).await?,
-            Mode::Check => self.check(ctx, items).await?.0,
+            Mode::Check => {
+                let (mut outcomes, _, stale) = self.check(ctx, items).await?;
+                for (item, id) in stale {
+                    outcomes.push((item.index, self.update_one(ctx, &item, id, mode).await?));
+                }
+                outcomes.sort_by_key(|(index, _)| *index);
+                outcomes
+            }
         };
         for (index, outcome) in outcomes {
             match outcome {
@@ -221,10 +264,11 @@ impl ImportService {
                     summary.already_imported += 1;
                     summary.differing += 1;
                 }
-                ImportOutcome::Failed(reason) => summary.refuse(ImportError {
+                ImportOutcome::Updated => summary.updated += 1,
+                ImportOutcome::Failed(field, reason) => summary.refuse(ImportError {
                     index,
                     external_id: externals.get(&index).cloned().unwrap_or_default(),
-                    field: String::new(),
+                    field,
                     reason,
                 }),
             }
@@ -270,7 +314,21 @@ impl ImportService {
         };
         let definition = pipeline.definition();
         let now = self.clock.now();
+        if let Some(modified) = parsed.modified
+            && modified > now + FUTURE_TOLERANCE
+        {
+            return Ok(Err(refuse("lead.update_time", "is in the future".into())));
+        }
         let timed = !parsed.history.is_empty();
+        let row_stages = match parsed.history.last() {
+            _ if !row.update_existing => RowStages::Unknown,
+            None => RowStages::Unknown,
+            Some(last) if parsed.history_derived => RowStages::Current {
+                stage: last.to_stage.clone(),
+                since: (parsed.history.len() > 1).then_some(last.change_time),
+            },
+            Some(_) => RowStages::History(parsed.history.clone()),
+        };
         let history = if parsed.history.is_empty() {
             vec![ImportedChange {
                 from_stage: None,
@@ -314,6 +372,15 @@ impl ImportService {
                 Ok(replayed) => replayed,
                 Err((field, reason)) => return Ok(Err(refuse(&field, reason))),
             };
+        let update = row.update_existing.then(|| {
+            let state = RowState {
+                stages: row_stages,
+                revisions: parsed.revisions,
+                fields: lead.fields.clone(),
+                modified: parsed.modified,
+            };
+            (state, pipeline.clone())
+        });
         let history = history
             .into_iter()
             .map(|change| StageChange {
@@ -340,6 +407,7 @@ impl ImportService {
             history,
             revisions,
             timed,
+            update,
         }))
     }
 
@@ -379,12 +447,21 @@ impl ImportService {
     }
 
     /// Sorts a batch into the leads imported before (with whether the stored lead still
-    /// matches) and the fresh ones, which it returns to be written.
+    /// matches), the fresh ones, which it returns to be written, and the rows that differ from
+    /// the lead imported before and ask for it to be updated, with its id.
+    #[allow(clippy::type_complexity)]
     async fn check(
         &self,
         ctx: &RequestContext,
         items: Vec<ImportItem>,
-    ) -> Result<(Vec<(i64, ImportOutcome)>, Vec<ImportItem>), AppError> {
+    ) -> Result<
+        (
+            Vec<(i64, ImportOutcome)>,
+            Vec<ImportItem>,
+            Vec<(ImportItem, LeadId)>,
+        ),
+        AppError,
+    > {
         let external_ids: Vec<String> = items
             .iter()
             .filter_map(|i| i.lead.external_id.clone())
@@ -394,15 +471,17 @@ impl ImportService {
         let mut seen = HashSet::new();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut fresh = Vec::with_capacity(items.len());
+        let mut stale = Vec::new();
         for item in items {
             let external_id = item.lead.external_id.clone().unwrap_or_default();
             if let Some(stored) = existing.get(&external_id) {
-                let outcome = if same_lead(stored, &item.lead, item.timed) {
-                    ImportOutcome::AlreadyImported
+                if same_lead(stored, &item.lead, item.timed) {
+                    outcomes.push((item.index, ImportOutcome::AlreadyImported));
+                } else if item.update.is_some() {
+                    stale.push((item, stored.id));
                 } else {
-                    ImportOutcome::Differs
-                };
-                outcomes.push((item.index, outcome));
+                    outcomes.push((item.index, ImportOutcome::Differs));
+                }
             } else if !seen.insert(external_id) {
                 outcomes.push((item.index, ImportOutcome::AlreadyImported));
             } else {
@@ -410,18 +489,19 @@ impl ImportService {
                 fresh.push(item);
             }
         }
-        Ok((outcomes, fresh))
+        Ok((outcomes, fresh, stale))
     }
 
-    /// Imports a batch; the outcome of each item, in order. The batch's fresh leads are written
-    /// [`ImportService::chunk`] at a time, each chunk its own transaction: on SQLite a chunk holds
-    /// the one writer, and interactive calls queued behind it wait for one chunk, not a batch.
+    /// Imports a batch, then updates the leads of the rows that ask for it; the outcome of each
+    /// item, in order. The batch's fresh leads are written [`ImportService::chunk`] at a time,
+    /// each chunk its own transaction: on SQLite a chunk holds the one writer, and interactive
+    /// calls queued behind it wait for one chunk, not a batch.
     pub async fn import(
         &self,
         ctx: &RequestContext,
         items: Vec<ImportItem>,
     ) -> Result<Vec<(i64, ImportOutcome)>, AppError> {
-        let (checked, mut fresh) = self.check(ctx, items).await?;
+        let (checked, mut fresh, stale) = self.check(ctx, items).await?;
         let mut outcomes: Vec<(i64, ImportOutcome)> = checked
             .into_iter()
             .filter(|(_, outcome)| *outcome != ImportOutcome::Imported)
@@ -446,8 +526,170 @@ impl ImportService {
                 Err(e) => return Err(e),
             }
         }
+        for (item, id) in stale {
+            let outcome = self.update_one(ctx, &item, id, Mode::Write).await?;
+            outcomes.push((item.index, outcome));
+        }
         outcomes.sort_by_key(|(index, _)| *index);
         Ok(outcomes)
+    }
+
+    /// Brings the lead `id`, imported before, up to date with `item`'s row, in one transaction:
+    /// the stage changes its history adds after the stored one (marked imported, with the
+    /// source's actor) and its field changes dated after the lead's last revision, each a
+    /// revision at its time, then one `updated` revision with the row's fields if they still
+    /// differ, at the row's modification time or now; every step with its outbox event, so
+    /// streams see them. The lead is written at most once, and either every step of the row is
+    /// committed or none. A row whose history or earlier field changes disagree with what is
+    /// stored is refused (`Failed`) and nothing is written: stored history is never rewritten.
+    /// Entry criteria and movement rules are not checked, as for imported history. In
+    /// [`Mode::Check`] plans the same way from the reader and writes nothing.
+    async fn update_one(
+        &self,
+        ctx: &RequestContext,
+        item: &ImportItem,
+        id: LeadId,
+        mode: Mode,
+    ) -> Result<ImportOutcome, AppError> {
+        if mode == Mode::Check {
+            let planned = self.plan(self.store.reader(), ctx, item, &id).await?;
+            return Ok(match planned {
+                Planned::Plan(_, plan) if plan.steps.is_empty() => ImportOutcome::AlreadyImported,
+                Planned::Plan(..) => ImportOutcome::Updated,
+                Planned::Refused(outcome) => outcome,
+            });
+        }
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let tx = self.store.begin_write().await?;
+            let step = self.update_in(&tx, ctx, item, &id).await;
+            match step {
+                Ok(Some(ImportOutcome::Updated)) => {
+                    tx.commit().await?;
+                    self.events.committed(&ctx.tenant);
+                    return Ok(ImportOutcome::Updated);
+                }
+                Ok(Some(outcome)) => {
+                    tx.rollback().await.ok();
+                    return Ok(outcome);
+                }
+                Ok(None) => {
+                    tx.rollback().await.ok();
+                }
+                Err(e) => {
+                    tx.rollback().await.ok();
+                    return Err(e);
+                }
+            }
+        }
+        Err(AppError::Aborted(format!(
+            "lead {id} is being changed concurrently; import the row again"
+        )))
+    }
+
+    /// The writes of one attempt of [`Self::update_one`], in `tx`; None when another write of
+    /// the lead won the race.
+    async fn update_in(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        item: &ImportItem,
+        id: &LeadId,
+    ) -> Result<Option<ImportOutcome>, AppError> {
+        let tenant = &ctx.tenant;
+        let (stored, plan) = match self.plan(tx, ctx, item, id).await? {
+            Planned::Plan(stored, plan) => (stored, plan),
+            Planned::Refused(outcome) => return Ok(Some(outcome)),
+        };
+        if plan.steps.is_empty() {
+            return Ok(Some(ImportOutcome::AlreadyImported));
+        }
+        let labels_changed = plan.lead.fields.labels != stored.fields.labels;
+        if !leads::update_if_version(tx, tenant, &plan.lead, stored.version, labels_changed).await?
+        {
+            return Ok(None);
+        }
+        for step in plan.steps {
+            let change = step.change.map(|change| StageChange {
+                sequence: 0,
+                lead_id: *id,
+                pipeline_id: plan.lead.pipeline_id.clone(),
+                from_stage: change.from_stage,
+                to_stage: change.to_stage,
+                change_time: change.change_time,
+                // As on a first import: the entry keeps who made the change in the source.
+                actor: if change.actor.is_empty() {
+                    ctx.actor.clone()
+                } else {
+                    change.actor
+                },
+                note: change.note,
+                imported: true,
+            });
+            // Numbered as it is appended, so the tenant's sequence row is held from the first
+            // step to the commit, as for an interactive write.
+            sequences::append_sequenced(
+                tx,
+                tenant,
+                sequences::Sequenced {
+                    change,
+                    revision: step.revision,
+                    previous: Some(&step.previous),
+                },
+            )
+            .await?;
+        }
+        Ok(Some(ImportOutcome::Updated))
+    }
+
+    /// Reads the stored lead, its history and revisions through `db` and plans its update.
+    async fn plan(
+        &self,
+        db: &impl Connection,
+        ctx: &RequestContext,
+        item: &ImportItem,
+        id: &LeadId,
+    ) -> Result<Planned, AppError> {
+        let failed = |field: &str, reason: String| {
+            Planned::Refused(ImportOutcome::Failed(field.into(), reason))
+        };
+        let Some((row, pipeline)) = &item.update else {
+            return Ok(Planned::Refused(ImportOutcome::Differs));
+        };
+        let Some(stored) = leads::find(db, &ctx.tenant, id).await? else {
+            return Ok(failed(
+                "external_id",
+                "its lead was deleted while the import ran".into(),
+            ));
+        };
+        if stored.pipeline_id != item.lead.pipeline_id {
+            return Ok(failed(
+                "lead.pipeline_id",
+                format!(
+                    "the lead imported before is in pipeline {:?}: an update does not move a \
+                     lead to another pipeline",
+                    stored.pipeline_id.as_str()
+                ),
+            ));
+        }
+        let all = i64::MAX as u64;
+        let history = history::list_for_lead(db, &ctx.tenant, id, 0, all).await?;
+        let page = revisions::RevisionPage {
+            after: 0,
+            limit: all,
+        };
+        let kept = revisions::list(db, &ctx.tenant, id, page).await?;
+        let view = Stored {
+            lead: &stored,
+            history: &history,
+            revisions: &kept,
+        };
+        let now = self.clock.now();
+        Ok(
+            match plan_update(pipeline.definition(), &view, row, &ctx.actor, now) {
+                Ok(plan) => Planned::Plan(stored, plan),
+                Err((field, reason)) => failed(&field, reason),
+            },
+        )
     }
 
     /// Leads per transaction for this store's backend.
@@ -511,6 +753,12 @@ impl ImportService {
             }
         }
     }
+}
+
+/// A lead's update, planned; or the row's outcome without one.
+enum Planned {
+    Plan(Lead, UpdatePlan),
+    Refused(ImportOutcome),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

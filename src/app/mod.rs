@@ -73,11 +73,11 @@ impl Services {
             leads: LeadService::new(
                 store.clone(),
                 catalog.clone(),
-                events,
+                events.clone(),
                 LeadScorer::new(models.clone()),
                 clock.clone(),
             ),
-            import: ImportService::new(store.clone(), catalog.clone(), clock.clone()),
+            import: ImportService::new(store.clone(), catalog.clone(), events, clock.clone()),
             forecasts: ForecastService::new(store.clone(), catalog.clone(), models, clock.clone()),
             pipelines: PipelineService::new(store.clone(), catalog, clock.clone()),
             keys,

@@ -421,6 +421,7 @@ pub fn row_to_message(
             lead: Some(lead),
             history,
             revisions,
+            update_existing: false,
         },
         history: source,
     })

@@ -453,6 +453,7 @@ fn lead<R: Rng>(
         lead: Some(lead),
         history,
         revisions: changes.revisions,
+        update_existing: false,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ImportOptions {
     pub mapping: Mapping,
     /// Check every row and write nothing.
     pub dry_run: bool,
+    /// Bring leads imported before up to date with their rows (`update_existing`).
+    pub update: bool,
     /// Histories from files of their own, by external id, for rows without one.
     pub histories: HashMap<String, SourceHistory>,
     /// Pipelines to create first when the tenant lacks them (a preset's).
@@ -56,8 +58,11 @@ pub struct ImportReport {
     pub imported: u64,
     /// Rows already in the tenant, as they are stored, and repeats of an earlier row.
     pub unchanged: u64,
-    /// Rows imported before whose stored lead now differs from them.
+    /// Rows imported before whose stored lead now differs from them (without `update`).
     pub differing: u64,
+    /// Rows that brought a lead imported before up to date (with `update`).
+    pub updated: u64,
+    pub update: bool,
     /// Rows refused; `errors` lists them in line order, one entry per problem.
     pub refused: u64,
     pub errors: Vec<RowError>,
@@ -72,14 +77,26 @@ impl ImportReport {
         } else {
             "imported"
         };
-        let mut text = format!(
-            "{} rows read: {} {verb}, {} unchanged, {} changed since imported, {} refused",
-            self.rows, self.imported, self.unchanged, self.differing, self.refused
-        );
+        let mut text = if self.update {
+            let updated = if self.dry_run {
+                "would be updated"
+            } else {
+                "updated"
+            };
+            format!(
+                "{} rows read: {} {verb}, {} {updated}, {} unchanged, {} refused",
+                self.rows, self.imported, self.updated, self.unchanged, self.refused
+            )
+        } else {
+            format!(
+                "{} rows read: {} {verb}, {} unchanged, {} changed since imported, {} refused",
+                self.rows, self.imported, self.unchanged, self.differing, self.refused
+            )
+        };
         if self.differing > 0 {
             text.push_str(&format!(
-                "\n{} rows differ from the lead imported before with their external_id; import \
-                 only adds leads and left them as they are",
+                "\n{} rows differ from the lead imported before with their external_id and \
+                 were left as they are; run again with --update to apply them as revisions",
                 self.differing
             ));
         }
@@ -282,6 +299,7 @@ pub async fn run(
         let reading = {
             let (mapping, progress) = (mapping.clone(), progress.clone());
             let histories = options.histories.clone();
+            let update = options.update;
             tokio::task::spawn_blocking(move || {
                 let rules = ReadRules {
                     times: &times,
@@ -289,7 +307,9 @@ pub async fn run(
                     mapping: &mapping,
                     now,
                 };
-                read_rows(&prepared, &rules, &pipelines, &histories, &tx, &progress)
+                read_rows(
+                    &prepared, &rules, &pipelines, &histories, update, &tx, &progress,
+                )
             })
         };
         let reading = reading
@@ -313,6 +333,8 @@ pub async fn run(
         imported: response.imported as u64,
         unchanged: (response.already_imported - response.differing) as u64 + reading.repeated,
         differing: response.differing as u64,
+        updated: response.updated as u64,
+        update: options.update,
         refused: reading.refused + response.failed as u64,
         errors: reading.errors,
         dry_run: options.dry_run,
@@ -394,6 +416,7 @@ fn read_rows(
     rules: &ReadRules<'_>,
     pipelines: &HashMap<String, Arc<PipelineDefinition>>,
     histories: &HashMap<String, SourceHistory>,
+    update: bool,
     tx: &mpsc::Sender<Result<ImportRow, AppError>>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Reading, String> {
@@ -472,12 +495,17 @@ fn read_rows(
             }
         }
         match row_to_message(&row, rules, &mut lookup) {
-            Ok(converted) => {
+            Ok(mut converted) => {
                 reading.sent.push(Sent {
                     line,
                     history: converted.history,
                 });
-                let row = ImportRow::from(converted.message);
+                converted.message.update_existing = update;
+                let mut row = ImportRow::from(converted.message);
+                // A history made up from the stage columns says only where the lead is now.
+                if let Ok(parsed) = &mut row.parsed {
+                    parsed.history_derived = converted.history == HistorySource::Derived;
+                }
                 if tx.blocking_send(Ok(row)).is_err() {
                     // The import ended early; its error is reported by the caller.
                     break;

@@ -392,7 +392,8 @@ struct FlowChange {
 
 /// Pipedrive deal flow items, one JSON object a line: `dealChange` items of `stage_id` (with
 /// the stages' names in `additional_data`) and `status` (`open`, `won`, `lost`), at `log_time`
-/// (UTC) by `user_id`.
+/// by `user_id`. The flow comes from Pipedrive's API, whose times are all UTC, so `log_time` is
+/// read as UTC whatever `--timezone` says of the deals export (written in the account's zone).
 fn deal_flow(bytes: &[u8]) -> Result<HashMap<String, SourceHistory>, String> {
     let text = SourceText::decode(bytes, None)?;
     let times = TimeFormat::default();

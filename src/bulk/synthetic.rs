@@ -266,6 +266,7 @@ pub fn generate(
                 lead: Some(lead),
                 history,
                 revisions: Vec::new(),
+                update_existing: false,
             }
         })
         .collect();

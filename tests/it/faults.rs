@@ -720,6 +720,7 @@ async fn imports_at_the_documented_maxima(app: TestApp) {
             lead: Some(largest_lead(&format!("imported {n}"))),
             history: vec![],
             revisions: vec![],
+            update_existing: false,
         })
         .collect();
     let response = app

@@ -853,6 +853,7 @@ async fn implausible_business_dates_are_refused_on_create_update_and_import(app:
             lead: Some(implausible),
             history: Vec::new(),
             revisions: Vec::new(),
+            update_existing: false,
         }],
     )
     .await;

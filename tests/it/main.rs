@@ -26,6 +26,7 @@ mod pipelines;
 mod point_in_time;
 mod presets;
 mod reads;
+mod reimport;
 mod replicas;
 mod restart;
 mod revisions;

@@ -20,6 +20,7 @@ on_both_backends!(
     hubspot_deals_import_with_their_history,
     salesforce_opportunities_import_with_their_history,
     pipedrive_deals_import_with_their_flow,
+    pipedrive_flow_times_stay_utc_under_a_timezone,
 );
 
 /// A deal as the generator made it: what leadpipe must hold after the import.
@@ -692,4 +693,73 @@ async fn pipedrive_deals_import_with_their_flow(app: TestApp) {
         &expected,
     )
     .await;
+}
+
+/// `--timezone` is the zone of the deals export's times; the flow's `log_time` comes from
+/// Pipedrive's API, which gives every time in UTC, and is not shifted.
+async fn pipedrive_flow_times_stay_utc_under_a_timezone(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let export = write(
+        dir.path(),
+        "deals-export.csv",
+        b"Deal - ID,Deal - Title,Deal - Value,Deal - Currency,Deal - Stage,Deal - Status,\
+Deal - Deal created,Deal - Lost time\r\n\
+501,Moved by the flow,1000,EUR,Contact Made,Open,2026-03-02 09:00:00,\r\n\
+502,Lost without flow,2000,EUR,Qualified,Lost,2026-03-02 09:00:00,2026-03-06 18:30:00\r\n",
+    );
+    let flow = write(
+        dir.path(),
+        "deal-flow.jsonl",
+        br#"{"object":"dealChange","data":{"item_id":501,"user_id":7,"field_key":"stage_id","old_value":1,"new_value":2,"log_time":"2026-03-05 10:00:00","additional_data":{"old_value_formatted":"Qualified","new_value_formatted":"Contact Made"}}}
+"#,
+    );
+    let output = leadpipe(
+        &app,
+        &[
+            "import",
+            "--preset",
+            "pipedrive",
+            "--timezone",
+            "Europe/Berlin",
+            export.to_str().unwrap(),
+            flow.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let leads: BTreeMap<String, pb::Lead> = all_leads(&app, "default")
+        .await
+        .into_iter()
+        .map(|l| (l.external_id.clone(), l))
+        .collect();
+    // 09:00 in Berlin (CET) is 08:00 UTC; the flow's 10:00 is UTC already.
+    let utc = |h: u32, m: u32, day: u32| Utc.with_ymd_and_hms(2026, 3, day, h, m, 0).unwrap();
+    let moved = &leads["501"];
+    assert_eq!(moved.create_time, ts(utc(8, 0, 2)));
+    let history: Vec<_> = common::stage_changes(&app, &moved.id)
+        .await
+        .into_iter()
+        .map(|c| (c.to_stage, c.change_time, c.actor))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (
+                "qualified".to_string(),
+                ts(utc(8, 0, 2)),
+                "cli:import".to_string()
+            ),
+            (
+                "contact_made".into(),
+                ts(utc(10, 0, 5)),
+                "pipedrive:user:7".into()
+            ),
+        ]
+    );
+    let lost = &leads["502"];
+    assert_eq!(lost.create_time, ts(utc(8, 0, 2)));
+    assert_eq!(
+        lost.close_time,
+        ts(utc(17, 30, 6)),
+        "the export's time, shifted"
+    );
 }

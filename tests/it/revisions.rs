@@ -325,6 +325,7 @@ async fn imported_history_becomes_revisions(app: TestApp) {
                 step("qualification", "closed_won", 10),
             ],
             revisions: vec![],
+            update_existing: false,
         }]))
         .await
         .expect("import")

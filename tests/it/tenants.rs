@@ -148,6 +148,7 @@ async fn import(
         }),
         history: vec![],
         revisions: vec![],
+        update_existing: false,
     };
     clients
         .leads

@@ -12,6 +12,7 @@ pub mod listing;
 pub mod money;
 pub mod pipeline;
 pub mod policy;
+pub mod reimport;
 pub mod revision;
 pub mod source;
 

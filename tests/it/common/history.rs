@@ -39,6 +39,7 @@ pub fn import_request(
         }),
         history,
         revisions: Vec::new(),
+        update_existing: false,
     }
 }
 

@@ -21,16 +21,18 @@ class CreateLeadRequest(_message.Message):
     def __init__(self, lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ImportLeadsRequest(_message.Message):
-    __slots__ = ("external_id", "lead", "history", "revisions")
+    __slots__ = ("external_id", "lead", "history", "revisions", "update_existing")
     EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     LEAD_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_EXISTING_FIELD_NUMBER: _ClassVar[int]
     external_id: str
     lead: _lead_pb2.Lead
     history: _containers.RepeatedCompositeFieldContainer[ImportedStageChange]
     revisions: _containers.RepeatedCompositeFieldContainer[ImportedRevision]
-    def __init__(self, external_id: _Optional[str] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., history: _Optional[_Iterable[_Union[ImportedStageChange, _Mapping]]] = ..., revisions: _Optional[_Iterable[_Union[ImportedRevision, _Mapping]]] = ...) -> None: ...
+    update_existing: bool
+    def __init__(self, external_id: _Optional[str] = ..., lead: _Optional[_Union[_lead_pb2.Lead, _Mapping]] = ..., history: _Optional[_Iterable[_Union[ImportedStageChange, _Mapping]]] = ..., revisions: _Optional[_Iterable[_Union[ImportedRevision, _Mapping]]] = ..., update_existing: _Optional[bool] = ...) -> None: ...
 
 class ImportedRevision(_message.Message):
     __slots__ = ("change_time", "lead", "update_mask", "actor")
@@ -71,18 +73,22 @@ class ImportError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., external_id: _Optional[str] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ImportLeadsResponse(_message.Message):
-    __slots__ = ("received", "imported", "already_imported", "failed", "errors")
+    __slots__ = ("received", "imported", "already_imported", "failed", "errors", "updated", "differing")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     ALREADY_IMPORTED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
     received: int
     imported: int
     already_imported: int
     failed: int
     errors: _containers.RepeatedCompositeFieldContainer[ImportError]
-    def __init__(self, received: _Optional[int] = ..., imported: _Optional[int] = ..., already_imported: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ImportError, _Mapping]]] = ...) -> None: ...
+    updated: int
+    differing: int
+    def __init__(self, received: _Optional[int] = ..., imported: _Optional[int] = ..., already_imported: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ImportError, _Mapping]]] = ..., updated: _Optional[int] = ..., differing: _Optional[int] = ...) -> None: ...
 
 class GetLeadRequest(_message.Message):
     __slots__ = ("id", "as_of")

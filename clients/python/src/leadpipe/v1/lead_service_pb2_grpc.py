@@ -200,7 +200,10 @@ class LeadServiceServicer:
         """Loads leads with their full stage history, for example when migrating from another CRM.
         Each message is one lead, imported atomically; a bad message is reported with its index and
         does not stop the others. Re-importing an external_id is skipped, so a failed import can
-        simply be run again. Imported history is recorded (with `imported` set) but not streamed.
+        simply be run again, unless the message sets update_existing: then the lead imported before
+        is brought up to date, as revisions. History imported with a new lead is recorded (with
+        `imported` set) but not streamed; the changes an update makes are streamed like any write.
+        See docs/importing.md.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

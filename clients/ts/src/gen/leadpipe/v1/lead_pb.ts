@@ -466,14 +466,16 @@ export enum LeadRevisionKind {
   CREATED = 1,
 
   /**
-   * UpdateLead.
+   * UpdateLead, or a field change of an imported lead's revisions or of an ImportLeads update
+   * (update_existing).
    *
    * @generated from enum value: LEAD_REVISION_KIND_UPDATED = 2;
    */
   UPDATED = 2,
 
   /**
-   * MoveLead, or a later stage change of an imported lead's history.
+   * MoveLead, or a later stage change of an imported lead's history (also one added by an
+   * ImportLeads update).
    *
    * @generated from enum value: LEAD_REVISION_KIND_MOVED = 3;
    */

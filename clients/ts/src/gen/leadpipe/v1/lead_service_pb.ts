@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file leadpipe/v1/lead_service.proto.
  */
 export const file_leadpipe_v1_lead_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkirwEKEkltcG9ydExlYWRzUmVxdWVzdBITCgtleHRlcm5hbF9pZBgBIAEoCRIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIxCgdoaXN0b3J5GAMgAygLMiAubGVhZHBpcGUudjEuSW1wb3J0ZWRTdGFnZUNoYW5nZRIwCglyZXZpc2lvbnMYBCADKAsyHS5sZWFkcGlwZS52MS5JbXBvcnRlZFJldmlzaW9uIqQBChBJbXBvcnRlZFJldmlzaW9uEi8KC2NoYW5nZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDQoFYWN0b3IYBCABKAkiiQEKE0ltcG9ydGVkU3RhZ2VDaGFuZ2USEgoKZnJvbV9zdGFnZRgBIAEoCRIQCgh0b19zdGFnZRgCIAEoCRIvCgtjaGFuZ2VfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBCABKAkSDAoEbm90ZRgFIAEoCSJQCgtJbXBvcnRFcnJvchINCgVpbmRleBgBIAEoAxITCgtleHRlcm5hbF9pZBgCIAEoCRINCgVmaWVsZBgDIAEoCRIOCgZyZWFzb24YBCABKAkijQEKE0ltcG9ydExlYWRzUmVzcG9uc2USEAoIcmVjZWl2ZWQYASABKAMSEAoIaW1wb3J0ZWQYAiABKAMSGAoQYWxyZWFkeV9pbXBvcnRlZBgDIAEoAxIOCgZmYWlsZWQYBCABKAMSKAoGZXJyb3JzGAUgAygLMhgubGVhZHBpcGUudjEuSW1wb3J0RXJyb3IiRwoOR2V0TGVhZFJlcXVlc3QSCgoCaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoYBChBMaXN0TGVhZHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCRIQCghvcmRlcl9ieRgEIAEoCRIpCgVhc19vZhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYgoRTGlzdExlYWRzUmVzcG9uc2USIAoFbGVhZHMYASADKAsyES5sZWFkcGlwZS52MS5MZWFkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFImUKEVVwZGF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayItChFEZWxldGVMZWFkUmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRldGFnGAIgASgJIlwKD01vdmVMZWFkUmVxdWVzdBIKCgJpZBgBIAEoCRINCgVzdGFnZRgCIAEoCRIMCgRldGFnGAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAkSDAoEbm90ZRgFIAEoCSItChBDaGVja01vdmVSZXF1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YWdlGAIgASgJIkMKDU1vdmVWaW9sYXRpb24SDAoEdHlwZRgBIAEoCRIPCgdzdWJqZWN0GAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJIlQKEUNoZWNrTW92ZVJlc3BvbnNlEg8KB2FsbG93ZWQYASABKAgSLgoKdmlvbGF0aW9ucxgCIAMoCzIaLmxlYWRwaXBlLnYxLk1vdmVWaW9sYXRpb24iUQoXTGlzdFN0YWdlQ2hhbmdlc1JlcXVlc3QSDwoHbGVhZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJkChhMaXN0U3RhZ2VDaGFuZ2VzUmVzcG9uc2USLwoNc3RhZ2VfY2hhbmdlcxgBIAMoCzIYLmxlYWRwaXBlLnYxLlN0YWdlQ2hhbmdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJSChhMaXN0TGVhZFJldmlzaW9uc1JlcXVlc3QSDwoHbGVhZF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJiChlMaXN0TGVhZFJldmlzaW9uc1Jlc3BvbnNlEiwKCXJldmlzaW9ucxgBIAMoCzIZLmxlYWRwaXBlLnYxLkxlYWRSZXZpc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkijwEKGFdhdGNoU3RhZ2VDaGFuZ2VzUmVxdWVzdBIbCg5hZnRlcl9zZXF1ZW5jZRgBIAEoA0gAiAEBEhMKC3BpcGVsaW5lX2lkGAIgASgJEg4KBnN0YWdlcxgDIAMoCRINCgVvd25lchgEIAEoCRIPCgdsZWFkX2lkGAUgASgJQhEKD19hZnRlcl9zZXF1ZW5jZSKyAQoXV2F0Y2hMZWFkQ2hhbmdlc1JlcXVlc3QSGwoOYWZ0ZXJfc2VxdWVuY2UYASABKANIAIgBARITCgtwaXBlbGluZV9pZBgCIAEoCRINCgVvd25lchgDIAEoCRIPCgdsZWFkX2lkGAQgASgJEjIKDmNoYW5nZWRfZmllbGRzGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IRCg9fYWZ0ZXJfc2VxdWVuY2UijwIKD0xlYWRDaGFuZ2VFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIrCgRraW5kGAIgASgOMh0ubGVhZHBpcGUudjEuTGVhZFJldmlzaW9uS2luZBIfCgRsZWFkGAMgASgLMhEubGVhZHBpcGUudjEuTGVhZBIoCg1wcmV2aW91c19sZWFkGAQgASgLMhEubGVhZHBpcGUudjEuTGVhZBIyCg5jaGFuZ2VkX2ZpZWxkcxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDQoFYWN0b3IYBiABKAkSLwoLY2hhbmdlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIt8BChBTdGFnZUNoYW5nZUV2ZW50EhAKCHNlcXVlbmNlGAEgASgDEg8KB2xlYWRfaWQYAiABKAkSEwoLcGlwZWxpbmVfaWQYAyABKAkSEgoKZnJvbV9zdGFnZRgEIAEoCRIQCgh0b19zdGFnZRgFIAEoCRIvCgtjaGFuZ2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYByABKAkSDAoEbm90ZRgIIAEoCRIfCgRsZWFkGAkgASgLMhEubGVhZHBpcGUudjEuTGVhZDK1BwoLTGVhZFNlcnZpY2USPwoKQ3JlYXRlTGVhZBIeLmxlYWRwaXBlLnYxLkNyZWF0ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBI5CgdHZXRMZWFkEhsubGVhZHBpcGUudjEuR2V0TGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkoKCUxpc3RMZWFkcxIdLmxlYWRwaXBlLnYxLkxpc3RMZWFkc1JlcXVlc3QaHi5sZWFkcGlwZS52MS5MaXN0TGVhZHNSZXNwb25zZRI/CgpVcGRhdGVMZWFkEh4ubGVhZHBpcGUudjEuVXBkYXRlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkQKCkRlbGV0ZUxlYWQSHi5sZWFkcGlwZS52MS5EZWxldGVMZWFkUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CghNb3ZlTGVhZBIcLmxlYWRwaXBlLnYxLk1vdmVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSSgoJQ2hlY2tNb3ZlEh0ubGVhZHBpcGUudjEuQ2hlY2tNb3ZlUmVxdWVzdBoeLmxlYWRwaXBlLnYxLkNoZWNrTW92ZVJlc3BvbnNlEl8KEExpc3RTdGFnZUNoYW5nZXMSJC5sZWFkcGlwZS52MS5MaXN0U3RhZ2VDaGFuZ2VzUmVxdWVzdBolLmxlYWRwaXBlLnYxLkxpc3RTdGFnZUNoYW5nZXNSZXNwb25zZRJiChFMaXN0TGVhZFJldmlzaW9ucxIlLmxlYWRwaXBlLnYxLkxpc3RMZWFkUmV2aXNpb25zUmVxdWVzdBomLmxlYWRwaXBlLnYxLkxpc3RMZWFkUmV2aXNpb25zUmVzcG9uc2USWwoRV2F0Y2hTdGFnZUNoYW5nZXMSJS5sZWFkcGlwZS52MS5XYXRjaFN0YWdlQ2hhbmdlc1JlcXVlc3QaHS5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZUV2ZW50MAESWAoQV2F0Y2hMZWFkQ2hhbmdlcxIkLmxlYWRwaXBlLnYxLldhdGNoTGVhZENoYW5nZXNSZXF1ZXN0GhwubGVhZHBpcGUudjEuTGVhZENoYW5nZUV2ZW50MAESUgoLSW1wb3J0TGVhZHMSHy5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1JlcXVlc3QaIC5sZWFkcGlwZS52MS5JbXBvcnRMZWFkc1Jlc3BvbnNlKAFCoQEKD2NvbS5sZWFkcGlwZS52MUIQTGVhZFNlcnZpY2VQcm90b1ABWjpnaXRodWIuY29tL2xlYWRwaXBlL2xlYWRwaXBlL2dlbi9nby9sZWFkcGlwZS92MTtsZWFkcGlwZXYxogIDTFBYqgILTGVhZHBpcGUuVjG6AgxMZWFkcGlwZV9WMV/KAgtMZWFkcGlwZVxWMeoCDExlYWRwaXBlOjpWMWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
+  fileDesc("Ch5sZWFkcGlwZS92MS9sZWFkX3NlcnZpY2UucHJvdG8SC2xlYWRwaXBlLnYxIkgKEUNyZWF0ZUxlYWRSZXF1ZXN0Eh8KBGxlYWQYASABKAsyES5sZWFkcGlwZS52MS5MZWFkEhIKCnJlcXVlc3RfaWQYAiABKAkiyAEKEkltcG9ydExlYWRzUmVxdWVzdBITCgtleHRlcm5hbF9pZBgBIAEoCRIfCgRsZWFkGAIgASgLMhEubGVhZHBpcGUudjEuTGVhZBIxCgdoaXN0b3J5GAMgAygLMiAubGVhZHBpcGUudjEuSW1wb3J0ZWRTdGFnZUNoYW5nZRIwCglyZXZpc2lvbnMYBCADKAsyHS5sZWFkcGlwZS52MS5JbXBvcnRlZFJldmlzaW9uEhcKD3VwZGF0ZV9leGlzdGluZxgFIAEoCCKkAQoQSW1wb3J0ZWRSZXZpc2lvbhIvCgtjaGFuZ2VfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHwoEbGVhZBgCIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEg0KBWFjdG9yGAQgASgJIokBChNJbXBvcnRlZFN0YWdlQ2hhbmdlEhIKCmZyb21fc3RhZ2UYASABKAkSEAoIdG9fc3RhZ2UYAiABKAkSLwoLY2hhbmdlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAQgASgJEgwKBG5vdGUYBSABKAkiUAoLSW1wb3J0RXJyb3ISDQoFaW5kZXgYASABKAMSEwoLZXh0ZXJuYWxfaWQYAiABKAkSDQoFZmllbGQYAyABKAkSDgoGcmVhc29uGAQgASgJIrEBChNJbXBvcnRMZWFkc1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgDEhAKCGltcG9ydGVkGAIgASgDEhgKEGFscmVhZHlfaW1wb3J0ZWQYAyABKAMSDgoGZmFpbGVkGAQgASgDEigKBmVycm9ycxgFIAMoCzIYLmxlYWRwaXBlLnYxLkltcG9ydEVycm9yEg8KB3VwZGF0ZWQYBiABKAMSEQoJZGlmZmVyaW5nGAcgASgDIkcKDkdldExlYWRSZXF1ZXN0EgoKAmlkGAEgASgJEikKBWFzX29mGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKGAQoQTGlzdExlYWRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkSEAoIb3JkZXJfYnkYBCABKAkSKQoFYXNfb2YYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKEUxpc3RMZWFkc1Jlc3BvbnNlEiAKBWxlYWRzGAEgAygLMhEubGVhZHBpcGUudjEuTGVhZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSJlChFVcGRhdGVMZWFkUmVxdWVzdBIfCgRsZWFkGAEgASgLMhEubGVhZHBpcGUudjEuTGVhZBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siLQoRRGVsZXRlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSJcCg9Nb3ZlTGVhZFJlcXVlc3QSCgoCaWQYASABKAkSDQoFc3RhZ2UYAiABKAkSDAoEZXRhZxgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJEgwKBG5vdGUYBSABKAkiLQoQQ2hlY2tNb3ZlUmVxdWVzdBIKCgJpZBgBIAEoCRINCgVzdGFnZRgCIAEoCSJDCg1Nb3ZlVmlvbGF0aW9uEgwKBHR5cGUYASABKAkSDwoHc3ViamVjdBgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSJUChFDaGVja01vdmVSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEi4KCnZpb2xhdGlvbnMYAiADKAsyGi5sZWFkcGlwZS52MS5Nb3ZlVmlvbGF0aW9uIlEKF0xpc3RTdGFnZUNoYW5nZXNSZXF1ZXN0Eg8KB2xlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiZAoYTGlzdFN0YWdlQ2hhbmdlc1Jlc3BvbnNlEi8KDXN0YWdlX2NoYW5nZXMYASADKAsyGC5sZWFkcGlwZS52MS5TdGFnZUNoYW5nZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUgoYTGlzdExlYWRSZXZpc2lvbnNSZXF1ZXN0Eg8KB2xlYWRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiYgoZTGlzdExlYWRSZXZpc2lvbnNSZXNwb25zZRIsCglyZXZpc2lvbnMYASADKAsyGS5sZWFkcGlwZS52MS5MZWFkUmV2aXNpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo8BChhXYXRjaFN0YWdlQ2hhbmdlc1JlcXVlc3QSGwoOYWZ0ZXJfc2VxdWVuY2UYASABKANIAIgBARITCgtwaXBlbGluZV9pZBgCIAEoCRIOCgZzdGFnZXMYAyADKAkSDQoFb3duZXIYBCABKAkSDwoHbGVhZF9pZBgFIAEoCUIRCg9fYWZ0ZXJfc2VxdWVuY2UisgEKF1dhdGNoTGVhZENoYW5nZXNSZXF1ZXN0EhsKDmFmdGVyX3NlcXVlbmNlGAEgASgDSACIAQESEwoLcGlwZWxpbmVfaWQYAiABKAkSDQoFb3duZXIYAyABKAkSDwoHbGVhZF9pZBgEIAEoCRIyCg5jaGFuZ2VkX2ZpZWxkcxgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCEQoPX2FmdGVyX3NlcXVlbmNlIo8CCg9MZWFkQ2hhbmdlRXZlbnQSEAoIc2VxdWVuY2UYASABKAMSKwoEa2luZBgCIAEoDjIdLmxlYWRwaXBlLnYxLkxlYWRSZXZpc2lvbktpbmQSHwoEbGVhZBgDIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSKAoNcHJldmlvdXNfbGVhZBgEIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQSMgoOY2hhbmdlZF9maWVsZHMYBSABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEg0KBWFjdG9yGAYgASgJEi8KC2NoYW5nZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLfAQoQU3RhZ2VDaGFuZ2VFdmVudBIQCghzZXF1ZW5jZRgBIAEoAxIPCgdsZWFkX2lkGAIgASgJEhMKC3BpcGVsaW5lX2lkGAMgASgJEhIKCmZyb21fc3RhZ2UYBCABKAkSEAoIdG9fc3RhZ2UYBSABKAkSLwoLY2hhbmdlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAcgASgJEgwKBG5vdGUYCCABKAkSHwoEbGVhZBgJIAEoCzIRLmxlYWRwaXBlLnYxLkxlYWQytQcKC0xlYWRTZXJ2aWNlEj8KCkNyZWF0ZUxlYWQSHi5sZWFkcGlwZS52MS5DcmVhdGVMZWFkUmVxdWVzdBoRLmxlYWRwaXBlLnYxLkxlYWQSOQoHR2V0TGVhZBIbLmxlYWRwaXBlLnYxLkdldExlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJKCglMaXN0TGVhZHMSHS5sZWFkcGlwZS52MS5MaXN0TGVhZHNSZXF1ZXN0Gh4ubGVhZHBpcGUudjEuTGlzdExlYWRzUmVzcG9uc2USPwoKVXBkYXRlTGVhZBIeLmxlYWRwaXBlLnYxLlVwZGF0ZUxlYWRSZXF1ZXN0GhEubGVhZHBpcGUudjEuTGVhZBJECgpEZWxldGVMZWFkEh4ubGVhZHBpcGUudjEuRGVsZXRlTGVhZFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoITW92ZUxlYWQSHC5sZWFkcGlwZS52MS5Nb3ZlTGVhZFJlcXVlc3QaES5sZWFkcGlwZS52MS5MZWFkEkoKCUNoZWNrTW92ZRIdLmxlYWRwaXBlLnYxLkNoZWNrTW92ZVJlcXVlc3QaHi5sZWFkcGlwZS52MS5DaGVja01vdmVSZXNwb25zZRJfChBMaXN0U3RhZ2VDaGFuZ2VzEiQubGVhZHBpcGUudjEuTGlzdFN0YWdlQ2hhbmdlc1JlcXVlc3QaJS5sZWFkcGlwZS52MS5MaXN0U3RhZ2VDaGFuZ2VzUmVzcG9uc2USYgoRTGlzdExlYWRSZXZpc2lvbnMSJS5sZWFkcGlwZS52MS5MaXN0TGVhZFJldmlzaW9uc1JlcXVlc3QaJi5sZWFkcGlwZS52MS5MaXN0TGVhZFJldmlzaW9uc1Jlc3BvbnNlElsKEVdhdGNoU3RhZ2VDaGFuZ2VzEiUubGVhZHBpcGUudjEuV2F0Y2hTdGFnZUNoYW5nZXNSZXF1ZXN0Gh0ubGVhZHBpcGUudjEuU3RhZ2VDaGFuZ2VFdmVudDABElgKEFdhdGNoTGVhZENoYW5nZXMSJC5sZWFkcGlwZS52MS5XYXRjaExlYWRDaGFuZ2VzUmVxdWVzdBocLmxlYWRwaXBlLnYxLkxlYWRDaGFuZ2VFdmVudDABElIKC0ltcG9ydExlYWRzEh8ubGVhZHBpcGUudjEuSW1wb3J0TGVhZHNSZXF1ZXN0GiAubGVhZHBpcGUudjEuSW1wb3J0TGVhZHNSZXNwb25zZSgBQqEBCg9jb20ubGVhZHBpcGUudjFCEExlYWRTZXJ2aWNlUHJvdG9QAVo6Z2l0aHViLmNvbS9sZWFkcGlwZS9sZWFkcGlwZS9nZW4vZ28vbGVhZHBpcGUvdjE7bGVhZHBpcGV2MaICA0xQWKoCC0xlYWRwaXBlLlYxugIMTGVhZHBpcGVfVjFfygILTGVhZHBpcGVcVjHqAgxMZWFkcGlwZTo6VjFiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_leadpipe_v1_lead]);
 
 /**
  * Request for LeadService.CreateLead.
@@ -54,7 +54,7 @@ export const CreateLeadRequestSchema: GenMessage<CreateLeadRequest> = /*@__PURE_
 export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
   /**
    * The lead's id in the system it comes from, 1 to 200 characters; unique per tenant. A lead
-   * whose external_id was already imported is skipped.
+   * whose external_id was already imported is skipped (see update_existing).
    *
    * @generated from field: string external_id = 1;
    */
@@ -63,7 +63,9 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
   /**
    * The lead's writable fields and pipeline_id (default "default"). Its stage and times come
    * from the history. With revisions, these are the fields as the lead was created, and the
-   * revisions change them from there.
+   * revisions change them from there. With update_existing, update_time may give when the
+   * source last changed the lead (see update_existing); the other output-only fields are
+   * ignored.
    *
    * @generated from field: leadpipe.v1.Lead lead = 2;
    */
@@ -88,6 +90,29 @@ export type ImportLeadsRequest = Message<"leadpipe.v1.ImportLeadsRequest"> & {
    * @generated from field: repeated leadpipe.v1.ImportedRevision revisions = 4;
    */
   revisions: ImportedRevision[];
+
+  /**
+   * When the external_id was imported before and the stored lead differs from this message:
+   * false (the default) leaves the lead as it is and counts the message in `differing`; true
+   * brings the lead up to date, in one transaction, as revisions after its stored ones:
+   * - the entries the history adds after the stored history become stage changes (marked
+   *   imported, with their actor), each a `moved` revision at its time; movement rules and
+   *   entry criteria are not checked, as for imported history. An empty history leaves the
+   *   stage as it is;
+   * - the revisions dated after the lead's last revision become `updated` revisions at their
+   *   time; those dated earlier must agree with the stored lead at their time;
+   * - if the fields then still differ, one `updated` revision sets them to this message's, at
+   *   lead.update_time when given (not before the lead's last revision), else at the time of
+   *   the import, by the importing caller.
+   * Each change is streamed (WatchLeadChanges, and WatchStageChanges for stage changes) and
+   * bumps the lead's version. The stored history must be a prefix of this history: a message
+   * whose history differs from it, or is shorter, or whose changes are dated before the
+   * lead's last revision, is refused with the first entry that differs, and nothing of it is
+   * written. Stored history is never rewritten. Counted in `updated`.
+   *
+   * @generated from field: bool update_existing = 5;
+   */
+  updateExisting: boolean;
 };
 
 /**
@@ -254,7 +279,8 @@ export type ImportLeadsResponse = Message<"leadpipe.v1.ImportLeadsResponse"> & {
   imported: bigint;
 
   /**
-   * Messages skipped because their external_id was imported before.
+   * Messages whose external_id was imported before and that left its lead as it is: the same
+   * content, already brought up to date, or differing (see differing).
    *
    * @generated from field: int64 already_imported = 3;
    */
@@ -273,6 +299,21 @@ export type ImportLeadsResponse = Message<"leadpipe.v1.ImportLeadsResponse"> & {
    * @generated from field: repeated leadpipe.v1.ImportError errors = 5;
    */
   errors: ImportError[];
+
+  /**
+   * Messages with update_existing that brought a lead imported before up to date.
+   *
+   * @generated from field: int64 updated = 6;
+   */
+  updated: bigint;
+
+  /**
+   * Of already_imported, the messages without update_existing whose lead differs from them;
+   * the lead was left as it is.
+   *
+   * @generated from field: int64 differing = 7;
+   */
+  differing: bigint;
 };
 
 /**
@@ -913,7 +954,8 @@ export type LeadChangeEvent = Message<"leadpipe.v1.LeadChangeEvent"> & {
   actor: string;
 
   /**
-   * When the change was committed.
+   * When the change was committed; for a change an ImportLeads update applied
+   * (update_existing), the time its revision has: when it happened in the source.
    *
    * @generated from field: google.protobuf.Timestamp change_time = 7;
    */
@@ -971,7 +1013,8 @@ export type StageChangeEvent = Message<"leadpipe.v1.StageChangeEvent"> & {
   toStage: string;
 
   /**
-   * When the change was committed.
+   * When the change was committed; for a stage change an ImportLeads update added
+   * (update_existing), when it happened in the source, as its history entry says.
    *
    * @generated from field: google.protobuf.Timestamp change_time = 6;
    */
@@ -1138,7 +1181,10 @@ export const LeadService: GenService<{
    * Loads leads with their full stage history, for example when migrating from another CRM.
    * Each message is one lead, imported atomically; a bad message is reported with its index and
    * does not stop the others. Re-importing an external_id is skipped, so a failed import can
-   * simply be run again. Imported history is recorded (with `imported` set) but not streamed.
+   * simply be run again, unless the message sets update_existing: then the lead imported before
+   * is brought up to date, as revisions. History imported with a new lead is recorded (with
+   * `imported` set) but not streamed; the changes an update makes are streamed like any write.
+   * See docs/importing.md.
    *
    * @generated from rpc leadpipe.v1.LeadService.ImportLeads
    */
