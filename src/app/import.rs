@@ -686,7 +686,7 @@ impl ImportService {
         let now = self.clock.now();
         Ok(
             match plan_update(pipeline.definition(), &view, row, &ctx.actor, now) {
-                Ok(plan) => Planned::Plan(stored, plan),
+                Ok(plan) => Planned::Plan(Box::new(stored), Box::new(plan)),
                 Err((field, reason)) => failed(&field, reason),
             },
         )
@@ -757,7 +757,7 @@ impl ImportService {
 
 /// A lead's update, planned; or the row's outcome without one.
 enum Planned {
-    Plan(Lead, UpdatePlan),
+    Plan(Box<Lead>, Box<UpdatePlan>),
     Refused(ImportOutcome),
 }
 
