@@ -8,14 +8,17 @@ use futures::{Stream, StreamExt};
 
 use super::catalog::PipelineCatalog;
 use super::forecast::ForecastService;
+use super::visits;
 use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
+use crate::domain::forecast::visits::{Aggregates, contributions};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
 use crate::domain::import::{
     ImportedChange, ImportedRevision, check_history, check_revisions, replay, validate_external_id,
 };
 use crate::domain::lead::{Lead, LeadFields};
+use crate::domain::pipeline::PipelineDefinition;
 use crate::domain::policy::CompiledPipeline;
 use crate::domain::revision::LeadRevision;
 use crate::store::pipelines::RowLock;
@@ -450,8 +453,20 @@ impl ImportService {
         {
             change.sequence = sequence;
         }
+        let mut won = HashMap::new();
+        for item in items.iter() {
+            let id = &item.lead.pipeline_id;
+            if !won.contains_key(id) {
+                let pipeline = self
+                    .catalog
+                    .get(self.store.reader(), tenant, id, RowLock::None)
+                    .await?
+                    .ok_or_else(|| AppError::Internal(format!("pipeline {id} is missing")))?;
+                won.insert(id.clone(), pipeline.compiled.definition().clone());
+            }
+        }
         let tx = self.store.begin_write().await?;
-        let result = write_in(&tx, tenant, items).await;
+        let result = write_in(&tx, tenant, items, &won).await;
         match result {
             Ok(()) => {
                 tx.commit().await?;
@@ -504,12 +519,38 @@ fn same_lead(stored: &Lead, row: &Lead, timed: bool) -> bool {
                 && stored.close_time == row.close_time))
 }
 
-async fn write_in(tx: &WriteTx, tenant: &TenantId, items: &[ImportItem]) -> Result<(), AppError> {
+async fn write_in(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    items: &[ImportItem],
+    definitions: &HashMap<PipelineId, PipelineDefinition>,
+) -> Result<(), AppError> {
     let batch: Vec<Lead> = items.iter().map(|i| i.lead.clone()).collect();
     leads::insert_many(tx, tenant, &batch).await?;
     let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();
     history::insert_imported(tx, tenant, &all).await?;
     let all: Vec<LeadRevision> = items.iter().flat_map(|i| i.revisions.clone()).collect();
     revisions::insert_many(tx, tenant, &all).await?;
+    // One upsert of the summed aggregates per pipeline for the whole batch.
+    let mut deltas: HashMap<&PipelineId, Aggregates> = Default::default();
+    for item in items {
+        let pipeline = &item.lead.pipeline_id;
+        let definition = definitions
+            .get(pipeline)
+            .ok_or_else(|| AppError::Internal(format!("pipeline {pipeline} is missing")))?;
+        let won = visits::won_stages(definition);
+        let is_won = |s: &str| won.iter().any(|w| w == s);
+        let lead = visits::of_history(&item.lead, &item.history);
+        let total = deltas.entry(pipeline).or_default();
+        for (key, count) in contributions(&lead, &is_won) {
+            let e = total.entry(key).or_default();
+            e.n += count.n;
+            e.units += count.units;
+            e.nanos += count.nanos;
+        }
+    }
+    for (pipeline, delta) in deltas {
+        crate::store::analytics::visits::add(tx, tenant, pipeline, &delta).await?;
+    }
     Ok(())
 }
