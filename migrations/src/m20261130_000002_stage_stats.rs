@@ -97,7 +97,11 @@ async fn won_stages(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| s["kind"].as_str().is_some_and(|k| k.eq_ignore_ascii_case("won")))
+            .filter(|s| {
+                s["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("won"))
+            })
             .filter_map(|s| s["key"].as_str().map(str::to_owned))
             .collect();
         out.insert((row.try_get("", "tenant_id")?, row.try_get("", "id")?), won);
@@ -158,8 +162,14 @@ async fn backfill(db: &impl ConnectionTrait) -> Result<(), DbErr> {
                 .query_all(
                     &Query::select()
                         .columns(
-                            ["lead_id", "pipeline_id", "from_stage", "to_stage", "change_time"]
-                                .map(Alias::new),
+                            [
+                                "lead_id",
+                                "pipeline_id",
+                                "from_stage",
+                                "to_stage",
+                                "change_time",
+                            ]
+                            .map(Alias::new),
                         )
                         .from(Alias::new("stage_changes"))
                         .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant.as_str()))

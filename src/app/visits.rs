@@ -92,4 +92,3 @@ pub async fn replace(
     store::add(db, tenant, pipeline, &delta).await?;
     Ok(())
 }
-

@@ -32,3 +32,4 @@ mod stream;
 mod stuck;
 mod tenants;
 mod tls;
+mod visits;

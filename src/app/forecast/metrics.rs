@@ -9,15 +9,15 @@ use super::model::{features_of, fit_dwell, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService, Totals};
 use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::KaplanMeier;
+use crate::domain::forecast::visits::{
+    MICROS_PER_HOUR, WindowCounts, WindowSplit, bucket, bucket_value, contributions,
+};
 use crate::domain::ids::PipelineId;
 use crate::domain::lead::Lead;
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
-use crate::domain::forecast::visits::{
-    MICROS_PER_HOUR, WindowCounts, WindowSplit, bucket, bucket_value, contributions,
-};
-use crate::store::analytics::{self, FlowRow, HistoryScope, LeadAt, WindowSummary};
 use crate::store::Connection;
+use crate::store::analytics::{self, FlowRow, HistoryScope, LeadAt, WindowSummary};
 use crate::store::{leads, to_micros};
 
 const HOURS_PER_DAY: f64 = 24.0;
@@ -215,8 +215,8 @@ impl ForecastService {
         let window = (window_start, window_end);
         let (summary, dwell, cycle_value): (_, _, fn(i64) -> f64) = if scope.present {
             let counts = window_counts(db, &scope, definition, window).await?;
-            let dwell = sketch_dwell(db, &scope, definition, &index, &counts, &open, window, true)
-                .await?;
+            let dwell =
+                sketch_dwell(db, &scope, definition, &index, &counts, &open, window, true).await?;
             (summary_of(counts), dwell, bucket_value)
         } else {
             let won_stages = stage_keys(definition, &[StageKind::Won]);
@@ -423,9 +423,10 @@ impl ForecastService {
                 let visits = (since, scope.as_of + 1);
                 let counts = window_counts(db, &scope, definition, visits).await?;
                 // Only open stages have stuck leads, so closed stages' censoring is not read.
-                let dwell =
-                    sketch_dwell(db, &scope, definition, &index, &counts, &open, visits, false)
-                        .await?;
+                let dwell = sketch_dwell(
+                    db, &scope, definition, &index, &counts, &open, visits, false,
+                )
+                .await?;
                 let limits = Arc::new(thresholds(definition, &dwell));
                 self.stuck_limits
                     .store(&ctx.tenant, pipeline_id, pipeline.version, limits.clone());
@@ -505,7 +506,11 @@ async fn window_counts(
     for (key, count) in store::days(db, scope.tenant, scope.pipeline, split.days).await? {
         counts.add_row(&key, count, split.days.0, 1);
     }
-    let stages: Vec<String> = definition.stages.iter().map(|s| s.key.to_string()).collect();
+    let stages: Vec<String> = definition
+        .stages
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
     let exact = store::leads_changed_in(
         db,
         scope.tenant,
@@ -616,9 +621,7 @@ async fn sketch_dwell(
     }
     Ok(groups
         .into_iter()
-        .map(|g| {
-            KaplanMeier::fit_counts(g.into_iter().map(|((b, e), c)| (bucket_value(b), e, c)))
-        })
+        .map(|g| KaplanMeier::fit_counts(g.into_iter().map(|((b, e), c)| (bucket_value(b), e, c))))
         .collect())
 }
 
