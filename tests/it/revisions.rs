@@ -397,7 +397,8 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    migration::Migrator::down(&db, Some(1))
+    // The revisions migration and the stage aggregates' after it.
+    migration::Migrator::down(&db, Some(2))
         .await
         .expect("roll back the revisions migration");
     db.close().await.ok();

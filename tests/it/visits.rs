@@ -235,7 +235,10 @@ async fn check(app: &TestApp, windows: &[Option<(u32, u32)>]) -> Result<(), Test
         let range = window.map(|(days, hours)| {
             let start =
                 as_of_now - Duration::days(days as i64) - Duration::minutes(days as i64 * 37);
-            (start, (start + Duration::hours(hours as i64 + 1)).min(as_of_now))
+            (
+                start,
+                (start + Duration::hours(hours as i64 + 1)).min(as_of_now),
+            )
         });
         let present = metrics(app, range, None).await;
         let as_of = from_ts(present.as_of.as_ref().unwrap());

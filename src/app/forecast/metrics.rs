@@ -217,7 +217,7 @@ impl ForecastService {
             let counts = window_counts(db, &scope, definition, window).await?;
             let dwell =
                 sketch_dwell(db, &scope, definition, &index, &counts, &open, window, true).await?;
-            (summary_of(counts), dwell, bucket_value)
+            (summary_of(counts)?, dwell, bucket_value)
         } else {
             let won_stages = stage_keys(definition, &[StageKind::Won]);
             let summary =
@@ -532,8 +532,19 @@ async fn window_counts(
 }
 
 /// The window's groupings in the replay's shape; cycle times are sketch buckets.
-fn summary_of(counts: WindowCounts) -> WindowSummary {
-    WindowSummary {
+fn summary_of(counts: WindowCounts) -> Result<WindowSummary, AppError> {
+    let mut won_amounts = Vec::new();
+    for (currency, (units, nanos, n)) in counts.won_amounts {
+        if n == 0 {
+            continue;
+        }
+        // As the replay's SUM: a total past int64 is out of range, never clipped.
+        let units = i64::try_from(units).map_err(|_| {
+            crate::store::StoreError::OutOfRange(format!("won amounts in {currency}"))
+        })?;
+        won_amounts.push((currency, units, nanos, n));
+    }
+    Ok(WindowSummary {
         flows: counts
             .flows
             .into_iter()
@@ -557,13 +568,8 @@ fn summary_of(counts: WindowCounts) -> WindowSummary {
             .filter(|(_, n)| *n != 0)
             .collect(),
         cycles: counts.cycles.into_iter().filter(|(_, n)| *n != 0).collect(),
-        won_amounts: counts
-            .won_amounts
-            .into_iter()
-            .filter(|(_, (_, _, n))| *n != 0)
-            .map(|(currency, (units, nanos, n))| (currency, units, nanos, n))
-            .collect(),
-    }
+        won_amounts,
+    })
 }
 
 /// Kaplan–Meier time in stage per stage over the sketch: exited visits from the aggregates,

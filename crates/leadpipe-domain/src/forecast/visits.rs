@@ -237,18 +237,29 @@ pub fn contributions(lead: &LeadVisits, won: &dyn Fn(&str) -> bool) -> Aggregate
             );
         }
         if !lead.currency.is_empty() {
+            // The units in two rows, the high and the low 32 bits, so that the stored sums of
+            // many large amounts never overflow; a window's total is summed in 128 bits.
+            let key = |k| Key {
+                day,
+                kind: Kind::WonAmount,
+                stage: String::new(),
+                other: lead.currency.clone(),
+                k,
+            };
             add(
-                Key {
-                    day,
-                    kind: Kind::WonAmount,
-                    stage: String::new(),
-                    other: lead.currency.clone(),
-                    k: 0,
-                },
+                key(0),
                 Count {
                     n: 1,
-                    units: lead.units,
+                    units: lead.units >> 32,
                     nanos: lead.nanos as i64,
+                },
+            );
+            add(
+                key(1),
+                Count {
+                    n: 0,
+                    units: lead.units & 0xFFFF_FFFF,
+                    nanos: 0,
                 },
             );
         }
@@ -297,7 +308,7 @@ pub struct WindowCounts {
     /// bucket → leads first won.
     pub cycles: BTreeMap<i64, i64>,
     /// currency → (units, nanos, leads first won).
-    pub won_amounts: BTreeMap<String, (i64, i64, i64)>,
+    pub won_amounts: BTreeMap<String, (i128, i64, i64)>,
 }
 
 impl WindowCounts {
@@ -326,7 +337,12 @@ impl WindowCounts {
             Kind::Cycle => *self.cycles.entry(key.k).or_default() += n,
             Kind::WonAmount => {
                 let e = self.won_amounts.entry(key.other.clone()).or_default();
-                e.0 += sign * count.units;
+                let units = if key.k == 0 {
+                    (count.units as i128) << 32
+                } else {
+                    count.units as i128
+                };
+                e.0 += sign as i128 * units;
                 e.1 += sign * count.nanos;
                 e.2 += n;
             }
@@ -393,7 +409,7 @@ impl WindowCounts {
             }
             if !lead.currency.is_empty() {
                 let e = self.won_amounts.entry(lead.currency.clone()).or_default();
-                e.0 += lead.units;
+                e.0 += lead.units as i128;
                 e.1 += lead.nanos as i64;
                 e.2 += 1;
             }
