@@ -10,6 +10,10 @@ mod m20261126_000002_api_keys;
 mod m20261126_000003_wins_by_time;
 mod m20261130_000001_lead_revisions;
 mod m20261130_000002_versions_cover_revisions;
+mod m20261130_000003_stage_stats;
+
+/// The upsert that adds to the stage aggregates, shared with the store's write path.
+pub use m20261130_000003_stage_stats::upsert as upsert_stage_stats;
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";
@@ -29,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_wins_by_time::Migration),
             Box::new(m20261130_000001_lead_revisions::Migration),
             Box::new(m20261130_000002_versions_cover_revisions::Migration),
+            Box::new(m20261130_000003_stage_stats::Migration),
         ]
     }
 }

@@ -12,14 +12,17 @@ use futures::{Stream, StreamExt};
 use super::catalog::PipelineCatalog;
 use super::events::EventHub;
 use super::forecast::ForecastService;
+use super::visits;
 use super::{AppError, Clock, RequestContext};
 use crate::domain::FieldViolation;
+use crate::domain::forecast::visits::{Aggregates, contributions};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, TenantId};
 use crate::domain::import::{
     ImportedChange, ImportedRevision, check_history, check_revisions, replay, validate_external_id,
 };
 use crate::domain::lead::{Lead, LeadFields};
+use crate::domain::pipeline::PipelineDefinition;
 use crate::domain::policy::CompiledPipeline;
 use crate::domain::reimport::{RowStages, RowState, Stored, UpdatePlan, plan_update};
 use crate::domain::revision::LeadRevision;
@@ -608,6 +611,11 @@ impl ImportService {
         {
             return Ok(None);
         }
+        // The stage aggregates follow the added stage changes and the amount the row leaves.
+        let before = visits::stored(tx, tenant, &stored).await?;
+        let mut after = before.clone();
+        visits::set_amount(&mut after, &plan.lead);
+        let mut added = Vec::new();
         for step in plan.steps {
             let change = step.change.map(|change| StageChange {
                 sequence: 0,
@@ -625,6 +633,23 @@ impl ImportService {
                 note: change.note,
                 imported: true,
             });
+            if let Some(change) = &change {
+                after.changes.push(visits::change(change));
+            }
+            added.push((change, step.revision, step.previous));
+        }
+        if let Some((_, pipeline)) = &item.update {
+            visits::replace(
+                tx,
+                tenant,
+                &plan.lead.pipeline_id,
+                pipeline.definition(),
+                &before,
+                &after,
+            )
+            .await?;
+        }
+        for (change, revision, previous) in added {
             // Numbered as it is appended, so the tenant's sequence row is held from the first
             // step to the commit, as for an interactive write.
             sequences::append_sequenced(
@@ -632,8 +657,8 @@ impl ImportService {
                 tenant,
                 sequences::Sequenced {
                     change,
-                    revision: step.revision,
-                    previous: Some(&step.previous),
+                    revision,
+                    previous: Some(&previous),
                 },
             )
             .await?;
@@ -720,8 +745,20 @@ impl ImportService {
         if items.is_empty() {
             return Ok(());
         }
+        let mut won = HashMap::new();
+        for item in items.iter() {
+            let id = &item.lead.pipeline_id;
+            if !won.contains_key(id) {
+                let pipeline = self
+                    .catalog
+                    .get(self.store.reader(), tenant, id, RowLock::None)
+                    .await?
+                    .ok_or_else(|| AppError::Internal(format!("pipeline {id} is missing")))?;
+                won.insert(id.clone(), pipeline.compiled.definition().clone());
+            }
+        }
         let tx = self.store.begin_write().await?;
-        let result = write_in(&tx, tenant, items).await;
+        let result = write_in(&tx, tenant, items, &won).await;
         match result {
             Ok(()) => {
                 tx.commit().await?;
@@ -780,12 +817,38 @@ fn same_lead(stored: &Lead, row: &Lead, timed: bool) -> bool {
                 && stored.close_time == row.close_time))
 }
 
-async fn write_in(tx: &WriteTx, tenant: &TenantId, items: &[ImportItem]) -> Result<(), AppError> {
+async fn write_in(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    items: &[ImportItem],
+    definitions: &HashMap<PipelineId, PipelineDefinition>,
+) -> Result<(), AppError> {
     let batch: Vec<Lead> = items.iter().map(|i| i.lead.clone()).collect();
     leads::insert_many(tx, tenant, &batch).await?;
     let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();
     history::insert_imported(tx, tenant, &all).await?;
     let all: Vec<LeadRevision> = items.iter().flat_map(|i| i.revisions.clone()).collect();
     revisions::insert_many(tx, tenant, &all).await?;
+    // One upsert of the summed aggregates per pipeline for the whole batch.
+    let mut deltas: HashMap<&PipelineId, Aggregates> = Default::default();
+    for item in items {
+        let pipeline = &item.lead.pipeline_id;
+        let definition = definitions
+            .get(pipeline)
+            .ok_or_else(|| AppError::Internal(format!("pipeline {pipeline} is missing")))?;
+        let won = visits::won_stages(definition);
+        let is_won = |s: &str| won.iter().any(|w| w == s);
+        let lead = visits::of_history(&item.lead, &item.history);
+        let total = deltas.entry(pipeline).or_default();
+        for (key, count) in contributions(&lead, &is_won) {
+            let e = total.entry(key).or_default();
+            e.n += count.n;
+            e.units += count.units;
+            e.nanos += count.nanos;
+        }
+    }
+    for (pipeline, delta) in deltas {
+        crate::store::analytics::visits::add(tx, tenant, pipeline, &delta).await?;
+    }
     Ok(())
 }

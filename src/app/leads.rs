@@ -9,6 +9,7 @@ use super::catalog::{CachedPipeline, PipelineCatalog};
 use super::evaluation::CriteriaRunner;
 use super::events::EventHub;
 use super::forecast::LeadScorer;
+use super::visits;
 use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
 use crate::domain::history::StageChange;
@@ -293,6 +294,16 @@ impl LeadService {
             imported: false,
         };
         let revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
+        let after = visits::of_history(&lead, std::slice::from_ref(&change));
+        visits::replace(
+            tx,
+            &ctx.tenant,
+            &lead.pipeline_id,
+            definition,
+            &Default::default(),
+            &after,
+        )
+        .await?;
         record(tx, &ctx.tenant, revision, None, Some(change)).await?;
         Ok(Step::Commit(lead))
     }
@@ -475,6 +486,21 @@ impl LeadService {
         {
             return Ok(Step::Retry);
         }
+        if updated.fields.amount != current.fields.amount {
+            // A won lead's amount is what its win is booked at.
+            let before = visits::stored(tx, &ctx.tenant, &current).await?;
+            let mut after = before.clone();
+            visits::set_amount(&mut after, &updated);
+            visits::replace(
+                tx,
+                &ctx.tenant,
+                &current.pipeline_id,
+                pipeline.compiled.definition(),
+                &before,
+                &after,
+            )
+            .await?;
+        }
         let revision = LeadRevision::of(
             RevisionKind::Updated,
             Some(&current),
@@ -517,9 +543,23 @@ impl LeadService {
         let current = self
             .find_expected(tx, &ctx.tenant, id, command.expected_version)
             .await?;
+        let pipeline = self
+            .pipeline_of(tx, &ctx.tenant, &current, RowLock::None)
+            .await?;
+        let before = visits::stored(tx, &ctx.tenant, &current).await?;
         if !leads::delete(tx, &ctx.tenant, id, Some(current.version)).await? {
             return Ok(Step::Retry);
         }
+        // Deleting a lead deletes its history, which the replay then no longer counts.
+        visits::replace(
+            tx,
+            &ctx.tenant,
+            &current.pipeline_id,
+            pipeline.compiled.definition(),
+            &before,
+            &Default::default(),
+        )
+        .await?;
         let revision = LeadRevision::of(
             RevisionKind::Deleted,
             Some(&current),
@@ -613,6 +653,7 @@ impl LeadService {
         moved.close_time = plan.closes.then_some(time);
         moved.win_probability = self.scorer.probability(tenant, &pipeline, &moved);
         moved.version += 1;
+        let before = visits::stored(tx, tenant, &current).await?;
         if !leads::update_if_version(tx, tenant, &moved, current.version, false).await? {
             return Ok(Step::Retry);
         }
@@ -635,6 +676,17 @@ impl LeadService {
             &ctx.actor,
             time,
         );
+        let mut after = before.clone();
+        after.changes.push(visits::change(&change));
+        visits::replace(
+            tx,
+            tenant,
+            &moved.pipeline_id,
+            pipeline.compiled.definition(),
+            &before,
+            &after,
+        )
+        .await?;
         record(tx, tenant, revision, Some(&current), Some(change)).await?;
         Ok(Step::Commit(moved))
     }

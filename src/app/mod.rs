@@ -10,6 +10,7 @@ pub mod forecast;
 pub mod import;
 pub mod leads;
 pub mod pipelines;
+pub mod visits;
 
 use std::sync::Arc;
 

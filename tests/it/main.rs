@@ -35,3 +35,4 @@ mod stream;
 mod stuck;
 mod tenants;
 mod tls;
+mod visits;

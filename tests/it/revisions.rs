@@ -399,8 +399,9 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    // The revisions migration, and the one after it that raises versions to the revisions.
-    migration::Migrator::down(&db, Some(2))
+    // The revisions migration, and the two after it: versions raised to the revisions, and
+    // the stage aggregates.
+    migration::Migrator::down(&db, Some(3))
         .await
         .expect("roll back the revisions migration");
     db.close().await.ok();
@@ -685,7 +686,7 @@ async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    migration::Migrator::down(&db, Some(2))
+    migration::Migrator::down(&db, Some(3))
         .await
         .expect("roll back the revisions migration");
     db.execute_unprepared(&format!(

@@ -152,6 +152,9 @@ pub(crate) async fn analytics_cell(
         forecast_vs_sql: forecast / sql,
         stuck_vs_sql: stuck / sql,
         stuck_first_vs_sql: stuck_first / sql,
+        metrics_vs_changes: metrics / sql_changes,
+        forecast_vs_changes: forecast / sql_changes,
+        stuck_first_vs_changes: stuck_first / sql_changes,
     };
     eprintln!(
         "{leads} leads: metrics {metrics:.1} ms, forecast {forecast:.1} ms, stuck {stuck:.1} ms, \

@@ -177,6 +177,10 @@ pub(crate) struct AnalyticsResult {
     pub(crate) forecast_vs_sql: f64,
     pub(crate) stuck_vs_sql: f64,
     pub(crate) stuck_first_vs_sql: f64,
+    /// RPC time ÷ sql_changes_ms alone (the bare scan of the history).
+    pub(crate) metrics_vs_changes: f64,
+    pub(crate) forecast_vs_changes: f64,
+    pub(crate) stuck_first_vs_changes: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -771,6 +775,22 @@ impl Report {
                 a.forecast_vs_sql,
                 a.stuck_vs_sql,
                 a.stuck_first_vs_sql
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nThe same RPC times ÷ the bare scan of the history alone (`{SQL_CHANGES}`):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| leads | metrics ×changes | forecast ×changes | stuck first ×changes |"
+        );
+        let _ = writeln!(out, "|--:|--:|--:|--:|");
+        for a in &self.analytics {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {:.2} | {:.2} |",
+                a.leads, a.metrics_vs_changes, a.forecast_vs_changes, a.stuck_first_vs_changes
             );
         }
         if !self.analytics_growth.is_empty() {

@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::model::{dwell_estimates, features_of, fit_dwell, money_of, stage_index, stage_keys};
+use super::model::{features_of, fit_dwell, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService, Totals};
 use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::KaplanMeier;
+use crate::domain::forecast::visits::{
+    MICROS_PER_HOUR, WindowCounts, WindowSplit, bucket, bucket_value, contributions,
+};
 use crate::domain::ids::PipelineId;
 use crate::domain::lead::Lead;
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
-use crate::store::analytics::{self, HistoryScope, LeadAt};
+use crate::store::Connection;
+use crate::store::analytics::{self, FlowRow, HistoryScope, LeadAt, WindowSummary};
 use crate::store::{leads, to_micros};
 
 const HOURS_PER_DAY: f64 = 24.0;
@@ -138,7 +142,7 @@ fn thresholds(definition: &PipelineDefinition, dwell: &[KaplanMeier]) -> StuckLi
         .collect()
 }
 
-fn weighted_median(groups: &[(i64, i64)]) -> Option<f64> {
+fn weighted_median(groups: &[(i64, i64)], value: impl Fn(i64) -> f64) -> Option<f64> {
     let total: i64 = groups.iter().map(|(_, n)| n).sum();
     if total == 0 {
         return None;
@@ -146,10 +150,10 @@ fn weighted_median(groups: &[(i64, i64)]) -> Option<f64> {
     let mut sorted = groups.to_vec();
     sorted.sort();
     let mut seen = 0;
-    for (value, n) in sorted {
+    for (v, n) in sorted {
         seen += n;
         if seen * 2 >= total {
-            return Some(value as f64 + 0.5);
+            return Some(value(v));
         }
     }
     None
@@ -200,9 +204,28 @@ impl ForecastService {
             })
             .collect();
 
-        let won_stages = stage_keys(definition, &[StageKind::Won]);
-        let summary =
-            analytics::window_summary(db, &scope, &won_stages, window_start, window_end).await?;
+        // Open leads at as_of; for the present their visits are the censored ones.
+        let open = analytics::leads_at(
+            db,
+            &scope,
+            &stage_keys(definition, &[StageKind::Open]),
+            None,
+        )
+        .await?;
+        let window = (window_start, window_end);
+        let (summary, dwell, cycle_value): (_, _, fn(i64) -> f64) = if scope.present {
+            let counts = window_counts(db, &scope, definition, window).await?;
+            let dwell =
+                sketch_dwell(db, &scope, definition, &index, &counts, &open, window, true).await?;
+            (summary_of(counts)?, dwell, bucket_value)
+        } else {
+            let won_stages = stage_keys(definition, &[StageKind::Won]);
+            let summary =
+                analytics::window_summary(db, &scope, &won_stages, window_start, window_end)
+                    .await?;
+            let dwell = fit_dwell(&summary.dwell, &index, n, 1.0);
+            (summary, dwell, |hours| hours as f64 + 0.5)
+        };
 
         // Flow: entered, advanced, lost, conversion.
         let mut ended = vec![0i64; n];
@@ -256,20 +279,12 @@ impl ForecastService {
         }
 
         // Time in stage, Kaplan–Meier with open visits censored.
-        let dwell = fit_dwell(&summary.dwell, &index, n, 1.0);
         for (stage, km) in stages.iter_mut().zip(&dwell) {
             stage.median_hours = km.median();
             stage.p90_hours = km.quantile(0.9);
         }
 
         // Open leads at as_of: counts, amounts, weighted amounts, stuck.
-        let open = analytics::leads_at(
-            db,
-            &scope,
-            &stage_keys(definition, &[StageKind::Open]),
-            None,
-        )
-        .await?;
         let limits = thresholds(definition, &dwell);
         let mut open_by_currency: HashMap<String, i64> = HashMap::new();
         for lead in &open {
@@ -316,7 +331,7 @@ impl ForecastService {
         } else {
             0.0
         };
-        let median_cycle_hours = weighted_median(&summary.cycles);
+        let median_cycle_hours = weighted_median(&summary.cycles, cycle_value);
         let mut average_won_amount = Amounts::new();
         for (currency, units, nanos, count) in summary.won_amounts {
             if count > 0 {
@@ -391,7 +406,13 @@ impl ForecastService {
         };
         let db = self.store.reader();
         let index = stage_index(definition);
-        let n = definition.stages.len();
+        let open = analytics::leads_at(
+            db,
+            &scope,
+            &stage_keys(definition, &[StageKind::Open]),
+            None,
+        )
+        .await?;
         let limits = match self
             .stuck_limits
             .fresh(&ctx.tenant, pipeline_id, pipeline.version)
@@ -400,20 +421,18 @@ impl ForecastService {
             None => {
                 let since = to_micros(as_of - Duration::days(365));
                 let visits = (since, scope.as_of + 1);
-                let dwell = dwell_estimates(db, &scope, &index, n, visits, 1.0).await?;
+                let counts = window_counts(db, &scope, definition, visits).await?;
+                // Only open stages have stuck leads, so closed stages' censoring is not read.
+                let dwell = sketch_dwell(
+                    db, &scope, definition, &index, &counts, &open, visits, false,
+                )
+                .await?;
                 let limits = Arc::new(thresholds(definition, &dwell));
                 self.stuck_limits
                     .store(&ctx.tenant, pipeline_id, pipeline.version, limits.clone());
                 limits
             }
         };
-        let open = analytics::leads_at(
-            db,
-            &scope,
-            &stage_keys(definition, &[StageKind::Open]),
-            None,
-        )
-        .await?;
         let mut stuck: Vec<(f64, &LeadAt, f64, (f64, &'static str))> = open
             .iter()
             .filter_map(|lead| {
@@ -469,6 +488,147 @@ impl ForecastService {
             total_size: total,
         })
     }
+}
+
+/// The window's figures for the present from the stage aggregates: whole days from
+/// `stage_stats`, and for the leads with a change on the window's partial first or last day,
+/// their exact figures from their history in place of what those days attribute to them
+/// (`WindowSplit`). The result equals the history replay's, with times in sketch buckets.
+async fn window_counts(
+    db: &impl Connection,
+    scope: &HistoryScope<'_>,
+    definition: &PipelineDefinition,
+    (start, end): (i64, i64),
+) -> Result<WindowCounts, AppError> {
+    use crate::store::analytics::visits as store;
+    let split = WindowSplit::of(start, end);
+    let mut counts = WindowCounts::default();
+    for (key, count) in store::days(db, scope.tenant, scope.pipeline, split.days).await? {
+        counts.add_row(&key, count, split.days.0, 1);
+    }
+    let stages: Vec<String> = definition
+        .stages
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    let exact = store::leads_changed_in(
+        db,
+        scope.tenant,
+        scope.pipeline,
+        &stages,
+        &split.exact_ranges,
+    )
+    .await?;
+    let won = crate::app::visits::won_stages(definition);
+    let is_won = |s: &str| won.iter().any(|w| w == s);
+    for lead in store::lead_visits(db, scope.tenant, scope.pipeline, &exact)
+        .await?
+        .values()
+    {
+        counts.add_days(&contributions(lead, &is_won), split.days, -1);
+        counts.add_exact(lead, &is_won, start, end);
+    }
+    Ok(counts)
+}
+
+/// The window's groupings in the replay's shape; cycle times are sketch buckets.
+fn summary_of(counts: WindowCounts) -> Result<WindowSummary, AppError> {
+    let mut won_amounts = Vec::new();
+    for (currency, (units, nanos, n)) in counts.won_amounts {
+        if n == 0 {
+            continue;
+        }
+        // As the replay's SUM: a total past int64 is out of range, never clipped.
+        let units = i64::try_from(units).map_err(|_| {
+            crate::store::StoreError::OutOfRange(format!("won amounts in {currency}"))
+        })?;
+        won_amounts.push((currency, units, nanos, n));
+    }
+    Ok(WindowSummary {
+        flows: counts
+            .flows
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((stage, next), visits)| FlowRow {
+                stage,
+                next_stage: (!next.is_empty()).then_some(next),
+                visits,
+            })
+            .collect(),
+        outcomes: counts
+            .outcomes
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((stage, last), n)| (stage, last, n))
+            .collect(),
+        dwell: Vec::new(),
+        creations: counts
+            .creations
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .collect(),
+        cycles: counts.cycles.into_iter().filter(|(_, n)| *n != 0).collect(),
+        won_amounts,
+    })
+}
+
+/// Kaplan–Meier time in stage per stage over the sketch: exited visits from the aggregates,
+/// open visits (censored at as_of) from the leads themselves, both in sketch buckets. A closed
+/// stage's open visits are read only when `closed_too` and the stage has exits in the window
+/// (reopened leads): without exits its estimate has no step whatever is censored.
+#[allow(clippy::too_many_arguments)]
+async fn sketch_dwell(
+    db: &impl Connection,
+    scope: &HistoryScope<'_>,
+    definition: &PipelineDefinition,
+    index: &HashMap<&str, usize>,
+    counts: &WindowCounts,
+    open: &[LeadAt],
+    (start, end): (i64, i64),
+    closed_too: bool,
+) -> Result<Vec<KaplanMeier>, AppError> {
+    let n = definition.stages.len();
+    let mut groups: Vec<HashMap<(i64, bool), u64>> = vec![HashMap::new(); n];
+    for ((stage, b), &count) in &counts.exits {
+        if let Some(&i) = index.get(stage.as_str())
+            && count > 0
+        {
+            *groups[i].entry((*b, true)).or_default() += count as u64;
+        }
+    }
+    let censored = |groups: &mut Vec<HashMap<(i64, bool), u64>>, i: usize, entered: i64| {
+        if entered >= start && entered < end {
+            let b = bucket((scope.as_of - entered) / MICROS_PER_HOUR);
+            *groups[i].entry((b, false)).or_default() += 1;
+        }
+    };
+    for lead in open {
+        if let Some(&i) = index.get(lead.stage.as_str()) {
+            censored(&mut groups, i, lead.stage_enter_time);
+        }
+    }
+    if closed_too {
+        for (i, stage) in definition.stages.iter().enumerate() {
+            if stage.kind == StageKind::Open || groups[i].is_empty() {
+                continue;
+            }
+            let entered = crate::store::analytics::visits::open_visits(
+                db,
+                scope.tenant,
+                scope.pipeline,
+                stage.key.as_str(),
+                (start, end),
+            )
+            .await?;
+            for t in entered {
+                censored(&mut groups, i, t);
+            }
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|g| KaplanMeier::fit_counts(g.into_iter().map(|((b, e), c)| (bucket_value(b), e, c))))
+        .collect())
 }
 
 /// The open stage with the largest expected delay per new lead (share reaching it × median

@@ -12,6 +12,7 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
 pub mod changes;
 mod summary;
+pub mod visits;
 pub use summary::{FlowRow, WindowSummary, window_summary};
 
 use super::StoreError;

@@ -10,6 +10,7 @@ pub mod periods;
 pub mod scoring;
 pub mod simulate;
 pub mod survival;
+pub mod visits;
 
 pub use evaluate::{brier_score, percentile};
 pub use markov::{ChainModel, TransitionCounts, fit_chain};

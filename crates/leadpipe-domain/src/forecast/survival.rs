@@ -47,6 +47,42 @@ impl KaplanMeier {
         }
     }
 
+    /// The same estimate from grouped observations: `(duration, exited, count)`. Equal to
+    /// [`Self::fit`] over each group repeated `count` times, without building that list.
+    pub fn fit_counts(groups: impl IntoIterator<Item = (f64, bool, u64)>) -> Self {
+        let mut obs: Vec<(f64, bool, u64)> = groups
+            .into_iter()
+            .filter(|(d, _, n)| d.is_finite() && *n > 0)
+            .map(|(d, e, n)| (d.max(0.0), e, n))
+            .collect();
+        obs.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        let total: u64 = obs.iter().map(|o| o.2).sum();
+        let mut steps = Vec::new();
+        let mut survival = 1.0;
+        let mut at_risk = total as usize;
+        let mut i = 0;
+        while i < obs.len() {
+            let t = obs[i].0;
+            let (mut exits, mut all) = (0usize, 0usize);
+            while i < obs.len() && obs[i].0 == t {
+                if obs[i].1 {
+                    exits += obs[i].2 as usize;
+                }
+                all += obs[i].2 as usize;
+                i += 1;
+            }
+            if exits > 0 {
+                survival *= 1.0 - exits as f64 / at_risk as f64;
+                steps.push((t, survival));
+            }
+            at_risk -= all;
+        }
+        Self {
+            steps,
+            observations: total as usize,
+        }
+    }
+
     /// The smallest t with 1 − S(t) ≥ q; None when the estimate never gets there (too much
     /// censoring) or there is no data.
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -124,6 +160,23 @@ mod tests {
         assert_eq!(km.quantile(0.4), Some(3.0));
         assert_eq!(km.median(), Some(5.0));
         assert_eq!(km.quantile(0.9), Some(7.0));
+    }
+
+    #[test]
+    fn grouped_observations_give_the_same_estimate() {
+        let km = KaplanMeier::fit_counts([
+            (3.0, true, 2),
+            (1.0, true, 1),
+            (2.0, false, 1),
+            (4.0, false, 1),
+            (5.0, true, 1),
+            (6.0, false, 1),
+            (7.0, true, 1),
+            (9.0, true, 0),
+        ]);
+        let expected = example();
+        assert_eq!(km.steps, expected.steps);
+        assert_eq!(km.len(), expected.len());
     }
 
     #[test]

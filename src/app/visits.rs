@@ -1,0 +1,94 @@
+//! Keeps the stage aggregates (`store::analytics::visits`) in step with each write of a lead:
+//! what the lead's history added before the write is taken away and what it adds after is
+//! added, in the write's transaction. A lead's history is short, so this is one indexed read
+//! and one upsert of the rows that change.
+
+use crate::app::AppError;
+use crate::domain::forecast::visits::{Change, LeadVisits, contributions, difference};
+use crate::domain::history::StageChange;
+use crate::domain::ids::{PipelineId, TenantId};
+use crate::domain::lead::Lead;
+use crate::domain::pipeline::{PipelineDefinition, StageKind};
+use crate::store::Connection;
+use crate::store::analytics::visits as store;
+
+/// The won stages of a pipeline, which decide a lead's first win.
+pub fn won_stages(definition: &PipelineDefinition) -> Vec<String> {
+    definition
+        .stages
+        .iter()
+        .filter(|s| s.kind == StageKind::Won)
+        .map(|s| s.key.to_string())
+        .collect()
+}
+
+/// The lead's stored history in its pipeline, booked at `lead`'s amount.
+pub async fn stored(
+    db: &impl Connection,
+    tenant: &TenantId,
+    lead: &Lead,
+) -> Result<LeadVisits, AppError> {
+    let id = lead.id.to_string();
+    let mut found = store::lead_visits(db, tenant, &lead.pipeline_id, std::slice::from_ref(&id))
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
+    set_amount(&mut found, lead);
+    Ok(found)
+}
+
+/// The visits of a history that is not stored yet (a new or imported lead).
+pub fn of_history(lead: &Lead, history: &[StageChange]) -> LeadVisits {
+    let mut visits = LeadVisits {
+        changes: history.iter().map(change).collect(),
+        ..LeadVisits::default()
+    };
+    set_amount(&mut visits, lead);
+    visits
+}
+
+pub fn change(change: &StageChange) -> Change {
+    Change {
+        from_stage: change
+            .from_stage
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        to_stage: change.to_stage.to_string(),
+        time: crate::store::to_micros(change.change_time),
+    }
+}
+
+pub fn set_amount(visits: &mut LeadVisits, lead: &Lead) {
+    match &lead.fields.amount {
+        Some(money) => {
+            visits.currency = money.currency.as_str().to_owned();
+            visits.units = money.units;
+            visits.nanos = money.nanos;
+        }
+        None => {
+            visits.currency = String::new();
+            visits.units = 0;
+            visits.nanos = 0;
+        }
+    }
+}
+
+/// Replaces what `before` added to the pipeline's aggregates by what `after` adds.
+pub async fn replace(
+    db: &impl Connection,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    definition: &PipelineDefinition,
+    before: &LeadVisits,
+    after: &LeadVisits,
+) -> Result<(), AppError> {
+    let won = won_stages(definition);
+    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let delta = difference(
+        &contributions(before, &is_won),
+        &contributions(after, &is_won),
+    );
+    store::add(db, tenant, pipeline, &delta).await?;
+    Ok(())
+}

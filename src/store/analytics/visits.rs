@@ -1,0 +1,186 @@
+//! The stage aggregates (`stage_stats`): written in the caller's transaction on every write of
+//! a lead, read by GetPipelineMetrics and ListStuckLeads for the present. What each row counts
+//! is defined in the domain (`forecast::visits`).
+
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, Value};
+
+use super::{get, placeholders, query, stage_values};
+use crate::domain::forecast::visits::{Aggregates, Change, Count, Key, Kind, LeadVisits};
+use crate::domain::ids::{PipelineId, TenantId};
+use crate::store::StoreError;
+
+/// Adds `delta` to the pipeline's aggregates: one statement per 50 rows, rows in key order so
+/// that concurrent writers on PostgreSQL take their row locks in the same order.
+pub async fn add(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    delta: &Aggregates,
+) -> Result<(), StoreError> {
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(Key, Count)> = delta.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    migration::upsert_stage_stats(db, tenant.as_str(), pipeline.as_str(), &rows).await?;
+    Ok(())
+}
+
+/// The aggregate rows of days [first, end), summed over the days. An outcome row is left out
+/// unless the lead's previous visit to its stage was before `first` (see `WindowCounts`).
+pub async fn days(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    (first, end): (i64, i64),
+) -> Result<Vec<(Key, Count)>, StoreError> {
+    if first >= end {
+        return Ok(Vec::new());
+    }
+    let sql = "SELECT kind, stage, other, k, CAST(SUM(n) AS BIGINT), CAST(SUM(units) AS BIGINT),
+                      CAST(SUM(nanos) AS BIGINT)
+               FROM stage_stats
+               WHERE tenant_id = ? AND pipeline_id = ? AND day >= ? AND day < ?
+                 AND (kind <> ? OR k < ?)
+               GROUP BY kind, stage, other, k";
+    let values: Vec<Value> = vec![
+        tenant.as_str().into(),
+        pipeline.as_str().into(),
+        first.into(),
+        end.into(),
+        (Kind::Outcome as i64).into(),
+        first.into(),
+    ];
+    let mut out = Vec::new();
+    for row in query(db, sql, values).await? {
+        let kind: i64 = get(&row, 0)?;
+        let kind = Kind::from_i64(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("stage_stats row of kind {kind}")))?;
+        out.push((
+            Key {
+                day: first,
+                kind,
+                stage: get(&row, 1)?,
+                other: get(&row, 2)?,
+                k: get(&row, 3)?,
+            },
+            Count {
+                n: get(&row, 4)?,
+                units: get(&row, 5)?,
+                nanos: get(&row, 6)?,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The leads of the pipeline with a change into one of `stages` in any of the ranges [a, b).
+pub async fn leads_changed_in(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    stages: &[String],
+    ranges: &[(i64, i64)],
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let stage_list = stage_values(stages);
+    for &(a, b) in ranges {
+        if a >= b {
+            continue;
+        }
+        // Through `stage_changes_by_stage_time`, one range per stage.
+        let sql = format!(
+            "SELECT DISTINCT lead_id FROM stage_changes
+             WHERE tenant_id = ? AND pipeline_id = ? AND to_stage IN ({})
+               AND change_time >= ? AND change_time < ?",
+            placeholders(stage_list.len())
+        );
+        let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
+        values.extend(stage_list.clone());
+        values.extend([a.into(), b.into()]);
+        for row in query(db, &sql, values).await? {
+            out.push(get::<String>(&row, 0)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Each listed lead's history in the pipeline and its amount now, by lead id. Leads that no
+/// longer exist are left out (deleting a lead deletes its history).
+pub async fn lead_visits(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    leads: &[String],
+) -> Result<HashMap<String, LeadVisits>, StoreError> {
+    let mut out: HashMap<String, LeadVisits> = HashMap::new();
+    for chunk in leads.chunks(500) {
+        let ids: Vec<Value> = chunk.iter().map(|id| id.as_str().into()).collect();
+        let sql = format!(
+            "SELECT id, amount_currency, amount_units, amount_nanos FROM leads
+             WHERE tenant_id = ? AND id IN ({})",
+            placeholders(ids.len())
+        );
+        let mut values: Vec<Value> = vec![tenant.as_str().into()];
+        values.extend(ids.clone());
+        for row in query(db, &sql, values).await? {
+            out.insert(
+                get(&row, 0)?,
+                LeadVisits {
+                    changes: Vec::new(),
+                    currency: get(&row, 1)?,
+                    units: get(&row, 2)?,
+                    nanos: get(&row, 3)?,
+                },
+            );
+        }
+        let sql = format!(
+            "SELECT lead_id, from_stage, to_stage, change_time FROM stage_changes
+             WHERE tenant_id = ? AND pipeline_id = ? AND lead_id IN ({})
+             ORDER BY lead_id, sequence",
+            placeholders(ids.len())
+        );
+        let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
+        values.extend(ids);
+        for row in query(db, &sql, values).await? {
+            let lead: String = get(&row, 0)?;
+            if let Some(visits) = out.get_mut(&lead) {
+                visits.changes.push(Change {
+                    from_stage: get(&row, 1)?,
+                    to_stage: get(&row, 2)?,
+                    time: get(&row, 3)?,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (stage, stage entry time) of the pipeline's leads in `stage` that entered it in [start, end):
+/// the visits still open, which time in stage counts as censored.
+pub async fn open_visits(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    stage: &str,
+    (start, end): (i64, i64),
+) -> Result<Vec<i64>, StoreError> {
+    let sql = "SELECT stage_enter_time FROM leads
+               WHERE tenant_id = ? AND pipeline_id = ? AND stage = ?
+                 AND stage_enter_time >= ? AND stage_enter_time < ?";
+    let values: Vec<Value> = vec![
+        tenant.as_str().into(),
+        pipeline.as_str().into(),
+        stage.into(),
+        start.into(),
+        end.into(),
+    ];
+    query(db, sql, values)
+        .await?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect()
+}

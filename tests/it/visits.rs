@@ -1,0 +1,323 @@
+//! The stage aggregates against the history replay: random histories (imports with history,
+//! creates, forward and backward moves, closes, reopens, amount changes, deletes, hours to days
+//! apart) go through the real API, then GetPipelineMetrics for the present (read from the
+//! aggregates) must give the counts that GetPipelineMetrics as of the same instant (the replay)
+//! gives, for several windows, and time-in-stage quantiles equal to the replay's visits put
+//! through the same sketch.
+
+use crate::common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::history::*;
+use common::*;
+use leadpipe::domain::forecast::KaplanMeier;
+use leadpipe::domain::forecast::visits::{bucket, bucket_value};
+use leadpipe::domain::ids::{PipelineId, TenantId};
+use leadpipe::grpc::pb;
+use leadpipe::store::analytics::{HistoryScope, window_summary};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const STAGES: [&str; 6] = [
+    "lead_generation",
+    "qualification",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A lead imported with this history: (stage index, hours after the previous change).
+    Import(Vec<(usize, u32)>, i64),
+    Create(i64),
+    /// Move the n-th known lead (modulo) to a stage; refusals are fine.
+    Move(usize, usize),
+    Amount(usize, i64),
+    Delete(usize),
+    /// Let this many hours pass.
+    Wait(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let history = prop::collection::vec((0usize..6, 0u32..200), 1..6);
+    prop_oneof![
+        2 => (history, 0i64..5000).prop_map(|(h, a)| Op::Import(h, a)),
+        2 => (0i64..5000).prop_map(Op::Create),
+        6 => (any::<usize>(), 0usize..6).prop_map(|(l, s)| Op::Move(l, s)),
+        1 => (any::<usize>(), 0i64..5000).prop_map(|(l, a)| Op::Amount(l, a)),
+        1 => any::<usize>().prop_map(Op::Delete),
+        3 => (1u32..72).prop_map(Op::Wait),
+    ]
+}
+
+/// Windows as (days before as_of the window starts, its length in hours less one); None for
+/// the default window.
+fn windows() -> impl Strategy<Value = Vec<Option<(u32, u32)>>> {
+    prop::collection::vec(proptest::option::of((1u32..40, 0u32..400)), 1..4)
+}
+
+fn micro_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_micros() as i32 * 1000,
+    }
+}
+
+fn from_ts(t: &prost_types::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
+}
+
+async fn known_leads(app: &TestApp) -> Vec<pb::Lead> {
+    app.leads
+        .clone()
+        .list_leads(pb::ListLeadsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leads
+}
+
+async fn apply(app: &TestApp, ops: &[Op], case: usize) {
+    let mut imported = 0;
+    for op in ops {
+        let leads = known_leads(app).await;
+        let pick = |n: usize| (!leads.is_empty()).then(|| &leads[n % leads.len()]);
+        match op {
+            Op::Import(steps, amount) => {
+                let now = app.clock.now();
+                let total: i64 = steps.iter().map(|(_, h)| *h as i64).sum();
+                let mut at = now - Duration::hours(total + 1);
+                let mut from = "";
+                let mut history = Vec::new();
+                for (stage, hours) in steps {
+                    let to = STAGES[*stage];
+                    if to == from {
+                        continue;
+                    }
+                    at += Duration::hours(*hours as i64) + Duration::minutes(7);
+                    history.push(change(from, to, at.min(now)));
+                    from = to;
+                }
+                imported += 1;
+                let mut request = import_request(&format!("c{case}-{imported}"), *amount, history);
+                request.lead.as_mut().unwrap().contact_email = "dana@example.com".into();
+                import(app, vec![request]).await;
+            }
+            Op::Create(amount) => {
+                let mut lead = new_lead("created");
+                lead.contact_name = "Dana".into();
+                lead.contact_email = "dana@example.com".into();
+                if *amount > 0 {
+                    lead.amount = Some(money("EUR", *amount));
+                }
+                create(app, lead).await;
+            }
+            Op::Move(n, stage) => {
+                if let Some(lead) = pick(*n) {
+                    let _ = move_to(app, &lead.id, STAGES[*stage]).await;
+                }
+            }
+            Op::Amount(n, amount) => {
+                if let Some(lead) = pick(*n) {
+                    let mut lead = lead.clone();
+                    lead.amount = (*amount > 0).then(|| money("USD", *amount));
+                    update_lead(app, lead, &["amount"]).await;
+                }
+            }
+            Op::Delete(n) => {
+                if let Some(lead) = pick(*n) {
+                    app.leads
+                        .clone()
+                        .delete_lead(pb::DeleteLeadRequest {
+                            id: lead.id.clone(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+            Op::Wait(hours) => app.clock.advance(Duration::hours(*hours as i64)),
+        }
+    }
+}
+
+async fn metrics(
+    app: &TestApp,
+    window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    as_of: Option<DateTime<Utc>>,
+) -> pb::PipelineMetrics {
+    forecasts(app)
+        .await
+        .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+            pipeline_id: String::new(),
+            start_time: window.map(|(s, _)| micro_ts(s)),
+            end_time: window.map(|(_, e)| micro_ts(e)),
+            as_of: as_of.map(micro_ts),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn seconds(hours: Option<f64>) -> Option<i64> {
+    hours.map(|h| (h * 3600.0) as i64)
+}
+
+/// The replay's visits of the window through the sketch: (median, p90) per stage and the
+/// median time to close.
+async fn sketched_replay(
+    app: &TestApp,
+    as_of: DateTime<Utc>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (Vec<(Option<i64>, Option<i64>)>, Option<i64>) {
+    let (tenant, pipeline) = (TenantId::default_tenant(), PipelineId::default_pipeline());
+    let micros = |t: DateTime<Utc>| t.timestamp_micros();
+    let scope = HistoryScope {
+        tenant: &tenant,
+        pipeline: &pipeline,
+        as_of: micros(as_of),
+        present: false,
+    };
+    let summary = window_summary(
+        app.store.reader(),
+        &scope,
+        &["closed_won".to_owned()],
+        micros(start),
+        micros(end),
+    )
+    .await
+    .unwrap();
+    let stages = STAGES
+        .iter()
+        .map(|stage| {
+            let km = KaplanMeier::fit_counts(
+                summary
+                    .dwell
+                    .iter()
+                    .filter(|r| r.stage == *stage)
+                    .map(|r| (bucket_value(bucket(r.hours)), r.exited, r.visits as u64)),
+            );
+            (seconds(km.median()), seconds(km.quantile(0.9)))
+        })
+        .collect();
+    let mut cycles: Vec<(i64, i64)> = summary
+        .cycles
+        .iter()
+        .map(|(h, n)| (bucket(*h), *n))
+        .collect();
+    cycles.sort();
+    let total: i64 = cycles.iter().map(|c| c.1).sum();
+    let mut seen = 0;
+    let mut median = None;
+    for (b, n) in cycles {
+        seen += n;
+        if total > 0 && seen * 2 >= total {
+            median = Some(bucket_value(b));
+            break;
+        }
+    }
+    (stages, seconds(median))
+}
+
+fn duration_seconds(d: &Option<prost_types::Duration>) -> Option<i64> {
+    d.as_ref().map(|d| d.seconds)
+}
+
+async fn check(app: &TestApp, windows: &[Option<(u32, u32)>]) -> Result<(), TestCaseError> {
+    for window in windows {
+        let as_of_now = app.clock.now();
+        let range = window.map(|(days, hours)| {
+            let start =
+                as_of_now - Duration::days(days as i64) - Duration::minutes(days as i64 * 37);
+            (
+                start,
+                (start + Duration::hours(hours as i64 + 1)).min(as_of_now),
+            )
+        });
+        let present = metrics(app, range, None).await;
+        let as_of = from_ts(present.as_of.as_ref().unwrap());
+        let replay = metrics(app, range, Some(as_of)).await;
+        prop_assert_eq!(&present.start_time, &replay.start_time);
+        prop_assert_eq!(&present.end_time, &replay.end_time);
+        let (sketched, cycle) = sketched_replay(
+            app,
+            as_of,
+            from_ts(present.start_time.as_ref().unwrap()),
+            from_ts(present.end_time.as_ref().unwrap()),
+        )
+        .await;
+        for ((p, r), (median, p90)) in present.stages.iter().zip(&replay.stages).zip(sketched) {
+            let shown = format!("{window:?} {p:?} {r:?}");
+            prop_assert_eq!(&p.stage, &r.stage);
+            prop_assert_eq!(p.entered_count, r.entered_count, "entered {}", shown);
+            prop_assert_eq!(p.advanced_count, r.advanced_count, "advanced {}", shown);
+            prop_assert_eq!(p.lost_count, r.lost_count, "lost {}", shown);
+            prop_assert_eq!(p.conversion_rate, r.conversion_rate, "conversion {}", shown);
+            prop_assert_eq!(p.win_rate, r.win_rate, "win rate {}", shown);
+            prop_assert_eq!(p.open_count, r.open_count, "open {}", shown);
+            prop_assert_eq!(&p.open_amount, &r.open_amount, "open amount {}", shown);
+            prop_assert_eq!(
+                duration_seconds(&p.median_time_in_stage),
+                median,
+                "median {}",
+                shown
+            );
+            prop_assert_eq!(duration_seconds(&p.p90_time_in_stage), p90, "p90 {}", shown);
+        }
+        prop_assert_eq!(present.win_rate, replay.win_rate);
+        prop_assert_eq!(&present.average_won_amount, &replay.average_won_amount);
+        prop_assert_eq!(present.open_count, replay.open_count);
+        prop_assert_eq!(duration_seconds(&present.median_time_to_close), cycle);
+    }
+    Ok(())
+}
+
+fn aggregates_equal_the_replay(backend: Backend) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(app) = runtime.block_on(spawn_app(backend)) else {
+        return;
+    };
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or(16, |n| (n / 16).max(16));
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(
+            &(prop::collection::vec(op(), 1..25), windows()),
+            |(ops, windows)| {
+                let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                runtime.block_on(async {
+                    apply(&app, &ops, case).await;
+                    check(&app, &windows).await
+                })
+            },
+        )
+        .unwrap();
+    runtime.block_on(app.stop());
+}
+
+#[test]
+fn sqlite_aggregates_equal_the_replay() {
+    aggregates_equal_the_replay(Backend::Sqlite);
+}
+
+#[test]
+fn postgres_aggregates_equal_the_replay() {
+    aggregates_equal_the_replay(Backend::Postgres);
+}
