@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::catalog::{CachedPipeline, PipelineCatalog};
+use super::visits;
 use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::listing::{decode_page_token, encode_page_token};
@@ -247,6 +248,9 @@ impl PipelineService {
         };
         if !pipelines::update_if_version(&tx, &ctx.tenant, &updated, current.version).await? {
             return Err(stale(id));
+        }
+        if visits::won_stages(&current.definition) != visits::won_stages(compiled.definition()) {
+            visits::rebuild(&tx, &ctx.tenant, id, compiled.definition()).await?;
         }
         tx.commit().await?;
         self.remember(&ctx.tenant, &updated, compiled);

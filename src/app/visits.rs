@@ -4,7 +4,7 @@
 //! and one upsert of the rows that change.
 
 use crate::app::AppError;
-use crate::domain::forecast::visits::{Change, LeadVisits, contributions, difference};
+use crate::domain::forecast::visits::{Aggregates, Change, LeadVisits, contributions, difference};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::lead::Lead;
@@ -91,4 +91,41 @@ pub async fn replace(
     );
     store::add(db, tenant, pipeline, &delta).await?;
     Ok(())
+}
+
+/// Recounts the pipeline's aggregates from its leads' histories under `definition`: a lead's
+/// first win, its cycle time and its won amount depend on which stages are won, so a pipeline
+/// update that changes them recounts, in its own transaction, which holds the pipeline's row
+/// so that no write of its leads runs meanwhile. Time grows with the pipeline's leads.
+pub async fn rebuild(
+    db: &impl Connection,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    definition: &PipelineDefinition,
+) -> Result<(), AppError> {
+    const LEADS_PER_READ: u64 = 1000;
+    store::clear(db, tenant, pipeline).await?;
+    let won = won_stages(definition);
+    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let mut after = String::new();
+    loop {
+        let ids = store::lead_ids(db, tenant, pipeline, &after, LEADS_PER_READ).await?;
+        let Some(last) = ids.last() else {
+            return Ok(());
+        };
+        after = last.clone();
+        let mut total = Aggregates::new();
+        for lead in store::lead_visits(db, tenant, pipeline, &ids)
+            .await?
+            .values()
+        {
+            for (key, count) in contributions(lead, &is_won) {
+                let sum = total.entry(key).or_default();
+                sum.n += count.n;
+                sum.units += count.units;
+                sum.nanos += count.nanos;
+            }
+        }
+        store::add(db, tenant, pipeline, &total).await?;
+    }
 }

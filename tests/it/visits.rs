@@ -184,15 +184,17 @@ async fn sketched_replay(
         as_of: micros(as_of),
         present: false,
     };
-    let summary = window_summary(
-        app.store.reader(),
-        &scope,
-        &["closed_won".to_owned()],
-        micros(start),
-        micros(end),
-    )
-    .await
-    .unwrap();
+    let won: Vec<String> = get_pipeline(app, "default")
+        .await
+        .unwrap()
+        .stages
+        .into_iter()
+        .filter(|s| s.kind == pb::StageKind::Won as i32)
+        .map(|s| s.key)
+        .collect();
+    let summary = window_summary(app.store.reader(), &scope, &won, micros(start), micros(end))
+        .await
+        .unwrap();
     let stages = STAGES
         .iter()
         .map(|stage| {
@@ -310,6 +312,49 @@ fn aggregates_equal_the_replay(backend: Backend) {
         )
         .unwrap();
     runtime.block_on(app.stop());
+}
+
+/// Which stages are won decides each lead's first win, cycle time and won amount, so an update of
+/// the pipeline that changes them recounts the aggregates: afterwards they still equal the replay.
+async fn a_changed_won_stage_recounts_the_aggregates(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let ops = [
+        Op::Import(vec![(0, 0), (1, 30), (2, 50), (4, 70)], 1200),
+        Op::Import(vec![(0, 0), (2, 20), (5, 90)], 800),
+        Op::Import(vec![(0, 0), (1, 10), (3, 40), (5, 30)], 3000),
+        Op::Create(500),
+        Op::Wait(30),
+        Op::Move(3, 1),
+        Op::Wait(5),
+    ];
+    apply(&app, &ops, 1).await;
+    let windows = [None, Some((20, 300))];
+    check(&app, &windows).await.unwrap();
+    assert_eq!(metrics(&app, None, None).await.win_rate, 1.0 / 3.0);
+    let mut pipeline = get_pipeline(&app, "default").await.unwrap();
+    let lost = pipeline
+        .stages
+        .iter_mut()
+        .find(|s| s.key == "closed_lost")
+        .unwrap();
+    lost.kind = pb::StageKind::Won as i32;
+    update_pipeline(&app, pipeline, &["stages"]).await.unwrap();
+    check(&app, &windows).await.unwrap();
+    // Both closed stages are now won.
+    assert_eq!(metrics(&app, None, None).await.win_rate, 1.0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_changed_won_stage_recounts_the_aggregates() {
+    a_changed_won_stage_recounts_the_aggregates(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_a_changed_won_stage_recounts_the_aggregates() {
+    a_changed_won_stage_recounts_the_aggregates(Backend::Postgres).await;
 }
 
 #[test]

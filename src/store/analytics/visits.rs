@@ -184,3 +184,47 @@ pub async fn open_visits(
         .map(|r| get(r, 0))
         .collect()
 }
+
+/// Deletes every aggregate row of the pipeline.
+pub async fn clear(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+) -> Result<(), StoreError> {
+    let backend = db.get_database_backend();
+    let sql = "DELETE FROM stage_stats WHERE tenant_id = ? AND pipeline_id = ?";
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => super::numbered(sql),
+        _ => sql.to_owned(),
+    };
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql,
+        vec![tenant.as_str().into(), pipeline.as_str().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` ids of the pipeline's leads after `after`, in id order.
+pub async fn lead_ids(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    after: &str,
+    limit: u64,
+) -> Result<Vec<String>, StoreError> {
+    let sql = "SELECT id FROM leads WHERE tenant_id = ? AND pipeline_id = ? AND id > ?
+               ORDER BY id LIMIT ?";
+    let values: Vec<Value> = vec![
+        tenant.as_str().into(),
+        pipeline.as_str().into(),
+        after.into(),
+        (limit as i64).into(),
+    ];
+    query(db, sql, values)
+        .await?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect()
+}
