@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -39,11 +40,14 @@ const FUTURE_TOLERANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 /// both backends' bind-parameter limits.
 pub const BATCH_SIZE: usize = 250;
 
-/// Leads per transaction on SQLite, where a transaction holds the database's one writer: small
-/// enough that a chunk holds it for about as long as one commit takes, so the interactive calls
-/// queued behind it wait about that long. PostgreSQL writes a whole batch in one transaction,
-/// which holds no lock that interactive writes wait for.
+/// Most leads per transaction on SQLite, where a transaction holds the database's one writer.
 pub const SQLITE_CHUNK: usize = 50;
+
+/// How long one import transaction may hold SQLite's writer: about one commit's time, so that
+/// the interactive calls queued behind a chunk wait about as long as behind one more commit.
+/// Chunks shrink or grow, up to [`SQLITE_CHUNK`], towards it. PostgreSQL writes a whole batch in
+/// one transaction, which holds no lock that interactive writes wait for.
+pub const SQLITE_CHUNK_BUDGET: Duration = Duration::from_millis(4);
 
 /// Imported-lead counts, within one import, at which the planner statistics are refreshed:
 /// each a multiple of the last, so a million leads cost ten ANALYZE runs.
@@ -386,23 +390,7 @@ impl ImportService {
         });
         let history = history
             .into_iter()
-            .map(|change| StageChange {
-                sequence: 0,
-                lead_id: id,
-                pipeline_id: pipeline_id.clone(),
-                from_stage: change.from_stage,
-                to_stage: change.to_stage,
-                change_time: change.change_time,
-                // Marked imported, the entry keeps who made the change in the source system;
-                // the lead's revisions record the importing caller.
-                actor: if change.actor.is_empty() {
-                    ctx.actor.clone()
-                } else {
-                    change.actor
-                },
-                note: change.note,
-                imported: true,
-            })
+            .map(|change| imported_change(change, id, &pipeline_id, &ctx.actor))
             .collect();
         Ok(Ok(ImportItem {
             index,
@@ -510,16 +498,24 @@ impl ImportService {
             .filter(|(_, outcome)| *outcome != ImportOutcome::Imported)
             .collect();
         self.number(&ctx.tenant, &mut fresh).await?;
-        for chunk in fresh.chunks(self.chunk()) {
-            match self.write(&ctx.tenant, chunk).await {
-                Ok(()) => outcomes.extend(chunk.iter().map(|i| (i.index, ImportOutcome::Imported))),
+        let mut chunks = Chunks::new(self.store.has_one_writer());
+        let mut rest = &fresh[..];
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(chunks.size.min(rest.len()));
+            rest = after;
+            let written = self.write(&ctx.tenant, chunk).await;
+            if let Ok(held) = written {
+                chunks.took(chunk.len(), held);
+            }
+            match written {
+                Ok(_) => outcomes.extend(chunk.iter().map(|i| (i.index, ImportOutcome::Imported))),
                 // A concurrent import took one of the external ids: fall back to one lead per
                 // transaction so that only that lead is skipped.
                 Err(AppError::AlreadyExists(_)) => {
                     for item in chunk {
                         let outcome =
                             match self.write(&ctx.tenant, std::slice::from_ref(item)).await {
-                                Ok(()) => ImportOutcome::Imported,
+                                Ok(_) => ImportOutcome::Imported,
                                 Err(AppError::AlreadyExists(_)) => ImportOutcome::AlreadyImported,
                                 Err(e) => return Err(e),
                             };
@@ -617,22 +613,9 @@ impl ImportService {
         visits::set_amount(&mut after, &plan.lead);
         let mut added = Vec::new();
         for step in plan.steps {
-            let change = step.change.map(|change| StageChange {
-                sequence: 0,
-                lead_id: *id,
-                pipeline_id: plan.lead.pipeline_id.clone(),
-                from_stage: change.from_stage,
-                to_stage: change.to_stage,
-                change_time: change.change_time,
-                // As on a first import: the entry keeps who made the change in the source.
-                actor: if change.actor.is_empty() {
-                    ctx.actor.clone()
-                } else {
-                    change.actor
-                },
-                note: change.note,
-                imported: true,
-            });
+            let change = step
+                .change
+                .map(|change| imported_change(change, *id, &plan.lead.pipeline_id, &ctx.actor));
             if let Some(change) = &change {
                 after.changes.push(visits::change(change));
             }
@@ -717,15 +700,6 @@ impl ImportService {
         )
     }
 
-    /// Leads per transaction for this store's backend.
-    fn chunk(&self) -> usize {
-        if self.store.has_one_writer() {
-            SQLITE_CHUNK
-        } else {
-            BATCH_SIZE
-        }
-    }
-
     /// Numbers the imported history of `items` with sequence numbers reserved for it.
     async fn number(&self, tenant: &TenantId, items: &mut [ImportItem]) -> Result<(), AppError> {
         let changes: i64 = items.iter().map(|i| i.history.len() as i64).sum();
@@ -740,10 +714,12 @@ impl ImportService {
         Ok(())
     }
 
-    /// Writes already numbered leads in one transaction: all of them or none.
-    async fn write(&self, tenant: &TenantId, items: &[ImportItem]) -> Result<(), AppError> {
+    /// Writes already numbered leads in one transaction: all of them or none. Returns how long
+    /// its statements held the writer (on SQLite, the commit is shared with the calls queued
+    /// meanwhile and does not hold it).
+    async fn write(&self, tenant: &TenantId, items: &[ImportItem]) -> Result<Duration, AppError> {
         if items.is_empty() {
-            return Ok(());
+            return Ok(Duration::ZERO);
         }
         let mut won = HashMap::new();
         for item in items.iter() {
@@ -758,11 +734,13 @@ impl ImportService {
             }
         }
         let tx = self.store.begin_write().await?;
+        let started = Instant::now();
         let result = write_in(&tx, tenant, items, &won).await;
+        let held = started.elapsed();
         match result {
             Ok(()) => {
                 tx.commit().await?;
-                Ok(())
+                Ok(held)
             }
             Err(e) => {
                 tx.rollback().await.ok();
@@ -851,4 +829,88 @@ async fn write_in(
         crate::store::analytics::visits::add(tx, tenant, pipeline, &delta).await?;
     }
     Ok(())
+}
+
+/// An imported stage change as stored: marked imported, it keeps who made the change in the
+/// source system (the importing caller when the source names no one); the lead's revisions
+/// record the importing caller.
+fn imported_change(
+    change: ImportedChange,
+    lead: LeadId,
+    pipeline: &PipelineId,
+    caller: &str,
+) -> StageChange {
+    StageChange {
+        sequence: 0,
+        lead_id: lead,
+        pipeline_id: pipeline.clone(),
+        from_stage: change.from_stage,
+        to_stage: change.to_stage,
+        change_time: change.change_time,
+        actor: if change.actor.is_empty() {
+            caller.to_owned()
+        } else {
+            change.actor
+        },
+        note: change.note,
+        imported: true,
+    }
+}
+
+/// The size of the next import transaction. On SQLite it follows [`SQLITE_CHUNK_BUDGET`]: the
+/// next chunk is sized from the time the last one took per lead.
+struct Chunks {
+    size: usize,
+    budgeted: bool,
+}
+
+impl Chunks {
+    fn new(one_writer: bool) -> Self {
+        Self {
+            size: if one_writer { SQLITE_CHUNK } else { BATCH_SIZE },
+            budgeted: one_writer,
+        }
+    }
+
+    fn took(&mut self, leads: usize, elapsed: Duration) {
+        if !self.budgeted || leads == 0 {
+            return;
+        }
+        let per_lead = elapsed.as_secs_f64() / leads as f64;
+        let fits = if per_lead > 0.0 {
+            (SQLITE_CHUNK_BUDGET.as_secs_f64() / per_lead) as usize
+        } else {
+            SQLITE_CHUNK
+        };
+        // At most doubling per chunk, so one fast chunk does not undo the budget.
+        self.size = fits.clamp(1, SQLITE_CHUNK).min(self.size * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_chunks_follow_the_budget_and_postgres_batches_do_not() {
+        let mut chunks = Chunks::new(true);
+        assert_eq!(chunks.size, SQLITE_CHUNK);
+        // Ten times the budget for 50 leads: the next chunk fits the budget.
+        chunks.took(50, SQLITE_CHUNK_BUDGET * 10);
+        assert_eq!(chunks.size, 5);
+        // Fast chunks grow back, at most doubling each time, never past the cap.
+        chunks.took(5, Duration::from_micros(1));
+        assert_eq!(chunks.size, 10);
+        for _ in 0..10 {
+            chunks.took(chunks.size, Duration::from_micros(1));
+        }
+        assert_eq!(chunks.size, SQLITE_CHUNK);
+        // A lead slower than the whole budget still gets written, one per chunk.
+        chunks.took(1, SQLITE_CHUNK_BUDGET * 3);
+        assert_eq!(chunks.size, 1);
+
+        let mut batches = Chunks::new(false);
+        batches.took(BATCH_SIZE, Duration::from_secs(10));
+        assert_eq!(batches.size, BATCH_SIZE);
+    }
 }

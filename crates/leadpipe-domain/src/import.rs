@@ -157,6 +157,36 @@ pub fn check_revisions(
     Ok(())
 }
 
+/// Applies the row's `index`th field edit to `lead`, whose fields were `before`: the fields its
+/// mask names, within the label limit. Returns who made it (the importer when the source names
+/// no one), or `None` when it changes nothing and so makes no revision.
+pub fn apply_edit<'a>(
+    lead: &mut Lead,
+    before: &LeadFields,
+    index: usize,
+    edit: &'a ImportedRevision,
+    importer: &'a str,
+) -> Result<Option<&'a str>, (String, String)> {
+    for field in &edit.mask {
+        field.apply(&edit.fields, &mut lead.fields);
+    }
+    if lead.fields.labels.len() > MAX_LABELS {
+        return Err((
+            format!("revisions[{index}].lead.labels"),
+            format!("at most {MAX_LABELS} labels are allowed"),
+        ));
+    }
+    if lead.fields == *before {
+        return Ok(None);
+    }
+    lead.track_expected_close(before.expected_close_time);
+    Ok(Some(if edit.actor.is_empty() {
+        importer
+    } else {
+        &edit.actor
+    }))
+}
+
 /// Replays an imported lead's life, oldest first: its creation (`created`, in the first stage
 /// of `history`), then its stage changes and field changes in time order, a stage change first
 /// when both happened at once. Returns the lead it ends as, and the revision each step made,
@@ -204,23 +234,8 @@ pub fn replay(
             (RevisionKind::Moved, importer, change.change_time)
         } else {
             let (i, edit) = edits.next().expect("peeked");
-            for field in &edit.mask {
-                field.apply(&edit.fields, &mut lead.fields);
-            }
-            if lead.fields.labels.len() > MAX_LABELS {
-                return Err((
-                    format!("revisions[{i}].lead.labels"),
-                    format!("at most {MAX_LABELS} labels are allowed"),
-                ));
-            }
-            if lead.fields == before.fields {
+            let Some(actor) = apply_edit(&mut lead, &before.fields, i, edit, importer)? else {
                 continue;
-            }
-            lead.track_expected_close(before.fields.expected_close_time);
-            let actor = if edit.actor.is_empty() {
-                importer
-            } else {
-                &edit.actor
             };
             (RevisionKind::Updated, actor, edit.change_time)
         };

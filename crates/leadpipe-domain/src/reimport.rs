@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use super::history::StageChange;
 use super::ids::StageKey;
 use super::import::ImportedChange;
-use super::import::ImportedRevision;
+use super::import::{ImportedRevision, apply_edit};
 use super::lead::{Lead, LeadFields, MAX_LABELS};
 use super::pipeline::PipelineDefinition;
 use super::revision::{LeadRevision, RevisionKind, changed_fields};
@@ -274,23 +274,8 @@ pub fn plan_update(
             );
         } else {
             let (i, edit) = edits.next().expect("peeked");
-            for field in &edit.mask {
-                field.apply(&edit.fields, &mut lead.fields);
-            }
-            if lead.fields.labels.len() > MAX_LABELS {
-                return Err((
-                    format!("revisions[{i}].lead.labels"),
-                    format!("at most {MAX_LABELS} labels are allowed"),
-                ));
-            }
-            if lead.fields == before.fields {
+            let Some(actor) = apply_edit(&mut lead, &before.fields, i, edit, importer)? else {
                 continue;
-            }
-            lead.track_expected_close(before.fields.expected_close_time);
-            let actor = if edit.actor.is_empty() {
-                importer
-            } else {
-                &edit.actor
             };
             push(
                 &mut lead,
