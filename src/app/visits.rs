@@ -28,11 +28,10 @@ pub async fn stored(
     tenant: &TenantId,
     lead: &Lead,
 ) -> Result<LeadVisits, AppError> {
-    let id = lead.id.to_string();
-    let mut found = store::lead_visits(db, tenant, &lead.pipeline_id, std::slice::from_ref(&id))
-        .await?
-        .remove(&id)
-        .unwrap_or_default();
+    let mut found = LeadVisits {
+        changes: store::lead_history(db, tenant, &lead.pipeline_id, &lead.id.to_string()).await?,
+        ..LeadVisits::default()
+    };
     set_amount(&mut found, lead);
     Ok(found)
 }

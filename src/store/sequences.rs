@@ -57,7 +57,8 @@ pub struct Sequenced<'a> {
 /// `commit`: the counter row stays locked from here to the commit, so everything that does not
 /// need the number belongs before it. Every row and the event's JSON are built before the row
 /// is taken; on PostgreSQL the number and the three rows are one statement (one round trip
-/// while the row is held), on SQLite, which has one writer anyway, four.
+/// while the row is held); on SQLite, which has one writer anyway, five statements sent as one
+/// batch (one round trip to the connection's thread).
 pub async fn append_sequenced(
     tx: &WriteTx,
     tenant: &TenantId,
@@ -71,9 +72,9 @@ pub async fn append_sequenced(
     // The number is not known yet: readers of the outbox take it from the row's column.
     let event = LeadChangeEvent::of(&revision, previous, change.clone());
     let payload = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut outbox_row = super::outbox::row(tenant, &event, payload);
-    let mut revision_row = super::revisions::to_model(tenant, &revision);
-    let mut change_row = change.as_ref().map(|c| super::history::row(tenant, c));
+    let outbox_row = super::outbox::row(tenant, &event, payload);
+    let revision_row = super::revisions::to_model(tenant, &revision);
+    let change_row = change.as_ref().map(|c| super::history::row(tenant, c));
     if tx.get_database_backend() == DbBackend::Postgres {
         return append_in_one_statement(
             tx,
@@ -84,22 +85,14 @@ pub async fn append_sequenced(
         )
         .await;
     }
-    let sequence = allocate(tx, tenant, 1).await?;
-    if let Some(row) = change_row.as_mut() {
-        row.sequence = sequence;
-        stage_change::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(tx)
-            .await?;
-    }
-    revision_row.sequence = Some(sequence);
-    lead_revision::Entity::insert(revision_row.into_active_model())
-        .exec_without_returning(tx)
-        .await?;
-    outbox_row.sequence = sequence;
-    outbox::Entity::insert(outbox_row.into_active_model())
-        .exec_without_returning(tx)
-        .await?;
-    Ok(sequence)
+    append_in_one_round_trip(
+        tx,
+        tenant,
+        change_row.map(IntoActiveModel::into_active_model),
+        revision_row.into_active_model(),
+        outbox_row.into_active_model(),
+    )
+    .await
 }
 
 /// PostgreSQL: the counter's update and the three inserts as one statement, each insert taking
@@ -121,14 +114,15 @@ async fn append_in_one_statement(
         last = Column::LastSequence.as_str(),
     );
     if let Some(change) = change {
-        let insert = insert_numbered(&change, stage_change::Column::Sequence, &mut values);
+        let insert = insert_numbered(&change, stage_change::Column::Sequence, "s", &mut values);
         sql.push_str(&format!(", h AS ({insert})"));
     }
-    let insert = insert_numbered(&revision, lead_revision::Column::Sequence, &mut values);
+    let insert = insert_numbered(&revision, lead_revision::Column::Sequence, "s", &mut values);
     sql.push_str(&format!(", r AS ({insert}) "));
     sql.push_str(&insert_numbered(
         &event,
         outbox::Column::Sequence,
+        "s",
         &mut values,
     ));
     sql.push_str(" RETURNING \"sequence\"");
@@ -143,11 +137,72 @@ async fn append_in_one_statement(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM s`: every column's value
+/// SQLite: the counter's upsert, the three inserts, each reading the number back from the
+/// counter row, and a final read of the number, as one batch of statements. The driver runs a
+/// batch's statements in turn on the connection's thread, numbering `$n` parameters across the
+/// batch, and every row of the batch is collected, so every statement has run when it returns.
+async fn append_in_one_round_trip(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    change: Option<stage_change::ActiveModel>,
+    revision: lead_revision::ActiveModel,
+    event: outbox::ActiveModel,
+) -> Result<i64, StoreError> {
+    let mut values: Vec<Value> = vec![tenant.as_str().into()];
+    let (table, tenant_column, last) = (
+        Entity.table_name(),
+        Column::TenantId.as_str(),
+        Column::LastSequence.as_str(),
+    );
+    let taken = format!("(SELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1) AS s");
+    let mut sql = format!(
+        "INSERT INTO \"{table}\" (\"{tenant_column}\", \"{last}\") VALUES ($1, 1) \
+         ON CONFLICT (\"{tenant_column}\") DO UPDATE SET \"{last}\" = \"{table}\".\"{last}\" + 1;\n"
+    );
+    if let Some(change) = change {
+        sql.push_str(&insert_numbered(
+            &change,
+            stage_change::Column::Sequence,
+            &taken,
+            &mut values,
+        ));
+        sql.push_str(";\n");
+    }
+    sql.push_str(&insert_numbered(
+        &revision,
+        lead_revision::Column::Sequence,
+        &taken,
+        &mut values,
+    ));
+    sql.push_str(";\n");
+    sql.push_str(&insert_numbered(
+        &event,
+        outbox::Column::Sequence,
+        &taken,
+        &mut values,
+    ));
+    sql.push_str(&format!(
+        ";\nSELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1"
+    ));
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    let row = rows
+        .last()
+        .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+/// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM {source}`: every column's value
 /// as a bind parameter appended to `values`, but `numbered`, which takes the allocated number.
 fn insert_numbered<A>(
     row: &A,
     numbered: <A::Entity as EntityTrait>::Column,
+    source: &str,
     values: &mut Vec<Value>,
 ) -> String
 where
@@ -169,7 +224,7 @@ where
         selected.push(format!("${}", values.len()));
     }
     format!(
-        "INSERT INTO \"{}\" ({}) SELECT {} FROM s",
+        "INSERT INTO \"{}\" ({}) SELECT {} FROM {source}",
         A::Entity::default().table_name(),
         columns.join(", "),
         selected.join(", ")

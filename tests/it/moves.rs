@@ -19,6 +19,7 @@ on_both_backends!(
     concurrent_moves_with_one_etag_let_exactly_one_win,
     concurrent_moves_without_etag_keep_the_history_chain,
     concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free,
+    a_move_whose_event_cannot_be_stored_leaves_nothing,
     stage_changes_list_oldest_first_in_pages,
     history_is_deleted_with_the_lead,
 );
@@ -951,6 +952,67 @@ async fn concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free(
     assert_eq!(
         sequences, expected,
         "the committed writes' sequences, without a gap"
+    );
+}
+
+/// The sequence, the stage change, the revision and the event of a move are written together
+/// (one statement on PostgreSQL, one batch on SQLite): when the event's insert, the last of
+/// them, fails, the move is not acknowledged and none of it is kept, the lead included, and
+/// the next write takes the next sequence without a gap.
+async fn a_move_whose_event_cannot_be_stored_leaves_nothing(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+
+    let lead = create(&app, qualified_lead("Event fails")).await;
+    let history = stage_changes(&app, &lead.id).await;
+    let kept = crate::revisions::revisions(&app, &lead.id).await;
+
+    let database = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let inject = match app.backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
+             WHEN NEW.lead_id = '{}'
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            lead.id
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION leadpipe_test_fail_event() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.lead_id = '{}' THEN RAISE EXCEPTION 'injected failure'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
+               FOR EACH ROW EXECUTE FUNCTION leadpipe_test_fail_event();",
+            lead.id
+        ),
+    };
+    database.execute_unprepared(&inject).await.unwrap();
+    let failed = move_to(&app, &lead.id, "qualification").await;
+    assert!(failed.is_err(), "{failed:?}");
+    let drop = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER leadpipe_test_fail_event",
+        Backend::Postgres => "DROP TRIGGER leadpipe_test_fail_event ON outbox",
+    };
+    database.execute_unprepared(drop).await.unwrap();
+
+    let after = get_lead(&app, &lead.id).await;
+    assert_eq!(
+        (after.stage.as_str(), after.etag.as_str()),
+        (lead.stage.as_str(), lead.etag.as_str()),
+        "the lead is as it was"
+    );
+    assert_eq!(stage_changes(&app, &lead.id).await, history);
+    assert_eq!(crate::revisions::revisions(&app, &lead.id).await, kept);
+
+    let moved = move_to(&app, &lead.id, "qualification")
+        .await
+        .expect("the move applies once events can be stored");
+    assert_eq!(moved.stage, "qualification");
+    let changes = stage_changes(&app, &lead.id).await;
+    assert_eq!(changes.len(), history.len() + 1);
+    assert_eq!(
+        changes.last().unwrap().sequence,
+        history.last().unwrap().sequence + 1,
+        "the failed move left no gap in the tenant's sequence"
     );
 }
 

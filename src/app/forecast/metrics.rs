@@ -17,8 +17,9 @@ use crate::domain::lead::Lead;
 use crate::domain::listing::{decode_page_token, encode_page_token};
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
 use crate::store::Connection;
+use crate::store::analytics::changes::read_snapshot;
 use crate::store::analytics::{self, FlowRow, HistoryScope, LeadAt, WindowSummary};
-use crate::store::{leads, to_micros};
+use crate::store::{StoreError, leads, to_micros};
 
 const HOURS_PER_DAY: f64 = 24.0;
 
@@ -190,7 +191,10 @@ impl ForecastService {
             present: query.as_of.is_none(),
         };
         let (window_start, window_end) = (to_micros(start), to_micros(end));
-        let db = self.store.reader();
+        // Open leads, aggregates and the leads of the partial days from one snapshot, so that a
+        // write committed meanwhile is counted in all of them or in none.
+        let snapshot = read_snapshot(self.store.reader()).await?;
+        let db = &snapshot;
         let index = stage_index(definition);
         let n = definition.stages.len();
         let mut stages: Vec<StageReport> = definition
@@ -226,6 +230,7 @@ impl ForecastService {
             let dwell = fit_dwell(&summary.dwell, &index, n, 1.0);
             (summary, dwell, |hours| hours as f64 + 0.5)
         };
+        snapshot.commit().await.map_err(StoreError::from)?;
 
         // Flow: entered, advanced, lost, conversion.
         let mut ended = vec![0i64; n];
@@ -404,7 +409,8 @@ impl ForecastService {
             as_of: to_micros(as_of),
             present: true,
         };
-        let db = self.store.reader();
+        let snapshot = read_snapshot(self.store.reader()).await?;
+        let db = &snapshot;
         let index = stage_index(definition);
         let open = analytics::leads_at(
             db,
@@ -476,6 +482,7 @@ impl ForecastService {
                 value_at_risk: *value,
             });
         }
+        snapshot.commit().await.map_err(StoreError::from)?;
         let next = offset + page_size;
         let token = if next < total {
             encode_page_token(&next)
@@ -596,15 +603,13 @@ async fn sketch_dwell(
             *groups[i].entry((*b, true)).or_default() += count as u64;
         }
     }
-    let censored = |groups: &mut Vec<HashMap<(i64, bool), u64>>, i: usize, entered: i64| {
-        if entered >= start && entered < end {
-            let b = bucket((scope.as_of - entered) / MICROS_PER_HOUR);
-            *groups[i].entry((b, false)).or_default() += 1;
-        }
-    };
     for lead in open {
-        if let Some(&i) = index.get(lead.stage.as_str()) {
-            censored(&mut groups, i, lead.stage_enter_time);
+        if let Some(&i) = index.get(lead.stage.as_str())
+            && lead.stage_enter_time >= start
+            && lead.stage_enter_time < end
+        {
+            let b = bucket((scope.as_of - lead.stage_enter_time) / MICROS_PER_HOUR);
+            *groups[i].entry((b, false)).or_default() += 1;
         }
     }
     if closed_too {
@@ -612,16 +617,17 @@ async fn sketch_dwell(
             if stage.kind == StageKind::Open || groups[i].is_empty() {
                 continue;
             }
-            let entered = crate::store::analytics::visits::open_visits(
+            let open_hours = crate::store::analytics::visits::open_visits(
                 db,
                 scope.tenant,
                 scope.pipeline,
                 stage.key.as_str(),
                 (start, end),
+                scope.as_of,
             )
             .await?;
-            for t in entered {
-                censored(&mut groups, i, t);
+            for (hours, visits) in open_hours {
+                *groups[i].entry((bucket(hours), false)).or_default() += visits as u64;
             }
         }
     }

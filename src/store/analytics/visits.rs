@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use sea_orm::{ConnectionTrait, Value};
 
 use super::{get, placeholders, query, stage_values};
-use crate::domain::forecast::visits::{Aggregates, Change, Count, Key, Kind, LeadVisits};
+use crate::domain::forecast::visits::{
+    Aggregates, Change, Count, Key, Kind, LeadVisits, MICROS_PER_HOUR,
+};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::store::StoreError;
 
@@ -89,9 +91,11 @@ pub async fn leads_changed_in(
         if a >= b {
             continue;
         }
-        // Through `stage_changes_by_stage_time`, one range per stage.
+        // Through `stage_changes_by_stage_time`, one range per stage. Without DISTINCT, which
+        // would steer SQLite's planner to the index ordered by lead, a scan of the tenant's
+        // whole history; the ids are deduplicated below.
         let sql = format!(
-            "SELECT DISTINCT lead_id FROM stage_changes
+            "SELECT lead_id FROM stage_changes
              WHERE tenant_id = ? AND pipeline_id = ? AND to_stage IN ({})
                AND change_time >= ? AND change_time < ?",
             placeholders(stage_list.len())
@@ -159,19 +163,52 @@ pub async fn lead_visits(
     Ok(out)
 }
 
-/// (stage, stage entry time) of the pipeline's leads in `stage` that entered it in [start, end):
-/// the visits still open, which time in stage counts as censored.
+/// One lead's history in the pipeline, oldest first: one range of `stage_changes_by_lead`.
+pub async fn lead_history(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    lead: &str,
+) -> Result<Vec<Change>, StoreError> {
+    let sql = "SELECT from_stage, to_stage, change_time FROM stage_changes
+               WHERE tenant_id = ? AND lead_id = ? AND pipeline_id = ?
+               ORDER BY sequence";
+    let values: Vec<Value> = vec![
+        tenant.as_str().into(),
+        lead.into(),
+        pipeline.as_str().into(),
+    ];
+    query(db, sql, values)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Change {
+                from_stage: get(row, 0)?,
+                to_stage: get(row, 1)?,
+                time: get(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+/// The visits still open in `stage` that began in [start, end), which time in stage counts as
+/// censored: (whole hours from their entry to `as_of`, visits), read from `leads_by_stage` alone.
 pub async fn open_visits(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     pipeline: &PipelineId,
     stage: &str,
     (start, end): (i64, i64),
-) -> Result<Vec<i64>, StoreError> {
-    let sql = "SELECT stage_enter_time FROM leads
+    as_of: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    // Integer division truncates toward zero on both backends, as Rust's does.
+    let sql = "SELECT (? - stage_enter_time) / ?, CAST(COUNT(*) AS BIGINT) FROM leads
                WHERE tenant_id = ? AND pipeline_id = ? AND stage = ?
-                 AND stage_enter_time >= ? AND stage_enter_time < ?";
+                 AND stage_enter_time >= ? AND stage_enter_time < ?
+               GROUP BY 1";
     let values: Vec<Value> = vec![
+        as_of.into(),
+        MICROS_PER_HOUR.into(),
         tenant.as_str().into(),
         pipeline.as_str().into(),
         stage.into(),
@@ -181,7 +218,7 @@ pub async fn open_visits(
     query(db, sql, values)
         .await?
         .iter()
-        .map(|r| get(r, 0))
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
         .collect()
 }
 
