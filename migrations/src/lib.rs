@@ -11,6 +11,7 @@ mod m20261126_000003_wins_by_time;
 mod m20261130_000001_lead_revisions;
 mod m20261130_000002_versions_cover_revisions;
 mod m20261130_000003_stage_stats;
+mod m20261130_000004_report_keys;
 
 /// The upsert that adds to the stage aggregates, shared with the store's write path.
 pub use m20261130_000003_stage_stats::upsert as upsert_stage_stats;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_lead_revisions::Migration),
             Box::new(m20261130_000002_versions_cover_revisions::Migration),
             Box::new(m20261130_000003_stage_stats::Migration),
+            Box::new(m20261130_000004_report_keys::Migration),
         ]
     }
 }

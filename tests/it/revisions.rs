@@ -399,9 +399,9 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    // The revisions migration, and the two after it: versions raised to the revisions, and
-    // the stage aggregates.
-    migration::Migrator::down(&db, Some(3))
+    // The revisions migration, and the three after it: versions raised to the revisions, the
+    // stage aggregates, and the report keys.
+    migration::Migrator::down(&db, Some(4))
         .await
         .expect("roll back the revisions migration");
     db.close().await.ok();
