@@ -377,7 +377,9 @@ export const StageChangeSchema: GenMessage<StageChange> = /*@__PURE__*/
  */
 export type LeadRevision = Message<"leadpipe.v1.LeadRevision"> & {
   /**
-   * The revision's number: 1 for the creation, then 2, 3… per lead.
+   * The revision's number: the lead's version after the write, so 1 for the creation and one
+   * more for each write after it. A lead written before revisions were kept may skip one number
+   * once; numbers always increase.
    *
    * @generated from field: int64 revision = 1;
    */
