@@ -197,8 +197,9 @@ async fn append_in_one_round_trip(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM {source}`: every column's value
-/// as a bind parameter appended to `values`, but `numbered`, which takes the allocated number.
+/// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM {source}`: every
+/// column's value as a bind parameter appended to `values`, but `numbered`, which takes the
+/// allocated number from `source`, a table or subquery named `s`.
 fn insert_numbered<A>(
     row: &A,
     numbered: <A::Entity as EntityTrait>::Column,
