@@ -95,6 +95,19 @@ pub async fn append_sequenced(
     .await
 }
 
+/// The upsert that takes the tenant's next number (tenant as `$1`), without a terminator.
+fn increment_counter() -> String {
+    let (table, tenant, last) = (
+        Entity.table_name(),
+        Column::TenantId.as_str(),
+        Column::LastSequence.as_str(),
+    );
+    format!(
+        "INSERT INTO \"{table}\" (\"{tenant}\", \"{last}\") VALUES ($1, 1) \
+         ON CONFLICT (\"{tenant}\") DO UPDATE SET \"{last}\" = \"{table}\".\"{last}\" + 1"
+    )
+}
+
 /// PostgreSQL: the counter's update and the three inserts as one statement, each insert taking
 /// the number from the update's `RETURNING`.
 async fn append_in_one_statement(
@@ -106,12 +119,9 @@ async fn append_in_one_statement(
 ) -> Result<i64, StoreError> {
     let mut values: Vec<Value> = vec![tenant.as_str().into()];
     let mut sql = format!(
-        "WITH s AS (INSERT INTO \"{table}\" (\"{tenant}\", \"{last}\") VALUES ($1, 1) \
-         ON CONFLICT (\"{tenant}\") DO UPDATE SET \"{last}\" = \"{table}\".\"{last}\" + 1 \
-         RETURNING \"{last}\")",
-        table = Entity.table_name(),
-        tenant = Column::TenantId.as_str(),
-        last = Column::LastSequence.as_str(),
+        "WITH s AS ({} RETURNING \"{}\")",
+        increment_counter(),
+        Column::LastSequence.as_str()
     );
     if let Some(change) = change {
         let insert = insert_numbered(&change, stage_change::Column::Sequence, "s", &mut values);
@@ -155,10 +165,7 @@ async fn append_in_one_round_trip(
         Column::LastSequence.as_str(),
     );
     let taken = format!("(SELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1) AS s");
-    let mut sql = format!(
-        "INSERT INTO \"{table}\" (\"{tenant_column}\", \"{last}\") VALUES ($1, 1) \
-         ON CONFLICT (\"{tenant_column}\") DO UPDATE SET \"{last}\" = \"{table}\".\"{last}\" + 1;\n"
-    );
+    let mut sql = format!("{};\n", increment_counter());
     if let Some(change) = change {
         sql.push_str(&insert_numbered(
             &change,
