@@ -698,16 +698,19 @@ async fn large_imports_refresh_planner_statistics_on_postgres() {
 
     use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
     let db = Database::connect(&app.database_url).await.unwrap();
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT (last_analyze IS NOT NULL) AS analyzed FROM pg_stat_user_tables \
-             WHERE relname = 'leads'",
-        ))
-        .await
-        .unwrap()
-        .expect("the leads table has statistics");
-    let analyzed: bool = row.try_get("", "analyzed").unwrap();
-    assert!(analyzed, "the import did not ANALYZE the leads table");
+    for table in leadpipe::store::IMPORT_GROWN_TABLES {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT (last_analyze IS NOT NULL) AS analyzed FROM pg_stat_user_tables \
+                 WHERE relname = $1",
+                [table.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no statistics row for {table}"));
+        let analyzed: bool = row.try_get("", "analyzed").unwrap();
+        assert!(analyzed, "the import did not ANALYZE {table}");
+    }
     db.close().await.ok();
 }
