@@ -3,6 +3,8 @@
 
 use crate::common;
 
+use std::collections::HashMap;
+
 use chrono::{Duration, Utc};
 use common::history::*;
 use common::*;
@@ -11,6 +13,7 @@ use leadpipe::grpc::pb;
 on_both_backends!(
     pages_walk_the_ranking_once_with_whole_leads,
     a_pipeline_change_applies_to_the_next_call,
+    the_present_counts_open_leads_as_a_past_as_of_does,
 );
 
 /// `count` leads in qualification for 40 days (its rotting threshold is 21), amounts 1,000 to
@@ -96,4 +99,124 @@ async fn a_pipeline_change_applies_to_the_next_call(app: TestApp) {
     // 40 days in the stage is no longer past its threshold.
     let after = stuck_page(&app, String::new()).await;
     assert_eq!(after.total_size, 0, "{:?}", after.stuck_leads);
+}
+
+fn micro_ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// GetPipelineMetrics for the present sums the open leads in SQL, grouped as they score alike,
+/// and counts the stuck ones by entry time; for a past `as_of` it reads them one by one. Asked
+/// at the present's own time, both must agree, and with ListStuckLeads.
+async fn the_present_counts_open_leads_as_a_past_as_of_does(app: TestApp) {
+    import_stuck(&app, 7).await;
+    let now = Utc::now();
+    let in_qualification = |days: i64| {
+        vec![
+            change("", "lead_generation", now - Duration::days(days + 5)),
+            change("lead_generation", "qualification", now - Duration::days(days)),
+        ]
+    };
+    let mut varied = Vec::new();
+    for (i, (currency, units, source, region, days)) in [
+        ("EUR", 500, "web", "emea", 30),
+        ("EUR", 999, "web", "emea", 2),
+        ("EUR", 2_500_000, "referral", "emea", 25),
+        ("USD", 12_345, "web", "amer", 30),
+        ("USD", 12_345, "web", "amer", 3),
+        ("", 0, "event", "apac", 60),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = import_request(&format!("varied-{i}"), units, in_qualification(days));
+        let lead = request.lead.as_mut().unwrap();
+        lead.amount = (!currency.is_empty()).then(|| money(currency, units));
+        lead.source = source.into();
+        lead.labels = HashMap::from([("region".to_string(), region.to_string())]);
+        varied.push(request);
+    }
+    assert_eq!(import(&app, varied).await.imported, 6);
+    // Two leads whose expected close slipped, one of them twice.
+    let listed = app
+        .leads
+        .clone()
+        .list_leads(pb::ListLeadsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .leads;
+    for (lead, pushes) in listed.iter().filter(|l| l.source == "web").zip([1, 2]) {
+        let mut lead = lead.clone();
+        for push in 0..=pushes {
+            lead.expected_close_time = Some(micro_ts(now + Duration::days(30 + push * 7)));
+            lead = update_lead(&app, lead, &["expected_close_time"]).await;
+        }
+    }
+
+    let metrics = |as_of: Option<prost_types::Timestamp>| {
+        let app = &app;
+        async move {
+            forecasts(app)
+                .await
+                .get_pipeline_metrics(pb::GetPipelineMetricsRequest {
+                    as_of,
+                    ..Default::default()
+                })
+                .await
+                .expect("metrics")
+                .into_inner()
+        }
+    };
+    let present = metrics(None).await;
+    let past = metrics(present.as_of).await;
+    assert_eq!(present.open_count, 14);
+    assert_eq!(present.open_count, past.open_count);
+    assert!(present.pushed_share > 0.0);
+    assert_eq!(present.pushed_share, past.pushed_share);
+    let (a, b) = (present.average_push_days, past.average_push_days);
+    assert!((a - b).abs() < 1e-9, "{a} against {b}");
+    for (p, r) in present.stages.iter().zip(&past.stages) {
+        assert_eq!(p.stage, r.stage);
+        assert_eq!(p.open_count, r.open_count, "{}", p.stage);
+        assert_eq!(p.open_amount, r.open_amount, "{}", p.stage);
+        assert_eq!(p.weighted_amount.len(), r.weighted_amount.len(), "{}", p.stage);
+        for (w, v) in p.weighted_amount.iter().zip(&r.weighted_amount) {
+            assert_eq!(w.currency_code, v.currency_code);
+            let (w, v) = (
+                w.units as f64 + w.nanos as f64 / 1e9,
+                v.units as f64 + v.nanos as f64 / 1e9,
+            );
+            assert!((w - v).abs() <= 1e-6 * v.max(1.0), "{}: {w} against {v}", p.stage);
+        }
+    }
+    // Nothing has left qualification, so its threshold is the rotting days (21) on both paths.
+    let qualification = |m: &pb::PipelineMetrics| {
+        m.stages
+            .iter()
+            .find(|s| s.stage == "qualification")
+            .unwrap()
+            .clone()
+    };
+    let (p, r) = (qualification(&present), qualification(&past));
+    assert_eq!(p.open_count, 14);
+    assert_eq!(p.stuck_count, 7 + 4, "the 40-day leads and the varied ones past 21 days");
+    assert_eq!(p.stuck_count, r.stuck_count);
+    assert!(p.weighted_amount.iter().any(|m| m.currency_code == "USD"));
+    let listed = forecasts(&app)
+        .await
+        .list_stuck_leads(pb::ListStuckLeadsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_size, 11);
 }

@@ -78,8 +78,15 @@ impl Default for Total {
 
 impl Total {
     pub fn add(&mut self, units: i64, nanos: i32) {
-        let amount = i128::from(units) * i128::from(NANOS_PER_UNIT) + i128::from(nanos);
-        self.nanos = self.nanos.and_then(|sum| sum.checked_add(amount));
+        self.add_sum(units.into(), nanos.into());
+    }
+
+    /// Adds a sum of amounts: whole units, and nanos not carried into units.
+    pub fn add_sum(&mut self, units: i128, nanos: i128) {
+        let amount = units
+            .checked_mul(i128::from(NANOS_PER_UNIT))
+            .and_then(|n| n.checked_add(nanos));
+        self.nanos = self.nanos.zip(amount).and_then(|(sum, a)| sum.checked_add(a));
     }
 
     pub fn add_total(&mut self, other: Total) {

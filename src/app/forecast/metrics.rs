@@ -5,19 +5,21 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::model::{features_of, fit_dwell, money_of, stage_index, stage_keys};
+use super::model::{features, fit_dwell, money_of, stage_index, stage_keys};
 use super::{Amounts, ForecastService, Totals};
 use crate::app::{AppError, RequestContext};
-use crate::domain::forecast::KaplanMeier;
 use crate::domain::forecast::visits::{
-    MICROS_PER_HOUR, WindowCounts, WindowSplit, bucket, bucket_value, contributions,
+    WindowCounts, WindowSplit, bucket, bucket_value, contributions,
 };
+use crate::domain::forecast::{KaplanMeier, band_at, band_position};
 use crate::domain::ids::PipelineId;
 use crate::domain::lead::Lead;
 use crate::domain::listing::{decode_page_token, encode_page_token};
+use crate::domain::money::CurrencyCode;
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
 use crate::store::Connection;
 use crate::store::analytics::changes::read_snapshot;
+use crate::store::analytics::open::{self, OpenGroup};
 use crate::store::analytics::{self, FlowRow, HistoryScope, LeadAt, WindowSummary};
 use crate::store::{StoreError, leads, to_micros};
 
@@ -69,19 +71,14 @@ pub struct Slippage {
 }
 
 impl Slippage {
-    /// From each open lead's (push count, expected close, first expected close), in µs.
-    pub fn of(leads: impl IntoIterator<Item = (i64, Option<i64>, Option<i64>)>) -> Self {
-        let (mut open, mut pushed, mut measured, mut days) = (0usize, 0usize, 0usize, 0.0);
-        for (pushes, expected, first) in leads {
-            open += 1;
-            if pushes <= 0 {
-                continue;
-            }
-            pushed += 1;
-            if let (Some(expected), Some(first)) = (expected, first) {
-                measured += 1;
-                days += (expected - first) as f64 / 8.64e10;
-            }
+    /// From the groups of open leads that a report reads.
+    pub fn of_groups<'a>(groups: impl IntoIterator<Item = &'a OpenGroup>) -> Self {
+        let (mut open, mut pushed, mut measured, mut days) = (0i64, 0i64, 0i64, 0.0);
+        for group in groups {
+            open += group.leads;
+            pushed += group.pushed;
+            measured += group.push_measured;
+            days += group.push_days;
         }
         Slippage {
             pushed_share: if open > 0 {
@@ -92,6 +89,101 @@ impl Slippage {
             average_push_days: (measured > 0).then(|| days / measured as f64),
         }
     }
+}
+
+/// The open leads of a report at as_of: grouped as they score alike, with the stuck leads of
+/// each stage (in the pipeline's stage order).
+struct OpenLeads {
+    groups: Vec<OpenGroup>,
+    stuck: Vec<i64>,
+}
+
+impl OpenLeads {
+    /// For the present, grouped in SQL, the stuck ones counted through `leads_by_stage`.
+    async fn read(
+        db: &impl Connection,
+        scope: &HistoryScope<'_>,
+        definition: &PipelineDefinition,
+        open_stages: &[String],
+        limits: &StuckLimits,
+    ) -> Result<Self, AppError> {
+        let groups = open::open_groups(db, scope.tenant, scope.pipeline, open_stages).await?;
+        let mut stuck = vec![0; definition.stages.len()];
+        for ((stage, limit), count) in definition.stages.iter().zip(limits).zip(&mut stuck) {
+            if let (StageKind::Open, Some((hours, _))) = (stage.kind, limit) {
+                let entered_by = scope.as_of - stuck_after_micros(*hours);
+                *count = open::entered_by(
+                    db,
+                    scope.tenant,
+                    scope.pipeline,
+                    stage.key.as_str(),
+                    entered_by,
+                )
+                .await?;
+            }
+        }
+        Ok(Self { groups, stuck })
+    }
+
+    /// From the leads one by one, as a past as_of reads them: each its own group.
+    fn of_each(
+        leads: &[LeadAt],
+        index: &HashMap<&str, usize>,
+        limits: &StuckLimits,
+        scope: &HistoryScope<'_>,
+    ) -> Self {
+        let mut stuck = vec![0; limits.len()];
+        let groups = leads
+            .iter()
+            .map(|lead| {
+                if let Some(&i) = index.get(lead.stage.as_str())
+                    && limits[i].is_some_and(|(limit, _)| {
+                        (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9 > limit
+                    })
+                {
+                    stuck[i] += 1;
+                }
+                let measured = lead.close_date_push_count > 0;
+                let push = match (lead.expected_close_time, lead.first_expected_close_time) {
+                    (Some(expected), Some(first)) if measured => Some(expected - first),
+                    _ => None,
+                };
+                OpenGroup {
+                    stage: lead.stage.clone(),
+                    currency: lead.currency.clone(),
+                    band: band_position(lead.units),
+                    source: lead.source.clone(),
+                    owner: lead.owner.clone(),
+                    labels: lead.labels.clone(),
+                    leads: 1,
+                    units: lead.units.into(),
+                    nanos: i64::from(lead.nanos),
+                    pushed: i64::from(measured),
+                    push_measured: i64::from(push.is_some()),
+                    push_days: push.map_or(0.0, |micros| micros as f64 / 8.64e10),
+                }
+            })
+            .collect();
+        Self { groups, stuck }
+    }
+}
+
+/// The shortest time in stage, in µs, that is more than `limit_hours`, compared as the stuck
+/// rule compares them (hours as a double), so that a count by entry time agrees with it.
+fn stuck_after_micros(limit_hours: f64) -> i64 {
+    let exceeds = |micros: i64| micros as f64 / 3.6e9 > limit_hours;
+    let mut micros = (limit_hours * 3.6e9).floor() as i64;
+    // The estimate is within a few µs of the answer; the steps make it exact.
+    for _ in 0..64 {
+        if exceeds(micros - 1) {
+            micros -= 1;
+        } else if !exceeds(micros) {
+            micros += 1;
+        } else {
+            break;
+        }
+    }
+    micros
 }
 
 pub struct StuckLeadsQuery {
@@ -208,27 +300,29 @@ impl ForecastService {
             })
             .collect();
 
-        // Open leads at as_of; for the present their visits are the censored ones.
-        let open = analytics::leads_at(
-            db,
-            &scope,
-            &stage_keys(definition, &[StageKind::Open]),
-            None,
-        )
-        .await?;
+        let open_stages = stage_keys(definition, &[StageKind::Open]);
         let window = (window_start, window_end);
-        let (summary, dwell, cycle_value): (_, _, fn(i64) -> f64) = if scope.present {
+        let (summary, dwell, cycle_value, open): (_, _, fn(i64) -> f64, _) = if scope.present {
             let counts = window_counts(db, &scope, definition, window).await?;
-            let dwell =
-                sketch_dwell(db, &scope, definition, &index, &counts, &open, window, true).await?;
-            (summary_of(counts)?, dwell, bucket_value)
+            let dwell = sketch_dwell(db, &scope, definition, &index, &counts, window, true).await?;
+            let open = OpenLeads::read(
+                db,
+                &scope,
+                definition,
+                &open_stages,
+                &thresholds(definition, &dwell),
+            )
+            .await?;
+            (summary_of(counts)?, dwell, bucket_value, open)
         } else {
             let won_stages = stage_keys(definition, &[StageKind::Won]);
             let summary =
                 analytics::window_summary(db, &scope, &won_stages, window_start, window_end)
                     .await?;
             let dwell = fit_dwell(&summary.dwell, &index, n, 1.0);
-            (summary, dwell, |hours| hours as f64 + 0.5)
+            let leads = analytics::leads_at(db, &scope, &open_stages, None).await?;
+            let open = OpenLeads::of_each(&leads, &index, &thresholds(definition, &dwell), &scope);
+            (summary, dwell, |hours| hours as f64 + 0.5, open)
         };
         snapshot.commit().await.map_err(StoreError::from)?;
 
@@ -290,29 +384,35 @@ impl ForecastService {
         }
 
         // Open leads at as_of: counts, amounts, weighted amounts, stuck.
-        let limits = thresholds(definition, &dwell);
         let mut open_by_currency: HashMap<String, i64> = HashMap::new();
-        for lead in &open {
-            let Some(&i) = index.get(lead.stage.as_str()) else {
+        for group in &open.groups {
+            let Some(&i) = index.get(group.stage.as_str()) else {
                 continue;
             };
             let report = &mut stages[i];
-            report.open_count += 1;
-            if let Some(money) = money_of(lead) {
-                let currency = money.currency.as_str().to_owned();
-                let p = model.score(i, &features_of(lead)).probability;
-                report
-                    .open_amount
-                    .entry(currency.clone())
-                    .or_default()
-                    .add(money.units, money.nanos);
-                *report.weighted_amount.entry(currency.clone()).or_default() += money.value() * p;
-                *open_by_currency.entry(currency).or_default() += 1;
-            }
-            let hours = (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9;
-            if limits[i].is_some_and(|(limit, _)| hours > limit) {
-                report.stuck += 1;
-            }
+            report.open_count += group.leads;
+            let Ok(currency) = CurrencyCode::parse(&group.currency) else {
+                continue;
+            };
+            let features = features(
+                &group.source,
+                &group.owner,
+                band_at(group.band),
+                &group.labels,
+            );
+            let p = model.score(i, &features).probability;
+            let currency = currency.as_str().to_owned();
+            report
+                .open_amount
+                .entry(currency.clone())
+                .or_default()
+                .add_sum(group.units, group.nanos.into());
+            let amount = group.units as f64 + group.nanos as f64 / 1e9;
+            *report.weighted_amount.entry(currency.clone()).or_default() += amount * p;
+            *open_by_currency.entry(currency).or_default() += group.leads;
+        }
+        for (report, stuck) in stages.iter_mut().zip(&open.stuck) {
+            report.stuck = *stuck;
         }
 
         // Pipeline-wide.
@@ -355,16 +455,10 @@ impl ForecastService {
                 );
             }
         }
-        let slippage = Slippage::of(
-            open.iter()
-                .filter(|l| index.contains_key(l.stage.as_str()))
-                .map(|l| {
-                    (
-                        l.close_date_push_count,
-                        l.expected_close_time,
-                        l.first_expected_close_time,
-                    )
-                }),
+        let slippage = Slippage::of_groups(
+            open.groups
+                .iter()
+                .filter(|g| index.contains_key(g.stage.as_str())),
         );
         let (bottleneck_stage, bottleneck_explanation) = bottleneck(definition, &stages, &ended);
         Ok(MetricsReport {
@@ -372,7 +466,7 @@ impl ForecastService {
             start,
             end,
             as_of,
-            open_count: open.len() as i64,
+            open_count: stages.iter().map(|s| s.open_count).sum(),
             stages,
             win_rate,
             median_time_to_close_hours: median_cycle_hours,
@@ -412,13 +506,6 @@ impl ForecastService {
         let snapshot = read_snapshot(self.store.reader()).await?;
         let db = &snapshot;
         let index = stage_index(definition);
-        let open = analytics::leads_at(
-            db,
-            &scope,
-            &stage_keys(definition, &[StageKind::Open]),
-            None,
-        )
-        .await?;
         let limits = match self
             .stuck_limits
             .fresh(&ctx.tenant, pipeline_id, pipeline.version)
@@ -429,16 +516,31 @@ impl ForecastService {
                 let visits = (since, scope.as_of + 1);
                 let counts = window_counts(db, &scope, definition, visits).await?;
                 // Only open stages have stuck leads, so closed stages' censoring is not read.
-                let dwell = sketch_dwell(
-                    db, &scope, definition, &index, &counts, &open, visits, false,
-                )
-                .await?;
+                let dwell =
+                    sketch_dwell(db, &scope, definition, &index, &counts, visits, false).await?;
                 let limits = Arc::new(thresholds(definition, &dwell));
                 self.stuck_limits
                     .store(&ctx.tenant, pipeline_id, pipeline.version, limits.clone());
                 limits
             }
         };
+        // Only the leads past their stage's threshold, each stage's through `leads_by_stage`.
+        let mut open = Vec::new();
+        for (stage, limit) in definition.stages.iter().zip(limits.iter()) {
+            if let (StageKind::Open, Some((hours, _))) = (stage.kind, limit) {
+                let entered_by = scope.as_of - stuck_after_micros(*hours);
+                open.extend(
+                    open::leads_entered_by(
+                        db,
+                        scope.tenant,
+                        scope.pipeline,
+                        stage.key.as_str(),
+                        entered_by,
+                    )
+                    .await?,
+                );
+            }
+        }
         let mut stuck: Vec<(f64, &LeadAt, f64, (f64, &'static str))> = open
             .iter()
             .filter_map(|lead| {
@@ -580,17 +682,15 @@ fn summary_of(counts: WindowCounts) -> Result<WindowSummary, AppError> {
 }
 
 /// Kaplan–Meier time in stage per stage over the sketch: exited visits from the aggregates,
-/// open visits (censored at as_of) from the leads themselves, both in sketch buckets. A closed
-/// stage's open visits are read only when `closed_too` and the stage has exits in the window
-/// (reopened leads): without exits its estimate has no step whatever is censored.
-#[allow(clippy::too_many_arguments)]
+/// open visits (censored at as_of) grouped by whole hours in SQL, both in sketch buckets. A
+/// closed stage's open visits are read only when `closed_too` and the stage has exits in the
+/// window (reopened leads): without exits its estimate has no step whatever is censored.
 async fn sketch_dwell(
     db: &impl Connection,
     scope: &HistoryScope<'_>,
     definition: &PipelineDefinition,
     index: &HashMap<&str, usize>,
     counts: &WindowCounts,
-    open: &[LeadAt],
     (start, end): (i64, i64),
     closed_too: bool,
 ) -> Result<Vec<KaplanMeier>, AppError> {
@@ -603,32 +703,25 @@ async fn sketch_dwell(
             *groups[i].entry((*b, true)).or_default() += count as u64;
         }
     }
-    for lead in open {
-        if let Some(&i) = index.get(lead.stage.as_str())
-            && lead.stage_enter_time >= start
-            && lead.stage_enter_time < end
-        {
-            let b = bucket((scope.as_of - lead.stage_enter_time) / MICROS_PER_HOUR);
-            *groups[i].entry((b, false)).or_default() += 1;
+    for (i, stage) in definition.stages.iter().enumerate() {
+        let read = match stage.kind {
+            StageKind::Open => true,
+            _ => closed_too && !groups[i].is_empty(),
+        };
+        if !read {
+            continue;
         }
-    }
-    if closed_too {
-        for (i, stage) in definition.stages.iter().enumerate() {
-            if stage.kind == StageKind::Open || groups[i].is_empty() {
-                continue;
-            }
-            let open_hours = crate::store::analytics::visits::open_visits(
-                db,
-                scope.tenant,
-                scope.pipeline,
-                stage.key.as_str(),
-                (start, end),
-                scope.as_of,
-            )
-            .await?;
-            for (hours, visits) in open_hours {
-                *groups[i].entry((bucket(hours), false)).or_default() += visits as u64;
-            }
+        let open_hours = crate::store::analytics::visits::open_visits(
+            db,
+            scope.tenant,
+            scope.pipeline,
+            stage.key.as_str(),
+            (start, end),
+            scope.as_of,
+        )
+        .await?;
+        for (hours, visits) in open_hours {
+            *groups[i].entry((bucket(hours), false)).or_default() += visits as u64;
         }
     }
     Ok(groups
@@ -682,22 +775,68 @@ fn bottleneck(
 
 #[cfg(test)]
 mod tests {
-    use super::Slippage;
+    use std::collections::HashMap;
+
+    use super::{OpenLeads, Slippage, stuck_after_micros};
+    use crate::domain::ids::{PipelineId, TenantId};
+    use crate::store::analytics::{HistoryScope, LeadAt};
+
+    #[test]
+    fn the_stuck_cutoff_agrees_with_the_hours_rule() {
+        for limit in [1.0, 1.5, 24.0, 100.0 / 3.0, 2_159.999_999_9, 8760.0, 0.1] {
+            let cutoff = stuck_after_micros(limit);
+            assert!(
+                cutoff as f64 / 3.6e9 > limit,
+                "{limit}: {cutoff} is not past it"
+            );
+            assert!(
+                (cutoff - 1) as f64 / 3.6e9 <= limit,
+                "{limit}: {} is already past it",
+                cutoff - 1
+            );
+        }
+    }
 
     const DAY: i64 = 86_400_000_000;
 
     #[test]
     fn slippage_is_the_share_pushed_and_their_mean_push() {
+        let lead = |pushes, expected, first| LeadAt {
+            lead_id: String::new(),
+            stage: "qualification".into(),
+            stage_enter_time: 0,
+            currency: String::new(),
+            units: 0,
+            nanos: 0,
+            source: String::new(),
+            owner: String::new(),
+            labels: "{}".into(),
+            expected_close_time: expected,
+            win_probability: 0.0,
+            close_date_push_count: pushes,
+            first_expected_close_time: first,
+        };
         let leads = [
-            (0, Some(10 * DAY), Some(10 * DAY)),
-            (1, Some(15 * DAY), Some(10 * DAY)),
-            (2, Some(12 * DAY), Some(10 * DAY)),
+            lead(0, Some(10 * DAY), Some(10 * DAY)),
+            lead(1, Some(15 * DAY), Some(10 * DAY)),
+            lead(2, Some(12 * DAY), Some(10 * DAY)),
             // Pushed, then its date was cleared: pushed, but no length to measure.
-            (1, None, Some(3 * DAY)),
+            lead(1, None, Some(3 * DAY)),
         ];
-        let slippage = Slippage::of(leads);
-        assert_eq!(slippage.pushed_share, 0.75);
-        assert_eq!(slippage.average_push_days, Some(3.5));
-        assert_eq!(Slippage::of([]), Slippage::default());
+        let (tenant, pipeline) = (TenantId::default_tenant(), PipelineId::default_pipeline());
+        let scope = HistoryScope {
+            tenant: &tenant,
+            pipeline: &pipeline,
+            as_of: 0,
+            present: false,
+        };
+        let index = HashMap::from([("qualification", 0)]);
+        let slippage = |leads: &[LeadAt]| {
+            Slippage::of_groups(&OpenLeads::of_each(leads, &index, &vec![None], &scope).groups)
+        };
+        let measured = slippage(&leads);
+        assert_eq!(measured.pushed_share, 0.75);
+        assert_eq!(measured.average_push_days, Some(3.5));
+        assert_eq!(slippage(&[]), Slippage::default());
     }
 }

@@ -82,12 +82,22 @@ pub fn stage_keys(definition: &PipelineDefinition, kinds: &[StageKind]) -> Vec<S
 }
 
 pub fn features_of(lead: &LeadAt) -> LeadFeatures {
+    features(
+        &lead.source,
+        &lead.owner,
+        amount_band(money_of(lead).as_ref()),
+        &lead.labels,
+    )
+}
+
+/// A lead's features from its stored attributes; `labels` is the stored JSON object.
+pub fn features(source: &str, owner: &str, band: &str, labels: &str) -> LeadFeatures {
     let labels: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(&lead.labels).unwrap_or_default();
+        serde_json::from_str(labels).unwrap_or_default();
     LeadFeatures {
-        source: lead.source.clone(),
-        owner: lead.owner.clone(),
-        amount_band: amount_band(money_of(lead).as_ref()).to_owned(),
+        source: source.to_owned(),
+        owner: owner.to_owned(),
+        amount_band: band.to_owned(),
         labels: labels.into_iter().collect(),
     }
 }

@@ -11,6 +11,7 @@
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
 
 pub mod changes;
+pub mod open;
 mod summary;
 pub mod visits;
 pub use summary::{FlowRow, WindowSummary, window_summary};
@@ -215,27 +216,26 @@ pub async fn leads_at(
     currency: Option<&str>,
 ) -> Result<Vec<LeadAt>, StoreError> {
     let (sql, values) = leads_at_sql(scope, stages, currency);
-    query(db, &sql, values)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(LeadAt {
-                lead_id: get(r, 0)?,
-                stage: get(r, 1)?,
-                stage_enter_time: get(r, 2)?,
-                currency: get(r, 3)?,
-                units: get(r, 4)?,
-                nanos: get(r, 5)?,
-                source: get(r, 6)?,
-                owner: get(r, 7)?,
-                labels: get(r, 8)?,
-                expected_close_time: get(r, 9)?,
-                win_probability: get(r, 10)?,
-                close_date_push_count: get(r, 11)?,
-                first_expected_close_time: get(r, 12)?,
-            })
-        })
-        .collect()
+    query(db, &sql, values).await?.iter().map(lead_at).collect()
+}
+
+/// A row of the lead's id, stage, stage entry time and then [`LEAD_AT_COLUMNS`].
+fn lead_at(r: &QueryResult) -> Result<LeadAt, StoreError> {
+    Ok(LeadAt {
+        lead_id: get(r, 0)?,
+        stage: get(r, 1)?,
+        stage_enter_time: get(r, 2)?,
+        currency: get(r, 3)?,
+        units: get(r, 4)?,
+        nanos: get(r, 5)?,
+        source: get(r, 6)?,
+        owner: get(r, 7)?,
+        labels: get(r, 8)?,
+        expected_close_time: get(r, 9)?,
+        win_probability: get(r, 10)?,
+        close_date_push_count: get(r, 11)?,
+        first_expected_close_time: get(r, 12)?,
+    })
 }
 
 /// The plan the database chooses for `leads_at` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on

@@ -15,6 +15,9 @@ pub mod visits;
 pub use evaluate::{brier_score, percentile};
 pub use markov::{ChainModel, TransitionCounts, fit_chain};
 pub use periods::{PeriodKind, PeriodRange, period_index, periods};
-pub use scoring::{AttributeModel, Factor, LeadFeatures, Scored, amount_band};
+pub use scoring::{
+    AMOUNT_BANDS, AttributeModel, Factor, LeadFeatures, Scored, amount_band, band_at,
+    band_case_sql, band_position,
+};
 pub use simulate::{CloseTimes, OpenDeal, PeriodOutcome, simulate, simulate_grouped};
 pub use survival::KaplanMeier;

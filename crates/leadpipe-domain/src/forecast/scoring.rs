@@ -40,18 +40,56 @@ impl LeadFeatures {
     }
 }
 
+/// The amount bands below the top one: each holds the amounts whose whole units are below its
+/// bound (and at or above the previous band's). Whole units decide alone, since nanos never
+/// reach a unit; so SQL can band stored amounts as Rust does (`band_case_sql`).
+pub const AMOUNT_BANDS: [(i64, &str); 4] = [
+    (1_000, "under_1k"),
+    (10_000, "1k_10k"),
+    (100_000, "10k_100k"),
+    (1_000_000, "100k_1m"),
+];
+/// Amounts at or above the last bound of [`AMOUNT_BANDS`].
+pub const TOP_AMOUNT_BAND: &str = "1m_plus";
+/// Leads without an amount.
+pub const NO_AMOUNT_BAND: &str = "none";
+
 /// Order-of-magnitude bands of the amount in major units, whatever the currency.
 pub fn amount_band(amount: Option<&Money>) -> &'static str {
-    let Some(money) = amount else {
-        return "none";
-    };
-    match money.value() {
-        v if v < 1e3 => "under_1k",
-        v if v < 1e4 => "1k_10k",
-        v if v < 1e5 => "10k_100k",
-        v if v < 1e6 => "100k_1m",
-        _ => "1m_plus",
+    match amount {
+        Some(money) => band_of_units(money.units),
+        None => NO_AMOUNT_BAND,
     }
+}
+
+/// The band of an amount of `units` whole units (and any nanos).
+pub fn band_of_units(units: i64) -> &'static str {
+    band_at(band_position(units))
+}
+
+/// The position of the band of `units`, as [`band_at`] and [`band_case_sql`] number them.
+pub fn band_position(units: i64) -> usize {
+    AMOUNT_BANDS
+        .iter()
+        .position(|(bound, _)| units < *bound)
+        .unwrap_or(AMOUNT_BANDS.len())
+}
+
+/// The band of position `index`: [`AMOUNT_BANDS`] in order, then the top band.
+pub fn band_at(index: usize) -> &'static str {
+    AMOUNT_BANDS
+        .get(index)
+        .map_or(TOP_AMOUNT_BAND, |(_, name)| name)
+}
+
+/// A SQL expression giving the position (as [`band_at`] reads it) of the band of `units`.
+pub fn band_case_sql(units: &str) -> String {
+    let mut sql = String::from("CASE");
+    for (i, (bound, _)) in AMOUNT_BANDS.iter().enumerate() {
+        sql.push_str(&format!(" WHEN {units} < {bound} THEN {i}"));
+    }
+    sql.push_str(&format!(" ELSE {} END", AMOUNT_BANDS.len()));
+    sql
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +282,21 @@ mod tests {
         assert_eq!(amount_band(Some(&eur(99_999))), "10k_100k");
         assert_eq!(amount_band(Some(&eur(100_000))), "100k_1m");
         assert_eq!(amount_band(Some(&eur(1_000_000))), "1m_plus");
+        let just_below = Money {
+            nanos: 999_999_999,
+            ..eur(999)
+        };
+        assert_eq!(amount_band(Some(&just_below)), "under_1k");
+        for (i, (bound, name)) in AMOUNT_BANDS.iter().enumerate() {
+            assert_eq!(band_at(i), *name);
+            assert_eq!(band_of_units(bound - 1), *name);
+        }
+        assert_eq!(band_at(AMOUNT_BANDS.len()), TOP_AMOUNT_BAND);
+        assert_eq!(
+            band_case_sql("u"),
+            "CASE WHEN u < 1000 THEN 0 WHEN u < 10000 THEN 1 WHEN u < 100000 THEN 2 \
+             WHEN u < 1000000 THEN 3 ELSE 4 END"
+        );
     }
 
     #[test]
