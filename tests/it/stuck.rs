@@ -117,7 +117,11 @@ async fn the_present_counts_open_leads_as_a_past_as_of_does(app: TestApp) {
     let in_qualification = |days: i64| {
         vec![
             change("", "lead_generation", now - Duration::days(days + 5)),
-            change("lead_generation", "qualification", now - Duration::days(days)),
+            change(
+                "lead_generation",
+                "qualification",
+                now - Duration::days(days),
+            ),
         ]
     };
     let mut varied = Vec::new();
@@ -186,14 +190,23 @@ async fn the_present_counts_open_leads_as_a_past_as_of_does(app: TestApp) {
         assert_eq!(p.stage, r.stage);
         assert_eq!(p.open_count, r.open_count, "{}", p.stage);
         assert_eq!(p.open_amount, r.open_amount, "{}", p.stage);
-        assert_eq!(p.weighted_amount.len(), r.weighted_amount.len(), "{}", p.stage);
+        assert_eq!(
+            p.weighted_amount.len(),
+            r.weighted_amount.len(),
+            "{}",
+            p.stage
+        );
         for (w, v) in p.weighted_amount.iter().zip(&r.weighted_amount) {
             assert_eq!(w.currency_code, v.currency_code);
             let (w, v) = (
                 w.units as f64 + w.nanos as f64 / 1e9,
                 v.units as f64 + v.nanos as f64 / 1e9,
             );
-            assert!((w - v).abs() <= 1e-6 * v.max(1.0), "{}: {w} against {v}", p.stage);
+            assert!(
+                (w - v).abs() <= 1e-6 * v.max(1.0),
+                "{}: {w} against {v}",
+                p.stage
+            );
         }
     }
     // Nothing has left qualification, so its threshold is the rotting days (21) on both paths.
@@ -206,7 +219,11 @@ async fn the_present_counts_open_leads_as_a_past_as_of_does(app: TestApp) {
     };
     let (p, r) = (qualification(&present), qualification(&past));
     assert_eq!(p.open_count, 14);
-    assert_eq!(p.stuck_count, 7 + 4, "the 40-day leads and the varied ones past 21 days");
+    assert_eq!(
+        p.stuck_count,
+        7 + 4,
+        "the 40-day leads and the varied ones past 21 days"
+    );
     assert_eq!(p.stuck_count, r.stuck_count);
     assert!(p.weighted_amount.iter().any(|m| m.currency_code == "USD"));
     let listed = forecasts(&app)

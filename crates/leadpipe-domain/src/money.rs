@@ -86,7 +86,10 @@ impl Total {
         let amount = units
             .checked_mul(i128::from(NANOS_PER_UNIT))
             .and_then(|n| n.checked_add(nanos));
-        self.nanos = self.nanos.zip(amount).and_then(|(sum, a)| sum.checked_add(a));
+        self.nanos = self
+            .nanos
+            .zip(amount)
+            .and_then(|(sum, a)| sum.checked_add(a));
     }
 
     pub fn add_total(&mut self, other: Total) {

@@ -9,7 +9,7 @@ use super::ForecastService;
 use super::model::{LearnedModel, features_of, money_of, stage_index, stage_keys};
 use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::{
-    OpenDeal, PeriodKind, PeriodRange, brier_score, period_index, periods, simulate,
+    OpenDeal, PeriodKind, PeriodRange, amount_band, brier_score, period_index, periods, simulate,
 };
 use crate::domain::ids::PipelineId;
 use crate::domain::money::{CurrencyCode, Total};
@@ -114,12 +114,24 @@ fn open_deals(
     as_of: i64,
 ) -> Vec<Deal> {
     let index = stage_index(definition);
+    // Many leads share a stage and attributes: each such group is scored once.
+    let mut scored: HashMap<(usize, String, String, &'static str, String), f64> = HashMap::new();
     leads
         .into_iter()
         .filter_map(|lead| {
             let stage = *index.get(lead.stage.as_str())?;
-            let amount = money_of(&lead)?.value();
-            let probability = model.score(stage, &features_of(&lead)).probability;
+            let money = money_of(&lead)?;
+            let amount = money.value();
+            let key = (
+                stage,
+                lead.source.clone(),
+                lead.owner.clone(),
+                amount_band(Some(&money)),
+                lead.labels.clone(),
+            );
+            let probability = *scored
+                .entry(key)
+                .or_insert_with(|| model.score(stage, &features_of(&lead)).probability);
             Some(Deal {
                 days_in_stage: ((as_of - lead.stage_enter_time) as f64 / 8.64e10).max(0.0),
                 lead,
