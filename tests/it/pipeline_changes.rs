@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::history::{forecasts, ts};
+use common::history::{forecasts, micro_ts, ts};
 use common::*;
 use leadpipe::domain::changes::{
     Bucket, Changes, LeadWindow, Selection, Snapshot, Tally, classify, to_nanos,
@@ -418,13 +418,6 @@ fn request(
         bucket: bucket.into(),
         page_size,
         page_token,
-    }
-}
-
-fn micro_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: (t.timestamp_subsec_micros() * 1000) as i32,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::history::{forecasts, ts};
+use common::history::{forecasts, micro_ts, ts};
 use common::*;
 use leadpipe::grpc::pb;
 
@@ -14,13 +14,6 @@ on_both_backends!(
     past_reports_read_the_amounts_and_currencies_known_then,
     slippage_is_reported_as_of_a_time,
 );
-
-fn micro_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: (t.timestamp_subsec_micros() * 1000) as i32,
-    }
-}
 
 /// A point in time strictly between the writes before and after it.
 async fn mark() -> DateTime<Utc> {

@@ -101,13 +101,6 @@ async fn a_pipeline_change_applies_to_the_next_call(app: TestApp) {
     assert_eq!(after.total_size, 0, "{:?}", after.stuck_leads);
 }
 
-fn micro_ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 /// GetPipelineMetrics for the present sums the open leads in SQL, grouped as they score alike,
 /// and counts the stuck ones by entry time; for a past `as_of` it reads them one by one. Asked
 /// at the present's own time, both must agree, and with ListStuckLeads.

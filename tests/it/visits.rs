@@ -58,13 +58,6 @@ fn windows() -> impl Strategy<Value = Vec<Option<(u32, u32)>>> {
     prop::collection::vec(proptest::option::of((1u32..40, 0u32..400)), 1..4)
 }
 
-fn micro_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_micros() as i32 * 1000,
-    }
-}
-
 fn from_ts(t: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }

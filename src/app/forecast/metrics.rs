@@ -138,7 +138,7 @@ impl OpenLeads {
             .map(|lead| {
                 if let Some(&i) = index.get(lead.stage.as_str())
                     && limits[i].is_some_and(|(limit, _)| {
-                        (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9 > limit
+                        hours_in_stage(scope.as_of, lead.stage_enter_time) > limit
                     })
                 {
                     stuck[i] += 1;
@@ -168,10 +168,16 @@ impl OpenLeads {
     }
 }
 
-/// The shortest time in stage, in µs, that is more than `limit_hours`, compared as the stuck
-/// rule compares them (hours as a double), so that a count by entry time agrees with it.
+/// Hours in stage at `as_of` of a lead that entered its stage at `entered` (both µs): a lead is
+/// stuck when this is more than its stage's limit.
+fn hours_in_stage(as_of: i64, entered: i64) -> f64 {
+    (as_of - entered) as f64 / 3.6e9
+}
+
+/// The shortest time in stage, in µs, that is more than `limit_hours` by [`hours_in_stage`],
+/// so that a count by entry time agrees with the stuck rule.
 fn stuck_after_micros(limit_hours: f64) -> i64 {
-    let exceeds = |micros: i64| micros as f64 / 3.6e9 > limit_hours;
+    let exceeds = |micros: i64| hours_in_stage(micros, 0) > limit_hours;
     let mut micros = (limit_hours * 3.6e9).floor() as i64;
     // The estimate is within a few µs of the answer; the steps make it exact.
     for _ in 0..64 {
@@ -545,7 +551,7 @@ impl ForecastService {
             .iter()
             .filter_map(|lead| {
                 let i = *index.get(lead.stage.as_str())?;
-                let hours = (scope.as_of - lead.stage_enter_time) as f64 / 3.6e9;
+                let hours = hours_in_stage(scope.as_of, lead.stage_enter_time);
                 let limit = limits[i].filter(|(limit, _)| hours > *limit)?;
                 let value = money_of(lead).map_or(0.0, |m| m.value()) * lead.win_probability;
                 Some((value, lead, hours, limit))

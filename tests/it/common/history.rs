@@ -14,6 +14,14 @@ pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A timestamp to the microsecond, as the server stores times.
+pub fn micro_ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: (t.timestamp_subsec_micros() * 1000) as i32,
+    }
+}
+
 pub fn change(from: &str, to: &str, at: DateTime<Utc>) -> pb::ImportedStageChange {
     pb::ImportedStageChange {
         from_stage: from.into(),
