@@ -14,7 +14,10 @@ mod m20261130_000003_stage_stats;
 mod m20261130_000004_report_keys;
 
 /// The upsert that adds to the stage aggregates, shared with the store's write path.
-pub use m20261130_000003_stage_stats::upsert as upsert_stage_stats;
+pub use m20261130_000003_stage_stats::{
+    UPSERT_ROWS as STAGE_STATS_UPSERT_ROWS, upsert as upsert_stage_stats,
+    upsert_statement as stage_stats_upsert_statement,
+};
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use leadpipe_domain::forecast::visits::{Aggregates, Change, LeadVisits, contributions};
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::sea_orm::{ConnectionTrait, Statement};
 
 const BACKFILL_BATCH: u64 = 1000;
 
@@ -238,22 +238,28 @@ pub async fn upsert(
     )],
 ) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
-    for chunk in rows.chunks(50) {
-        let (sql, values) = upsert_statement(backend, tenant, pipeline, chunk);
+    for chunk in rows.chunks(UPSERT_ROWS) {
+        let (sql, values) = upsert_statement(tenant, pipeline, chunk, 1);
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
     }
     Ok(())
 }
 
-fn upsert_statement(
-    backend: DbBackend,
+/// The most rows one upsert statement adds, which keeps it within every SQLite build's limit
+/// on parameters.
+pub const UPSERT_ROWS: usize = 50;
+
+/// The upsert of `rows` (at most [`UPSERT_ROWS`]), its parameters numbered `$first` on, so that
+/// it can join a batch of statements whose parameters come before.
+pub fn upsert_statement(
     tenant: &str,
     pipeline: &str,
     rows: &[(
         leadpipe_domain::forecast::visits::Key,
         leadpipe_domain::forecast::visits::Count,
     )],
+    first: usize,
 ) -> (String, Vec<sea_orm_migration::sea_orm::Value>) {
     let mut sql = String::from(
         "INSERT INTO stage_stats (tenant_id, pipeline_id, day, kind, stage, other, k, n, units, \
@@ -269,10 +275,7 @@ fn upsert_statement(
             if j > 0 {
                 sql.push_str(", ");
             }
-            match backend {
-                DbBackend::Postgres => sql.push_str(&format!("${}", values.len() + j + 1)),
-                _ => sql.push('?'),
-            }
+            sql.push_str(&format!("${}", first + values.len() + j));
         }
         sql.push(')');
         values.extend([

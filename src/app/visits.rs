@@ -9,8 +9,8 @@ use crate::domain::history::StageChange;
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::lead::Lead;
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
-use crate::store::Connection;
 use crate::store::analytics::visits as store;
+use crate::store::{Connection, WriteTx};
 
 /// The won stages of a pipeline, which decide a lead's first win.
 pub fn won_stages(definition: &PipelineDefinition) -> Vec<String> {
@@ -75,7 +75,7 @@ pub fn set_amount(visits: &mut LeadVisits, lead: &Lead) {
 
 /// Replaces what `before` added to the pipeline's aggregates by what `after` adds.
 pub async fn replace(
-    db: &impl Connection,
+    tx: &WriteTx,
     tenant: &TenantId,
     pipeline: &PipelineId,
     definition: &PipelineDefinition,
@@ -88,7 +88,7 @@ pub async fn replace(
         &contributions(before, &is_won),
         &contributions(after, &is_won),
     );
-    store::add(db, tenant, pipeline, &delta).await?;
+    store::add_later(tx, tenant, pipeline, &delta).await?;
     Ok(())
 }
 

@@ -8,6 +8,11 @@
 //! the calls already waiting, so every call that was waiting when the batch began to fill joins
 //! it, and calls that arrive during the commit's fsync form the next batch.
 //!
+//! The writer is held for as long as a call's statements take, and each statement sent to the
+//! connection is a round trip to its thread, so the savepoint costs no round trip of its own:
+//! it is opened in front of the call's first query, and ended ([`Owed`]) in front of the next
+//! call's first query, or by the committer before `COMMIT`.
+//!
 //! - A call that fails rolls back to its savepoint only; the other calls of the batch are
 //!   unaffected.
 //! - A call is answered only once the commit that holds it has returned, so no write is
@@ -21,12 +26,40 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, mpsc, watch};
 
 use super::{StoreError, WriteHealth};
 
 type Outcome = Option<Result<(), StoreError>>;
+
+/// Opens the call's savepoint. Every call's savepoint has the same name: only the call holding
+/// the writer has one open.
+const OPEN_SAVEPOINT: &str = "SAVEPOINT leadpipe_call;\n";
+
+/// What the writer still owes the savepoint of the call that held it last, settled by whoever
+/// sends the writer its next statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Owed {
+    #[default]
+    Nothing,
+    /// The call finished: its savepoint is released into the batch.
+    Release,
+    /// The call failed or was dropped: its savepoint is rolled back, then released.
+    RollBack,
+}
+
+impl Owed {
+    /// The statements that settle what is owed; none for `Release` before a `COMMIT`, which
+    /// releases every savepoint.
+    fn settle(self) -> &'static str {
+        match self {
+            Owed::Nothing => "",
+            Owed::Release => "RELEASE leadpipe_call;\n",
+            Owed::RollBack => "ROLLBACK TO leadpipe_call;\nRELEASE leadpipe_call;\n",
+        }
+    }
+}
 
 /// The writer's state: the open batch, if any.
 pub(super) struct Batch {
@@ -36,6 +69,7 @@ pub(super) struct Batch {
     outcome: watch::Sender<Outcome>,
     /// Why the open batch cannot commit.
     poisoned: Mutex<Option<StoreError>>,
+    owed: Mutex<Owed>,
 }
 
 impl Batch {
@@ -45,7 +79,24 @@ impl Batch {
             members: 0,
             outcome: watch::channel(None).0,
             poisoned: Mutex::new(None),
+            owed: Mutex::default(),
         }
+    }
+
+    fn owe(&self, owed: Owed) {
+        *self
+            .owed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = owed;
+    }
+
+    fn take_owed(&self) -> Owed {
+        std::mem::take(
+            &mut *self
+                .owed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub(super) fn poison(&self, error: &StoreError) {
@@ -90,6 +141,8 @@ pub(super) struct Member {
     /// Whether calls before this one in the batch had written: then what this call read may
     /// not be committed yet.
     follows_others: bool,
+    /// Whether the call's savepoint was opened: with its first statement, not before.
+    opened: std::sync::atomic::AtomicBool,
 }
 
 impl GroupCommit {
@@ -114,10 +167,9 @@ impl GroupCommit {
         group
     }
 
-    /// Takes the writer and opens a savepoint for one call, beginning a batch if none is open.
-    pub(super) async fn begin(
-        self: &Arc<Self>,
-    ) -> Result<(DatabaseTransaction, Member), StoreError> {
+    /// Takes the writer for one call, beginning a batch if none is open. The call's savepoint
+    /// opens with its first statement ([`Member::prefix`]).
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<Member, StoreError> {
         let mut batch =
             match tokio::time::timeout(self.acquire_timeout, self.batch.clone().lock_owned()).await
             {
@@ -148,26 +200,13 @@ impl GroupCommit {
                 }
             }
         }
-        let savepoint = match batch.tx.as_ref().expect("a batch is open").begin().await {
-            Ok(savepoint) => savepoint,
-            Err(error) => {
-                let error = StoreError::from(error);
-                self.health.record_error(&error);
-                batch.poison(&error);
-                drop(batch);
-                self.wake();
-                return Err(error);
-            }
-        };
         let follows_others = batch.members > 0;
-        Ok((
-            savepoint,
-            Member {
-                group: self.clone(),
-                batch: Some(batch),
-                follows_others,
-            },
-        ))
+        Ok(Member {
+            group: self.clone(),
+            batch: Some(batch),
+            follows_others,
+            opened: Default::default(),
+        })
     }
 
     fn wake(&self) {
@@ -179,7 +218,15 @@ impl GroupCommit {
         let Some(tx) = batch.tx.take() else {
             return;
         };
-        let result = match batch.take_poison() {
+        let owed = batch.take_owed();
+        let mut poison = batch.take_poison();
+        if poison.is_none() && owed == Owed::RollBack {
+            // A `COMMIT` releases the last savepoint, but would keep a failed call's writes.
+            if let Err(error) = tx.execute_unprepared(owed.settle()).await {
+                poison = Some(StoreError::from(error));
+            }
+        }
+        let result = match poison {
             Some(error) => {
                 tx.rollback().await.ok();
                 Err(shared_failure(error))
@@ -222,6 +269,46 @@ impl Member {
         self.follows_others
     }
 
+    /// The batch's transaction, which the call's statements run in.
+    pub(super) fn transaction(&self) -> &DatabaseTransaction {
+        self.held()
+            .tx
+            .as_ref()
+            .expect("a batch is open while a call holds the writer")
+    }
+
+    /// What to send in front of the call's next statement: on its first, what the writer owes
+    /// the previous call's savepoint and the opening of this call's. Only a query may carry it:
+    /// SQLite counts a statement's changed rows from the last row change made before it, so a
+    /// savepoint statement in front of an `UPDATE` would add the previous call's count to the
+    /// `UPDATE`'s.
+    pub(super) fn prefix(&self) -> String {
+        use std::sync::atomic::Ordering;
+        if self.opened.swap(true, Ordering::AcqRel) {
+            return String::new();
+        }
+        format!("{}{OPEN_SAVEPOINT}", self.held().take_owed().settle())
+    }
+
+    /// Whether an error of a statement sent with a [`Self::prefix`] leaves the batch in a state
+    /// that cannot be told: the savepoint statements themselves failed.
+    pub(super) fn savepoint_failed(error: &StoreError) -> bool {
+        matches!(error, StoreError::Database(text) if text.contains("no such savepoint"))
+    }
+
+    fn held(&self) -> &Batch {
+        self.batch
+            .as_ref()
+            .expect("the writer is held until released")
+    }
+
+    /// What the call leaves the writer owing when it lets go of it.
+    fn leave(&self, owed: Owed) {
+        if self.opened.load(std::sync::atomic::Ordering::Acquire) {
+            self.held().owe(owed);
+        }
+    }
+
     pub(super) fn poison(&self, error: &StoreError) {
         if let Some(batch) = &self.batch {
             batch.poison(error);
@@ -230,6 +317,7 @@ impl Member {
 
     /// The call's savepoint was released into the batch: waits for the batch's commit.
     pub(super) async fn released(mut self) -> Result<(), StoreError> {
+        self.leave(Owed::Release);
         let mut batch = self
             .batch
             .take()
@@ -245,6 +333,7 @@ impl Member {
     /// batch, waits for the batch to end, so that its answer never reflects a write that later
     /// fails to commit.
     pub(super) async fn rolled_back(mut self) {
+        self.leave(Owed::RollBack);
         let batch = self
             .batch
             .take()
@@ -260,11 +349,13 @@ impl Member {
 
 impl Drop for Member {
     /// A call dropped without committing or rolling back (an error returned early, a cancelled
-    /// request): its savepoint's rollback is already queued on the connection, ahead of
-    /// anything the next holder of the writer runs. The committer ends the batch, so that a
-    /// batch left open by such calls alone does not keep the database locked.
+    /// request): its savepoint's rollback is owed, and is sent ahead of anything the next holder
+    /// of the writer runs. The committer ends the batch, so that a batch left open by such calls
+    /// alone does not keep the database locked.
     fn drop(&mut self) {
-        if self.batch.take().is_some() {
+        if self.batch.is_some() {
+            self.leave(Owed::RollBack);
+            self.batch = None;
             self.group.wake();
         }
     }
@@ -419,6 +510,73 @@ mod tests {
         first.await.expect("task").expect("commit a");
         second.await.expect("task").expect("roll back b");
         assert_eq!(names(&store).await, ["a", "c"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_is_rolled_back_before_the_next_call_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir).await;
+        let first = store.begin_write().await.expect("begin");
+        insert(&first, "a").await.expect("insert a");
+        let second = queued(&store).await;
+        drop(first);
+
+        let second = second.await.expect("task").expect("begin");
+        // Its first statement is a query, which carries the rollback the dropped call left.
+        let seen = second
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT name FROM item",
+            ))
+            .await
+            .expect("read");
+        assert!(seen.is_empty(), "the dropped call's row is gone");
+        insert(&second, "b").await.expect("insert b");
+        second.commit().await.expect("commit b");
+        assert_eq!(names(&store).await, ["b"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_last_in_its_batch_is_rolled_back_before_the_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir).await;
+        let first = store.begin_write().await.expect("begin");
+        insert(&first, "a").await.expect("insert a");
+        let second = queued(&store).await;
+        let first = tokio::spawn(first.commit());
+
+        let second = second.await.expect("task").expect("begin");
+        insert(&second, "b").await.expect("insert b");
+        drop(second);
+        first.await.expect("task").expect("commit a");
+        assert_eq!(names(&store).await, ["a"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_calls_first_update_counts_only_its_own_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir).await;
+        let first = store.begin_write().await.expect("begin");
+        first
+            .execute_unprepared("INSERT INTO item (name) VALUES ('a'), ('b')")
+            .await
+            .expect("insert");
+        let second = queued(&store).await;
+        let first = tokio::spawn(first.commit());
+
+        let second = second.await.expect("task").expect("begin");
+        // SQLite reports the last row change made before a statement that changes none, as
+        // the savepoint statements are: they must not add the first call's rows to this count.
+        let updated = second
+            .execute_unprepared("UPDATE item SET body = x'00' WHERE name = 'none'")
+            .await
+            .expect("update");
+        assert_eq!(updated.rows_affected(), 0);
+        second.commit().await.expect("commit");
+        first.await.expect("task").expect("commit a and b");
         store.close().await;
     }
 

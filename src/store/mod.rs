@@ -302,12 +302,8 @@ impl Store {
     /// to the busy timeout, then fails with `Unavailable` before doing anything.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         if let Some(group) = &self.group {
-            let (savepoint, member) = group.begin().await?;
-            return Ok(WriteTx::grouped(
-                savepoint,
-                self.write_health.clone(),
-                member,
-            ));
+            let member = group.begin().await?;
+            return Ok(WriteTx::grouped(member, self.write_health.clone()));
         }
         let options = TransactionOptions {
             sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)

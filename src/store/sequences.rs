@@ -57,8 +57,8 @@ pub struct Sequenced<'a> {
 /// `commit`: the counter row stays locked from here to the commit, so everything that does not
 /// need the number belongs before it. Every row and the event's JSON are built before the row
 /// is taken; on PostgreSQL the number and the three rows are one statement (one round trip
-/// while the row is held); on SQLite, which has one writer anyway, five statements sent as one
-/// batch (one round trip to the connection's thread).
+/// while the row is held); on SQLite, which has one writer anyway, five statements and those
+/// the write left for later sent as one batch (one round trip to the connection's thread).
 pub async fn append_sequenced(
     tx: &WriteTx,
     tenant: &TenantId,
@@ -147,8 +147,9 @@ async fn append_in_one_statement(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// SQLite: the counter's upsert, the three inserts, each reading the number back from the
-/// counter row, and a final read of the number, as one batch of statements. The driver runs a
+/// SQLite: the statements the write left for its last batch (`WriteTx::execute_later`), the
+/// counter's upsert, the three inserts, each reading the number back from the counter row, and
+/// a final read of the number, as one batch of statements. The driver runs a
 /// batch's statements in turn on the connection's thread, numbering `$n` parameters across the
 /// batch, and every row of the batch is collected, so every statement has run when it returns.
 async fn append_in_one_round_trip(
@@ -165,7 +166,15 @@ async fn append_in_one_round_trip(
         Column::LastSequence.as_str(),
     );
     let taken = format!("(SELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1) AS s");
-    let mut sql = format!("{};\n", increment_counter());
+    let mut sql = String::new();
+    for statement in tx.take_later() {
+        let (later, later_values) = statement(values.len() + 1);
+        sql.push_str(&later);
+        sql.push_str(";\n");
+        values.extend(later_values);
+    }
+    sql.push_str(&increment_counter());
+    sql.push_str(";\n");
     if let Some(change) = change {
         sql.push_str(&insert_numbered(
             &change,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
+    Value,
 };
 
 use super::StoreError;
@@ -68,48 +69,49 @@ impl WriteHealth {
 /// SQLite it is one call's savepoint in a batch that commits together with the calls around it
 /// ([`super::group`]); on PostgreSQL a transaction of its own.
 pub struct WriteTx {
-    tx: DatabaseTransaction,
+    inner: Inner,
     health: Arc<WriteHealth>,
-    // Declared after `tx`, so that on drop the savepoint's rollback is queued before the
-    // writer is handed on.
-    member: Option<Member>,
+    /// Statements left for the write's last batch ([`WriteTx::execute_later`]).
+    later: Mutex<Vec<Numbered>>,
+}
+
+/// A statement whose only outcome is success or failure, built with its `$n` parameters
+/// numbered from the one given, so that it can join a batch of statements.
+pub type Numbered = Box<dyn FnOnce(usize) -> (String, Vec<Value>) + Send>;
+
+enum Inner {
+    Own(DatabaseTransaction),
+    Grouped(Member),
 }
 
 impl WriteTx {
     pub(super) fn new(tx: DatabaseTransaction, health: Arc<WriteHealth>) -> Self {
         Self {
-            tx,
+            inner: Inner::Own(tx),
             health,
-            member: None,
+            later: Mutex::default(),
         }
     }
 
-    pub(super) fn grouped(
-        tx: DatabaseTransaction,
-        health: Arc<WriteHealth>,
-        member: Member,
-    ) -> Self {
+    pub(super) fn grouped(member: Member, health: Arc<WriteHealth>) -> Self {
         Self {
-            tx,
+            inner: Inner::Grouped(member),
             health,
-            member: Some(member),
+            later: Mutex::default(),
         }
     }
 
     /// Commits. `Ok` means the transaction is durable under the configured synchronous
     /// setting; any error means it is not to be acknowledged.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let Self { tx, health, member } = self;
-        let mut result = tx.commit().await.map_err(StoreError::from);
-        if let Some(member) = member {
-            match &result {
-                Ok(()) => result = member.released().await,
-                Err(error) => {
-                    member.poison(error);
-                    drop(member);
-                }
-            }
+        for statement in self.take_later() {
+            self.execute_numbered(statement).await?;
         }
+        let Self { inner, health, .. } = self;
+        let result = match inner {
+            Inner::Own(tx) => tx.commit().await.map_err(StoreError::from),
+            Inner::Grouped(member) => member.released().await,
+        };
         if let Err(error) = &result {
             health.record_error(error);
         }
@@ -120,29 +122,84 @@ impl WriteTx {
     /// yet committed, returns only once they have committed or failed, so that whatever the
     /// caller answers from what it read is settled.
     pub async fn rollback(self) -> Result<(), StoreError> {
-        let Self { tx, member, .. } = self;
-        let result = tx.rollback().await.map_err(StoreError::from);
-        if let Some(member) = member {
-            if let Err(error) = &result {
-                member.poison(error);
+        match self.inner {
+            Inner::Own(tx) => tx.rollback().await.map_err(StoreError::from),
+            Inner::Grouped(member) => {
+                member.rolled_back().await;
+                Ok(())
             }
-            member.rolled_back().await;
         }
-        result
+    }
+
+    /// Runs `statement` with the write's last batch of statements on SQLite's writer (see
+    /// [`Self::take_later`]), which saves it a round trip to the connection's thread while the
+    /// writer is held; at once on PostgreSQL, where each call has a connection of its own.
+    /// Whatever is left at `commit` runs there, before it.
+    pub async fn execute_later(&self, statement: Numbered) -> Result<(), StoreError> {
+        match &self.inner {
+            Inner::Own(_) => self.execute_numbered(statement).await,
+            Inner::Grouped(_) => {
+                self.later
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(statement);
+                Ok(())
+            }
+        }
+    }
+
+    /// The statements left by [`Self::execute_later`], for a batch that runs them.
+    pub(super) fn take_later(&self) -> Vec<Numbered> {
+        std::mem::take(
+            &mut *self
+                .later
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    async fn execute_numbered(&self, statement: Numbered) -> Result<(), StoreError> {
+        let (sql, values) = statement(1);
+        let backend = self.get_database_backend();
+        self.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        Ok(())
     }
 
     /// Whether this call shares its batch with calls before it.
     #[cfg(test)]
     pub(super) fn follows_others(&self) -> bool {
-        self.member.as_ref().is_some_and(Member::follows_others)
+        matches!(&self.inner, Inner::Grouped(member) if member.follows_others())
+    }
+
+    /// The transaction to run a statement in. In a batch, a query carries what opens the call's
+    /// savepoint; any other statement that would be the call's first is preceded by it.
+    async fn prepared(
+        &self,
+        statement: &mut Statement,
+        query: bool,
+    ) -> Result<&DatabaseTransaction, DbErr> {
+        let member = match &self.inner {
+            Inner::Own(tx) => return Ok(tx),
+            Inner::Grouped(member) => member,
+        };
+        let prefix = member.prefix();
+        if !prefix.is_empty() {
+            if query {
+                statement.sql.insert_str(0, &prefix);
+            } else {
+                self.noted(member.transaction().execute_unprepared(&prefix).await)?;
+            }
+        }
+        Ok(member.transaction())
     }
 
     fn noted<T>(&self, result: Result<T, DbErr>) -> Result<T, DbErr> {
         if let Err(error) = &result {
             let error = StoreError::classify(error);
             self.health.record_error(&error);
-            if let Some(member) = &self.member
-                && group::ends_transaction(&error)
+            if let Inner::Grouped(member) = &self.inner
+                && (group::ends_transaction(&error) || Member::savepoint_failed(&error))
             {
                 member.poison(&error);
             }
@@ -154,26 +211,37 @@ impl WriteTx {
 #[async_trait::async_trait]
 impl ConnectionTrait for WriteTx {
     fn get_database_backend(&self) -> DbBackend {
-        self.tx.get_database_backend()
+        match &self.inner {
+            Inner::Own(tx) => tx.get_database_backend(),
+            Inner::Grouped(_) => DbBackend::Sqlite,
+        }
     }
 
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.noted(self.tx.execute_raw(stmt).await)
+    async fn execute_raw(&self, mut stmt: Statement) -> Result<ExecResult, DbErr> {
+        let tx = self.prepared(&mut stmt, false).await?;
+        self.noted(tx.execute_raw(stmt).await)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.noted(self.tx.execute_unprepared(sql).await)
+        let mut stmt = Statement::from_string(self.get_database_backend(), sql);
+        let tx = self.prepared(&mut stmt, false).await?;
+        self.noted(tx.execute_unprepared(sql).await)
     }
 
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.noted(self.tx.query_one_raw(stmt).await)
+    async fn query_one_raw(&self, mut stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        let tx = self.prepared(&mut stmt, true).await?;
+        self.noted(tx.query_one_raw(stmt).await)
     }
 
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.noted(self.tx.query_all_raw(stmt).await)
+    async fn query_all_raw(&self, mut stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let tx = self.prepared(&mut stmt, true).await?;
+        self.noted(tx.query_all_raw(stmt).await)
     }
 
     fn support_returning(&self) -> bool {
-        self.tx.support_returning()
+        match &self.inner {
+            Inner::Own(tx) => tx.support_returning(),
+            Inner::Grouped(member) => member.transaction().support_returning(),
+        }
     }
 }

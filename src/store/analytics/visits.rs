@@ -11,7 +11,7 @@ use crate::domain::forecast::visits::{
     Aggregates, Change, Count, Key, Kind, LeadVisits, MICROS_PER_HOUR,
 };
 use crate::domain::ids::{PipelineId, TenantId};
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteTx};
 
 /// Adds `delta` to the pipeline's aggregates: one statement per 50 rows, rows in key order so
 /// that concurrent writers on PostgreSQL take their row locks in the same order.
@@ -27,6 +27,28 @@ pub async fn add(
     let rows: Vec<(Key, Count)> = delta.iter().map(|(k, c)| (k.clone(), *c)).collect();
     migration::upsert_stage_stats(db, tenant.as_str(), pipeline.as_str(), &rows).await?;
     Ok(())
+}
+
+/// [`add`], in `tx`'s last batch of statements (`WriteTx::execute_later`) when it fits in one
+/// statement, as a write of a lead's few visits does.
+pub async fn add_later(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    delta: &Aggregates,
+) -> Result<(), StoreError> {
+    if delta.len() > migration::STAGE_STATS_UPSERT_ROWS {
+        return add(tx, tenant, pipeline, delta).await;
+    }
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(Key, Count)> = delta.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    let (tenant, pipeline) = (tenant.clone(), pipeline.clone());
+    tx.execute_later(Box::new(move |first| {
+        migration::stage_stats_upsert_statement(tenant.as_str(), pipeline.as_str(), &rows, first)
+    }))
+    .await
 }
 
 /// The aggregate rows of days [first, end), summed over the days. An outcome row is left out
