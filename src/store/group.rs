@@ -33,9 +33,31 @@ use super::{StoreError, WriteHealth};
 
 type Outcome = Option<Result<(), StoreError>>;
 
-/// Opens the call's savepoint. Every call's savepoint has the same name: only the call holding
-/// the writer has one open.
-const OPEN_SAVEPOINT: &str = "SAVEPOINT leadpipe_call;\n";
+/// The name of a call's savepoint. Consecutive calls take turns between two names, so that
+/// what one call owes can never be settled on the next call's savepoint: were a call's opening
+/// statement ever lost, the statement meant for it would fail ("no such savepoint") and fail
+/// the batch, rather than roll back a call that finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    Even,
+    Odd,
+}
+
+impl Savepoint {
+    fn name(self) -> &'static str {
+        match self {
+            Savepoint::Even => "leadpipe_call_even",
+            Savepoint::Odd => "leadpipe_call_odd",
+        }
+    }
+
+    fn next(self) -> Self {
+        match self {
+            Savepoint::Even => Savepoint::Odd,
+            Savepoint::Odd => Savepoint::Even,
+        }
+    }
+}
 
 /// What the writer still owes the savepoint of the call that held it last, settled by whoever
 /// sends the writer its next statement.
@@ -44,19 +66,21 @@ enum Owed {
     #[default]
     Nothing,
     /// The call finished: its savepoint is released into the batch.
-    Release,
+    Release(Savepoint),
     /// The call failed or was dropped: its savepoint is rolled back, then released.
-    RollBack,
+    RollBack(Savepoint),
 }
 
 impl Owed {
-    /// The statements that settle what is owed; none for `Release` before a `COMMIT`, which
-    /// releases every savepoint.
-    fn settle(self) -> &'static str {
+    /// The statements that settle what is owed.
+    fn settle(self) -> String {
         match self {
-            Owed::Nothing => "",
-            Owed::Release => "RELEASE leadpipe_call;\n",
-            Owed::RollBack => "ROLLBACK TO leadpipe_call;\nRELEASE leadpipe_call;\n",
+            Owed::Nothing => String::new(),
+            Owed::Release(savepoint) => format!("RELEASE {};\n", savepoint.name()),
+            Owed::RollBack(savepoint) => {
+                let name = savepoint.name();
+                format!("ROLLBACK TO {name};\nRELEASE {name};\n")
+            }
         }
     }
 }
@@ -70,6 +94,8 @@ pub(super) struct Batch {
     /// Why the open batch cannot commit.
     poisoned: Mutex<Option<StoreError>>,
     owed: Mutex<Owed>,
+    /// The savepoint name of the next call to take the writer.
+    next_savepoint: Savepoint,
 }
 
 impl Batch {
@@ -80,6 +106,7 @@ impl Batch {
             outcome: watch::channel(None).0,
             poisoned: Mutex::new(None),
             owed: Mutex::default(),
+            next_savepoint: Savepoint::Even,
         }
     }
 
@@ -141,6 +168,7 @@ pub(super) struct Member {
     /// Whether calls before this one in the batch had written: then what this call read may
     /// not be committed yet.
     follows_others: bool,
+    savepoint: Savepoint,
     /// Whether the call's savepoint was opened: with its first statement, not before.
     opened: std::sync::atomic::AtomicBool,
 }
@@ -201,10 +229,13 @@ impl GroupCommit {
             }
         }
         let follows_others = batch.members > 0;
+        let savepoint = batch.next_savepoint;
+        batch.next_savepoint = savepoint.next();
         Ok(Member {
             group: self.clone(),
             batch: Some(batch),
             follows_others,
+            savepoint,
             opened: Default::default(),
         })
     }
@@ -220,9 +251,9 @@ impl GroupCommit {
         };
         let owed = batch.take_owed();
         let mut poison = batch.take_poison();
-        if poison.is_none() && owed == Owed::RollBack {
+        if poison.is_none() && matches!(owed, Owed::RollBack(_)) {
             // A `COMMIT` releases the last savepoint, but would keep a failed call's writes.
-            if let Err(error) = tx.execute_unprepared(owed.settle()).await {
+            if let Err(error) = tx.execute_unprepared(&owed.settle()).await {
                 poison = Some(StoreError::from(error));
             }
         }
@@ -287,7 +318,11 @@ impl Member {
         if self.opened.swap(true, Ordering::AcqRel) {
             return String::new();
         }
-        format!("{}{OPEN_SAVEPOINT}", self.held().take_owed().settle())
+        format!(
+            "{}SAVEPOINT {};\n",
+            self.held().take_owed().settle(),
+            self.savepoint.name()
+        )
     }
 
     /// Whether an error of a statement sent with a [`Self::prefix`] leaves the batch in a state
@@ -317,7 +352,7 @@ impl Member {
 
     /// The call's savepoint was released into the batch: waits for the batch's commit.
     pub(super) async fn released(mut self) -> Result<(), StoreError> {
-        self.leave(Owed::Release);
+        self.leave(Owed::Release(self.savepoint));
         let mut batch = self
             .batch
             .take()
@@ -333,7 +368,7 @@ impl Member {
     /// batch, waits for the batch to end, so that its answer never reflects a write that later
     /// fails to commit.
     pub(super) async fn rolled_back(mut self) {
-        self.leave(Owed::RollBack);
+        self.leave(Owed::RollBack(self.savepoint));
         let batch = self
             .batch
             .take()
@@ -354,7 +389,7 @@ impl Drop for Member {
     /// alone does not keep the database locked.
     fn drop(&mut self) {
         if self.batch.is_some() {
-            self.leave(Owed::RollBack);
+            self.leave(Owed::RollBack(self.savepoint));
             self.batch = None;
             self.group.wake();
         }
@@ -552,6 +587,34 @@ mod tests {
         drop(second);
         first.await.expect("task").expect("commit a");
         assert_eq!(names(&store).await, ["a"]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_savepoint_opening_fails_the_batch_rather_than_undo_a_finished_call() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir).await;
+        let first = store.begin_write().await.expect("begin");
+        insert(&first, "a").await.expect("insert a");
+        let lost = queued(&store).await;
+        let first = tokio::spawn(first.commit());
+
+        let lost = lost.await.expect("task").expect("begin");
+        lost.lose_savepoint_opening();
+        drop(lost);
+        // Whoever settles what the lost call owes (the committer, queued first) names that
+        // call's savepoint, which does not exist; the finished call's has the other name.
+        let first = first.await.expect("task");
+        assert!(
+            first.is_err(),
+            "a call whose batch could not be settled is not acknowledged: {first:?}"
+        );
+        assert!(names(&store).await.is_empty());
+
+        let after = store.begin_write().await.expect("begin after the failure");
+        insert(&after, "d").await.expect("insert d");
+        after.commit().await.expect("commit d");
+        assert_eq!(names(&store).await, ["d"]);
         store.close().await;
     }
 

@@ -166,6 +166,14 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Takes what would open the call's savepoint and never sends it.
+    #[cfg(test)]
+    pub(super) fn lose_savepoint_opening(&self) {
+        if let Inner::Grouped(member) = &self.inner {
+            member.prefix();
+        }
+    }
+
     /// Whether this call shares its batch with calls before it.
     #[cfg(test)]
     pub(super) fn follows_others(&self) -> bool {
