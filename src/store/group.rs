@@ -597,13 +597,24 @@ mod tests {
         let first = store.begin_write().await.expect("begin");
         insert(&first, "a").await.expect("insert a");
         let lost = queued(&store).await;
+        let next = queued(&store).await;
+        // The committer queues behind both.
         let first = tokio::spawn(first.commit());
 
         let lost = lost.await.expect("task").expect("begin");
         lost.lose_savepoint_opening();
         drop(lost);
-        // Whoever settles what the lost call owes (the committer, queued first) names that
-        // call's savepoint, which does not exist; the finished call's has the other name.
+        let next = next.await.expect("task").expect("begin");
+        // What the lost call owes names its own savepoint, which does not exist; the finished
+        // call's has the other name and is not touched.
+        let read = next
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT name FROM item",
+            ))
+            .await;
+        assert!(read.is_err(), "the owed rollback fails: {read:?}");
+        drop(next);
         let first = first.await.expect("task");
         assert!(
             first.is_err(),
