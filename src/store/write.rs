@@ -180,23 +180,20 @@ impl WriteTx {
         matches!(&self.inner, Inner::Grouped(member) if member.follows_others())
     }
 
-    /// The transaction to run a statement in. In a batch, a query carries what opens the call's
-    /// savepoint; any other statement that would be the call's first is preceded by it.
-    async fn prepared(
-        &self,
-        statement: &mut Statement,
-        query: bool,
-    ) -> Result<&DatabaseTransaction, DbErr> {
+    /// The transaction to run a statement in. In a batch, a `query` carries what opens the
+    /// call's savepoint; any other statement that would be the call's first is preceded by it.
+    async fn prepared(&self, query: Option<&mut Statement>) -> Result<&DatabaseTransaction, DbErr> {
         let member = match &self.inner {
             Inner::Own(tx) => return Ok(tx),
             Inner::Grouped(member) => member,
         };
         let prefix = member.prefix();
         if !prefix.is_empty() {
-            if query {
-                statement.sql.insert_str(0, &prefix);
-            } else {
-                self.noted(member.transaction().execute_unprepared(&prefix).await)?;
+            match query {
+                Some(query) => query.sql.insert_str(0, &prefix),
+                None => {
+                    self.noted(member.transaction().execute_unprepared(&prefix).await)?;
+                }
             }
         }
         Ok(member.transaction())
@@ -225,24 +222,23 @@ impl ConnectionTrait for WriteTx {
         }
     }
 
-    async fn execute_raw(&self, mut stmt: Statement) -> Result<ExecResult, DbErr> {
-        let tx = self.prepared(&mut stmt, false).await?;
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        let tx = self.prepared(None).await?;
         self.noted(tx.execute_raw(stmt).await)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut stmt = Statement::from_string(self.get_database_backend(), sql);
-        let tx = self.prepared(&mut stmt, false).await?;
+        let tx = self.prepared(None).await?;
         self.noted(tx.execute_unprepared(sql).await)
     }
 
     async fn query_one_raw(&self, mut stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let tx = self.prepared(&mut stmt, true).await?;
+        let tx = self.prepared(Some(&mut stmt)).await?;
         self.noted(tx.query_one_raw(stmt).await)
     }
 
     async fn query_all_raw(&self, mut stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let tx = self.prepared(&mut stmt, true).await?;
+        let tx = self.prepared(Some(&mut stmt)).await?;
         self.noted(tx.query_all_raw(stmt).await)
     }
 

@@ -24,9 +24,12 @@ pub async fn add(
     if delta.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(Key, Count)> = delta.iter().map(|(k, c)| (k.clone(), *c)).collect();
-    migration::upsert_stage_stats(db, tenant.as_str(), pipeline.as_str(), &rows).await?;
+    migration::upsert_stage_stats(db, tenant.as_str(), pipeline.as_str(), &rows_of(delta)).await?;
     Ok(())
+}
+
+fn rows_of(delta: &Aggregates) -> Vec<(Key, Count)> {
+    delta.iter().map(|(k, c)| (k.clone(), *c)).collect()
 }
 
 /// [`add`], in `tx`'s last batch of statements (`WriteTx::execute_later`) when it fits in one
@@ -43,7 +46,7 @@ pub async fn add_later(
     if delta.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(Key, Count)> = delta.iter().map(|(k, c)| (k.clone(), *c)).collect();
+    let rows = rows_of(delta);
     let (tenant, pipeline) = (tenant.clone(), pipeline.clone());
     tx.execute_later(Box::new(move |first| {
         migration::stage_stats_upsert_statement(tenant.as_str(), pipeline.as_str(), &rows, first)
