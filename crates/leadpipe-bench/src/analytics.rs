@@ -16,54 +16,17 @@ pub(crate) async fn analytics_cell(
     db: &Database,
     leads: usize,
 ) -> Result<AnalyticsResult, BoxError> {
-    use leadpipe::bulk::synthetic;
     use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
     use sea_orm::{ConnectionTrait, Statement};
 
     let channel = connect(addr).await?;
     check_serving(&channel).await?;
 
-    // A year of history, ending a minute ago (imported history may not be in the future).
-    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
-    let start = end - chrono::Duration::days(365);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pb::ImportLeadsRequest>>(2);
-    let changes = Arc::new(AtomicU64::new(0));
-    let counted = changes.clone();
-    let producer = tokio::task::spawn_blocking(move || {
-        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
-            let first = chunk * ANALYTICS_CHUNK;
-            let size = ANALYTICS_CHUNK.min(leads - first);
-            let mut generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
-            for (i, message) in generated.iter_mut().enumerate() {
-                message.external_id = format!("syn-{}", first + i);
-                counted.fetch_add(message.history.len() as u64, Ordering::Relaxed);
-            }
-            if tx.blocking_send(generated).is_err() {
-                return;
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter);
-    eprintln!("importing {leads} synthetic leads with ImportLeads");
-    let started = Instant::now();
-    let response = lead_client(&channel)
-        .import_leads(stream)
-        .await
-        .map_err(|status| format!("ImportLeads of {leads} leads: {status}"))?
-        .into_inner();
-    let import_seconds = started.elapsed().as_secs_f64();
-    let _ = producer.await;
-    if response.imported != leads as i64 {
-        return Err(format!(
-            "ImportLeads imported {} of {leads} leads; first refusal: {:?}",
-            response.imported,
-            response.errors.first()
-        )
-        .into());
-    }
-    let stage_changes = changes.load(Ordering::Relaxed);
-    eprintln!("imported {leads} leads ({stage_changes} stage changes) in {import_seconds:.2} s");
-
+    let (stage_changes, import_seconds) = if cli.analytics_existing {
+        existing_size(db, leads).await?
+    } else {
+        import_synthetic(&channel, leads).await?
+    };
     let bare = sea_orm::Database::connect(&db.url).await?;
     let backend = bare.get_database_backend();
     let bare_sql = |sql: &str| {
@@ -140,7 +103,11 @@ pub(crate) async fn analytics_cell(
         leads,
         stage_changes,
         import_seconds,
-        import_leads_per_second: leads as f64 / import_seconds,
+        import_leads_per_second: if import_seconds > 0.0 {
+            leads as f64 / import_seconds
+        } else {
+            0.0
+        },
         reps: cli.analytics_reps,
         metrics_ms: metrics,
         forecast_ms: forecast,
@@ -173,4 +140,77 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// Imports `leads` synthetic leads with a year of history: (their stage changes, seconds).
+async fn import_synthetic(
+    channel: &tonic::transport::Channel,
+    leads: usize,
+) -> Result<(u64, f64), BoxError> {
+    use leadpipe::bulk::synthetic;
+
+    // A year of history, ending a minute ago (imported history may not be in the future).
+    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let start = end - chrono::Duration::days(365);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pb::ImportLeadsRequest>>(2);
+    let changes = Arc::new(AtomicU64::new(0));
+    let counted = changes.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
+            let first = chunk * ANALYTICS_CHUNK;
+            let size = ANALYTICS_CHUNK.min(leads - first);
+            let mut generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
+            for (i, message) in generated.iter_mut().enumerate() {
+                message.external_id = format!("syn-{}", first + i);
+                counted.fetch_add(message.history.len() as u64, Ordering::Relaxed);
+            }
+            if tx.blocking_send(generated).is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter);
+    eprintln!("importing {leads} synthetic leads with ImportLeads");
+    let started = Instant::now();
+    let response = lead_client(channel)
+        .import_leads(stream)
+        .await
+        .map_err(|status| format!("ImportLeads of {leads} leads: {status}"))?
+        .into_inner();
+    let import_seconds = started.elapsed().as_secs_f64();
+    let _ = producer.await;
+    if response.imported != leads as i64 {
+        return Err(format!(
+            "ImportLeads imported {} of {leads} leads; first refusal: {:?}",
+            response.imported,
+            response.errors.first()
+        )
+        .into());
+    }
+    let stage_changes = changes.load(Ordering::Relaxed);
+    eprintln!("imported {leads} leads ({stage_changes} stage changes) in {import_seconds:.2} s");
+    Ok((stage_changes, import_seconds))
+}
+
+/// The stage changes of a database that already holds `leads` leads, which it must.
+async fn existing_size(db: &Database, leads: usize) -> Result<(u64, f64), BoxError> {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(&db.url).await?;
+    let count = |table: &str| {
+        let sql =
+            format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table} WHERE tenant_id = 'default'");
+        let statement = sea_orm::Statement::from_string(conn.get_database_backend(), sql);
+        let conn = &conn;
+        async move {
+            let row = conn.query_one_raw(statement).await?.ok_or("no count")?;
+            Ok::<i64, BoxError>(row.try_get_by_index(0)?)
+        }
+    };
+    let (found, changes) = (count("leads").await?, count("stage_changes").await?);
+    conn.close().await?;
+    if found != leads as i64 {
+        return Err(format!("--analytics {leads}, but the database holds {found} leads").into());
+    }
+    eprintln!("timing the {found} existing leads ({changes} stage changes)");
+    Ok((changes as u64, 0.0))
 }

@@ -338,6 +338,12 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     analytics: Vec<usize>,
 
+    /// Analytics mode against the leads already in --database-url (a database kept by an
+    /// earlier run with --keep-fresh-db) instead of a fresh database and an import. The one
+    /// size given to --analytics must be the number of leads there.
+    #[arg(long, requires = "database_url")]
+    analytics_existing: bool,
+
     /// Timed repetitions per analytics call (after one warmup); the median is reported.
     #[arg(long, default_value_t = 5, value_name = "N")]
     analytics_reps: usize,
@@ -468,7 +474,18 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
     if cli.analytics.contains(&0) || cli.analytics_reps == 0 {
         return Err("--analytics sizes and --analytics-reps must be above zero".into());
     }
-    if !cli.analytics.is_empty() && cli.database_url.is_some() && !cli.fresh_postgres_db {
+    if cli.analytics_existing && (cli.analytics.len() != 1 || cli.fresh_postgres_db) {
+        return Err(
+            "--analytics-existing times one existing database: give --analytics the one size \
+                    of its leads, without --fresh-postgres-db"
+                .into(),
+        );
+    }
+    if !cli.analytics.is_empty()
+        && cli.database_url.is_some()
+        && !cli.fresh_postgres_db
+        && !cli.analytics_existing
+    {
         return Err(
             "--analytics needs a fresh database per size: leave out --database-url \
                     (SQLite in a temporary directory) or add --fresh-postgres-db"
@@ -739,7 +756,7 @@ fn run_modes(
             ..spec.clone()
         };
         for &leads in &plan.analytics {
-            let db = Database::open(cli, runtime, true)?;
+            let db = Database::open(cli, runtime, !cli.analytics_existing)?;
             let result = spec.start(&db.url, runtime).and_then(|(addr, server)| {
                 let result = runtime.block_on(analytics_cell(cli, addr, &db, leads));
                 server.stop();
