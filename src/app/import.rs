@@ -429,10 +429,12 @@ impl ImportService {
     }
 
     /// At the end of an import that wrote leads: statistics for the queries that follow
-    /// (retraining the model reads all of the pipeline's history).
+    /// (retraining the model reads all of the pipeline's history), and the imported tables
+    /// vacuumed so that the reports read the open leads from their index alone
+    /// (`Store::settle_after_import`).
     pub async fn finished(&self, imported: u64) -> Result<(), AppError> {
         if imported >= STATISTICS_REFRESH_AT[0] {
-            self.store.refresh_statistics().await?;
+            self.store.settle_after_import().await?;
         }
         Ok(())
     }

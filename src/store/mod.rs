@@ -296,6 +296,24 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::refresh_statistics`], and on PostgreSQL a VACUUM of the same tables, for the end
+    /// of a bulk import. Until a table is vacuumed its new pages are not marked all-visible, so
+    /// a report's index-only scans (the open leads through `leads_by_stage`) still visit every
+    /// row in the heap, and the row versions the import's updates replaced stay in the way;
+    /// autovacuum gets to a freshly grown table only minutes later. VACUUM takes no lock that
+    /// blocks reads or writes, and skips the pages already all-visible.
+    pub async fn settle_after_import(&self) -> Result<(), StoreError> {
+        if self.backend() == DbBackend::Postgres {
+            self.writer
+                .execute_unprepared(&format!(
+                    "VACUUM (ANALYZE) {}",
+                    IMPORT_GROWN_TABLES.join(", ")
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Starts a write transaction. On SQLite it is a savepoint in the writer's batch
     /// transaction (`store::group`), which takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// that a transaction never fails halfway when another process holds the lock: it waits up

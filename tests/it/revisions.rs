@@ -399,9 +399,9 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    // The revisions migration, and the three after it: versions raised to the revisions, the
-    // stage aggregates, and the report keys.
-    migration::Migrator::down(&db, Some(4))
+    // The revisions migration, and the four after it: versions raised to the revisions, the
+    // stage aggregates, the report keys and the report statistics.
+    migration::Migrator::down(&db, Some(5))
         .await
         .expect("roll back the revisions migration");
     db.close().await.ok();
@@ -686,7 +686,7 @@ async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_
     let (backend, url) = (app.backend, app.database_url.clone());
     let dir = app.stop().await;
     let db = sea_orm::Database::connect(&url).await.expect("connect");
-    migration::Migrator::down(&db, Some(3))
+    migration::Migrator::down(&db, Some(4))
         .await
         .expect("roll back the revisions migration");
     db.execute_unprepared(&format!(

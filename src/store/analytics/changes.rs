@@ -14,17 +14,28 @@ use super::{get, placeholders, query, stage_values};
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::store::StoreError;
 
+/// The memory each sort or hash of a report's statements may use on PostgreSQL (its
+/// `work_mem`, for the report's transaction only). The reports group tens of thousands of rows
+/// into a few hundred groups; with the server's default (4 MB) the planner, which cannot know
+/// how few groups there are, sorts them on disk instead of hashing them in memory.
+pub const REPORT_WORK_MEM: &str = "32MB";
+
 /// One read snapshot for every statement of a report, so that a write committed between two of
 /// them cannot make the totals and the leads disagree. SQLite (WAL) gives a deferred
-/// transaction a snapshot at its first read; PostgreSQL needs REPEATABLE READ for one.
+/// transaction a snapshot at its first read; PostgreSQL needs REPEATABLE READ for one, and
+/// gets [`REPORT_WORK_MEM`] for it.
 pub async fn read_snapshot(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreError> {
     Ok(match db.get_database_backend() {
         DbBackend::Postgres => {
-            db.begin_with_config(
-                Some(IsolationLevel::RepeatableRead),
-                Some(AccessMode::ReadOnly),
-            )
-            .await?
+            let tx = db
+                .begin_with_config(
+                    Some(IsolationLevel::RepeatableRead),
+                    Some(AccessMode::ReadOnly),
+                )
+                .await?;
+            tx.execute_unprepared(&format!("SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
+                .await?;
+            tx
         }
         _ => db.begin().await?,
     })
