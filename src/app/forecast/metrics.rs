@@ -608,7 +608,9 @@ impl ForecastService {
 /// The window's figures for the present from the stage aggregates: whole days from
 /// `stage_stats`, and for the leads with a change on the window's partial first or last day,
 /// their exact figures from their history in place of what those days attribute to them
-/// (`WindowSplit`). The result equals the history replay's, with times in sketch buckets.
+/// (`WindowSplit`). The last day is read whole when no change follows the window's end on it
+/// (`WindowSplit::last_day_whole`). The result equals the history replay's, with times in
+/// sketch buckets.
 async fn window_counts(
     db: &impl Connection,
     scope: &HistoryScope<'_>,
@@ -616,16 +618,22 @@ async fn window_counts(
     (start, end): (i64, i64),
 ) -> Result<WindowCounts, AppError> {
     use crate::store::analytics::visits as store;
-    let split = WindowSplit::of(start, end);
-    let mut counts = WindowCounts::default();
-    for (key, count) in store::days(db, scope.tenant, scope.pipeline, split.days).await? {
-        counts.add_row(&key, count, split.days.0, 1);
-    }
     let stages: Vec<String> = definition
         .stages
         .iter()
         .map(|s| s.key.to_string())
         .collect();
+    let mut split = WindowSplit::of(start, end);
+    // A window that ends now (the default) would otherwise read every lead changed today.
+    if let Some((whole, rest)) = split.last_day_whole()
+        && !store::any_change_in(db, scope.tenant, scope.pipeline, &stages, rest).await?
+    {
+        split = whole;
+    }
+    let mut counts = WindowCounts::default();
+    for (key, count) in store::days(db, scope.tenant, scope.pipeline, split.days).await? {
+        counts.add_row(&key, count, split.days.0, 1);
+    }
     let exact = store::leads_changed_in(
         db,
         scope.tenant,

@@ -137,6 +137,32 @@ pub async fn leads_changed_in(
     Ok(out)
 }
 
+/// Whether the pipeline has a change into one of `stages` in [a, b), through
+/// `stage_changes_by_stage_time`.
+pub async fn any_change_in(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    stages: &[String],
+    (a, b): (i64, i64),
+) -> Result<bool, StoreError> {
+    if a >= b {
+        return Ok(false);
+    }
+    let stage_list = stage_values(stages);
+    let sql = format!(
+        "SELECT 1 FROM stage_changes
+         WHERE tenant_id = ? AND pipeline_id = ? AND to_stage IN ({})
+           AND change_time >= ? AND change_time < ?
+         LIMIT 1",
+        placeholders(stage_list.len())
+    );
+    let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
+    values.extend(stage_list);
+    values.extend([a.into(), b.into()]);
+    Ok(!query(db, &sql, values).await?.is_empty())
+}
+
 /// Each listed lead's history in the pipeline and its amount now, by lead id. Leads that no
 /// longer exist are left out (deleting a lead deletes its history).
 pub async fn lead_visits(

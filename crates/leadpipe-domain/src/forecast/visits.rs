@@ -454,10 +454,49 @@ impl WindowSplit {
     }
 }
 
+impl WindowSplit {
+    /// The split with the window's last, partial day read whole from the aggregates, and the
+    /// rest of that day [end, midnight), which must hold no change for the two to agree. A day's
+    /// aggregates attribute to each lead what its history up to now gives it; with no change
+    /// after `end` on that day, that is what the replay counts for the window. None when the
+    /// window ends at midnight or within its first day.
+    pub fn last_day_whole(&self) -> Option<(WindowSplit, (i64, i64))> {
+        let (first, last) = self.days;
+        let (from, end) = self.exact_ranges[1];
+        if first >= last || from >= end {
+            return None;
+        }
+        let midnight = (last + 1) * MICROS_PER_DAY;
+        let whole = WindowSplit {
+            days: (first, last + 1),
+            exact_ranges: [self.exact_ranges[0], (end, end)],
+        };
+        Some((whole, (end, midnight)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_last_partial_day_is_read_whole_only_with_the_rest_of_it_checked() {
+        let day = MICROS_PER_DAY;
+        let split = WindowSplit::of(3 * day + 5, 10 * day + 7);
+        let (whole, rest) = split.last_day_whole().unwrap();
+        assert_eq!(whole.days, (4, 11));
+        assert_eq!(
+            whole.exact_ranges,
+            [(3 * day, 4 * day), (10 * day + 7, 10 * day + 7)]
+        );
+        assert_eq!(rest, (10 * day + 7, 11 * day));
+        assert_eq!(WindowSplit::of(3 * day, 10 * day).last_day_whole(), None);
+        assert_eq!(
+            WindowSplit::of(3 * day + 5, 3 * day + 9).last_day_whole(),
+            None
+        );
+    }
 
     #[test]
     fn buckets_are_exact_hours_then_geometric() {
