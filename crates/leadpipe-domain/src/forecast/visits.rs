@@ -452,9 +452,7 @@ impl WindowSplit {
             ],
         }
     }
-}
 
-impl WindowSplit {
     /// The split with the window's last, partial day read whole from the aggregates, and the
     /// rest of that day [end, midnight), which must hold no change for the two to agree. A day's
     /// aggregates attribute to each lead what its history up to now gives it; with no change
