@@ -20,6 +20,7 @@ on_both_backends!(
     backtests_cover_the_actual_and_beat_the_naive_pipeline,
     totals_are_exact_or_out_of_range,
     won_amounts_past_int64_are_out_of_range,
+    the_first_period_counts_each_win_at_the_amount_it_was_won_at,
 );
 
 async fn import_reports_bad_rows_and_skips_repeats(app: TestApp) {
@@ -718,4 +719,72 @@ async fn large_imports_refresh_planner_statistics_and_vacuum_on_postgres() {
         assert!(vacuumed, "the import did not VACUUM {table}");
     }
     db.close().await.ok();
+}
+
+/// The forecast's first period counts what was won in it so far: each entry into a won stage
+/// in this period and currency, at the amount the lead had when it was won, not its amount now.
+async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestApp) {
+    use chrono::{Datelike, TimeZone};
+    let mut now = app.clock.now();
+    let month_start = |t: chrono::DateTime<Utc>| {
+        Utc.with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+            .unwrap()
+    };
+    if now - month_start(now) < Duration::minutes(10) {
+        app.clock.advance(Duration::minutes(15));
+        now = app.clock.now();
+    }
+    let start = month_start(now);
+    let won_at = |external_id: &str, amount: i64, at: chrono::DateTime<Utc>| {
+        import_request(
+            external_id,
+            amount,
+            vec![
+                change("", "lead_generation", at - Duration::minutes(1)),
+                change("lead_generation", "closed_won", at),
+            ],
+        )
+    };
+    let mut in_dollars = won_at("won-in-dollars", 300, start + Duration::minutes(3));
+    in_dollars.lead.as_mut().unwrap().amount = Some(money("USD", 300));
+    let response = import(
+        &app,
+        vec![
+            won_at("won-this-month", 1000, start + Duration::minutes(2)),
+            won_at("won-last-month", 700, start - Duration::days(1)),
+            in_dollars,
+        ],
+    )
+    .await;
+    assert_eq!(response.imported, 3);
+    let this_month = all_leads(&app, "")
+        .await
+        .into_iter()
+        .find(|l| l.external_id == "won-this-month")
+        .expect("the lead won this month");
+    update_lead(
+        &app,
+        pb::Lead {
+            amount: Some(money("EUR", 5000)),
+            ..this_month
+        },
+        &["amount"],
+    )
+    .await;
+
+    let forecast = forecasts(&app)
+        .await
+        .get_forecast(pb::GetForecastRequest {
+            currency_code: "EUR".into(),
+            period: pb::Period::Month as i32,
+            horizon_periods: 1,
+            simulations: 100,
+            seed: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let won = forecast.periods[0].closed_won_amount.as_ref().unwrap();
+    assert_eq!((won.currency_code.as_str(), won.units), ("EUR", 1000));
 }

@@ -9,7 +9,8 @@ use super::ForecastService;
 use super::model::{LearnedModel, features_of, money_of, stage_index, stage_keys};
 use crate::app::{AppError, RequestContext};
 use crate::domain::forecast::{
-    OpenDeal, PeriodKind, PeriodRange, amount_band, brier_score, period_index, periods, simulate,
+    OpenDeal, PeriodKind, PeriodOutcome, PeriodRange, amount_band, brier_score, period_index,
+    periods, simulate,
 };
 use crate::domain::ids::PipelineId;
 use crate::domain::money::{CurrencyCode, Total};
@@ -152,10 +153,7 @@ impl ForecastService {
         query: ForecastQuery,
     ) -> Result<ForecastReport, AppError> {
         let as_of = query.as_of.unwrap_or_else(|| self.clock.now());
-        let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
-        let reports = self
-            .project(ctx, &query, as_of, &periods, &deals, model.clone())
-            .await?;
+        let Projection { deals, reports, .. } = self.project(ctx, &query, as_of).await?;
         Ok(ForecastReport {
             pipeline: query.pipeline.clone(),
             currency: query.currency.clone(),
@@ -179,27 +177,25 @@ impl ForecastService {
         if as_of >= self.clock.now() {
             return Err(AppError::invalid("as_of", "must be in the past"));
         }
-        let (periods, deals, model) = self.prepare(ctx, &query, as_of).await?;
-        let mut reports = self
-            .project(ctx, &query, as_of, &periods, &deals, model.clone())
-            .await?;
+        let Projection {
+            periods,
+            deals,
+            model,
+            mut reports,
+        } = self.project(ctx, &query, as_of).await?;
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
         let definition = pipeline.compiled.definition();
-        let won_stages = stage_keys(definition, &[StageKind::Won]);
         let horizon_end = periods.last().map_or(as_of, |p| p.end);
         // What happened to the leads that were open at as_of (and what had closed before it in
         // the first period): new leads are not forecast, so they are not counted either.
-        let actual = analytics::wins_between(
-            self.store.reader(),
-            &ctx.tenant,
-            &query.pipeline,
-            &won_stages,
-            query.currency.as_str(),
-            to_micros(periods[0].start),
-            to_micros(horizon_end),
-            Some(to_micros(as_of)),
-        )
-        .await?;
+        let actual = self
+            .wins(
+                ctx,
+                &query,
+                (to_micros(periods[0].start), to_micros(horizon_end)),
+                Some(to_micros(as_of)),
+            )
+            .await?;
         for (time, units, nanos) in actual {
             if let Some(i) = period_index(&periods, from_micros(time)) {
                 reports[i].actual += units as f64 + nanos as f64 / 1e9;
@@ -267,7 +263,7 @@ impl ForecastService {
         ctx: &RequestContext,
         query: &ForecastQuery,
         as_of: DateTime<Utc>,
-    ) -> Result<(Vec<PeriodRange>, Vec<Deal>, std::sync::Arc<LearnedModel>), AppError> {
+    ) -> Result<(Vec<Deal>, std::sync::Arc<LearnedModel>), AppError> {
         self.ensure_revisions_kept(ctx, "as_of", query.as_of)
             .await?;
         let pipeline = self.pipeline(ctx, &query.pipeline).await?;
@@ -292,20 +288,27 @@ impl ForecastService {
         // answer only if the deals come in the same order, whatever order the database chose.
         open.sort_unstable_by(|a, b| a.lead_id.cmp(&b.lead_id));
         let deals = open_deals(definition, &model, open, scope.as_of);
-        Ok((periods(query.period, as_of, query.horizon), deals, model))
+        Ok((deals, model))
     }
 
+    /// The periods of the query, the deals open at `as_of` and the model that scored them, and
+    /// per period what was won before `as_of` and the simulated outcome. Reading what was won so
+    /// far waits on the database while the open deals are read and simulated.
     async fn project(
         &self,
         ctx: &RequestContext,
         query: &ForecastQuery,
         as_of: DateTime<Utc>,
-        periods: &[PeriodRange],
-        deals: &[Deal],
-        model: std::sync::Arc<LearnedModel>,
-    ) -> Result<Vec<PeriodReport>, AppError> {
-        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
-        let definition = pipeline.compiled.definition();
+    ) -> Result<Projection, AppError> {
+        let periods = periods(query.period, as_of, query.horizon);
+        let simulated = async {
+            let (deals, model) = self.prepare(ctx, query, as_of).await?;
+            let outcomes = simulate_off_runtime(&deals, &model, as_of, &periods, query).await?;
+            Ok::<_, AppError>((deals, model, outcomes))
+        };
+        let so_far = (to_micros(periods[0].start), to_micros(as_of) + 1);
+        let (simulated, won_before) = tokio::join!(simulated, self.wins(ctx, query, so_far, None));
+        let (deals, model, outcomes) = simulated?;
         let mut reports: Vec<PeriodReport> = periods
             .iter()
             .map(|p| PeriodReport {
@@ -313,51 +316,12 @@ impl ForecastService {
                 ..Default::default()
             })
             .collect();
-        let won_before = analytics::wins_between(
-            self.store.reader(),
-            &ctx.tenant,
-            &query.pipeline,
-            &stage_keys(definition, &[StageKind::Won]),
-            query.currency.as_str(),
-            to_micros(periods[0].start),
-            to_micros(as_of) + 1,
-            None,
-        )
-        .await?;
-        for (time, units, nanos) in won_before {
-            if let Some(i) = period_index(periods, from_micros(time)) {
+        for (time, units, nanos) in won_before? {
+            if let Some(i) = period_index(&periods, from_micros(time)) {
                 reports[i].closed_won += units as f64 + nanos as f64 / 1e9;
                 reports[i].pipeline.add(units, nanos);
             }
         }
-        let simulated: Vec<OpenDeal> = deals
-            .iter()
-            .map(|d| OpenDeal {
-                amount: d.amount,
-                win_probability: d.probability,
-                stage: d.stage,
-                days_in_stage: d.days_in_stage,
-            })
-            .collect();
-        // Seconds of CPU at a million open leads: off the runtime's workers, so that other calls
-        // on the same worker are not held up behind it.
-        let outcomes = {
-            let model = model.clone();
-            let periods = periods.to_vec();
-            let (simulations, seed) = (query.simulations, query.seed);
-            tokio::task::spawn_blocking(move || {
-                simulate(
-                    &simulated,
-                    &model.close_times,
-                    as_of,
-                    &periods,
-                    simulations,
-                    seed,
-                )
-            })
-            .await
-            .map_err(|e| AppError::Internal(format!("the forecast simulation failed: {e}")))?
-        };
         for (report, outcome) in reports.iter_mut().zip(outcomes) {
             report.expected = outcome.expected;
             report.p10 = report.closed_won + outcome.p10;
@@ -366,8 +330,8 @@ impl ForecastService {
             report.commit = report.closed_won;
             report.best_case = report.closed_won;
         }
-        for deal in deals {
-            let Some(i) = period_index(periods, close_estimate(&model, deal, as_of)) else {
+        for deal in &deals {
+            let Some(i) = period_index(&periods, close_estimate(&model, deal, as_of)) else {
                 continue;
             };
             let report = &mut reports[i];
@@ -379,8 +343,80 @@ impl ForecastService {
                 report.commit += deal.amount;
             }
         }
-        Ok(reports)
+        Ok(Projection {
+            periods,
+            deals,
+            model,
+            reports,
+        })
     }
+
+    /// Wins in the query's currency in [start, end) (µs), each at the amount it was won at; with
+    /// `created_by`, only of leads created by then.
+    async fn wins(
+        &self,
+        ctx: &RequestContext,
+        query: &ForecastQuery,
+        (start, end): (i64, i64),
+        created_by: Option<i64>,
+    ) -> Result<Vec<(i64, i64, i32)>, AppError> {
+        let pipeline = self.pipeline(ctx, &query.pipeline).await?;
+        let won_stages = stage_keys(pipeline.compiled.definition(), &[StageKind::Won]);
+        Ok(analytics::wins_between(
+            self.store.reader(),
+            &ctx.tenant,
+            &query.pipeline,
+            &won_stages,
+            query.currency.as_str(),
+            start,
+            end,
+            created_by,
+        )
+        .await?)
+    }
+}
+
+/// What [`ForecastService::project`] gives the forecast and the backtest.
+struct Projection {
+    periods: Vec<PeriodRange>,
+    deals: Vec<Deal>,
+    model: std::sync::Arc<LearnedModel>,
+    reports: Vec<PeriodReport>,
+}
+
+/// The Monte Carlo over `deals`: seconds of CPU at a million open leads, so off the runtime's
+/// workers, where other calls would wait behind it.
+async fn simulate_off_runtime(
+    deals: &[Deal],
+    model: &std::sync::Arc<LearnedModel>,
+    as_of: DateTime<Utc>,
+    periods: &[PeriodRange],
+    query: &ForecastQuery,
+) -> Result<Vec<PeriodOutcome>, AppError> {
+    let simulated: Vec<OpenDeal> = deals
+        .iter()
+        .map(|d| OpenDeal {
+            amount: d.amount,
+            win_probability: d.probability,
+            stage: d.stage,
+            days_in_stage: d.days_in_stage,
+        })
+        .collect();
+    let model = model.clone();
+    let periods = periods.to_vec();
+    let (simulations, seed) = (query.simulations, query.seed);
+    tokio::task::spawn_blocking(move || {
+        simulate(
+            &simulated,
+            &model.close_times,
+            as_of,
+            &periods,
+            simulations,
+            seed,
+        )
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("the forecast simulation failed: {e}")))
 }
 
 /// When a deal is expected to close: as_of plus the median remaining time of its stage.

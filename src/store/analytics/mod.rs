@@ -332,14 +332,30 @@ pub async fn wins_between(
     created_by: Option<i64>,
 ) -> Result<Vec<(i64, i64, i32)>, StoreError> {
     let won = stage_values(won_stages);
+    // The revision each win was made at, through `lead_revisions_by_lead_time`: on PostgreSQL
+    // one LATERAL probe per win, which also keeps the planner from starting at the revisions;
+    // SQLite, without LATERAL, finds the revision's number and then the revision.
+    let revision_at_win = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            "CROSS JOIN LATERAL (
+                SELECT x.amount_currency, x.amount_units, x.amount_nanos, x.create_time
+                FROM lead_revisions x
+                WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
+                  AND x.change_time <= h.change_time
+                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1) l"
+        }
+        _ => {
+            "JOIN lead_revisions l
+               ON l.tenant_id = h.tenant_id AND l.lead_id = h.lead_id
+              AND l.revision = (SELECT x.revision FROM lead_revisions x
+                                WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
+                                  AND x.change_time <= h.change_time
+                                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1)"
+        }
+    };
     let sql = format!(
         "SELECT h.change_time, l.amount_units, l.amount_nanos
-         FROM stage_changes h JOIN lead_revisions l
-           ON l.tenant_id = h.tenant_id AND l.lead_id = h.lead_id
-          AND l.revision = (SELECT x.revision FROM lead_revisions x
-                            WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
-                              AND x.change_time <= h.change_time
-                            ORDER BY x.change_time DESC, x.revision DESC LIMIT 1)
+         FROM stage_changes h {revision_at_win}
          WHERE h.tenant_id = ? AND h.pipeline_id = ? AND h.to_stage IN ({})
            AND h.change_time >= ? AND h.change_time < ? AND l.amount_currency = ?
            AND l.create_time <= ?",
