@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use common::{Role, TestApp, create, create_key, money, move_to, new_lead, update_lead};
+use common::{Role, TestApp, all_leads, create, create_key, money, move_to, new_lead, update_lead};
 use leadpipe::grpc::pb;
 use leadpipe::grpc::pb::forecast_service_client::ForecastServiceClient;
 
@@ -36,22 +36,6 @@ fn text(bytes: &[u8]) -> String {
 
 fn first_line(bytes: &[u8]) -> String {
     text(bytes).lines().next().unwrap_or_default().to_owned()
-}
-
-async fn all_leads(app: &TestApp, filter: &str) -> Vec<pb::Lead> {
-    let page = app
-        .leads
-        .clone()
-        .list_leads(pb::ListLeadsRequest {
-            filter: filter.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("list leads")
-        .into_inner();
-    assert!(page.next_page_token.is_empty());
-    page.leads
 }
 
 fn by_external_id(leads: Vec<pb::Lead>) -> BTreeMap<String, pb::Lead> {

@@ -138,17 +138,7 @@ async fn the_present_counts_open_leads_as_a_past_as_of_does(app: TestApp) {
     }
     assert_eq!(import(&app, varied).await.imported, 6);
     // Two leads whose expected close slipped, one of them twice.
-    let listed = app
-        .leads
-        .clone()
-        .list_leads(pb::ListLeadsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .leads;
+    let listed = all_leads(&app, "").await;
     for (lead, pushes) in listed.iter().filter(|l| l.source == "web").zip([1, 2]) {
         let mut lead = lead.clone();
         for push in 0..=pushes {

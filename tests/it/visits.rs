@@ -62,23 +62,10 @@ fn from_ts(t: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
 
-async fn known_leads(app: &TestApp) -> Vec<pb::Lead> {
-    app.leads
-        .clone()
-        .list_leads(pb::ListLeadsRequest {
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .leads
-}
-
 async fn apply(app: &TestApp, ops: &[Op], case: usize) {
     let mut imported = 0;
     for op in ops {
-        let leads = known_leads(app).await;
+        let leads = all_leads(app, "").await;
         let pick = |n: usize| (!leads.is_empty()).then(|| &leads[n % leads.len()]);
         match op {
             Op::Import(steps, amount) => {

@@ -251,6 +251,24 @@ pub fn new_lead(title: &str) -> pb::Lead {
     }
 }
 
+/// The default tenant's leads that match `filter` (all with ""), which must fit one page of
+/// 1,000.
+pub async fn all_leads(app: &TestApp, filter: &str) -> Vec<pb::Lead> {
+    let page = app
+        .leads
+        .clone()
+        .list_leads(pb::ListLeadsRequest {
+            filter: filter.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list leads")
+        .into_inner();
+    assert!(page.next_page_token.is_empty());
+    page.leads
+}
+
 pub async fn create(app: &TestApp, lead: pb::Lead) -> pb::Lead {
     app.leads
         .clone()
