@@ -516,6 +516,18 @@ mod tests {
         waiting
     }
 
+    /// A second call that waited while `first`, which has written, went on to commit, and so
+    /// joins its batch; and `first`'s commit, which returns once the batch commits.
+    async fn joined_to_the_commit_of(
+        store: &Store,
+        first: WriteTx,
+    ) -> (tokio::task::JoinHandle<Result<(), StoreError>>, WriteTx) {
+        let second = queued(store).await;
+        let first = tokio::spawn(first.commit());
+        let second = second.await.expect("task").expect("begin");
+        (first, second)
+    }
+
     #[tokio::test]
     async fn calls_waiting_together_commit_in_one_batch_and_a_failed_call_only_loses_its_own() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -579,10 +591,7 @@ mod tests {
         let store = open(&dir).await;
         let first = store.begin_write().await.expect("begin");
         insert(&first, "a").await.expect("insert a");
-        let second = queued(&store).await;
-        let first = tokio::spawn(first.commit());
-
-        let second = second.await.expect("task").expect("begin");
+        let (first, second) = joined_to_the_commit_of(&store, first).await;
         insert(&second, "b").await.expect("insert b");
         drop(second);
         first.await.expect("task").expect("commit a");
@@ -638,10 +647,7 @@ mod tests {
             .execute_unprepared("INSERT INTO item (name) VALUES ('a'), ('b')")
             .await
             .expect("insert");
-        let second = queued(&store).await;
-        let first = tokio::spawn(first.commit());
-
-        let second = second.await.expect("task").expect("begin");
+        let (first, second) = joined_to_the_commit_of(&store, first).await;
         // SQLite reports the last row change made before a statement that changes none, as
         // the savepoint statements are: they must not add the first call's rows to this count.
         let updated = second
@@ -660,10 +666,7 @@ mod tests {
         let store = open(&dir).await;
         let first = store.begin_write().await.expect("begin");
         insert(&first, "a").await.expect("insert a");
-        let second = queued(&store).await;
-        let first = tokio::spawn(first.commit());
-
-        let second = second.await.expect("task").expect("begin");
+        let (first, second) = joined_to_the_commit_of(&store, first).await;
         // Checked only when the batch commits: the whole batch fails there.
         second
             .execute_unprepared("INSERT INTO item (name, parent) VALUES ('orphan', 7)")
@@ -712,10 +715,7 @@ mod tests {
             .execute_unprepared(&format!("PRAGMA max_page_count = {pages}"))
             .await
             .expect("limit");
-        let second = queued(&store).await;
-        let first = tokio::spawn(first.commit());
-
-        let second = second.await.expect("task").expect("begin");
+        let (first, second) = joined_to_the_commit_of(&store, first).await;
         let full = second
             .execute_unprepared("INSERT INTO item (name, body) VALUES ('big', zeroblob(1000000))")
             .await;

@@ -147,33 +147,15 @@ async fn import_synthetic(
     channel: &tonic::transport::Channel,
     leads: usize,
 ) -> Result<(u64, f64), BoxError> {
-    use leadpipe::bulk::synthetic;
-
-    // A year of history, ending a minute ago (imported history may not be in the future).
-    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
-    let start = end - chrono::Duration::days(365);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pb::ImportLeadsRequest>>(2);
-    let changes = Arc::new(AtomicU64::new(0));
-    let counted = changes.clone();
-    let producer = tokio::task::spawn_blocking(move || {
-        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
-            let first = chunk * ANALYTICS_CHUNK;
-            let size = ANALYTICS_CHUNK.min(leads - first);
-            let mut generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
-            for (i, message) in generated.iter_mut().enumerate() {
-                message.external_id = format!("syn-{}", first + i);
-                counted.fetch_add(message.history.len() as u64, Ordering::Relaxed);
-            }
-            if tx.blocking_send(generated).is_err() {
-                return;
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter);
+    let SyntheticImport {
+        messages,
+        stage_changes: changes,
+        producer,
+    } = synthetic_import(leads, "syn");
     eprintln!("importing {leads} synthetic leads with ImportLeads");
     let started = Instant::now();
     let response = lead_client(channel)
-        .import_leads(stream)
+        .import_leads(messages)
         .await
         .map_err(|status| format!("ImportLeads of {leads} leads: {status}"))?
         .into_inner();
@@ -213,4 +195,45 @@ async fn existing_size(db: &Database, leads: usize) -> Result<(u64, f64), BoxErr
     }
     eprintln!("timing the {found} existing leads ({changes} stage changes)");
     Ok((changes as u64, 0.0))
+}
+
+/// `leads` synthetic ImportLeads messages with a year of history, generated on a blocking
+/// thread while they are sent.
+pub(crate) struct SyntheticImport {
+    pub(crate) messages: tokio_stream::wrappers::ReceiverStream<pb::ImportLeadsRequest>,
+    /// The stage changes of the messages generated so far.
+    pub(crate) stage_changes: Arc<AtomicU64>,
+    /// Ends when every message is generated or the stream is dropped.
+    pub(crate) producer: tokio::task::JoinHandle<()>,
+}
+
+/// [`SyntheticImport`] of leads with external ids `{prefix}-0`, `{prefix}-1`, …, whose history
+/// ends a minute ago (imported history may not be in the future).
+pub(crate) fn synthetic_import(leads: usize, prefix: &'static str) -> SyntheticImport {
+    use leadpipe::bulk::synthetic;
+
+    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let start = end - chrono::Duration::days(365);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportLeadsRequest>(2 * ANALYTICS_CHUNK);
+    let stage_changes = Arc::new(AtomicU64::new(0));
+    let counted = stage_changes.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
+            let first = chunk * ANALYTICS_CHUNK;
+            let size = ANALYTICS_CHUNK.min(leads - first);
+            let generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
+            for (i, mut message) in generated.into_iter().enumerate() {
+                message.external_id = format!("{prefix}-{}", first + i);
+                counted.fetch_add(message.history.len() as u64, Ordering::Relaxed);
+                if tx.blocking_send(message).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    SyntheticImport {
+        messages: tokio_stream::wrappers::ReceiverStream::new(rx),
+        stage_changes,
+        producer,
+    }
 }

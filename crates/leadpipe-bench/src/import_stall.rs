@@ -9,8 +9,6 @@ pub(crate) async fn import_stall_cell(
     leads: usize,
     clients: usize,
 ) -> Result<ImportStallResult, BoxError> {
-    use leadpipe::bulk::synthetic;
-
     let channels: Vec<Channel> =
         futures::future::try_join_all((0..=clients).map(|_| connect(addr))).await?;
     check_serving(&channels[0]).await?;
@@ -34,27 +32,13 @@ pub(crate) async fn import_stall_cell(
         quiet.throughput_rps, quiet.latency_us.p99
     );
 
-    let end = chrono::Utc::now() - chrono::Duration::minutes(1);
-    let start = end - chrono::Duration::days(365);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<pb::ImportLeadsRequest>>(2);
-    let producer = tokio::task::spawn_blocking(move || {
-        for chunk in 0..leads.div_ceil(ANALYTICS_CHUNK) {
-            let first = chunk * ANALYTICS_CHUNK;
-            let size = ANALYTICS_CHUNK.min(leads - first);
-            let mut generated = synthetic::generate(size, start, end, 1 + chunk as u64).leads;
-            for (i, message) in generated.iter_mut().enumerate() {
-                message.external_id = format!("stall-{}", first + i);
-            }
-            if tx.blocking_send(generated).is_err() {
-                return;
-            }
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter);
+    let SyntheticImport {
+        messages, producer, ..
+    } = synthetic_import(leads, "stall");
     eprintln!("importing {leads} synthetic leads with ImportLeads while moving");
     let started = Instant::now();
     let mut importer = lead_client(&channels[0]);
-    let import = tokio::spawn(async move { importer.import_leads(stream).await });
+    let import = tokio::spawn(async move { importer.import_leads(messages).await });
     let during = run_cell(cli, Scenario::Move, movers, &fixture, None, None).await;
     let import_ran_throughout = !import.is_finished();
     let response = import

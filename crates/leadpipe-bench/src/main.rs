@@ -42,7 +42,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use leadpipe::config::DatabaseArgs;
 use leadpipe::config::Synchronous;
