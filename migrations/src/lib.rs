@@ -13,6 +13,7 @@ mod m20261130_000002_versions_cover_revisions;
 mod m20261130_000003_stage_stats;
 mod m20261130_000004_report_keys;
 mod m20261130_000005_report_statistics;
+mod m20261130_000006_change_amounts;
 
 /// The upsert that adds to the stage aggregates, shared with the store's write path.
 pub use m20261130_000003_stage_stats::{
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_stage_stats::Migration),
             Box::new(m20261130_000004_report_keys::Migration),
             Box::new(m20261130_000005_report_statistics::Migration),
+            Box::new(m20261130_000006_change_amounts::Migration),
         ]
     }
 }

@@ -23,10 +23,11 @@ use crate::domain::import::{
     ImportedChange, ImportedRevision, check_history, check_revisions, replay, validate_external_id,
 };
 use crate::domain::lead::{Lead, LeadFields};
+use crate::domain::money::Money;
 use crate::domain::pipeline::PipelineDefinition;
 use crate::domain::policy::CompiledPipeline;
 use crate::domain::reimport::{RowStages, RowState, Stored, UpdatePlan, plan_update};
-use crate::domain::revision::LeadRevision;
+use crate::domain::revision::{LeadRevision, amount_at};
 use crate::store::pipelines::RowLock;
 use crate::store::{Connection, Store, WriteTx, history, leads, revisions, sequences};
 
@@ -805,7 +806,14 @@ async fn write_in(
 ) -> Result<(), AppError> {
     let batch: Vec<Lead> = items.iter().map(|i| i.lead.clone()).collect();
     leads::insert_many(tx, tenant, &batch).await?;
-    let all: Vec<StageChange> = items.iter().flat_map(|i| i.history.clone()).collect();
+    let all: Vec<(&StageChange, Option<&Money>)> = items
+        .iter()
+        .flat_map(|i| {
+            i.history
+                .iter()
+                .map(|c| (c, amount_at(&i.revisions, c.change_time)))
+        })
+        .collect();
     history::insert_imported(tx, tenant, &all).await?;
     let all: Vec<LeadRevision> = items.iter().flat_map(|i| i.revisions.clone()).collect();
     revisions::insert_many(tx, tenant, &all).await?;

@@ -114,6 +114,12 @@ pub mod stage_change {
         pub actor: String,
         pub note: String,
         pub imported: bool,
+        /// The lead's amount as the change left it (currency empty without one), so that what
+        /// a stage was entered with is read from the change alone; NULL on changes recorded
+        /// before the service kept it, whose amount is in the lead's revisions.
+        pub amount_currency: Option<String>,
+        pub amount_units: Option<i64>,
+        pub amount_nanos: Option<i32>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,17 +1,26 @@
 //! Stage history.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::stage_change;
+use super::leads::money_columns;
 use super::{StoreError, from_micros, to_micros};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
+use crate::domain::money::Money;
 
-/// The stage history row of a change; a write appends it with its revision and outbox event
-/// under its sequence number ([`super::sequences::append_sequenced`]).
-pub(super) fn row(tenant: &TenantId, change: &StageChange) -> stage_change::Model {
+/// The stage history row of a change that left the lead with `amount`; a write appends it with
+/// its revision and outbox event under its sequence number
+/// ([`super::sequences::append_sequenced`]).
+pub(super) fn row(
+    tenant: &TenantId,
+    change: &StageChange,
+    amount: Option<&Money>,
+) -> stage_change::Model {
+    let (amount_currency, amount_units, amount_nanos) = money_columns(amount);
     stage_change::Model {
         tenant_id: tenant.to_string(),
         sequence: change.sequence,
@@ -27,49 +36,31 @@ pub(super) fn row(tenant: &TenantId, change: &StageChange) -> stage_change::Mode
         actor: change.actor.clone(),
         note: change.note.clone(),
         imported: change.imported,
+        amount_currency: Some(amount_currency),
+        amount_units: Some(amount_units),
+        amount_nanos: Some(amount_nanos),
     }
 }
 
-/// Appends imported history. Imports are not streamed, so no outbox rows are written; their
-/// sequences show up as gaps in the outbox, which subscribers skip.
+/// Appends imported history, each change with the amount it left the lead with. Imports are
+/// not streamed, so no outbox rows are written; their sequences show up as gaps in the outbox,
+/// which subscribers skip.
 pub async fn insert_imported(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
-    changes: &[StageChange],
+    changes: &[(&StageChange, Option<&Money>)],
 ) -> Result<(), StoreError> {
     use sea_orm::Iterable;
     let rows = super::rows_per_statement(stage_change::Column::iter().count());
     for chunk in changes.chunks(rows) {
-        insert_imported_rows(db, tenant, chunk).await?;
+        stage_change::Entity::insert_many(chunk.iter().map(|(change, amount)| {
+            let mut row = row(tenant, change, *amount);
+            row.imported = true;
+            row.into_active_model()
+        }))
+        .exec_without_returning(db)
+        .await?;
     }
-    Ok(())
-}
-
-async fn insert_imported_rows(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    changes: &[StageChange],
-) -> Result<(), StoreError> {
-    stage_change::Entity::insert_many(changes.iter().map(|change| {
-        stage_change::ActiveModel {
-            tenant_id: Set(tenant.to_string()),
-            sequence: Set(change.sequence),
-            lead_id: Set(change.lead_id.to_string()),
-            pipeline_id: Set(change.pipeline_id.to_string()),
-            from_stage: Set(change
-                .from_stage
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()),
-            to_stage: Set(change.to_stage.to_string()),
-            change_time: Set(to_micros(change.change_time)),
-            actor: Set(change.actor.clone()),
-            note: Set(change.note.clone()),
-            imported: Set(true),
-        }
-    }))
-    .exec_without_returning(db)
-    .await?;
     Ok(())
 }
 

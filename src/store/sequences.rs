@@ -74,7 +74,9 @@ pub async fn append_sequenced(
     let payload = serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let outbox_row = super::outbox::row(tenant, &event, payload);
     let revision_row = super::revisions::to_model(tenant, &revision);
-    let change_row = change.as_ref().map(|c| super::history::row(tenant, c));
+    let change_row = change
+        .as_ref()
+        .map(|c| super::history::row(tenant, c, revision.lead.fields.amount.as_ref()));
     if tx.get_database_backend() == DbBackend::Postgres {
         return append_in_one_statement(
             tx,

@@ -722,7 +722,9 @@ async fn large_imports_refresh_planner_statistics_and_vacuum_on_postgres() {
 }
 
 /// The forecast's first period counts what was won in it so far: each entry into a won stage
-/// in this period and currency, at the amount the lead had when it was won, not its amount now.
+/// in this period and currency, at the amount the lead had when it was won, not its amount now,
+/// whether the win was imported or made by MoveLead, and for changes recorded before the amount
+/// was kept on them, whose amount is then found in the lead's revisions.
 async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestApp) {
     use chrono::{Datelike, TimeZone};
     let mut now = app.clock.now();
@@ -753,10 +755,18 @@ async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestA
             won_at("won-this-month", 1000, start + Duration::minutes(2)),
             won_at("won-last-month", 700, start - Duration::days(1)),
             in_dollars,
+            import_request(
+                "won-live",
+                400,
+                vec![
+                    change("", "lead_generation", start - Duration::days(20)),
+                    change("lead_generation", "negotiation", start - Duration::days(10)),
+                ],
+            ),
         ],
     )
     .await;
-    assert_eq!(response.imported, 3);
+    assert_eq!(response.imported, 4);
     let this_month = all_leads(&app, "")
         .await
         .into_iter()
@@ -771,8 +781,38 @@ async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestA
         &["amount"],
     )
     .await;
+    let live = all_leads(&app, "")
+        .await
+        .into_iter()
+        .find(|l| l.external_id == "won-live")
+        .expect("the lead won by MoveLead");
+    let won = move_to(&app, &live.id, "closed_won").await.expect("win");
+    // A change without a recorded amount finds it in the revisions by time.
+    app.clock.advance(Duration::seconds(1));
+    update_lead(
+        &app,
+        pb::Lead {
+            amount: Some(money("EUR", 9000)),
+            ..won
+        },
+        &["amount"],
+    )
+    .await;
+    assert_eq!(won_so_far(&app).await, 1400);
 
-    let forecast = forecasts(&app)
+    // Dropping the columns and adding them back leaves every change as one recorded before
+    // they existed.
+    let app = restart_after_rolling_back(app, 1, &[]).await;
+    assert_eq!(
+        won_so_far(&app).await,
+        1400,
+        "changes without a recorded amount"
+    );
+}
+
+/// What the forecast's first month counts as won so far, in whole euros.
+async fn won_so_far(app: &TestApp) -> i64 {
+    let forecast = forecasts(app)
         .await
         .get_forecast(pb::GetForecastRequest {
             currency_code: "EUR".into(),
@@ -786,5 +826,6 @@ async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestA
         .unwrap()
         .into_inner();
     let won = forecast.periods[0].closed_won_amount.as_ref().unwrap();
-    assert_eq!((won.currency_code.as_str(), won.units), ("EUR", 1000));
+    assert_eq!(won.currency_code, "EUR");
+    won.units
 }

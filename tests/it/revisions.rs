@@ -366,7 +366,6 @@ async fn imported_history_becomes_revisions(app: TestApp) {
 /// each with the lead's current fields. The migration is rolled back and applied again over
 /// leads written through the API.
 async fn the_migration_backfills_existing_leads(app: TestApp) {
-    use migration::MigratorTrait;
     let mut lead = new_lead("Old lead");
     lead.contact_name = "Dana".into();
     lead.amount = Some(money("EUR", 700));
@@ -396,16 +395,9 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
         .into_inner()
         .stage_changes;
 
-    let (backend, url) = (app.backend, app.database_url.clone());
-    let dir = app.stop().await;
-    let db = sea_orm::Database::connect(&url).await.expect("connect");
-    // The revisions migration, and the four after it: versions raised to the revisions, the
-    // stage aggregates, the report keys and the report statistics.
-    migration::Migrator::down(&db, Some(5))
-        .await
-        .expect("roll back the revisions migration");
-    db.close().await.ok();
-    let app = spawn_app_on(backend, url, dir).await;
+    // The revisions migration, and the five after it: versions raised to the revisions, the
+    // stage aggregates, the report keys, the report statistics and the amounts on changes.
+    let app = restart_after_rolling_back(app, 6, &[]).await;
 
     let all = revisions(&app, &created.id).await;
     use pb::LeadRevisionKind as K;
@@ -671,8 +663,6 @@ async fn retention_keeps_the_state_at_the_cutoff_and_refuses_older_reads(app: Te
 async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_after_it(
     app: TestApp,
 ) {
-    use migration::MigratorTrait;
-    use sea_orm::ConnectionTrait;
     let mut lead = new_lead("Imported long ago");
     lead.contact_name = "Dana".into();
     let created = create(&app, lead).await;
@@ -683,20 +673,17 @@ async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_
         .await
         .expect("move");
 
-    let (backend, url) = (app.backend, app.database_url.clone());
-    let dir = app.stop().await;
-    let db = sea_orm::Database::connect(&url).await.expect("connect");
-    migration::Migrator::down(&db, Some(4))
-        .await
-        .expect("roll back the revisions migration");
-    db.execute_unprepared(&format!(
-        "UPDATE leads SET version = 1 WHERE id = '{}'",
-        created.id
-    ))
-    .await
-    .expect("an imported lead's version");
-    db.close().await.ok();
-    let app = spawn_app_on(backend, url, dir).await;
+    // Back to before versions were raised to the revisions, with the lead's version as an
+    // import then left it.
+    let app = restart_after_rolling_back(
+        app,
+        5,
+        &[format!(
+            "UPDATE leads SET version = 1 WHERE id = '{}'",
+            created.id
+        )],
+    )
+    .await;
 
     assert_eq!(get_lead(&app, &created.id).await.etag, "\"3\"");
     move_to(&app, &created.id, "qualification")

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::StageKey;
 use super::lead::Lead;
+use super::money::Money;
 
 /// What kind of write made a revision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +90,17 @@ impl LeadRevision {
     }
 }
 
+/// The lead's amount at `time` by its revisions: that of the latest revision at or before it,
+/// later numbers winning ties of time; None before the first. The store reads the same rule
+/// back from its revisions.
+pub fn amount_at(revisions: &[LeadRevision], time: DateTime<Utc>) -> Option<&Money> {
+    revisions
+        .iter()
+        .filter(|r| r.change_time <= time)
+        .max_by_key(|r| (r.change_time, r.revision))
+        .and_then(|r| r.lead.fields.amount.as_ref())
+}
+
 /// The paths a revision can name, in the order of the `Lead` message. Derived and bookkeeping
 /// fields (`win_probability`, `update_time`, `stage_enter_time`, `etag`, the slippage counters)
 /// are left out: they change with the fields listed here, or on every write.
@@ -166,7 +178,7 @@ mod tests {
     use super::*;
     use crate::ids::{LeadId, PipelineId};
     use crate::lead::LeadFields;
-    use crate::money::{CurrencyCode, Money};
+    use crate::money::CurrencyCode;
     use chrono::TimeZone;
 
     fn lead() -> Lead {
@@ -271,5 +283,37 @@ mod tests {
             (l.close_date_push_count, l.first_expected_close_time),
             (1, Some(day(10)))
         );
+    }
+
+    #[test]
+    fn the_amount_at_a_time_is_the_latest_revisions_at_or_before_it() {
+        let eur = |units| Money {
+            currency: CurrencyCode::parse("EUR").unwrap(),
+            units,
+            nanos: 0,
+        };
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let hour = chrono::Duration::hours(1);
+        let at = |n: i64, units: Option<i64>, when| {
+            let mut after = lead();
+            after.fields.amount = units.map(eur);
+            let mut r = LeadRevision::of(RevisionKind::Updated, None, &after, "sam", when);
+            r.revision = n;
+            r
+        };
+        let revisions = [
+            at(1, Some(100), t),
+            at(3, Some(300), t + hour),
+            at(2, Some(200), t + hour),
+            at(4, None, t + hour * 2),
+        ];
+        assert_eq!(amount_at(&revisions, t - hour), None, "before the first");
+        assert_eq!(amount_at(&revisions, t), Some(&eur(100)));
+        assert_eq!(
+            amount_at(&revisions, t + hour),
+            Some(&eur(300)),
+            "the later number of two at one time"
+        );
+        assert_eq!(amount_at(&revisions, t + hour * 3), None, "amount cleared");
     }
 }

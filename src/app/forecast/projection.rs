@@ -115,24 +115,32 @@ fn open_deals(
     as_of: i64,
 ) -> Vec<Deal> {
     let index = stage_index(definition);
-    // Many leads share a stage and attributes: each such group is scored once.
-    let mut scored: HashMap<(usize, String, String, &'static str, String), f64> = HashMap::new();
-    leads
-        .into_iter()
-        .filter_map(|lead| {
+    // Many leads share a stage and attributes: each such group is scored once, keyed by the
+    // leads' own strings.
+    let mut scored: HashMap<(usize, &str, &str, &'static str, &str), f64> = HashMap::new();
+    let scores: Vec<Option<(usize, f64, f64)>> = leads
+        .iter()
+        .map(|lead| {
             let stage = *index.get(lead.stage.as_str())?;
-            let money = money_of(&lead)?;
-            let amount = money.value();
+            let money = money_of(lead)?;
             let key = (
                 stage,
-                lead.source.clone(),
-                lead.owner.clone(),
+                lead.source.as_str(),
+                lead.owner.as_str(),
                 amount_band(Some(&money)),
-                lead.labels.clone(),
+                lead.labels.as_str(),
             );
             let probability = *scored
                 .entry(key)
-                .or_insert_with(|| model.score(stage, &features_of(&lead)).probability);
+                .or_insert_with(|| model.score(stage, &features_of(lead)).probability);
+            Some((stage, money.value(), probability))
+        })
+        .collect();
+    leads
+        .into_iter()
+        .zip(scores)
+        .filter_map(|(lead, score)| {
+            let (stage, amount, probability) = score?;
             Some(Deal {
                 days_in_stage: ((as_of - lead.stage_enter_time) as f64 / 8.64e10).max(0.0),
                 lead,
@@ -384,8 +392,8 @@ struct Projection {
     reports: Vec<PeriodReport>,
 }
 
-/// The Monte Carlo over `deals`: seconds of CPU at a million open leads, so off the runtime's
-/// workers, where other calls would wait behind it.
+/// The Monte Carlo over `deals`: the most CPU of any call, so off the runtime's workers, where
+/// other calls would wait behind it; it spreads its simulations over the machine's cores.
 async fn simulate_off_runtime(
     deals: &[Deal],
     model: &std::sync::Arc<LearnedModel>,

@@ -332,43 +332,40 @@ pub async fn wins_between(
     created_by: Option<i64>,
 ) -> Result<Vec<(i64, i64, i32)>, StoreError> {
     let won = stage_values(won_stages);
-    // The revision each win was made at, through `lead_revisions_by_lead_time`: on PostgreSQL
-    // one LATERAL probe per win, which also keeps the planner from starting at the revisions;
-    // SQLite, without LATERAL, finds the revision's number and then the revision.
-    let revision_at_win = match db.get_database_backend() {
-        DbBackend::Postgres => {
-            "CROSS JOIN LATERAL (
-                SELECT x.amount_currency, x.amount_units, x.amount_nanos, x.create_time
-                FROM lead_revisions x
+    // Each change carries the amount it left the lead with. A change recorded before it did has
+    // NULL there, and only then (COALESCE stops at its first value, on both backends) is the
+    // amount looked up in the lead's revision in effect at the change. A backtest, which counts
+    // only the leads that existed at its point in time, also probes each win's lead.
+    let recorded = |column: &str| {
+        format!(
+            "COALESCE(h.{column}, (SELECT x.{column} FROM lead_revisions x
                 WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
                   AND x.change_time <= h.change_time
-                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1) l"
+                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1))"
+        )
+    };
+    let created_by_filter = match created_by {
+        Some(_) => {
+            " AND EXISTS (SELECT 1 FROM lead_revisions x
+                          WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
+                            AND x.create_time <= ?)"
         }
-        _ => {
-            "JOIN lead_revisions l
-               ON l.tenant_id = h.tenant_id AND l.lead_id = h.lead_id
-              AND l.revision = (SELECT x.revision FROM lead_revisions x
-                                WHERE x.tenant_id = h.tenant_id AND x.lead_id = h.lead_id
-                                  AND x.change_time <= h.change_time
-                                ORDER BY x.change_time DESC, x.revision DESC LIMIT 1)"
-        }
+        None => "",
     };
     let sql = format!(
-        "SELECT h.change_time, l.amount_units, l.amount_nanos
-         FROM stage_changes h {revision_at_win}
+        "SELECT h.change_time, {}, {}
+         FROM stage_changes h
          WHERE h.tenant_id = ? AND h.pipeline_id = ? AND h.to_stage IN ({})
-           AND h.change_time >= ? AND h.change_time < ? AND l.amount_currency = ?
-           AND l.create_time <= ?",
-        placeholders(won.len())
+           AND h.change_time >= ? AND h.change_time < ? AND {} = ?{created_by_filter}",
+        recorded("amount_units"),
+        recorded("amount_nanos"),
+        placeholders(won.len()),
+        recorded("amount_currency"),
     );
     let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
     values.extend(won);
-    values.extend([
-        start.into(),
-        end.into(),
-        currency.into(),
-        created_by.unwrap_or(i64::MAX).into(),
-    ]);
+    values.extend([start.into(), end.into(), currency.into()]);
+    values.extend(created_by.map(Value::from));
     query(db, &sql, values)
         .await?
         .iter()

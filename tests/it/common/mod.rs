@@ -507,6 +507,27 @@ pub async fn restart_with_auth(app: TestApp) -> TestApp {
     spawn_app_with(backend, settings_with_auth(&database_url), dir).await
 }
 
+/// Stops `app`, rolls back the last `migrations` migrations of its database, runs `then` on the
+/// database as they left it, and starts a server on it again, which applies them anew: the
+/// database as a version before them left it, upgraded.
+pub async fn restart_after_rolling_back(app: TestApp, migrations: u32, then: &[String]) -> TestApp {
+    use migration::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    let (backend, url) = (app.backend, app.database_url.clone());
+    let dir = app.stop().await;
+    let db = sea_orm::Database::connect(&url).await.expect("connect");
+    migration::Migrator::down(&db, Some(migrations))
+        .await
+        .expect("roll back the migrations");
+    for statement in then {
+        db.execute_unprepared(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    db.close().await.ok();
+    spawn_app_on(backend, url, dir).await
+}
+
 /// Adds `authorization` metadata to every call: `Bearer <key>`, a raw value, or nothing.
 #[derive(Clone)]
 pub struct Bearer(Option<AsciiMetadataValue>);

@@ -170,7 +170,8 @@ fn counts(deal: &OpenDeal) -> bool {
 }
 
 /// Simulates which deals are won and when, and reports the additional won amount per period
-/// (the caller adds what was already won). The same seed gives the same result. Memory is
+/// (the caller adds what was already won). The same seed gives the same result, on any number
+/// of cores: the simulations are split over fixed random streams, run side by side. Memory is
 /// `simulations × periods`; above `EXACT_LIMIT` deals it uses `simulate_grouped`.
 pub fn simulate(
     deals: &[OpenDeal],
@@ -184,21 +185,85 @@ pub fn simulate(
         return simulate_grouped(deals, close_times, as_of, periods, simulations, seed);
     }
     let horizon = Horizon::new(as_of, periods);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut totals = vec![0.0; periods.len() * simulations];
     let deals: Vec<&OpenDeal> = deals.iter().filter(|d| counts(d)).collect();
-    for sim in 0..simulations {
-        for deal in &deals {
-            if rng.random::<f64>() >= deal.win_probability {
-                continue;
-            }
-            let days = close_times.sample_remaining(deal.stage, deal.days_in_stage, &mut rng);
-            if let Some(k) = horizon.locate(days) {
-                totals[k * simulations + sim] += deal.amount;
+    let totals = in_streams(simulations, periods.len(), seed, |rng, sims, totals| {
+        for sim in 0..sims {
+            for deal in &deals {
+                if rng.random::<f64>() >= deal.win_probability {
+                    continue;
+                }
+                let days = close_times.sample_remaining(deal.stage, deal.days_in_stage, rng);
+                if let Some(k) = horizon.locate(days) {
+                    totals[k * sims + sim] += deal.amount;
+                }
             }
         }
-    }
+    });
     summarize(totals, periods.len(), simulations)
+}
+
+/// Simulations run in this many random streams of their own, each seeded from the seed and its
+/// number, so that a seed gives the same result on any number of cores.
+const STREAMS: usize = 4;
+
+/// Runs `simulations` split over [`STREAMS`] streams, on as many threads as there are cores up to
+/// that, and returns the totals laid out for [`summarize`]. `run(rng, sims, totals)` simulates
+/// `sims` times into `totals[period * sims + sim]`. Stream 0 is left to the caller's own draws.
+fn in_streams<F>(simulations: usize, periods: usize, seed: u64, run: F) -> Vec<f64>
+where
+    F: Fn(&mut ChaCha8Rng, usize, &mut [f64]) + Sync,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    in_streams_on(cores, simulations, periods, seed, run)
+}
+
+fn in_streams_on<F>(cores: usize, simulations: usize, periods: usize, seed: u64, run: F) -> Vec<f64>
+where
+    F: Fn(&mut ChaCha8Rng, usize, &mut [f64]) + Sync,
+{
+    let sizes: Vec<usize> = (0..STREAMS)
+        .map(|s| simulations / STREAMS + usize::from(s < simulations % STREAMS))
+        .collect();
+    let run_stream = |s: usize| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(s as u64 + 1);
+        let mut totals = vec![0.0; periods * sizes[s]];
+        run(&mut rng, sizes[s], &mut totals);
+        (s, totals)
+    };
+    let threads = cores.clamp(1, STREAMS);
+    let mut streams: Vec<Vec<f64>> = vec![Vec::new(); STREAMS];
+    std::thread::scope(|scope| {
+        let run_stream = &run_stream;
+        let others: Vec<_> = (1..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..STREAMS)
+                        .step_by(threads)
+                        .map(run_stream)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (s, totals) in (0..STREAMS).step_by(threads).map(run_stream) {
+            streams[s] = totals;
+        }
+        for other in others {
+            let done = other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (s, totals) in done {
+                streams[s] = totals;
+            }
+        }
+    });
+    let mut totals = Vec::with_capacity(periods * simulations);
+    for k in 0..periods {
+        for (stream, size) in streams.iter().zip(&sizes) {
+            totals.extend_from_slice(&stream[k * size..(k + 1) * size]);
+        }
+    }
+    totals
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -326,36 +391,35 @@ pub fn simulate_grouped(
         .filter(|g| g.cumulative.last().is_some_and(|&c| c > 0.0))
         .collect();
 
-    let mut totals = vec![0.0; periods.len() * simulations];
-    for sim in 0..simulations {
-        for g in &groups {
-            let winners = g.winners.sample(&mut rng);
-            if winners == 0 {
-                continue;
-            }
-            if winners < SMALL_SPLIT {
-                for _ in 0..winners {
-                    let u: f64 = rng.random();
-                    let k = g.cumulative.partition_point(|&c| c <= u);
-                    if k < periods.len() {
-                        totals[k * simulations + sim] += g.value;
+    let totals = in_streams(simulations, periods.len(), seed, |rng, sims, totals| {
+        for sim in 0..sims {
+            for g in &groups {
+                let winners = g.winners.sample(rng);
+                if winners == 0 {
+                    continue;
+                }
+                if winners < SMALL_SPLIT {
+                    for _ in 0..winners {
+                        let u: f64 = rng.random();
+                        let k = g.cumulative.partition_point(|&c| c <= u);
+                        if k < periods.len() {
+                            totals[k * sims + sim] += g.value;
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            let mut left = winners;
-            for (k, &p) in g.conditional.iter().enumerate() {
-                if left == 0 {
-                    break;
+                let mut left = winners;
+                for (k, &p) in g.conditional.iter().enumerate() {
+                    if left == 0 {
+                        break;
+                    }
+                    let x = Binomial::new(left, p).expect("p in [0, 1]").sample(rng);
+                    totals[k * sims + sim] += x as f64 * g.value;
+                    left -= x;
                 }
-                let x = Binomial::new(left, p)
-                    .expect("p in [0, 1]")
-                    .sample(&mut rng);
-                totals[k * simulations + sim] += x as f64 * g.value;
-                left -= x;
             }
         }
-    }
+    });
     summarize(totals, periods.len(), simulations)
 }
 
@@ -583,5 +647,25 @@ mod tests {
             out.iter()
                 .all(|o| o.p10 <= o.p50 && o.p50 <= o.p90 && o.expected > 0.0)
         );
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_totals_on_any_number_of_cores() {
+        let run = |rng: &mut ChaCha8Rng, sims: usize, totals: &mut [f64]| {
+            for sim in 0..sims {
+                for k in 0..3 {
+                    totals[k * sims + sim] = rng.random::<f64>() + k as f64;
+                }
+            }
+        };
+        let one = in_streams_on(1, 1001, 3, 9, run);
+        assert_eq!(one.len(), 3 * 1001);
+        for cores in [2, 3, 4, 16] {
+            assert_eq!(in_streams_on(cores, 1001, 3, 9, run), one, "{cores} cores");
+        }
+        assert_ne!(in_streams_on(2, 1001, 3, 10, run), one, "another seed");
+        // Period-major: each period's simulations are one slice.
+        assert!(one[..1001].iter().all(|&x| x < 1.0));
+        assert!(one[2002..].iter().all(|&x| x >= 2.0));
     }
 }
