@@ -189,11 +189,26 @@ impl ImportService {
         rows: impl Stream<Item = Result<ImportRow, E>> + Unpin,
     ) -> Result<ImportSummary, E> {
         let (summary, pipelines) = self.import_rows(ctx, rows, Mode::Write).await?;
-        self.finished(summary.imported as u64).await?;
+        let large = summary.imported as u64 >= STATISTICS_REFRESH_AT[0];
+        if large {
+            // For the rescore's retraining, which reads all of the pipeline's history.
+            self.store
+                .refresh_statistics()
+                .await
+                .map_err(AppError::from)?;
+        }
         if summary.imported > 0 || summary.updated > 0 {
             for pipeline in pipelines {
                 forecasts.rescore(ctx, &pipeline).await?;
             }
+        }
+        if large {
+            // After the rescore, which rewrites the open leads' rows: vacuumed before it, their
+            // pages, those the reports' index-only scans read, would lose their all-visible mark.
+            self.store
+                .settle_after_import()
+                .await
+                .map_err(AppError::from)?;
         }
         Ok(summary)
     }
@@ -425,17 +440,6 @@ impl ImportService {
             .any(|&mark| before < mark && mark <= after)
         {
             self.store.refresh_statistics().await?;
-        }
-        Ok(())
-    }
-
-    /// At the end of an import that wrote leads: statistics for the queries that follow
-    /// (retraining the model reads all of the pipeline's history), and the imported tables
-    /// vacuumed so that the reports read the open leads from their index alone
-    /// (`Store::settle_after_import`).
-    pub async fn finished(&self, imported: u64) -> Result<(), AppError> {
-        if imported >= STATISTICS_REFRESH_AT[0] {
-            self.store.settle_after_import().await?;
         }
         Ok(())
     }
