@@ -767,37 +767,13 @@ async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestA
     )
     .await;
     assert_eq!(response.imported, 4);
-    let this_month = all_leads(&app, "")
-        .await
-        .into_iter()
-        .find(|l| l.external_id == "won-this-month")
-        .expect("the lead won this month");
-    update_lead(
-        &app,
-        pb::Lead {
-            amount: Some(money("EUR", 5000)),
-            ..this_month
-        },
-        &["amount"],
-    )
-    .await;
-    let live = all_leads(&app, "")
-        .await
-        .into_iter()
-        .find(|l| l.external_id == "won-live")
-        .expect("the lead won by MoveLead");
+    let this_month = imported_lead(&app, "won-this-month").await;
+    set_amount(&app, this_month, 5000).await;
+    let live = imported_lead(&app, "won-live").await;
     let won = move_to(&app, &live.id, "closed_won").await.expect("win");
     // A change without a recorded amount finds it in the revisions by time.
     app.clock.advance(Duration::seconds(1));
-    update_lead(
-        &app,
-        pb::Lead {
-            amount: Some(money("EUR", 9000)),
-            ..won
-        },
-        &["amount"],
-    )
-    .await;
+    set_amount(&app, won, 9000).await;
     assert_eq!(won_so_far(&app).await, 1400);
 
     // Dropping the columns and adding them back leaves every change as one recorded before
@@ -808,6 +784,21 @@ async fn the_first_period_counts_each_win_at_the_amount_it_was_won_at(app: TestA
         1400,
         "changes without a recorded amount"
     );
+}
+
+/// The one lead imported with `external_id`.
+async fn imported_lead(app: &TestApp, external_id: &str) -> pb::Lead {
+    let mut found = all_leads(app, &format!("external_id = \"{external_id}\"")).await;
+    assert_eq!(found.len(), 1, "leads imported as {external_id}");
+    found.remove(0)
+}
+
+async fn set_amount(app: &TestApp, lead: pb::Lead, euros: i64) {
+    let lead = pb::Lead {
+        amount: Some(money("EUR", euros)),
+        ..lead
+    };
+    update_lead(app, lead, &["amount"]).await;
 }
 
 /// What the forecast's first month counts as won so far, in whole euros.
