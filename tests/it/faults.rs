@@ -184,7 +184,7 @@ fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_outages_at_start_and_while_running() {
-    let Some((url, _)) = fresh_database(Backend::Postgres).await else {
+    let Some((url, _database)) = fresh_database(Backend::Postgres).await else {
         return;
     };
     let (_, target) = through(&url, "127.0.0.1:1".parse().unwrap());

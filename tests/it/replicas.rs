@@ -13,7 +13,7 @@ const NO_POLLING: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscriber_on_one_replica_sees_moves_through_the_other() {
-    let Some((url, _)) = fresh_database(Backend::Postgres).await else {
+    let Some((url, _database)) = fresh_database(Backend::Postgres).await else {
         return;
     };
     let replica = || {

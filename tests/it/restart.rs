@@ -27,7 +27,7 @@ async fn sqlite_survives_sigkill_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_survives_sigkill_under_load() {
-    let Some((url, _)) = fresh_database(Backend::Postgres).await else {
+    let Some((url, _database)) = fresh_database(Backend::Postgres).await else {
         return;
     };
     for round in 0..ROUNDS {

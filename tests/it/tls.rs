@@ -72,7 +72,7 @@ fn pki() -> Pki {
 struct TlsApp {
     addr: SocketAddr,
     _stop: oneshot::Sender<()>,
-    _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
 }
 
 async fn serve_tls(pki: &Pki, mtls: bool) -> TlsApp {
@@ -97,7 +97,7 @@ async fn serve_tls(pki: &Pki, mtls: bool) -> TlsApp {
     TlsApp {
         addr,
         _stop: stop,
-        _dir: dir,
+        _database: dir,
     }
 }
 

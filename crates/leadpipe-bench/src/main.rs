@@ -181,8 +181,10 @@ struct Cli {
     #[arg(long, requires = "database_url")]
     fresh_postgres_db: bool,
 
-    /// Keep the database made by --fresh-postgres-db instead of dropping it on exit.
-    #[arg(long, requires = "fresh_postgres_db")]
+    /// Keep the fresh database instead of removing it on exit: the one --fresh-postgres-db made,
+    /// or without --database-url the fresh SQLite file's directory. Its name or path is printed,
+    /// for --analytics-existing.
+    #[arg(long)]
     keep_fresh_db: bool,
 
     /// SQLite durability of the in-process server (as LEADPIPE_SQLITE_SYNCHRONOUS): `full`
@@ -472,6 +474,13 @@ fn plan(cli: &Cli) -> Result<Plan, BoxError> {
     }
     if cli.analytics.contains(&0) || cli.analytics_reps == 0 {
         return Err("--analytics sizes and --analytics-reps must be above zero".into());
+    }
+    if cli.keep_fresh_db && cli.database_url.is_some() && !cli.fresh_postgres_db {
+        return Err(
+            "--keep-fresh-db keeps a fresh database: add --fresh-postgres-db, or leave out \
+             --database-url for a fresh SQLite file"
+                .into(),
+        );
     }
     if cli.analytics_existing && (cli.analytics.len() != 1 || cli.fresh_postgres_db) {
         return Err(

@@ -6,7 +6,7 @@ use super::*;
 pub(crate) struct Database {
     pub(crate) url: String,
     /// The temporary directory of a fresh SQLite file, removed on drop.
-    pub(crate) _sqlite_dir: Option<tempfile::TempDir>,
+    pub(crate) sqlite_dir: Option<tempfile::TempDir>,
     /// (admin URL, name) of a database made by --fresh-postgres-db.
     pub(crate) fresh_postgres: Option<(String, String)>,
 }
@@ -26,7 +26,7 @@ impl Database {
                     .tempdir()?;
                 Ok(Self {
                     url: format!("sqlite://{}/leadpipe.db", dir.path().display()),
-                    _sqlite_dir: Some(dir),
+                    sqlite_dir: Some(dir),
                     fresh_postgres: None,
                 })
             }
@@ -38,14 +38,14 @@ impl Database {
                 eprintln!("created database {name}");
                 Ok(Self {
                     url: db_url,
-                    _sqlite_dir: None,
+                    sqlite_dir: None,
                     fresh_postgres: Some((url.clone(), name)),
                 })
             }
             Some(_) if fresh_only => Err("this mode needs a fresh database".into()),
             Some(url) => Ok(Self {
                 url: url.clone(),
-                _sqlite_dir: None,
+                sqlite_dir: None,
                 fresh_postgres: None,
             }),
         }
@@ -55,8 +55,14 @@ impl Database {
         self.url.starts_with("sqlite:")
     }
 
-    /// Drops a fresh PostgreSQL database (unless `keep`); a SQLite directory goes on drop.
-    pub(crate) fn close(self, runtime: &tokio::runtime::Runtime, keep: bool) {
+    /// Drops a fresh PostgreSQL database and removes a fresh SQLite file's directory, unless
+    /// `keep`.
+    pub(crate) fn close(mut self, runtime: &tokio::runtime::Runtime, keep: bool) {
+        if let Some(dir) = self.sqlite_dir.take()
+            && keep
+        {
+            eprintln!("kept {}", dir.keep().join("leadpipe.db").display());
+        }
         if let Some((admin_url, name)) = &self.fresh_postgres {
             if keep {
                 eprintln!("kept database {name}");

@@ -40,7 +40,7 @@ pub struct TestApp {
     pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
+    database: Option<TestDatabase>,
 }
 
 impl TestApp {
@@ -48,16 +48,16 @@ impl TestApp {
         connect(self.addr).await
     }
 
-    /// Stops the server gracefully and waits until it has finished. Returns the SQLite
-    /// database's directory, so that a test can restart a server on the same data.
-    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+    /// Stops the server gracefully and waits until it has finished. Returns what keeps the
+    /// database, so that a test can restart a server on the same data.
+    pub async fn stop(mut self) -> Option<TestDatabase> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        self._dir.take()
+        self.database.take()
     }
 }
 
@@ -69,14 +69,63 @@ impl Drop for TestApp {
     }
 }
 
+/// What keeps a test's database: the SQLite file's directory, or the PostgreSQL database, which
+/// is dropped with this. A failed test keeps its PostgreSQL database, named on stderr, to be
+/// looked into.
+pub struct TestDatabase {
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<PostgresDatabase>,
+}
+
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(PostgresDatabase { admin_url, name }) = self.postgres.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!("kept the failed test's PostgreSQL database {name}");
+            return;
+        }
+        // A test drops this inside a runtime or outside any: the drop runs on a thread and a
+        // runtime of its own. FORCE ends the connections of a server that is still stopping.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                use sea_orm::ConnectionTrait;
+                let admin = sea_orm::Database::connect(&admin_url).await?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop a test's PostgreSQL database: {e}");
+        }
+    }
+}
+
 /// A fresh database URL for `backend`, or None (with a note on stderr) when PostgreSQL is not
 /// configured.
-pub async fn fresh_database(backend: Backend) -> Option<(String, Option<tempfile::TempDir>)> {
+pub async fn fresh_database(backend: Backend) -> Option<(String, Option<TestDatabase>)> {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}/leadpipe.db", dir.path().display());
-            Some((url, Some(dir)))
+            let database = TestDatabase {
+                _dir: Some(dir),
+                postgres: None,
+            };
+            Some((url, Some(database)))
         }
         Backend::Postgres => {
             let Ok(admin_url) = std::env::var(PG_URL_VAR) else {
@@ -100,7 +149,12 @@ pub async fn fresh_database(backend: Backend) -> Option<(String, Option<tempfile
                 .expect("create test database");
             let _ = admin.close().await;
             let (base, _) = admin_url.rsplit_once('/').expect("URL has a database name");
-            Some((format!("{base}/{name}"), None))
+            let url = format!("{base}/{name}");
+            let database = TestDatabase {
+                _dir: None,
+                postgres: Some(PostgresDatabase { admin_url, name }),
+            };
+            Some((url, Some(database)))
         }
     }
 }
@@ -127,10 +181,10 @@ pub fn settings_for(database_url: &str) -> Settings {
 pub async fn spawn_app_on(
     backend: Backend,
     database_url: String,
-    dir: Option<tempfile::TempDir>,
+    database: Option<TestDatabase>,
 ) -> TestApp {
     let settings = settings_for(&database_url);
-    spawn_app_with(backend, settings, dir).await
+    spawn_app_with(backend, settings, database).await
 }
 
 /// With `TEST_LOG` set, the servers' logs (at `RUST_LOG`, default `info`) go to the test's
@@ -152,7 +206,7 @@ pub fn init_test_log() {
 pub async fn spawn_app_with(
     backend: Backend,
     settings: Settings,
-    dir: Option<tempfile::TempDir>,
+    database: Option<TestDatabase>,
 ) -> TestApp {
     init_test_log();
     let database_url = settings.store.database_url.clone();
@@ -191,7 +245,7 @@ pub async fn spawn_app_with(
         clock,
         shutdown: Some(tx),
         server: Some(server),
-        _dir: dir,
+        database,
     }
 }
 
