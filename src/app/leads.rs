@@ -280,7 +280,7 @@ impl LeadService {
                 unmet,
             ));
         }
-        leads::insert(tx, &ctx.tenant, &lead).await?;
+        leads::insert_later(tx, &ctx.tenant, &lead).await?;
         complete(tx, &ctx.tenant, idempotency, &lead).await?;
         let change = StageChange {
             sequence: 0,

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+    Value,
 };
 
 use super::entities::{lead, lead_label};
-use super::{StoreError, from_micros, to_micros};
+use super::{StoreError, WriteTx, from_micros, to_micros};
 use crate::domain::ids::{LeadId, PipelineId, StageKey, TenantId};
 use crate::domain::lead::{Bant, Lead, LeadFields};
 use crate::domain::money::{CurrencyCode, Money};
@@ -175,6 +176,58 @@ pub async fn insert(
     insert_labels(db, tenant, &lead.id, &lead.fields.labels).await
 }
 
+/// [`insert`], in `tx`'s last batch of statements (`WriteTx::execute_later`): on SQLite the new
+/// lead costs no round trip of its own while the writer is held. Only for a lead nothing can
+/// conflict with (a fresh id, no external id), since its failure is the batch's.
+pub async fn insert_later(tx: &WriteTx, tenant: &TenantId, lead: &Lead) -> Result<(), StoreError> {
+    let row = to_model(tenant, lead).into_active_model();
+    tx.execute_later(Box::new(move |first| values_numbered(&[row], first)))
+        .await?;
+    if lead.fields.labels.is_empty() {
+        return Ok(());
+    }
+    let labels: Vec<lead_label::ActiveModel> =
+        label_rows(tenant, &lead.id, &lead.fields.labels).collect();
+    tx.execute_later(Box::new(move |first| values_numbered(&labels, first)))
+        .await
+}
+
+/// `INSERT INTO … VALUES …` of `rows`, every column set, with `$n` parameters numbered from
+/// `first`.
+fn values_numbered<A: ActiveModelTrait>(rows: &[A], first: usize) -> (String, Vec<Value>) {
+    use sea_orm::{EntityName, IdenStatic, Iterable};
+    let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter().collect();
+    let mut values = Vec::with_capacity(rows.len() * columns.len());
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let placeholders: Vec<String> = columns
+                .iter()
+                .map(|&column| {
+                    values.push(
+                        row.get(column)
+                            .into_value()
+                            .expect("every column of the row is set"),
+                    );
+                    format!("${}", first + values.len() - 1)
+                })
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    let names: Vec<String> = columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.as_str()))
+        .collect();
+    let sql = format!(
+        "INSERT INTO \"{}\" ({}) VALUES {}",
+        A::Entity::default().table_name(),
+        names.join(", "),
+        tuples.join(", ")
+    );
+    (sql, values)
+}
+
 /// Writes `lead` (whose version is already incremented) if the stored version is still
 /// `expected_version`. Returns false when another write got there first.
 pub async fn update_if_version(
@@ -237,16 +290,23 @@ async fn insert_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    let rows = labels.iter().map(|(key, value)| lead_label::ActiveModel {
+    lead_label::Entity::insert_many(label_rows(tenant, id, labels))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn label_rows<'a>(
+    tenant: &'a TenantId,
+    id: &'a LeadId,
+    labels: &'a BTreeMap<String, String>,
+) -> impl Iterator<Item = lead_label::ActiveModel> + 'a {
+    labels.iter().map(|(key, value)| lead_label::ActiveModel {
         tenant_id: Set(tenant.to_string()),
         lead_id: Set(id.to_string()),
         key: Set(key.clone()),
         value: Set(value.clone()),
-    });
-    lead_label::Entity::insert_many(rows)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    })
 }
 
 async fn delete_labels(

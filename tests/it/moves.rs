@@ -20,6 +20,7 @@ on_both_backends!(
     concurrent_moves_without_etag_keep_the_history_chain,
     concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free,
     a_move_whose_event_cannot_be_stored_leaves_nothing,
+    a_create_whose_event_cannot_be_stored_leaves_nothing,
     stage_changes_list_oldest_first_in_pages,
     history_is_deleted_with_the_lead,
 );
@@ -960,39 +961,14 @@ async fn concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free(
 /// them, fails, the move is not acknowledged and none of it is kept, the lead included, and
 /// the next write takes the next sequence without a gap.
 async fn a_move_whose_event_cannot_be_stored_leaves_nothing(app: TestApp) {
-    use sea_orm::ConnectionTrait;
-
     let lead = create(&app, qualified_lead("Event fails")).await;
     let history = stage_changes(&app, &lead.id).await;
     let kept = crate::revisions::revisions(&app, &lead.id).await;
 
-    let database = sea_orm::Database::connect(&app.database_url).await.unwrap();
-    let inject = match app.backend {
-        Backend::Sqlite => format!(
-            "CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
-             WHEN NEW.lead_id = '{}'
-             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-            lead.id
-        ),
-        Backend::Postgres => format!(
-            "CREATE FUNCTION leadpipe_test_fail_event() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF NEW.lead_id = '{}' THEN RAISE EXCEPTION 'injected failure'; END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
-               FOR EACH ROW EXECUTE FUNCTION leadpipe_test_fail_event();",
-            lead.id
-        ),
-    };
-    database.execute_unprepared(&inject).await.unwrap();
+    let database = fail_events_where(&app, &format!("NEW.lead_id = '{}'", lead.id)).await;
     let failed = move_to(&app, &lead.id, "qualification").await;
     assert!(failed.is_err(), "{failed:?}");
-    let drop = match app.backend {
-        Backend::Sqlite => "DROP TRIGGER leadpipe_test_fail_event",
-        Backend::Postgres => "DROP TRIGGER leadpipe_test_fail_event ON outbox",
-    };
-    database.execute_unprepared(drop).await.unwrap();
+    allow_events(&app, &database).await;
 
     let after = get_lead(&app, &lead.id).await;
     assert_eq!(
@@ -1014,6 +990,91 @@ async fn a_move_whose_event_cannot_be_stored_leaves_nothing(app: TestApp) {
         history.last().unwrap().sequence + 1,
         "the failed move left no gap in the tenant's sequence"
     );
+}
+
+/// A new lead and its labels join the batch of its stage change, revision and event on SQLite
+/// (and are written one after another in the call's transaction on PostgreSQL): when the event's
+/// insert fails, the create is not acknowledged and neither the lead nor its labels are kept.
+async fn a_create_whose_event_cannot_be_stored_leaves_nothing(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+
+    let lead = pb::Lead {
+        owner: "events-fail".into(),
+        labels: [("region".to_string(), "emea".to_string())].into(),
+        ..qualified_lead("Event fails on create")
+    };
+    let database = fail_events_where(&app, "NEW.owner = 'events-fail'").await;
+    let failed = app
+        .leads
+        .clone()
+        .create_lead(pb::CreateLeadRequest {
+            lead: Some(lead.clone()),
+            request_id: String::new(),
+        })
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    allow_events(&app, &database).await;
+
+    assert_eq!(all_leads(&app, "").await, Vec::new(), "no lead is kept");
+    let labels = database
+        .query_one_raw(sea_orm::Statement::from_string(
+            database.get_database_backend(),
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM lead_labels",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(labels, 0, "no label is kept");
+
+    let created = create(&app, lead).await;
+    assert_eq!(
+        created.labels.get("region").map(String::as_str),
+        Some("emea")
+    );
+    let changes = stage_changes(&app, &created.id).await;
+    assert_eq!(
+        changes.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        [1],
+        "the failed create took no sequence number"
+    );
+}
+
+/// Makes every insert into the outbox whose row matches `condition` (SQL over `NEW`) fail, on
+/// a connection of its own, which is returned for [`allow_events`].
+async fn fail_events_where(app: &TestApp, condition: &str) -> sea_orm::DatabaseConnection {
+    use sea_orm::ConnectionTrait;
+
+    let database = sea_orm::Database::connect(&app.database_url).await.unwrap();
+    let inject = match app.backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
+             WHEN {condition}
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION leadpipe_test_fail_event() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF {condition} THEN RAISE EXCEPTION 'injected failure'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER leadpipe_test_fail_event BEFORE INSERT ON outbox
+               FOR EACH ROW EXECUTE FUNCTION leadpipe_test_fail_event();"
+        ),
+    };
+    database.execute_unprepared(&inject).await.unwrap();
+    database
+}
+
+async fn allow_events(app: &TestApp, database: &sea_orm::DatabaseConnection) {
+    use sea_orm::ConnectionTrait;
+
+    let drop = match app.backend {
+        Backend::Sqlite => "DROP TRIGGER leadpipe_test_fail_event",
+        Backend::Postgres => "DROP TRIGGER leadpipe_test_fail_event ON outbox",
+    };
+    database.execute_unprepared(drop).await.unwrap();
 }
 
 async fn stage_changes_list_oldest_first_in_pages(app: TestApp) {
