@@ -165,19 +165,9 @@ pub async fn find_many(
         .collect()
 }
 
-pub async fn insert(
-    db: &impl ConnectionTrait,
-    tenant: &TenantId,
-    lead: &Lead,
-) -> Result<(), StoreError> {
-    lead::Entity::insert(to_model(tenant, lead).into_active_model())
-        .exec_without_returning(db)
-        .await?;
-    insert_labels(db, tenant, &lead.id, &lead.fields.labels).await
-}
-
-/// [`insert`], in `tx`'s last batch of statements (`WriteTx::execute_later`): on SQLite the new
-/// lead costs no round trip of its own while the writer is held. Only for a lead nothing can
+/// Inserts a new lead and its labels in `tx`'s last batch of statements
+/// (`WriteTx::execute_later`): on SQLite the new lead costs no round trip of its own while the
+/// writer is held. Only for a lead nothing can
 /// conflict with (a fresh id, no external id), since its failure is the batch's.
 pub async fn insert_later(tx: &WriteTx, tenant: &TenantId, lead: &Lead) -> Result<(), StoreError> {
     let row = to_model(tenant, lead).into_active_model();
