@@ -40,9 +40,24 @@ impl PipelineCatalog {
         id: &PipelineId,
         lock: RowLock,
     ) -> Result<Option<CachedPipeline>, AppError> {
+        match self.get_stored(db, tenant, id, lock).await? {
+            Some(cached) => Ok(Some(cached)),
+            None => self.materialize_default(db, tenant, id).await,
+        }
+    }
+
+    /// [`Self::get`] without creating a tenant's default pipeline, so that it never writes:
+    /// None when the pipeline is not stored.
+    pub async fn get_stored(
+        &self,
+        db: &impl Connection,
+        tenant: &TenantId,
+        id: &PipelineId,
+        lock: RowLock,
+    ) -> Result<Option<CachedPipeline>, AppError> {
         let key = (tenant.clone(), id.clone());
         let Some(version) = pipelines::find_version(db, tenant, id, lock).await? else {
-            return self.materialize_default(db, tenant, id).await;
+            return Ok(None);
         };
         if let Some(cached) = self
             .lock()
@@ -55,6 +70,28 @@ impl PipelineCatalog {
         match pipelines::find(db, tenant, id, RowLock::None).await? {
             Some(pipeline) => Ok(Some(self.remember(tenant, &pipeline)?)),
             None => Ok(None),
+        }
+    }
+
+    /// The pipeline at `version`, which the caller read: from the cache when it holds that
+    /// version, else read through `db`. None when the pipeline is not stored or is no longer at
+    /// that version.
+    pub async fn get_at_version(
+        &self,
+        db: &impl Connection,
+        tenant: &TenantId,
+        id: &PipelineId,
+        version: i64,
+    ) -> Result<Option<CachedPipeline>, AppError> {
+        let key = (tenant.clone(), id.clone());
+        if let Some(cached) = self.lock().get(&key).filter(|c| c.version == version) {
+            return Ok(Some(cached.clone()));
+        }
+        match pipelines::find(db, tenant, id, RowLock::None).await? {
+            Some(pipeline) if pipeline.version == version => {
+                Ok(Some(self.remember(tenant, &pipeline)?))
+            }
+            _ => Ok(None),
         }
     }
 

@@ -12,6 +12,7 @@ use super::forecast::LeadScorer;
 use super::visits;
 use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
+use crate::domain::forecast::visits::LeadVisits;
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
@@ -52,6 +53,7 @@ impl Idempotency {
     }
 }
 
+#[derive(Clone)]
 pub struct NewLead {
     pub fields: LeadFields,
     pub pipeline_id: PipelineId,
@@ -211,6 +213,14 @@ impl LeadService {
         {
             return Ok(lead);
         }
+        if self.store.writer_is_busy()
+            && let Some(lead) = self
+                .create_prepared(ctx, &new, idempotency.as_ref())
+                .await?
+        {
+            self.events.committed(&ctx.tenant);
+            return Ok(lead);
+        }
         let tx = self.store.begin_write().await?;
         let step = self.create_in(&tx, ctx, new, idempotency.as_ref()).await;
         match settle(tx, step).await? {
@@ -227,6 +237,44 @@ impl LeadService {
                 "the lead could not be created; retry".into(),
             )),
         }
+    }
+
+    /// [`Self::create`] while another write holds SQLite's one writer, so that the call does
+    /// its reading and checking while it would otherwise wait: the pipeline is read, and the
+    /// lead built and checked against its entry criteria, before the writer is taken; the lead
+    /// (and the request id with its answer) is then written only if the pipeline is still at
+    /// the version read, so that the call holds the writer for one batch of statements. None
+    /// when the pipeline is not stored yet (a tenant's default pipeline is created in the
+    /// writer on first use), changed meanwhile, or the request id was taken meanwhile: the
+    /// caller then creates the lead in the writer, or answers what the earlier call stored.
+    async fn create_prepared(
+        &self,
+        ctx: &RequestContext,
+        new: &NewLead,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Option<Lead>, AppError> {
+        let Some(pipeline) = self
+            .catalog
+            .get_stored(
+                self.store.reader(),
+                &ctx.tenant,
+                &new.pipeline_id,
+                RowLock::None,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let lead = self.new_lead(ctx, new.clone(), &pipeline).await?;
+        let tx = self.store.begin_write_deferred().await?;
+        let written = async {
+            leads::insert_later_if_pipeline(&tx, &ctx.tenant, &lead, pipeline.version).await?;
+            self.store_answer(&tx, &ctx.tenant, idempotency, "CreateLead", &lead)
+                .await?;
+            self.write_new_lead(&tx, ctx, &lead, &pipeline).await
+        }
+        .await;
+        settle_prepared(tx, written.map(|()| lead)).await
     }
 
     /// The writes of [`Self::create`], in `tx`.
@@ -246,8 +294,22 @@ impl LeadService {
         let pipeline = self
             .pipeline_for_new_lead(tx, &ctx.tenant, &new.pipeline_id)
             .await?;
-        let definition = pipeline.compiled.definition();
-        let first = definition.first_stage();
+        let lead = self.new_lead(ctx, new, &pipeline).await?;
+        leads::insert_later(tx, &ctx.tenant, &lead).await?;
+        complete(tx, &ctx.tenant, idempotency, &lead).await?;
+        self.write_new_lead(tx, ctx, &lead, &pipeline).await?;
+        Ok(Step::Commit(lead))
+    }
+
+    /// The new lead in the first stage of `pipeline`, scored; FAILED_PRECONDITION when it does
+    /// not meet that stage's entry criteria.
+    async fn new_lead(
+        &self,
+        ctx: &RequestContext,
+        new: NewLead,
+        pipeline: &CachedPipeline,
+    ) -> Result<Lead, AppError> {
+        let first = pipeline.compiled.definition().first_stage();
         let time = self.clock.now();
         let mut lead = Lead {
             id: LeadId::generate(),
@@ -264,7 +326,7 @@ impl LeadService {
             close_date_push_count: 0,
             first_expected_close_time: None,
         };
-        lead.win_probability = self.scorer.probability(&ctx.tenant, &pipeline, &lead);
+        lead.win_probability = self.scorer.probability(&ctx.tenant, pipeline, &lead);
         lead.track_expected_close(None);
         let first = first.key.clone();
         let unmet = self
@@ -280,8 +342,19 @@ impl LeadService {
                 unmet,
             ));
         }
-        leads::insert_later(tx, &ctx.tenant, &lead).await?;
-        complete(tx, &ctx.tenant, idempotency, &lead).await?;
+        Ok(lead)
+    }
+
+    /// What a new lead records besides its row: its first stage change, its revision, its event
+    /// and its part of the stage aggregates.
+    async fn write_new_lead(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        lead: &Lead,
+        pipeline: &CachedPipeline,
+    ) -> Result<(), AppError> {
+        let time = lead.create_time;
         let change = StageChange {
             sequence: 0,
             lead_id: lead.id,
@@ -293,19 +366,18 @@ impl LeadService {
             note: String::new(),
             imported: false,
         };
-        let revision = LeadRevision::of(RevisionKind::Created, None, &lead, &ctx.actor, time);
-        let after = visits::of_history(&lead, std::slice::from_ref(&change));
+        let revision = LeadRevision::of(RevisionKind::Created, None, lead, &ctx.actor, time);
+        let after = visits::of_history(lead, std::slice::from_ref(&change));
         visits::replace(
             tx,
             &ctx.tenant,
             &lead.pipeline_id,
-            definition,
+            pipeline.compiled.definition(),
             &Default::default(),
             &after,
         )
         .await?;
-        record(tx, &ctx.tenant, revision, None, Some(change)).await?;
-        Ok(Step::Commit(lead))
+        record(tx, &ctx.tenant, revision, None, Some(change)).await
     }
 
     /// Reads only; NOT_FOUND for a lead of another tenant as for one that does not exist.
@@ -586,6 +658,12 @@ impl LeadService {
         {
             return Ok(lead);
         }
+        if self.store.writer_is_busy()
+            && let Some(moved) = self.move_prepared(ctx, &command).await?
+        {
+            self.events.committed(tenant);
+            return Ok(moved);
+        }
         for _ in 0..MAX_ATTEMPTS {
             let tx = self.store.begin_write().await?;
             let step = self.move_in(&tx, ctx, &command).await;
@@ -610,6 +688,64 @@ impl LeadService {
         Err(contended(&command.id))
     }
 
+    /// [`Self::move_lead`] while another write holds SQLite's one writer, so that the call does
+    /// its reading and checking while it would otherwise wait: the lead, its pipeline's version
+    /// and its history are read from committed state, and the move checked and built, before
+    /// the writer is taken; the lead (and the request id with its answer) is then written only
+    /// if it and its pipeline are still at the versions read, so that the call holds the
+    /// writer for one batch of statements. None when the lead is not found as committed, is
+    /// not at the expected version, changed meanwhile (as when an earlier call of the same
+    /// batch moved it), or the request id was taken meanwhile: the caller then moves it in the
+    /// writer, which sees what that batch wrote, or answers what the earlier call stored.
+    async fn move_prepared(
+        &self,
+        ctx: &RequestContext,
+        command: &MoveCommand,
+    ) -> Result<Option<Lead>, AppError> {
+        let tenant = &ctx.tenant;
+        let Some(read) = leads::read_with_history(&self.store, tenant, &command.id).await? else {
+            return Ok(None);
+        };
+        let current = read.lead;
+        if command
+            .expected_version
+            .is_some_and(|version| version != current.version)
+        {
+            return Ok(None);
+        }
+        let Some(version) = read.pipeline_version else {
+            return Ok(None);
+        };
+        let Some(pipeline) = self
+            .catalog
+            .get_at_version(self.store.reader(), tenant, &current.pipeline_id, version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let before = visits::of_changes(&current, read.changes);
+        let prepared = self
+            .prepare_move(ctx, command, current, pipeline, before)
+            .await?;
+        let tx = self.store.begin_write_deferred().await?;
+        let written = async {
+            leads::update_later_if_versions(
+                &tx,
+                tenant,
+                &prepared.moved,
+                prepared.current.version,
+                prepared.pipeline.version,
+            )
+            .await?;
+            let key = command.idempotency.as_ref();
+            self.store_answer(&tx, tenant, key, "MoveLead", &prepared.moved)
+                .await?;
+            self.write_move(&tx, ctx, prepared).await
+        }
+        .await;
+        settle_prepared(tx, written).await
+    }
+
     /// The writes of one attempt of [`Self::move_lead`], in `tx`.
     async fn move_in(
         &self,
@@ -630,6 +766,30 @@ impl LeadService {
         let pipeline = self
             .pipeline_of(tx, tenant, &current, RowLock::KeyShare)
             .await?;
+        let before = visits::stored(tx, tenant, &current).await?;
+        let prepared = self
+            .prepare_move(ctx, command, current, pipeline, before)
+            .await?;
+        if !leads::update_if_version(tx, tenant, &prepared.moved, prepared.current.version, false)
+            .await?
+        {
+            return Ok(Step::Retry);
+        }
+        complete(tx, tenant, command.idempotency.as_ref(), &prepared.moved).await?;
+        Ok(Step::Commit(self.write_move(tx, ctx, prepared).await?))
+    }
+
+    /// Checks the move of `current` (whose visits are `before`) against its pipeline's criteria
+    /// and builds what it writes. FAILED_PRECONDITION names each unmet criterion.
+    async fn prepare_move(
+        &self,
+        ctx: &RequestContext,
+        command: &MoveCommand,
+        current: Lead,
+        pipeline: CachedPipeline,
+        before: LeadVisits,
+    ) -> Result<PreparedMove, AppError> {
+        let tenant = &ctx.tenant;
         let plan = self
             .criteria
             .check_move(&pipeline.compiled, &current, &command.to)
@@ -653,11 +813,6 @@ impl LeadService {
         moved.close_time = plan.closes.then_some(time);
         moved.win_probability = self.scorer.probability(tenant, &pipeline, &moved);
         moved.version += 1;
-        let before = visits::stored(tx, tenant, &current).await?;
-        if !leads::update_if_version(tx, tenant, &moved, current.version, false).await? {
-            return Ok(Step::Retry);
-        }
-        complete(tx, tenant, command.idempotency.as_ref(), &moved).await?;
         let change = StageChange {
             sequence: 0,
             lead_id: moved.id,
@@ -678,17 +833,75 @@ impl LeadService {
         );
         let mut after = before.clone();
         after.changes.push(visits::change(&change));
+        Ok(PreparedMove {
+            current,
+            moved,
+            pipeline,
+            change,
+            revision,
+            before,
+            after,
+        })
+    }
+
+    /// What a move records besides the lead's row: its part of the stage aggregates, then its
+    /// stage change, revision and event under the tenant's next sequence number.
+    async fn write_move(
+        &self,
+        tx: &WriteTx,
+        ctx: &RequestContext,
+        prepared: PreparedMove,
+    ) -> Result<Lead, AppError> {
+        let PreparedMove {
+            current,
+            moved,
+            pipeline,
+            change,
+            revision,
+            before,
+            after,
+        } = prepared;
         visits::replace(
             tx,
-            tenant,
+            &ctx.tenant,
             &moved.pipeline_id,
             pipeline.compiled.definition(),
             &before,
             &after,
         )
         .await?;
-        record(tx, tenant, revision, Some(&current), Some(change)).await?;
-        Ok(Step::Commit(moved))
+        record(tx, &ctx.tenant, revision, Some(&current), Some(change)).await?;
+        Ok(moved)
+    }
+
+    /// Stores the request id with the answer of the write it guards, in the write's last
+    /// batch, for a write built before it took the writer.
+    async fn store_answer(
+        &self,
+        tx: &WriteTx,
+        tenant: &TenantId,
+        key: Option<&Idempotency>,
+        method: &str,
+        lead: &Lead,
+    ) -> Result<(), AppError> {
+        let Some(key) = key else {
+            return Ok(());
+        };
+        let response =
+            serde_json::to_string(lead).map_err(|e| AppError::Internal(e.to_string()))?;
+        idempotency::insert_completed_later(
+            tx,
+            tenant,
+            idempotency::StoredKey {
+                request_id: &key.request_id,
+                method,
+                request_hash: &key.request_hash,
+                response: &response,
+            },
+            crate::store::to_micros(self.clock.now()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// What MoveLead would refuse, without moving. Empty means the move is allowed.
@@ -919,6 +1132,33 @@ enum Step<T> {
     Retry,
     /// The idempotency key is taken: roll back, then answer what the earlier call stored.
     Replay,
+}
+
+/// A move checked and built, ready to write.
+struct PreparedMove {
+    current: Lead,
+    moved: Lead,
+    pipeline: CachedPipeline,
+    change: StageChange,
+    revision: LeadRevision,
+    /// The lead's visits before and after the move, for the stage aggregates.
+    before: LeadVisits,
+    after: LeadVisits,
+}
+
+/// Ends the transaction of a write built before it took the writer: commits it and returns the
+/// value, or rolls it back and returns None when another write had changed what it read first
+/// (its conditional statement changed no row, or a row it inserts already exists), for the
+/// caller to write again in the writer.
+async fn settle_prepared<T>(
+    tx: WriteTx,
+    written: Result<T, AppError>,
+) -> Result<Option<T>, AppError> {
+    match settle(tx, written.map(Step::Commit)).await {
+        Ok(Step::Commit(value)) => Ok(Some(value)),
+        Ok(_) | Err(AppError::Aborted(_) | AppError::AlreadyExists(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Ends one attempt's transaction: commits a [`Step::Commit`], rolls back anything else. The

@@ -198,6 +198,9 @@ impl From<StoreError> for AppError {
                 }
             }
             StoreError::Corrupt(e) | StoreError::Database(e) => AppError::Internal(e),
+            StoreError::Superseded => {
+                AppError::Aborted("another write changed the lead first; retry".into())
+            }
         }
     }
 }

@@ -36,6 +36,16 @@ pub async fn stored(
     Ok(found)
 }
 
+/// The visits of a stored history that was read with `lead`.
+pub fn of_changes(lead: &Lead, changes: Vec<Change>) -> LeadVisits {
+    let mut visits = LeadVisits {
+        changes,
+        ..LeadVisits::default()
+    };
+    set_amount(&mut visits, lead);
+    visits
+}
+
 /// The visits of a history that is not stored yet (a new or imported lead).
 pub fn of_history(lead: &Lead, history: &[StageChange]) -> LeadVisits {
     let mut visits = LeadVisits {

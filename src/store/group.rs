@@ -26,7 +26,9 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr, TransactionTrait,
+};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, mpsc, watch};
 
 use super::{StoreError, WriteHealth};
@@ -197,19 +199,20 @@ impl GroupCommit {
 
     /// Takes the writer for one call, beginning a batch if none is open. The call's savepoint
     /// opens with its first statement ([`Member::prefix`]).
-    pub(super) async fn begin(self: &Arc<Self>) -> Result<Member, StoreError> {
+    ///
+    /// Its errors are the driver's, so that a statement that takes the writer on the way
+    /// (`WriteTx` begun deferred) can return them; waiting too long for the writer and a closed
+    /// store are connection errors, which the store reports as `Unavailable`.
+    pub(super) async fn begin(self: &Arc<Self>) -> Result<Member, DbErr> {
+        let unavailable = |why: &str| DbErr::Conn(RuntimeErr::Internal(why.to_owned()));
         let mut batch =
             match tokio::time::timeout(self.acquire_timeout, self.batch.clone().lock_owned()).await
             {
                 Ok(batch) => batch,
-                Err(_) => {
-                    return Err(StoreError::Unavailable(
-                        "timed out waiting for the database writer".into(),
-                    ));
-                }
+                Err(_) => return Err(unavailable("timed out waiting for the database writer")),
             };
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(StoreError::Unavailable("the database is closed".into()));
+            return Err(unavailable("the database is closed"));
         }
         if batch.is_poisoned() {
             self.end_batch(&mut batch).await;
@@ -222,8 +225,7 @@ impl GroupCommit {
             match self.writer.begin_with_options(options).await {
                 Ok(tx) => batch.tx = Some(tx),
                 Err(error) => {
-                    let error = StoreError::from(error);
-                    self.health.record_error(&error);
+                    self.health.record_error(&StoreError::classify(&error));
                     return Err(error);
                 }
             }
@@ -238,6 +240,15 @@ impl GroupCommit {
             savepoint,
             opened: Default::default(),
         })
+    }
+
+    /// Whether a call or the committer holds the writer now.
+    pub(super) fn is_held(&self) -> bool {
+        self.batch.try_lock().is_err()
+    }
+
+    pub(super) fn supports_returning(&self) -> bool {
+        self.writer.support_returning()
     }
 
     fn wake(&self) {

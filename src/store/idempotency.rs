@@ -1,10 +1,10 @@
 //! Idempotency keys: a request_id is reserved in the same transaction as the write it guards,
 //! so concurrent retries serialise on the key's primary key and only one write ever happens.
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 
-use super::StoreError;
 use super::entities::idempotency_key;
+use super::{StoreError, WriteTx};
 use crate::domain::ids::{RequestId, TenantId};
 
 #[derive(Debug, Clone)]
@@ -52,6 +52,38 @@ pub async fn reserve(
     .exec_without_returning(db)
     .await?;
     Ok(())
+}
+
+/// Stores the key with the response of the write it guards, in `tx`'s last batch: for a write
+/// that knows its response before it takes the writer. The write fails with
+/// `StoreError::UniqueViolation` if the key is taken.
+pub async fn insert_completed_later(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    key: StoredKey<'_>,
+    now_micros: i64,
+) -> Result<(), StoreError> {
+    let row = idempotency_key::Model {
+        tenant_id: tenant.to_string(),
+        request_id: key.request_id.as_str().to_owned(),
+        method: key.method.to_owned(),
+        request_hash: key.request_hash.to_owned(),
+        response: key.response.to_owned(),
+        create_time: now_micros,
+    }
+    .into_active_model();
+    tx.execute_later(Box::new(move |first| {
+        super::leads::values_numbered(&[row], first)
+    }))
+    .await
+}
+
+/// A key with what it answers.
+pub struct StoredKey<'a> {
+    pub request_id: &'a RequestId,
+    pub method: &'a str,
+    pub request_hash: &'a str,
+    pub response: &'a str,
 }
 
 pub async fn complete(

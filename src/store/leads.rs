@@ -146,6 +146,73 @@ pub async fn read(
     find(store.reader(), tenant, id).await
 }
 
+/// A lead as committed, with its pipeline's version and its stage history in that pipeline
+/// (oldest first), for a write that decides before it takes the writer.
+pub struct LeadWithHistory {
+    pub lead: Lead,
+    /// None when the pipeline is not stored.
+    pub pipeline_version: Option<i64>,
+    pub changes: Vec<crate::domain::forecast::visits::Change>,
+}
+
+/// [`LeadWithHistory`] as last committed. On a SQLite file from one read transaction, in place
+/// on the calling task (`super::point_reads`); otherwise, or when that read cannot run, through
+/// the read pool, the history read after the lead, so that a history newer than the lead read
+/// can only come with a newer version of the lead, which a write conditional on the version
+/// read then refuses.
+pub async fn read_with_history(
+    store: &super::Store,
+    tenant: &TenantId,
+    id: &LeadId,
+) -> Result<Option<LeadWithHistory>, StoreError> {
+    use crate::domain::forecast::visits::Change;
+    if let Some(read) = store
+        .point_reads
+        .as_ref()
+        .and_then(|reads| reads.lead_with_history(tenant.as_str(), &id.to_string()))
+    {
+        let Some(read) = read else {
+            return Ok(None);
+        };
+        return Ok(Some(LeadWithHistory {
+            lead: from_model(read.lead)?,
+            pipeline_version: read.pipeline_version,
+            changes: read
+                .changes
+                .into_iter()
+                .map(|(from_stage, to_stage, time)| Change {
+                    from_stage,
+                    to_stage,
+                    time,
+                })
+                .collect(),
+        }));
+    }
+    let reader = store.reader();
+    let Some(lead) = find(reader, tenant, id).await? else {
+        return Ok(None);
+    };
+    let pipeline_version = super::pipelines::find_version(
+        reader,
+        tenant,
+        &lead.pipeline_id,
+        super::pipelines::RowLock::None,
+    )
+    .await?;
+    let changes = super::analytics::visits::lead_history(
+        reader,
+        tenant,
+        &lead.pipeline_id,
+        &lead.id.to_string(),
+    )
+    .await?;
+    Ok(Some(LeadWithHistory {
+        lead,
+        pipeline_version,
+        changes,
+    }))
+}
+
 /// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
 pub async fn find_many(
     db: &impl ConnectionTrait,
@@ -173,6 +240,15 @@ pub async fn insert_later(tx: &WriteTx, tenant: &TenantId, lead: &Lead) -> Resul
     let row = to_model(tenant, lead).into_active_model();
     tx.execute_later(Box::new(move |first| values_numbered(&[row], first)))
         .await?;
+    insert_labels_later(tx, tenant, lead).await
+}
+
+/// A new lead's labels, in `tx`'s last batch after its row.
+async fn insert_labels_later(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    lead: &Lead,
+) -> Result<(), StoreError> {
     if lead.fields.labels.is_empty() {
         return Ok(());
     }
@@ -182,9 +258,122 @@ pub async fn insert_later(tx: &WriteTx, tenant: &TenantId, lead: &Lead) -> Resul
         .await
 }
 
+/// [`insert_later`] for a call that read the lead's pipeline before it took the writer: the
+/// lead is inserted only if the pipeline is still at `pipeline_version`, and otherwise the write
+/// fails with `StoreError::Superseded`.
+pub async fn insert_later_if_pipeline(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    lead: &Lead,
+    pipeline_version: i64,
+) -> Result<(), StoreError> {
+    let row = to_model(tenant, lead).into_active_model();
+    let (tenant_id, pipeline) = (tenant.to_string(), lead.pipeline_id.to_string());
+    tx.execute_later_or_superseded(Box::new(move |first| {
+        use sea_orm::{IdenStatic, Iterable};
+        let mut values = Vec::new();
+        let mut names = Vec::new();
+        let mut placeholders = Vec::new();
+        for column in lead::Column::iter() {
+            names.push(format!("\"{}\"", column.as_str()));
+            values.push(
+                row.get(column)
+                    .into_value()
+                    .expect("every column of the row is set"),
+            );
+            placeholders.push(format!("${}", first + values.len() - 1));
+        }
+        let guard = pipeline_at(&tenant_id, &pipeline, pipeline_version, first, &mut values);
+        let sql = format!(
+            "INSERT INTO \"leads\" ({}) SELECT {} WHERE {guard}",
+            names.join(", "),
+            placeholders.join(", ")
+        );
+        (sql, values)
+    }))
+    .await?;
+    insert_labels_later(tx, tenant, lead).await
+}
+
+/// Writes `lead` (whose version is already incremented, and whose labels are unchanged) in
+/// `tx`'s last batch, for a call that read it and its pipeline before it took the writer: only
+/// if the stored lead is still at `expected_version` and its pipeline at `pipeline_version`.
+/// Otherwise the write fails with `StoreError::Superseded`.
+pub async fn update_later_if_versions(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    lead: &Lead,
+    expected_version: i64,
+    pipeline_version: i64,
+) -> Result<(), StoreError> {
+    let row = to_model(tenant, lead).into_active_model();
+    let (tenant_id, id, pipeline) = (
+        tenant.to_string(),
+        lead.id.to_string(),
+        lead.pipeline_id.to_string(),
+    );
+    tx.execute_later_or_superseded(Box::new(move |first| {
+        use sea_orm::{IdenStatic, Iterable};
+        let unchanged = [
+            lead::Column::TenantId.as_str(),
+            lead::Column::Id.as_str(),
+            lead::Column::CreateTime.as_str(),
+            lead::Column::ExternalId.as_str(),
+        ];
+        let mut values = Vec::new();
+        let mut assignments = Vec::new();
+        for column in lead::Column::iter().filter(|c| !unchanged.contains(&c.as_str())) {
+            values.push(
+                row.get(column)
+                    .into_value()
+                    .expect("every column of the row is set"),
+            );
+            assignments.push(format!(
+                "\"{}\" = ${}",
+                column.as_str(),
+                first + values.len() - 1
+            ));
+        }
+        let at = first + values.len();
+        values.extend([tenant_id.clone().into(), id.into(), expected_version.into()]);
+        let guard = pipeline_at(&tenant_id, &pipeline, pipeline_version, first, &mut values);
+        let sql = format!(
+            "UPDATE \"leads\" SET {} WHERE \"tenant_id\" = ${at} AND \"id\" = ${} \
+             AND \"version\" = ${} AND {guard}",
+            assignments.join(", "),
+            at + 1,
+            at + 2
+        );
+        (sql, values)
+    }))
+    .await
+}
+
+/// SQL that holds while the pipeline is at `version`, its parameters appended to `values`,
+/// which are numbered from `first`.
+fn pipeline_at(
+    tenant: &str,
+    pipeline: &str,
+    version: i64,
+    first: usize,
+    values: &mut Vec<Value>,
+) -> String {
+    let at = first + values.len();
+    values.extend([tenant.into(), pipeline.into(), version.into()]);
+    format!(
+        "EXISTS (SELECT 1 FROM \"pipelines\" WHERE \"tenant_id\" = ${at} AND \"id\" = ${} \
+         AND \"version\" = ${})",
+        at + 1,
+        at + 2
+    )
+}
+
 /// `INSERT INTO … VALUES …` of `rows`, every column set, with `$n` parameters numbered from
 /// `first`.
-fn values_numbered<A: ActiveModelTrait>(rows: &[A], first: usize) -> (String, Vec<Value>) {
+pub(super) fn values_numbered<A: ActiveModelTrait>(
+    rows: &[A],
+    first: usize,
+) -> (String, Vec<Value>) {
     use sea_orm::{EntityName, IdenStatic, Iterable};
     let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter().collect();
     let mut values = Vec::with_capacity(rows.len() * columns.len());
@@ -401,4 +590,152 @@ pub async fn find_by_external_ids(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    use super::{find, insert_later_if_pipeline, update_later_if_versions};
+    use crate::domain::ids::{LeadId, StageKey, TenantId};
+    use crate::domain::lead::Lead;
+    use crate::domain::revision::{LeadRevision, RevisionKind};
+    use crate::store::sequences::{Sequenced, append_sequenced};
+    use crate::store::{SqliteSync, Store, StoreConfig, StoreError};
+
+    async fn migrated(dir: &tempfile::TempDir) -> Store {
+        let store = Store::connect(&StoreConfig {
+            database_url: format!("sqlite://{}", dir.path().join("leads.db").display()),
+            pool_size: 2,
+            sqlite_synchronous: SqliteSync::Full,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("open");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::parse(migration::DEFAULT_TENANT).expect("tenant")
+    }
+
+    fn new_lead() -> Lead {
+        let mut lead = crate::domain::criteria::testing::lead();
+        lead.stage = StageKey::parse("lead_generation").expect("stage");
+        lead
+    }
+
+    /// A conditional write of the lead, then its revision under the tenant's next sequence, in
+    /// one batch, committed when it succeeds and rolled back when it fails.
+    async fn write(
+        store: &Store,
+        lead: &Lead,
+        conditional: impl AsyncFnOnce(&crate::store::WriteTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tx = store.begin_write().await?;
+        let mut revision = LeadRevision::of(RevisionKind::Created, None, lead, "test", Utc::now());
+        revision.revision = lead.version;
+        let written = async {
+            conditional(&tx).await?;
+            append_sequenced(
+                &tx,
+                &tenant(),
+                Sequenced {
+                    change: None,
+                    revision,
+                    previous: None,
+                },
+            )
+            .await
+        }
+        .await;
+        match written {
+            Ok(_) => tx.commit().await,
+            Err(error) => {
+                tx.rollback().await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn last_sequence(store: &Store) -> i64 {
+        let row = store
+            .reader()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT last_sequence FROM tenant_sequences WHERE tenant_id = 'default'",
+            ))
+            .await
+            .expect("read")
+            .expect("a counter row");
+        row.try_get_by_index::<i64>(0).expect("number")
+    }
+
+    async fn stored(store: &Store, id: &LeadId) -> Option<Lead> {
+        find(store.reader(), &tenant(), id).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_lead_or_pipeline_changed_since_it_was_read_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = migrated(&dir).await;
+        let lead = new_lead();
+        write(&store, &lead, async |tx| {
+            insert_later_if_pipeline(tx, &tenant(), &lead, 1).await
+        })
+        .await
+        .expect("the pipeline is at version 1");
+        assert_eq!(last_sequence(&store).await, 1);
+
+        let other = new_lead();
+        let refused = write(&store, &other, async |tx| {
+            insert_later_if_pipeline(tx, &tenant(), &other, 2).await
+        })
+        .await;
+        assert!(
+            matches!(refused, Err(StoreError::Superseded)),
+            "{refused:?}"
+        );
+        assert!(stored(&store, &other.id).await.is_none());
+        assert_eq!(
+            last_sequence(&store).await,
+            1,
+            "the batch's sequence is undone"
+        );
+
+        let mut moved = lead.clone();
+        moved.stage = StageKey::parse("qualification").expect("stage");
+        moved.version = 2;
+        for (expected_version, pipeline_version) in [(2, 1), (1, 2)] {
+            let refused = write(&store, &moved, async |tx| {
+                update_later_if_versions(tx, &tenant(), &moved, expected_version, pipeline_version)
+                    .await
+            })
+            .await;
+            assert!(
+                matches!(refused, Err(StoreError::Superseded)),
+                "{refused:?}"
+            );
+            let unchanged = stored(&store, &lead.id).await.expect("the lead");
+            assert_eq!(
+                (unchanged.version, unchanged.stage),
+                (1, lead.stage.clone())
+            );
+            assert_eq!(last_sequence(&store).await, 1);
+        }
+
+        write(&store, &moved, async |tx| {
+            update_later_if_versions(tx, &tenant(), &moved, 1, 1).await
+        })
+        .await
+        .expect("the lead and its pipeline are at the versions read");
+        let updated = stored(&store, &lead.id).await.expect("the lead");
+        assert_eq!((updated.version, updated.stage), (2, moved.stage));
+        assert_eq!(last_sequence(&store).await, 2);
+        store.close().await;
+    }
 }

@@ -57,6 +57,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(String),
+    /// A write conditional on what its call read before taking the writer found that another
+    /// write had changed it first (`WriteTx::execute_later_or_superseded`).
+    #[error("another write changed the rows this write read")]
+    Superseded,
 }
 
 /// The tables an import adds rows to, whose planner statistics it refreshes as it grows them.
@@ -271,6 +275,12 @@ impl Store {
         self.backend() == DbBackend::Sqlite
     }
 
+    /// Whether writes share one writer (SQLite) and another write holds it now, so that a
+    /// write beginning now would wait for it.
+    pub fn writer_is_busy(&self) -> bool {
+        self.group.as_ref().is_some_and(|group| group.is_held())
+    }
+
     pub fn reader(&self) -> &DatabaseConnection {
         &self.reader
     }
@@ -314,6 +324,17 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::begin_write`] for a write that builds its statements before it sends any: on
+    /// SQLite with shared commits it takes the writer with its first statement, not before, so
+    /// that other calls' statements run while this one builds its own. Elsewhere the same as
+    /// `begin_write`.
+    pub async fn begin_write_deferred(&self) -> Result<WriteTx, StoreError> {
+        match &self.group {
+            Some(group) => Ok(WriteTx::deferred(group, self.write_health.clone())),
+            None => self.begin_write().await,
+        }
+    }
+
     /// Starts a write transaction. On SQLite it is a savepoint in the writer's batch
     /// transaction (`store::group`), which takes the write lock at once (`BEGIN IMMEDIATE`), so
     /// that a transaction never fails halfway when another process holds the lock: it waits up
@@ -321,7 +342,7 @@ impl Store {
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         if let Some(group) = &self.group {
             let member = group.begin().await?;
-            return Ok(WriteTx::grouped(member, self.write_health.clone()));
+            return Ok(WriteTx::grouped(group, member, self.write_health.clone()));
         }
         let options = TransactionOptions {
             sqlite_transaction_mode: (self.backend() == DbBackend::Sqlite)

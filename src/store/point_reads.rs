@@ -1,4 +1,5 @@
-//! GetLead's read on a SQLite file, run on the calling task.
+//! GetLead's read on a SQLite file, and what MoveLead reads before it takes the writer, run on
+//! the calling task.
 //!
 //! sqlx runs every SQLite statement on a worker thread of its own per connection: the query is
 //! sent to that thread, each row sent back over a channel, and the pooled connection handed back
@@ -30,6 +31,14 @@ use super::entities::lead;
 /// needed, and those beyond this are closed after their read.
 const MAX_IDLE: usize = 16;
 
+/// What [`PointReads::lead_with_history`] reads.
+pub(super) struct LeadWithHistory {
+    pub lead: lead::Model,
+    /// None when the pipeline is not stored.
+    pub pipeline_version: Option<i64>,
+    pub changes: Vec<(String, String, i64)>,
+}
+
 /// Reads of one lead by primary key on connections of their own.
 pub(super) struct PointReads {
     path: PathBuf,
@@ -56,6 +65,60 @@ impl PointReads {
 
     /// The lead's row, Some(None) when there is none, or None when the read could not run here.
     pub(super) fn find_lead(&self, tenant: &str, id: &str) -> Option<Option<lead::Model>> {
+        self.with_connection(|connection| {
+            connection
+                .prepare_cached(&self.find_lead)?
+                .query_row((tenant, id), lead_of)
+                .optional()
+        })
+    }
+
+    /// The lead's row with its pipeline's version and its stage history in that pipeline
+    /// (from stage, to stage, change time in µs, in sequence order), from one read transaction;
+    /// Some(None) when there is no such lead, None when the read could not run here.
+    pub(super) fn lead_with_history(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Option<Option<LeadWithHistory>> {
+        self.with_connection(|connection| {
+            let snapshot = connection.unchecked_transaction()?;
+            let Some(lead) = snapshot
+                .prepare_cached(&self.find_lead)?
+                .query_row((tenant, id), lead_of)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let pipeline_version = snapshot
+                .prepare_cached("SELECT version FROM pipelines WHERE tenant_id = ?1 AND id = ?2")?
+                .query_row((tenant, &lead.pipeline_id), |row| row.get(0))
+                .optional()?;
+            let changes = snapshot
+                .prepare_cached(
+                    "SELECT from_stage, to_stage, change_time FROM stage_changes
+                     WHERE tenant_id = ?1 AND lead_id = ?2 AND pipeline_id = ?3
+                     ORDER BY sequence",
+                )?
+                .query_map((tenant, id, &lead.pipeline_id), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            snapshot.commit()?;
+            Ok(Some(LeadWithHistory {
+                lead,
+                pipeline_version,
+                changes,
+            }))
+        })
+    }
+
+    /// Runs `read` on an idle connection or a new one. On an error the connection is dropped
+    /// (closed) rather than reused, and the answer is None.
+    fn with_connection<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Option<T> {
         if self.closed.load(Ordering::Relaxed) {
             return None;
         }
@@ -64,16 +127,12 @@ impl PointReads {
             Some(connection) => connection,
             None => self.open()?,
         };
-        // On an error the connection is dropped (closed) rather than reused.
-        let row = connection
-            .prepare_cached(&self.find_lead)
-            .and_then(|mut statement| statement.query_row((tenant, id), lead_of).optional())
-            .ok()?;
+        let answer = read(&connection).ok()?;
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE && !self.closed.load(Ordering::Relaxed) {
             idle.push(connection);
         }
-        Some(row)
+        Some(answer)
     }
 
     /// Closes the idle connections; later reads go through the pool.

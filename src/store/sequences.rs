@@ -149,11 +149,14 @@ async fn append_in_one_statement(
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// SQLite: the statements the write left for its last batch (`WriteTx::execute_later`), the
-/// counter's upsert, the three inserts, each reading the number back from the counter row, and
-/// a final read of the number, as one batch of statements. The driver runs a
-/// batch's statements in turn on the connection's thread, numbering `$n` parameters across the
-/// batch, and every row of the batch is collected, so every statement has run when it returns.
+/// SQLite: the statements the write left for its last batch (`WriteTx::execute_later`), each
+/// that must change a row followed by a read of how many it changed, the counter's upsert, the
+/// three inserts, each reading the number back from the counter row, and a final read of the
+/// number, as one batch of statements. A statement that changed no row fails the write with
+/// `Superseded` once the batch has run; the caller's rollback undoes the rest of it. The driver
+/// runs a batch's statements in turn on the connection's thread, numbering `$n` parameters
+/// across the batch, and every row of the batch is collected, so every statement has run when
+/// it returns.
 async fn append_in_one_round_trip(
     tx: &WriteTx,
     tenant: &TenantId,
@@ -169,11 +172,17 @@ async fn append_in_one_round_trip(
     );
     let taken = format!("(SELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1) AS s");
     let mut sql = String::new();
-    for statement in tx.take_later() {
-        let (later, later_values) = statement(values.len() + 1);
-        sql.push_str(&later);
+    let mut must_change = 0;
+    for later in tx.take_later() {
+        let (statement, later_values) = (later.statement)(values.len() + 1);
+        sql.push_str(&statement);
         sql.push_str(";\n");
         values.extend(later_values);
+        if later.must_change {
+            // The only statements of the batch that return rows are these and the last.
+            sql.push_str("SELECT changes();\n");
+            must_change += 1;
+        }
     }
     sql.push_str(&increment_counter());
     sql.push_str(";\n");
@@ -209,6 +218,18 @@ async fn append_in_one_round_trip(
             values,
         ))
         .await?;
+    if rows.len() != must_change + 1 {
+        return Err(StoreError::Database(format!(
+            "the write's batch returned {} rows, not {}",
+            rows.len(),
+            must_change + 1
+        )));
+    }
+    for changed in &rows[..must_change] {
+        if changed.try_get_by_index::<i64>(0)? == 0 {
+            return Err(StoreError::Superseded);
+        }
+    }
     let row = rows
         .last()
         .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;

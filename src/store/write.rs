@@ -10,13 +10,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::OnceCell;
+
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
     Value,
 };
 
 use super::StoreError;
-use super::group::{self, Member};
+use super::group::{self, GroupCommit, Member};
 
 /// When a write last failed for a storage reason (an I/O error, a full disk), rather than
 /// because of what it wrote. Shared by every clone of the store.
@@ -72,7 +74,14 @@ pub struct WriteTx {
     inner: Inner,
     health: Arc<WriteHealth>,
     /// Statements left for the write's last batch ([`WriteTx::execute_later`]).
-    later: Mutex<Vec<Numbered>>,
+    later: Mutex<Vec<Later>>,
+}
+
+/// A statement left for the write's last batch.
+pub(super) struct Later {
+    pub statement: Numbered,
+    /// The statement must change a row, or the write is [`StoreError::Superseded`].
+    pub must_change: bool,
 }
 
 /// A statement whose only outcome is success or failure, built with its `$n` parameters
@@ -81,7 +90,11 @@ pub type Numbered = Box<dyn FnOnce(usize) -> (String, Vec<Value>) + Send>;
 
 enum Inner {
     Own(DatabaseTransaction),
-    Grouped(Member),
+    /// A call's hold on the shared writer, taken at once or with the first statement.
+    Grouped {
+        group: Arc<GroupCommit>,
+        member: OnceCell<Member>,
+    },
 }
 
 impl WriteTx {
@@ -93,9 +106,28 @@ impl WriteTx {
         }
     }
 
-    pub(super) fn grouped(member: Member, health: Arc<WriteHealth>) -> Self {
+    pub(super) fn grouped(
+        group: &Arc<GroupCommit>,
+        member: Member,
+        health: Arc<WriteHealth>,
+    ) -> Self {
         Self {
-            inner: Inner::Grouped(member),
+            inner: Inner::Grouped {
+                group: group.clone(),
+                member: OnceCell::new_with(Some(member)),
+            },
+            health,
+            later: Mutex::default(),
+        }
+    }
+
+    /// A write that takes the shared writer with its first statement.
+    pub(super) fn deferred(group: &Arc<GroupCommit>, health: Arc<WriteHealth>) -> Self {
+        Self {
+            inner: Inner::Grouped {
+                group: group.clone(),
+                member: OnceCell::new(),
+            },
             health,
             later: Mutex::default(),
         }
@@ -104,13 +136,17 @@ impl WriteTx {
     /// Commits. `Ok` means the transaction is durable under the configured synchronous
     /// setting; any error means it is not to be acknowledged.
     pub async fn commit(self) -> Result<(), StoreError> {
-        for statement in self.take_later() {
-            self.execute_numbered(statement).await?;
+        for later in self.take_later() {
+            self.execute_numbered(later).await?;
         }
         let Self { inner, health, .. } = self;
         let result = match inner {
             Inner::Own(tx) => tx.commit().await.map_err(StoreError::from),
-            Inner::Grouped(member) => member.released().await,
+            Inner::Grouped { member, .. } => match member.into_inner() {
+                Some(member) => member.released().await,
+                // It sent nothing, so there is nothing to commit.
+                None => Ok(()),
+            },
         };
         if let Err(error) = &result {
             health.record_error(error);
@@ -124,8 +160,10 @@ impl WriteTx {
     pub async fn rollback(self) -> Result<(), StoreError> {
         match self.inner {
             Inner::Own(tx) => tx.rollback().await.map_err(StoreError::from),
-            Inner::Grouped(member) => {
-                member.rolled_back().await;
+            Inner::Grouped { member, .. } => {
+                if let Some(member) = member.into_inner() {
+                    member.rolled_back().await;
+                }
                 Ok(())
             }
         }
@@ -136,20 +174,40 @@ impl WriteTx {
     /// writer is held; at once on PostgreSQL, where each call has a connection of its own.
     /// Whatever is left at `commit` runs there, before it.
     pub async fn execute_later(&self, statement: Numbered) -> Result<(), StoreError> {
+        self.leave_for_later(Later {
+            statement,
+            must_change: false,
+        })
+        .await
+    }
+
+    /// [`Self::execute_later`] for a statement that must change at least one row: an update or
+    /// insert conditional on what the call read before it took the writer (a lead's version, a
+    /// pipeline's version). When it changes none, the write fails with
+    /// [`StoreError::Superseded`], and the caller rolls it back.
+    pub async fn execute_later_or_superseded(&self, statement: Numbered) -> Result<(), StoreError> {
+        self.leave_for_later(Later {
+            statement,
+            must_change: true,
+        })
+        .await
+    }
+
+    async fn leave_for_later(&self, later: Later) -> Result<(), StoreError> {
         match &self.inner {
-            Inner::Own(_) => self.execute_numbered(statement).await,
-            Inner::Grouped(_) => {
+            Inner::Own(_) => self.execute_numbered(later).await,
+            Inner::Grouped { .. } => {
                 self.later
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(statement);
+                    .push(later);
                 Ok(())
             }
         }
     }
 
     /// The statements left by [`Self::execute_later`], for a batch that runs them.
-    pub(super) fn take_later(&self) -> Vec<Numbered> {
+    pub(super) fn take_later(&self) -> Vec<Later> {
         std::mem::take(
             &mut *self
                 .later
@@ -158,18 +216,24 @@ impl WriteTx {
         )
     }
 
-    async fn execute_numbered(&self, statement: Numbered) -> Result<(), StoreError> {
-        let (sql, values) = statement(1);
+    async fn execute_numbered(&self, later: Later) -> Result<(), StoreError> {
+        let (sql, values) = (later.statement)(1);
         let backend = self.get_database_backend();
-        self.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        let result = self
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
+        if later.must_change && result.rows_affected() == 0 {
+            return Err(StoreError::Superseded);
+        }
         Ok(())
     }
 
     /// Takes what would open the call's savepoint and never sends it.
     #[cfg(test)]
     pub(super) fn lose_savepoint_opening(&self) {
-        if let Inner::Grouped(member) = &self.inner {
+        if let Inner::Grouped { member, .. } = &self.inner
+            && let Some(member) = member.get()
+        {
             member.prefix();
         }
     }
@@ -177,7 +241,8 @@ impl WriteTx {
     /// Whether this call shares its batch with calls before it.
     #[cfg(test)]
     pub(super) fn follows_others(&self) -> bool {
-        matches!(&self.inner, Inner::Grouped(member) if member.follows_others())
+        matches!(&self.inner, Inner::Grouped { member, .. }
+            if member.get().is_some_and(Member::follows_others))
     }
 
     /// The transaction to run a statement in. In a batch, a `query` carries what opens the
@@ -185,7 +250,7 @@ impl WriteTx {
     async fn prepared(&self, query: Option<&mut Statement>) -> Result<&DatabaseTransaction, DbErr> {
         let member = match &self.inner {
             Inner::Own(tx) => return Ok(tx),
-            Inner::Grouped(member) => member,
+            Inner::Grouped { group, member } => member.get_or_try_init(|| group.begin()).await?,
         };
         let prefix = member.prefix();
         if !prefix.is_empty() {
@@ -203,7 +268,8 @@ impl WriteTx {
         if let Err(error) = &result {
             let error = StoreError::classify(error);
             self.health.record_error(&error);
-            if let Inner::Grouped(member) = &self.inner
+            if let Inner::Grouped { member, .. } = &self.inner
+                && let Some(member) = member.get()
                 && (group::ends_transaction(&error) || Member::savepoint_failed(&error))
             {
                 member.poison(&error);
@@ -218,7 +284,7 @@ impl ConnectionTrait for WriteTx {
     fn get_database_backend(&self) -> DbBackend {
         match &self.inner {
             Inner::Own(tx) => tx.get_database_backend(),
-            Inner::Grouped(_) => DbBackend::Sqlite,
+            Inner::Grouped { .. } => DbBackend::Sqlite,
         }
     }
 
@@ -245,7 +311,7 @@ impl ConnectionTrait for WriteTx {
     fn support_returning(&self) -> bool {
         match &self.inner {
             Inner::Own(tx) => tx.support_returning(),
-            Inner::Grouped(member) => member.transaction().support_returning(),
+            Inner::Grouped { group, .. } => group.supports_returning(),
         }
     }
 }

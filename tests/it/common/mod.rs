@@ -347,6 +347,30 @@ pub async fn move_to(app: &TestApp, id: &str, stage: &str) -> Result<pb::Lead, t
         .map(|r| r.into_inner())
 }
 
+/// The lead that calls sent at once under one request id created, from their outcomes (each a
+/// lead id): at least one of them creates it, and the others answer ABORTED (the first is still
+/// in progress) or the same lead.
+pub fn the_one_lead_created(
+    outcomes: &[Result<Result<String, tonic::Status>, tokio::task::JoinError>],
+) -> String {
+    let ids: Vec<&String> = outcomes
+        .iter()
+        .filter_map(|r| match r.as_ref().expect("task") {
+            Ok(id) => Some(id),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+                None
+            }
+        })
+        .collect();
+    assert!(!ids.is_empty(), "one of the calls creates the lead");
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one request id, one lead"
+    );
+    ids[0].clone()
+}
+
 /// The field paths of a BadRequest detail.
 pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
