@@ -915,22 +915,7 @@ async fn concurrent_writes_that_fail_leave_no_trace_and_sequences_stay_gap_free(
     }
     let mut created = HashSet::new();
     for pair in creates.chunks(2) {
-        let ids: Vec<&String> = pair
-            .iter()
-            .filter_map(|r| match r.as_ref().expect("task") {
-                Ok(id) => Some(id),
-                Err(status) => {
-                    assert_eq!(status.code(), Code::Aborted, "{status:?}");
-                    None
-                }
-            })
-            .collect();
-        assert!(!ids.is_empty(), "one of the two calls creates the lead");
-        assert!(
-            ids.iter().all(|id| *id == ids[0]),
-            "one request id, one lead"
-        );
-        created.insert(ids[0].clone());
+        created.insert(the_one_lead_created(pair));
     }
 
     let mut sequences = Vec::new();
