@@ -852,26 +852,24 @@ impl LeadService {
         ctx: &RequestContext,
         prepared: PreparedMove,
     ) -> Result<Lead, AppError> {
-        let PreparedMove {
-            current,
-            moved,
-            pipeline,
-            change,
-            revision,
-            before,
-            after,
-        } = prepared;
         visits::replace(
             tx,
             &ctx.tenant,
-            &moved.pipeline_id,
-            pipeline.compiled.definition(),
-            &before,
-            &after,
+            &prepared.moved.pipeline_id,
+            prepared.pipeline.compiled.definition(),
+            &prepared.before,
+            &prepared.after,
         )
         .await?;
-        record(tx, &ctx.tenant, revision, Some(&current), Some(change)).await?;
-        Ok(moved)
+        record(
+            tx,
+            &ctx.tenant,
+            prepared.revision,
+            Some(&prepared.current),
+            Some(prepared.change),
+        )
+        .await?;
+        Ok(prepared.moved)
     }
 
     /// Stores the request id with the answer of the write it guards, in the write's last

@@ -469,21 +469,12 @@ async fn commit_batches(group: Weak<GroupCommit>, mut woken: mpsc::UnboundedRece
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-    use crate::store::{SqliteSync, Store, StoreConfig, StoreError, WriteTx};
+    use crate::store::{Store, StoreError, WriteTx};
 
     async fn open(dir: &tempfile::TempDir) -> Store {
-        let store = Store::connect(&StoreConfig {
-            database_url: format!("sqlite://{}", dir.path().join("group.db").display()),
-            pool_size: 2,
-            sqlite_synchronous: SqliteSync::Full,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("open");
+        let store = crate::store::open_for_test(dir, "group.db").await;
         store
             .writer()
             .execute_unprepared(

@@ -594,8 +594,6 @@ pub async fn find_by_external_ids(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use chrono::Utc;
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -604,17 +602,10 @@ mod tests {
     use crate::domain::lead::Lead;
     use crate::domain::revision::{LeadRevision, RevisionKind};
     use crate::store::sequences::{Sequenced, append_sequenced};
-    use crate::store::{SqliteSync, Store, StoreConfig, StoreError};
+    use crate::store::{Store, StoreError};
 
     async fn migrated(dir: &tempfile::TempDir) -> Store {
-        let store = Store::connect(&StoreConfig {
-            database_url: format!("sqlite://{}", dir.path().join("leads.db").display()),
-            pool_size: 2,
-            sqlite_synchronous: SqliteSync::Full,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("open");
+        let store = crate::store::open_for_test(dir, "leads.db").await;
         store.migrate().await.expect("migrate");
         store
     }

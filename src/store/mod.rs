@@ -461,3 +461,16 @@ pub fn to_micros(time: DateTime<Utc>) -> i64 {
 pub fn from_micros(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
+
+/// A store on a fresh SQLite file in `dir`, for the store's own tests.
+#[cfg(test)]
+pub(crate) async fn open_for_test(dir: &tempfile::TempDir, file: &str) -> Store {
+    Store::connect(&StoreConfig {
+        database_url: format!("sqlite://{}", dir.path().join(file).display()),
+        pool_size: 2,
+        sqlite_synchronous: SqliteSync::Full,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .expect("open")
+}

@@ -176,14 +176,7 @@ mod tests {
     #[tokio::test]
     async fn every_connection_keeps_its_query_plans() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::connect(&StoreConfig {
-            database_url: format!("sqlite://{}", dir.path().join("plans.db").display()),
-            pool_size: 2,
-            sqlite_synchronous: SqliteSync::Full,
-            acquire_timeout: Duration::from_secs(5),
-        })
-        .await
-        .expect("open");
+        let store = crate::store::open_for_test(&dir, "plans.db").await;
         for pool in [
             store.reader().get_sqlite_connection_pool(),
             store.writer().get_sqlite_connection_pool(),
