@@ -602,6 +602,123 @@ async fn file_size_limit_loses_no_acknowledged_write(writers: usize) {
     );
 }
 
+/// Moves of writers that each move their own lead back and forth, while the file-size limit
+/// makes commits fail: on SQLite most of them are built while another write holds the writer
+/// and sent as one batch. Every move answered OK is found after the limit is lifted and after a
+/// kill -9 and restart, and no refused move left anything: each lead's version and history
+/// count exactly its acknowledged moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_size_limit_during_concurrent_moves_loses_no_acknowledged_move() {
+    const WRITERS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/leadpipe.db", dir.path().display());
+    let addr = free_addr();
+    let mut server = ChildServer::start("trap '' XFSZ; ulimit -S -f 6000;", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let mut client = LeadServiceClient::new(channel.clone());
+    let mut ids = Vec::new();
+    for writer in 0..WRITERS {
+        let lead = client
+            .create_lead(pb::CreateLeadRequest {
+                lead: Some(largest_lead(&format!("moved {writer}"))),
+                request_id: String::new(),
+            })
+            .await
+            .expect("the first leads fit under the limit")
+            .into_inner();
+        ids.push(lead.id);
+    }
+
+    let outcomes = std::sync::Arc::new(std::sync::Mutex::new(Outcomes::default()));
+    let tasks = ids.iter().cloned().map(|id| {
+        let mut client = client.clone();
+        let outcomes = outcomes.clone();
+        tokio::spawn(async move {
+            let (mut stage, mut acknowledged) = ("lead_generation", 0usize);
+            for _ in 0..60 {
+                let to = match stage {
+                    "lead_generation" => "qualification",
+                    _ => "lead_generation",
+                };
+                let result = client
+                    .move_lead(pb::MoveLeadRequest {
+                        id: id.clone(),
+                        stage: to.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|r| r.into_inner());
+                if result.is_ok() {
+                    (stage, acknowledged) = (to, acknowledged + 1);
+                }
+                let mut outcomes = outcomes.lock().unwrap();
+                outcomes.record(result);
+                if outcomes.refusals() >= 40 {
+                    break;
+                }
+            }
+            (id, stage, acknowledged)
+        })
+    });
+    let mut moved = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        moved.push(task.expect("writer"));
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
+    eprintln!("file-size limit, {WRITERS} movers: {outcomes:?}");
+    assert!(
+        outcomes.refusals() > 0,
+        "the file-size limit never stopped a move"
+    );
+    assert!(
+        moved.iter().any(|(_, _, acknowledged)| *acknowledged > 0),
+        "some moves were acknowledged before the limit"
+    );
+
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
+        .status()
+        .expect("prlimit");
+    assert!(lifted.success());
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(15)).await;
+    server.kill_hard();
+    let addr = free_addr();
+    let _server = ChildServer::start("", &url, addr);
+    let channel = connect(addr).await;
+    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(30)).await;
+    let mut client = LeadServiceClient::new(channel.clone());
+    assert_eq!(
+        found(&channel, &ids).await,
+        ids.len(),
+        "after kill -9 and restart"
+    );
+    for (id, stage, acknowledged) in &moved {
+        let lead = client
+            .get_lead(pb::GetLeadRequest {
+                as_of: None,
+                id: id.clone(),
+            })
+            .await
+            .expect("lead")
+            .into_inner();
+        assert_eq!(
+            lead.stage, *stage,
+            "{id}: the last acknowledged move's stage"
+        );
+        assert_eq!(
+            lead.etag.trim_matches('"'),
+            (1 + acknowledged).to_string(),
+            "{id}: one version per acknowledged move"
+        );
+        assert_eq!(
+            stage_changes_of(&mut client, id).await.len(),
+            1 + acknowledged,
+            "{id}: one stage change per acknowledged move"
+        );
+    }
+}
+
 async fn total_leads(channel: &Channel) -> i64 {
     LeadServiceClient::new(channel.clone())
         .list_leads(pb::ListLeadsRequest {
