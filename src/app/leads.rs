@@ -12,7 +12,7 @@ use super::forecast::LeadScorer;
 use super::visits;
 use super::{AppError, Clock, PreconditionViolation, RequestContext};
 use crate::domain::filter::Filter;
-use crate::domain::forecast::visits::LeadVisits;
+use crate::domain::forecast::visits::{Aggregates, HistorySummary};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{LeadId, PipelineId, RequestId, StageKey, TenantId};
 use crate::domain::lead::{Lead, LeadField, LeadFields, MAX_LABELS};
@@ -560,18 +560,10 @@ impl LeadService {
         }
         if updated.fields.amount != current.fields.amount {
             // A won lead's amount is what its win is booked at.
-            let before = visits::stored(tx, &ctx.tenant, &current).await?;
-            let mut after = before.clone();
-            visits::set_amount(&mut after, &updated);
-            visits::replace(
-                tx,
-                &ctx.tenant,
-                &current.pipeline_id,
-                pipeline.compiled.definition(),
-                &before,
-                &after,
-            )
-            .await?;
+            let history = visits::stored_summary(&self.store, tx, &ctx.tenant, &current).await?;
+            let delta =
+                visits::rebooked(pipeline.compiled.definition(), &history, &current, &updated);
+            visits::add(tx, &ctx.tenant, &current.pipeline_id, &delta).await?;
         }
         let revision = LeadRevision::of(
             RevisionKind::Updated,
@@ -723,7 +715,7 @@ impl LeadService {
         else {
             return Ok(None);
         };
-        let before = visits::of_changes(&current, read.changes);
+        let before = read.summary;
         let prepared = self
             .prepare_move(ctx, command, current, pipeline, before)
             .await?;
@@ -766,7 +758,7 @@ impl LeadService {
         let pipeline = self
             .pipeline_of(tx, tenant, &current, RowLock::KeyShare)
             .await?;
-        let before = visits::stored(tx, tenant, &current).await?;
+        let before = visits::stored_summary(&self.store, tx, tenant, &current).await?;
         let prepared = self
             .prepare_move(ctx, command, current, pipeline, before)
             .await?;
@@ -779,7 +771,7 @@ impl LeadService {
         Ok(Step::Commit(self.write_move(tx, ctx, prepared).await?))
     }
 
-    /// Checks the move of `current` (whose visits are `before`) against its pipeline's criteria
+    /// Checks the move of `current` (whose history `before` summarises) against its pipeline's criteria
     /// and builds what it writes. FAILED_PRECONDITION names each unmet criterion.
     async fn prepare_move(
         &self,
@@ -787,7 +779,7 @@ impl LeadService {
         command: &MoveCommand,
         current: Lead,
         pipeline: CachedPipeline,
-        before: LeadVisits,
+        before: HistorySummary,
     ) -> Result<PreparedMove, AppError> {
         let tenant = &ctx.tenant;
         let plan = self
@@ -831,16 +823,14 @@ impl LeadService {
             &ctx.actor,
             time,
         );
-        let mut after = before.clone();
-        after.changes.push(visits::change(&change));
+        let aggregates = visits::appended(pipeline.compiled.definition(), &before, &moved, &change);
         Ok(PreparedMove {
             current,
             moved,
             pipeline,
             change,
             revision,
-            before,
-            after,
+            aggregates,
         })
     }
 
@@ -852,13 +842,11 @@ impl LeadService {
         ctx: &RequestContext,
         prepared: PreparedMove,
     ) -> Result<Lead, AppError> {
-        visits::replace(
+        visits::add(
             tx,
             &ctx.tenant,
             &prepared.moved.pipeline_id,
-            prepared.pipeline.compiled.definition(),
-            &prepared.before,
-            &prepared.after,
+            &prepared.aggregates,
         )
         .await?;
         record(
@@ -1139,9 +1127,8 @@ struct PreparedMove {
     pipeline: CachedPipeline,
     change: StageChange,
     revision: LeadRevision,
-    /// The lead's visits before and after the move, for the stage aggregates.
-    before: LeadVisits,
-    after: LeadVisits,
+    /// What the move changes in the stage aggregates.
+    aggregates: Aggregates,
 }
 
 /// Ends the transaction of a write built before it took the writer: commits it and returns the

@@ -1,16 +1,19 @@
 //! Keeps the stage aggregates (`store::analytics::visits`) in step with each write of a lead:
 //! what the lead's history added before the write is taken away and what it adds after is
-//! added, in the write's transaction. A lead's history is short, so this is one indexed read
-//! and one upsert of the rows that change.
+//! added, in the write's transaction. A move or a new amount reads its history summarised by
+//! the database (a row per stage and day the lead was in it, however many changes it has), and
+//! then upserts the rows that change.
 
 use crate::app::AppError;
-use crate::domain::forecast::visits::{Aggregates, Change, LeadVisits, contributions, difference};
+use crate::domain::forecast::visits::{
+    self as domain, Aggregates, Change, HistorySummary, LeadVisits, contributions, difference,
+};
 use crate::domain::history::StageChange;
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::domain::lead::Lead;
 use crate::domain::pipeline::{PipelineDefinition, StageKind};
 use crate::store::analytics::visits as store;
-use crate::store::{Connection, WriteTx};
+use crate::store::{Connection, Store, WriteTx};
 
 /// The won stages of a pipeline, which decide a lead's first win.
 pub fn won_stages(definition: &PipelineDefinition) -> Vec<String> {
@@ -36,12 +39,56 @@ pub async fn stored(
     Ok(found)
 }
 
-/// The visits of a stored history that was read with `lead`.
-pub fn of_changes(lead: &Lead, changes: Vec<Change>) -> LeadVisits {
-    let mut visits = LeadVisits {
-        changes,
-        ..LeadVisits::default()
-    };
+/// The lead's stored history in its pipeline as `tx` sees it, summarised for a change appended
+/// to it.
+pub async fn stored_summary(
+    store: &Store,
+    tx: &WriteTx,
+    tenant: &TenantId,
+    lead: &Lead,
+) -> Result<HistorySummary, AppError> {
+    Ok(crate::store::leads::history_summary_for_write(store, tx, tenant, lead).await?)
+}
+
+/// What `change`, appended to the history `before` summarises, changes in the pipeline's
+/// aggregates; `lead` gives the amount a win is booked at.
+pub fn appended(
+    definition: &PipelineDefinition,
+    before: &HistorySummary,
+    lead: &Lead,
+    change: &StageChange,
+) -> Aggregates {
+    let won = won_stages(definition);
+    let is_won = |s: &str| won.iter().any(|w| w == s);
+    domain::appended(before, &amount_of(lead), &self::change(change), &is_won)
+}
+
+/// What booking the win of a lead whose history `summary` summarises at `after`'s amount instead
+/// of `before`'s changes in the pipeline's aggregates.
+pub fn rebooked(
+    definition: &PipelineDefinition,
+    summary: &HistorySummary,
+    before: &Lead,
+    after: &Lead,
+) -> Aggregates {
+    let won = won_stages(definition);
+    let is_won = |s: &str| won.iter().any(|w| w == s);
+    domain::rebooked(summary, &amount_of(before), &amount_of(after), &is_won)
+}
+
+/// Adds `delta` to the pipeline's aggregates in the write's last batch.
+pub async fn add(
+    tx: &WriteTx,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    delta: &Aggregates,
+) -> Result<(), AppError> {
+    store::add_later(tx, tenant, pipeline, delta).await?;
+    Ok(())
+}
+
+fn amount_of(lead: &Lead) -> LeadVisits {
+    let mut visits = LeadVisits::default();
     set_amount(&mut visits, lead);
     visits
 }

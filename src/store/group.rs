@@ -306,7 +306,6 @@ impl GroupCommit {
 }
 
 impl Member {
-    #[cfg(test)]
     pub(super) fn follows_others(&self) -> bool {
         self.follows_others
     }

@@ -147,12 +147,12 @@ pub async fn read(
 }
 
 /// A lead as committed, with its pipeline's version and its stage history in that pipeline
-/// (oldest first), for a write that decides before it takes the writer.
+/// summarised for a move, for a write that decides before it takes the writer.
 pub struct LeadWithHistory {
     pub lead: Lead,
     /// None when the pipeline is not stored.
     pub pipeline_version: Option<i64>,
-    pub changes: Vec<crate::domain::forecast::visits::Change>,
+    pub summary: crate::domain::forecast::visits::HistorySummary,
 }
 
 /// [`LeadWithHistory`] as last committed. On a SQLite file from one read transaction, in place
@@ -165,7 +165,6 @@ pub async fn read_with_history(
     tenant: &TenantId,
     id: &LeadId,
 ) -> Result<Option<LeadWithHistory>, StoreError> {
-    use crate::domain::forecast::visits::Change;
     if let Some(read) = store
         .point_reads
         .as_ref()
@@ -177,15 +176,7 @@ pub async fn read_with_history(
         return Ok(Some(LeadWithHistory {
             lead: from_model(read.lead)?,
             pipeline_version: read.pipeline_version,
-            changes: read
-                .changes
-                .into_iter()
-                .map(|(from_stage, to_stage, time)| Change {
-                    from_stage,
-                    to_stage,
-                    time,
-                })
-                .collect(),
+            summary: read.summary,
         }));
     }
     let reader = store.reader();
@@ -199,7 +190,7 @@ pub async fn read_with_history(
         super::pipelines::RowLock::None,
     )
     .await?;
-    let changes = super::analytics::visits::lead_history(
+    let summary = super::analytics::visits::history_summary(
         reader,
         tenant,
         &lead.pipeline_id,
@@ -209,8 +200,30 @@ pub async fn read_with_history(
     Ok(Some(LeadWithHistory {
         lead,
         pipeline_version,
-        changes,
+        summary,
     }))
+}
+
+/// The lead's history in its pipeline summarised for a change appended to it, as `tx` sees it,
+/// for a write that has not itself recorded a change of the lead yet. While `tx` sees the
+/// committed state (`WriteTx::sees_committed_state`) the rows are read in place on a SQLite
+/// file, instead of each being handed over from the writer's thread: a lead's history grows
+/// with every move.
+pub async fn history_summary_for_write(
+    store: &super::Store,
+    tx: &WriteTx,
+    tenant: &TenantId,
+    lead: &Lead,
+) -> Result<crate::domain::forecast::visits::HistorySummary, StoreError> {
+    let id = lead.id.to_string();
+    if tx.sees_committed_state()
+        && let Some(summary) = store.point_reads.as_ref().and_then(|reads| {
+            reads.history_summary(tenant.as_str(), &id, lead.pipeline_id.as_str())
+        })
+    {
+        return Ok(summary);
+    }
+    super::analytics::visits::history_summary(tx, tenant, &lead.pipeline_id, &id).await
 }
 
 /// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
@@ -597,10 +610,14 @@ mod tests {
     use chrono::Utc;
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-    use super::{find, insert_later_if_pipeline, update_later_if_versions};
+    use super::{
+        find, history_summary_for_write, insert_later_if_pipeline, update_later_if_versions,
+    };
+    use crate::domain::forecast::visits::{Change, HistorySummary};
     use crate::domain::ids::{LeadId, StageKey, TenantId};
     use crate::domain::lead::Lead;
     use crate::domain::revision::{LeadRevision, RevisionKind};
+    use crate::store::WriteTx;
     use crate::store::sequences::{Sequenced, append_sequenced};
     use crate::store::{Store, StoreError};
 
@@ -727,6 +744,83 @@ mod tests {
         let updated = stored(&store, &lead.id).await.expect("the lead");
         assert_eq!((updated.version, updated.stage), (2, moved.stage));
         assert_eq!(last_sequence(&store).await, 2);
+        store.close().await;
+    }
+
+    /// Records a change of `lead`'s stage in `tx`.
+    async fn record_change(tx: &WriteTx, lead: &Lead, sequence: i64, change: &Change) {
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "INSERT INTO stage_changes (tenant_id, sequence, lead_id, pipeline_id, from_stage,
+                 to_stage, change_time, actor, note, imported)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'test', '', false)",
+            [
+                tenant().as_str().into(),
+                sequence.into(),
+                lead.id.to_string().into(),
+                lead.pipeline_id.as_str().into(),
+                change.from_stage.as_str().into(),
+                change.to_stage.as_str().into(),
+                change.time.into(),
+            ],
+        ))
+        .await
+        .expect("insert a stage change");
+    }
+
+    #[tokio::test]
+    async fn a_write_reads_the_history_earlier_calls_of_its_batch_wrote_and_otherwise_in_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = migrated(&dir).await;
+        let lead = new_lead();
+        let step = |from: &str, to: &str, time| Change {
+            from_stage: from.into(),
+            to_stage: to.into(),
+            time,
+        };
+        let created = step("", "lead_generation", 10);
+        let qualified = step("lead_generation", "qualification", 20);
+
+        let first = store.begin_write().await.expect("begin");
+        record_change(&first, &lead, 1, &created).await;
+        let second = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_write().await })
+        };
+        // On the test's single-threaded runtime the spawned call waits for the writer now, so
+        // it joins the batch the first call's commit ends.
+        tokio::task::yield_now().await;
+        let first = tokio::spawn(first.commit());
+        let second = second.await.expect("task").expect("begin");
+        assert!(!second.sees_committed_state());
+        let seen = history_summary_for_write(&store, &second, &tenant(), &lead)
+            .await
+            .expect("read");
+        assert_eq!(
+            seen,
+            HistorySummary::of(std::slice::from_ref(&created)),
+            "the first call's change, not committed yet"
+        );
+        record_change(&second, &lead, 2, &qualified).await;
+        second.commit().await.expect("commit");
+        first.await.expect("task").expect("commit");
+
+        let third = store.begin_write().await.expect("begin");
+        assert!(third.sees_committed_state());
+        let in_place = history_summary_for_write(&store, &third, &tenant(), &lead)
+            .await
+            .expect("read");
+        let through_the_writer = crate::store::analytics::visits::history_summary(
+            &third,
+            &tenant(),
+            &lead.pipeline_id,
+            &lead.id.to_string(),
+        )
+        .await
+        .expect("read");
+        assert_eq!(in_place, through_the_writer);
+        assert_eq!(in_place, HistorySummary::of(&[created, qualified]));
+        third.rollback().await.expect("roll back");
         store.close().await;
     }
 }

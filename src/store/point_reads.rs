@@ -24,7 +24,9 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, OptionalExtension, Row};
 use sea_orm::{IdenStatic, Iterable};
 
+use super::analytics::visits::LEAD_HISTORY_SQL;
 use super::entities::lead;
+use crate::domain::forecast::visits::HistorySummary;
 
 /// Idle connections kept for reuse. A read holds its connection only while it runs on a
 /// runtime thread, so no more run at once than the runtime has threads; more are opened when
@@ -36,7 +38,7 @@ pub(super) struct LeadWithHistory {
     pub lead: lead::Model,
     /// None when the pipeline is not stored.
     pub pipeline_version: Option<i64>,
-    pub changes: Vec<(String, String, i64)>,
+    pub summary: HistorySummary,
 }
 
 /// Reads of one lead by primary key on connections of their own.
@@ -74,7 +76,7 @@ impl PointReads {
     }
 
     /// The lead's row with its pipeline's version and its stage history in that pipeline
-    /// (from stage, to stage, change time in µs, in sequence order), from one read transaction;
+    /// summarised for a move, from one read transaction;
     /// Some(None) when there is no such lead, None when the read could not run here.
     pub(super) fn lead_with_history(
         &self,
@@ -94,23 +96,25 @@ impl PointReads {
                 .prepare_cached("SELECT version FROM pipelines WHERE tenant_id = ?1 AND id = ?2")?
                 .query_row((tenant, &lead.pipeline_id), |row| row.get(0))
                 .optional()?;
-            let changes = snapshot
-                .prepare_cached(
-                    "SELECT from_stage, to_stage, change_time FROM stage_changes
-                     WHERE tenant_id = ?1 AND lead_id = ?2 AND pipeline_id = ?3
-                     ORDER BY sequence",
-                )?
-                .query_map((tenant, id, &lead.pipeline_id), |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let summary = summary_of_history(&snapshot, tenant, id, &lead.pipeline_id)?;
             snapshot.commit()?;
             Ok(Some(LeadWithHistory {
                 lead,
                 pipeline_version,
-                changes,
+                summary,
             }))
         })
+    }
+
+    /// The lead's history in `pipeline` summarised for a change appended to it, as last
+    /// committed; None when the read could not run here.
+    pub(super) fn history_summary(
+        &self,
+        tenant: &str,
+        id: &str,
+        pipeline: &str,
+    ) -> Option<HistorySummary> {
+        self.with_connection(|connection| summary_of_history(connection, tenant, id, pipeline))
     }
 
     /// Runs `read` on an idle connection or a new one. On an error the connection is dropped
@@ -190,6 +194,23 @@ fn lead_of(row: &Row<'_>) -> rusqlite::Result<lead::Model> {
         close_date_push_count: row.get(30)?,
         first_expected_close_time: row.get(31)?,
     })
+}
+
+/// Summarises the lead's history as the rows are stepped, without a copy of each.
+fn summary_of_history(
+    connection: &rusqlite::Connection,
+    tenant: &str,
+    id: &str,
+    pipeline: &str,
+) -> rusqlite::Result<HistorySummary> {
+    let mut summary = HistorySummary::default();
+    let mut history = connection.prepare_cached(LEAD_HISTORY_SQL)?;
+    let mut rows = history.query((tenant, id, pipeline))?;
+    while let Some(row) = rows.next()? {
+        let text = |i| row.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
+        summary.push(text(0)?, text(1)?, row.get(2)?);
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]

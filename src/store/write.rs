@@ -245,6 +245,14 @@ impl WriteTx {
             if member.get().is_some_and(Member::follows_others))
     }
 
+    /// Whether what this write reads of rows it has not written equals the committed state: it
+    /// holds SQLite's writer, so nothing else commits, and no call before it in the open batch
+    /// has written.
+    pub(super) fn sees_committed_state(&self) -> bool {
+        matches!(&self.inner, Inner::Grouped { member, .. }
+            if member.get().is_some_and(|member| !member.follows_others()))
+    }
+
     /// The transaction to run a statement in. In a batch, a `query` carries what opens the
     /// call's savepoint; any other statement that would be the call's first is preceded by it.
     async fn prepared(&self, query: Option<&mut Statement>) -> Result<&DatabaseTransaction, DbErr> {

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, Value};
 
 use super::{get, placeholders, query, stage_values};
 use crate::domain::forecast::visits::{
-    Aggregates, Change, Count, Key, Kind, LeadVisits, MICROS_PER_HOUR,
+    Aggregates, Change, Count, HistorySummary, Key, Kind, LeadVisits, MICROS_PER_HOUR,
 };
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::store::{StoreError, WriteTx};
@@ -214,6 +214,11 @@ pub async fn lead_visits(
     Ok(out)
 }
 
+/// One lead's history in a pipeline, oldest first: (from stage, to stage, change time).
+/// Parameters: tenant, lead, pipeline.
+pub const LEAD_HISTORY_SQL: &str = "SELECT from_stage, to_stage, change_time FROM stage_changes
+    WHERE tenant_id = ? AND lead_id = ? AND pipeline_id = ? ORDER BY sequence";
+
 /// One lead's history in the pipeline, oldest first: one range of `stage_changes_by_lead`.
 pub async fn lead_history(
     db: &impl ConnectionTrait,
@@ -221,15 +226,12 @@ pub async fn lead_history(
     pipeline: &PipelineId,
     lead: &str,
 ) -> Result<Vec<Change>, StoreError> {
-    let sql = "SELECT from_stage, to_stage, change_time FROM stage_changes
-               WHERE tenant_id = ? AND lead_id = ? AND pipeline_id = ?
-               ORDER BY sequence";
     let values: Vec<Value> = vec![
         tenant.as_str().into(),
         lead.into(),
         pipeline.as_str().into(),
     ];
-    query(db, sql, values)
+    query(db, LEAD_HISTORY_SQL, values)
         .await?
         .iter()
         .map(|row| {
@@ -240,6 +242,27 @@ pub async fn lead_history(
             })
         })
         .collect()
+}
+
+/// One lead's history in the pipeline summarised for a change appended to it, built as its rows
+/// are read: one range of `stage_changes_by_lead`.
+pub async fn history_summary(
+    db: &impl ConnectionTrait,
+    tenant: &TenantId,
+    pipeline: &PipelineId,
+    lead: &str,
+) -> Result<HistorySummary, StoreError> {
+    let values: Vec<Value> = vec![
+        tenant.as_str().into(),
+        lead.into(),
+        pipeline.as_str().into(),
+    ];
+    let mut summary = HistorySummary::default();
+    for row in query(db, LEAD_HISTORY_SQL, values).await? {
+        let (from, to): (String, String) = (get(&row, 0)?, get(&row, 1)?);
+        summary.push(&from, &to, get(&row, 2)?);
+    }
+    Ok(summary)
 }
 
 /// The visits still open in `stage` that began in [start, end), which time in stage counts as

@@ -223,48 +223,224 @@ pub fn contributions(lead: &LeadVisits, won: &dyn Fn(&str) -> bool) -> Aggregate
         }
     }
     if let Some(win) = first_win(changes, won) {
-        let day = day_of(win);
-        if let Some(created) = created(changes) {
-            add(
-                Key {
-                    day,
-                    kind: Kind::Cycle,
-                    stage: String::new(),
-                    other: String::new(),
-                    k: bucket((win - created) / MICROS_PER_HOUR),
-                },
-                one(),
-            );
-        }
-        if !lead.currency.is_empty() {
-            // The units in two rows, the high and the low 32 bits, so that the stored sums of
-            // many large amounts never overflow; a window's total is summed in 128 bits.
-            let key = |k| Key {
-                day,
-                kind: Kind::WonAmount,
-                stage: String::new(),
-                other: lead.currency.clone(),
-                k,
-            };
-            add(
-                key(0),
-                Count {
-                    n: 1,
-                    units: lead.units >> 32,
-                    nanos: lead.nanos as i64,
-                },
-            );
-            add(
-                key(1),
-                Count {
-                    n: 0,
-                    units: lead.units & 0xFFFF_FFFF,
-                    nanos: 0,
-                },
-            );
-        }
+        add_win(&mut out, win, created(changes), lead, 1);
     }
     out
+}
+
+/// Adds (`sign` 1) or takes away (−1) the rows of a lead's first win at `win`: its cycle time from
+/// `created`, and its amount as booked on `lead`.
+fn add_win(out: &mut Aggregates, win: i64, created: Option<i64>, lead: &LeadVisits, sign: i64) {
+    let day = day_of(win);
+    let mut add = |key: Key, count: Count| out.entry(key).or_default().add(count, sign);
+    if let Some(created) = created {
+        add(
+            Key {
+                day,
+                kind: Kind::Cycle,
+                stage: String::new(),
+                other: String::new(),
+                k: bucket((win - created) / MICROS_PER_HOUR),
+            },
+            one(),
+        );
+    }
+    if !lead.currency.is_empty() {
+        // The units in two rows, the high and the low 32 bits, so that the stored sums of
+        // many large amounts never overflow; a window's total is summed in 128 bits.
+        let key = |k| Key {
+            day,
+            kind: Kind::WonAmount,
+            stage: String::new(),
+            other: lead.currency.clone(),
+            k,
+        };
+        add(
+            key(0),
+            Count {
+                n: 1,
+                units: lead.units >> 32,
+                nanos: lead.nanos as i64,
+            },
+        );
+        add(
+            key(1),
+            Count {
+                n: 0,
+                units: lead.units & 0xFFFF_FFFF,
+                nanos: 0,
+            },
+        );
+    }
+}
+
+/// What a new change's part in the aggregates depends on in the lead's history, so that a move
+/// does not compute what the whole history adds twice: it holds a row per stage and per day the
+/// lead was in it, however many changes the history has, and is built as the rows are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistorySummary {
+    /// Per stage entered.
+    pub stages: BTreeMap<String, StageEntries>,
+    /// Day → changes from no stage (creations) on it.
+    pub creations: BTreeMap<i64, i64>,
+    /// The earliest creation (µs).
+    pub created: Option<i64>,
+    /// The stage and time (µs) of the last change in sequence order.
+    pub last: Option<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEntries {
+    /// (entry day, entry day of the lead's previous visit to the stage or [`NO_VISIT`]) →
+    /// visits.
+    pub visits: BTreeMap<(i64, i64), i64>,
+    /// The earliest entry (µs): the lead's first win is the earliest of its won stages'.
+    pub first: i64,
+    /// The entry day of the last visit in sequence order.
+    pub last_day: i64,
+}
+
+impl HistorySummary {
+    pub fn of(changes: &[Change]) -> Self {
+        let mut summary = Self::default();
+        for change in changes {
+            summary.push(&change.from_stage, &change.to_stage, change.time);
+        }
+        summary
+    }
+
+    /// The summary of the history with the change (`from` empty for a creation) appended.
+    pub fn push(&mut self, from: &str, to: &str, time: i64) {
+        let day = day_of(time);
+        match self.stages.get_mut(to) {
+            Some(entries) => {
+                *entries.visits.entry((day, entries.last_day)).or_default() += 1;
+                entries.first = entries.first.min(time);
+                entries.last_day = day;
+            }
+            None => {
+                self.stages.insert(
+                    to.to_owned(),
+                    StageEntries {
+                        visits: BTreeMap::from([((day, NO_VISIT), 1)]),
+                        first: time,
+                        last_day: day,
+                    },
+                );
+            }
+        }
+        if from.is_empty() {
+            *self.creations.entry(day).or_default() += 1;
+            self.created = Some(self.created.map_or(time, |c| c.min(time)));
+        }
+        match &mut self.last {
+            Some((stage, at)) if stage == to => *at = time,
+            _ => self.last = Some((to.to_owned(), time)),
+        }
+    }
+
+    fn first_win(&self, won: &dyn Fn(&str) -> bool) -> Option<i64> {
+        self.stages
+            .iter()
+            .filter(|(stage, _)| won(stage))
+            .map(|(_, e)| e.first)
+            .min()
+    }
+
+    /// The rows of [`contributions`] that depend on the lead's final stage or its first win.
+    fn final_rows(&self, lead: &LeadVisits, won: &dyn Fn(&str) -> bool) -> Aggregates {
+        let mut out = Aggregates::new();
+        let Some((final_stage, _)) = &self.last else {
+            return out;
+        };
+        for (stage, entries) in &self.stages {
+            for (&(day, k), &n) in &entries.visits {
+                let key = Key {
+                    day,
+                    kind: Kind::Outcome,
+                    stage: stage.clone(),
+                    other: final_stage.clone(),
+                    k,
+                };
+                out.entry(key).or_default().n += n;
+            }
+        }
+        for (&day, &n) in &self.creations {
+            let key = Key {
+                day,
+                kind: Kind::Creation,
+                stage: final_stage.clone(),
+                other: String::new(),
+                k: 0,
+            };
+            out.entry(key).or_default().n += n;
+        }
+        if let Some(win) = self.first_win(won) {
+            add_win(&mut out, win, self.created, lead, 1);
+        }
+        out
+    }
+}
+
+/// What appending `next` to the history `before` summarises changes in the aggregates:
+/// `difference(contributions(before), contributions(before + next))`, computed from the summary
+/// alone. `lead` gives the amount a win is booked at.
+pub fn appended(
+    before: &HistorySummary,
+    lead: &LeadVisits,
+    next: &Change,
+    won: &dyn Fn(&str) -> bool,
+) -> Aggregates {
+    let mut out = Aggregates::new();
+    let mut add = |key: Key, sign: i64| out.entry(key).or_default().add(one(), sign);
+    let flow = |day, stage: &str, other: &str| Key {
+        day,
+        kind: Kind::Flow,
+        stage: stage.to_owned(),
+        other: other.to_owned(),
+        k: 0,
+    };
+    if let Some((stage, time)) = &before.last {
+        let day = day_of(*time);
+        add(flow(day, stage, ""), -1);
+        add(flow(day, stage, &next.to_stage), 1);
+        add(
+            Key {
+                day,
+                kind: Kind::Dwell,
+                stage: stage.clone(),
+                other: String::new(),
+                k: bucket((next.time - time) / MICROS_PER_HOUR),
+            },
+            1,
+        );
+    }
+    add(flow(day_of(next.time), &next.to_stage, ""), 1);
+    let mut after = before.clone();
+    after.push(&next.from_stage, &next.to_stage, next.time);
+    for (key, count) in before.final_rows(lead, won) {
+        out.entry(key).or_default().add(count, -1);
+    }
+    for (key, count) in after.final_rows(lead, won) {
+        out.entry(key).or_default().add(count, 1);
+    }
+    out.retain(|_, c| !c.is_zero());
+    out
+}
+
+/// What booking a lead's win at another amount changes in the aggregates:
+/// `difference(contributions(before), contributions(after))` for `before` and `after` with the
+/// history `summary` summarises and their own amounts, from the summary alone.
+pub fn rebooked(
+    summary: &HistorySummary,
+    before: &LeadVisits,
+    after: &LeadVisits,
+    won: &dyn Fn(&str) -> bool,
+) -> Aggregates {
+    difference(
+        &summary.final_rows(before, won),
+        &summary.final_rows(after, won),
+    )
 }
 
 fn created(changes: &[Change]) -> Option<i64> {
@@ -558,6 +734,65 @@ mod tests {
                     nanos: 5,
                 }
             })
+    }
+
+    proptest! {
+        /// A change appended to a history changes the aggregates by what the history's summary
+        /// alone gives, with or without a win, a creation or out-of-order times.
+        #[test]
+        fn a_change_appended_changes_the_aggregates_by_what_the_summary_gives(
+            lead in history(),
+            prefix in 0usize..8,
+            next_stage in prop::sample::select(vec!["a", "b", "c", "won", "lost"]),
+            from_nothing in prop::bool::weighted(0.1),
+            offset in -(2 * MICROS_PER_DAY)..(40 * MICROS_PER_DAY),
+        ) {
+            let won = |s: &str| s == "won" || s == "c";
+            let mut before = lead.clone();
+            before.changes.truncate(prefix.min(lead.changes.len()));
+            let last = before.changes.last().map_or(0, |c| c.time);
+            let next = Change {
+                from_stage: match (from_nothing, before.changes.last()) {
+                    (false, Some(c)) => c.to_stage.clone(),
+                    _ => String::new(),
+                },
+                to_stage: next_stage.to_owned(),
+                time: last + offset,
+            };
+            let mut after = before.clone();
+            after.changes.push(next.clone());
+            let summary = HistorySummary::of(&before.changes);
+            prop_assert_eq!(
+                appended(&summary, &before, &next, &won),
+                difference(&contributions(&before, &won), &contributions(&after, &won))
+            );
+            let mut pushed = summary.clone();
+            pushed.push(&next.from_stage, &next.to_stage, next.time);
+            prop_assert_eq!(pushed, HistorySummary::of(&after.changes));
+        }
+    }
+
+    proptest! {
+        /// A new amount changes the aggregates by what the history's summary alone gives.
+        #[test]
+        fn a_new_amount_changes_the_aggregates_by_what_the_summary_gives(
+            lead in history(),
+            units in -(1i64 << 40)..(1i64 << 40),
+            nanos in 0i32..1_000_000_000,
+            currency in prop::sample::select(vec!["", "EUR", "USD"]),
+        ) {
+            let won = |s: &str| s == "won";
+            let after = LeadVisits {
+                currency: currency.to_owned(),
+                units,
+                nanos,
+                ..lead.clone()
+            };
+            prop_assert_eq!(
+                rebooked(&HistorySummary::of(&lead.changes), &lead, &after, &won),
+                difference(&contributions(&lead, &won), &contributions(&after, &won))
+            );
+        }
     }
 
     proptest! {
