@@ -25,6 +25,12 @@ pub fn won_stages(definition: &PipelineDefinition) -> Vec<String> {
         .collect()
 }
 
+/// Whether a stage is won in `definition`.
+fn won_in(definition: &PipelineDefinition) -> impl Fn(&str) -> bool {
+    let won = won_stages(definition);
+    move |stage| won.iter().any(|w| w == stage)
+}
+
 /// The lead's stored history in its pipeline, booked at `lead`'s amount.
 pub async fn stored(
     db: &impl Connection,
@@ -58,8 +64,7 @@ pub fn appended(
     lead: &Lead,
     change: &StageChange,
 ) -> Aggregates {
-    let won = won_stages(definition);
-    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let is_won = won_in(definition);
     domain::appended(before, &amount_of(lead), &self::change(change), &is_won)
 }
 
@@ -71,8 +76,7 @@ pub fn rebooked(
     before: &Lead,
     after: &Lead,
 ) -> Aggregates {
-    let won = won_stages(definition);
-    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let is_won = won_in(definition);
     domain::rebooked(summary, &amount_of(before), &amount_of(after), &is_won)
 }
 
@@ -139,8 +143,7 @@ pub async fn replace(
     before: &LeadVisits,
     after: &LeadVisits,
 ) -> Result<(), AppError> {
-    let won = won_stages(definition);
-    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let is_won = won_in(definition);
     let delta = difference(
         &contributions(before, &is_won),
         &contributions(after, &is_won),
@@ -161,8 +164,7 @@ pub async fn rebuild(
 ) -> Result<(), AppError> {
     const LEADS_PER_READ: u64 = 1000;
     store::clear(db, tenant, pipeline).await?;
-    let won = won_stages(definition);
-    let is_won = |s: &str| won.iter().any(|w| w == s);
+    let is_won = won_in(definition);
     let mut after = String::new();
     loop {
         let ids = store::lead_ids(db, tenant, pipeline, &after, LEADS_PER_READ).await?;

@@ -159,6 +159,17 @@ fn one() -> Count {
     }
 }
 
+/// The row of a visit to `stage` that began on `day` and ended after `micros`.
+fn dwell(day: i64, stage: &str, micros: i64) -> Key {
+    Key {
+        day,
+        kind: Kind::Dwell,
+        stage: stage.to_owned(),
+        other: String::new(),
+        k: bucket(micros / MICROS_PER_HOUR),
+    }
+}
+
 /// What the lead's history adds to the aggregates. `won` tells the won stages.
 pub fn contributions(lead: &LeadVisits, won: &dyn Fn(&str) -> bool) -> Aggregates {
     let mut out = Aggregates::new();
@@ -198,16 +209,7 @@ pub fn contributions(lead: &LeadVisits, won: &dyn Fn(&str) -> bool) -> Aggregate
         );
         previous_visit.insert(stage, day);
         if let Some(next) = next {
-            add(
-                Key {
-                    day,
-                    kind: Kind::Dwell,
-                    stage: stage.clone(),
-                    other: String::new(),
-                    k: bucket((next.time - change.time) / MICROS_PER_HOUR),
-                },
-                one(),
-            );
+            add(dwell(day, stage, next.time - change.time), one());
         }
         if change.from_stage.is_empty() {
             add(
@@ -404,16 +406,7 @@ pub fn appended(
         let day = day_of(*time);
         add(flow(day, stage, ""), -1);
         add(flow(day, stage, &next.to_stage), 1);
-        add(
-            Key {
-                day,
-                kind: Kind::Dwell,
-                stage: stage.clone(),
-                other: String::new(),
-                k: bucket((next.time - time) / MICROS_PER_HOUR),
-            },
-            1,
-        );
+        add(dwell(day, stage, next.time - time), 1);
     }
     add(flow(day_of(next.time), &next.to_stage, ""), 1);
     let mut after = before.clone();
