@@ -771,8 +771,8 @@ impl LeadService {
         Ok(Step::Commit(self.write_move(tx, ctx, prepared).await?))
     }
 
-    /// Checks the move of `current` (whose history `before` summarises) against its pipeline's criteria
-    /// and builds what it writes. FAILED_PRECONDITION names each unmet criterion.
+    /// Checks the move of `current` (whose history `before` summarises) against its pipeline's
+    /// criteria and builds what it writes. FAILED_PRECONDITION names each unmet criterion.
     async fn prepare_move(
         &self,
         ctx: &RequestContext,

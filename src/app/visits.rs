@@ -1,8 +1,8 @@
 //! Keeps the stage aggregates (`store::analytics::visits`) in step with each write of a lead:
 //! what the lead's history added before the write is taken away and what it adds after is
-//! added, in the write's transaction. A move or a new amount reads its history summarised by
-//! the database (a row per stage and day the lead was in it, however many changes it has), and
-//! then upserts the rows that change.
+//! added, in the write's transaction. A move or a new amount needs only a summary of the
+//! history (`HistorySummary`), built as its rows are read, and then upserts the rows that
+//! change.
 
 use crate::app::AppError;
 use crate::domain::forecast::visits::{

@@ -819,8 +819,33 @@ mod tests {
         .await
         .expect("read");
         assert_eq!(in_place, through_the_writer);
-        assert_eq!(in_place, HistorySummary::of(&[created, qualified]));
-        third.rollback().await.expect("roll back");
+        let mut history = vec![created, qualified];
+        assert_eq!(in_place, HistorySummary::of(&history));
+
+        // A history longer than a runtime thread may read in place is read through the writer.
+        for sequence in 3..=2 + crate::store::point_reads::MAX_HISTORY_IN_PLACE as i64 {
+            let (from, to) = if sequence % 2 == 1 {
+                ("qualification", "lead_generation")
+            } else {
+                ("lead_generation", "qualification")
+            };
+            let next = step(from, to, sequence * 10);
+            record_change(&third, &lead, sequence, &next).await;
+            history.push(next);
+        }
+        third.commit().await.expect("commit");
+        let fourth = store.begin_write().await.expect("begin");
+        assert!(fourth.sees_committed_state());
+        let reads = store.point_reads.as_ref().expect("a SQLite file");
+        let (id, pipeline) = (lead.id.to_string(), lead.pipeline_id.to_string());
+        assert_eq!(reads.history_summary("default", &id, &pipeline), None);
+        assert_eq!(
+            history_summary_for_write(&store, &fourth, &tenant(), &lead)
+                .await
+                .expect("read"),
+            HistorySummary::of(&history)
+        );
+        fourth.rollback().await.expect("roll back");
         store.close().await;
     }
 }

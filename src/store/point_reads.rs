@@ -28,6 +28,11 @@ use super::analytics::visits::LEAD_HISTORY_SQL;
 use super::entities::lead;
 use crate::domain::forecast::visits::HistorySummary;
 
+/// The most stage changes of one lead read here. A history is read while a runtime thread
+/// waits, and a lead's history has no bound; a longer one is read through the pool or the
+/// writer, whose threads are their own.
+pub(super) const MAX_HISTORY_IN_PLACE: usize = 1_000;
+
 /// Idle connections kept for reuse. A read holds its connection only while it runs on a
 /// runtime thread, so no more run at once than the runtime has threads; more are opened when
 /// needed, and those beyond this are closed after their read.
@@ -76,8 +81,9 @@ impl PointReads {
     }
 
     /// The lead's row with its pipeline's version and its stage history in that pipeline
-    /// summarised for a move, from one read transaction;
-    /// Some(None) when there is no such lead, None when the read could not run here.
+    /// summarised for a move, from one read transaction; Some(None) when there is no such lead,
+    /// None when the read could not run here or the history is longer than
+    /// [`MAX_HISTORY_IN_PLACE`].
     pub(super) fn lead_with_history(
         &self,
         tenant: &str,
@@ -90,24 +96,29 @@ impl PointReads {
                 .query_row((tenant, id), lead_of)
                 .optional()?
             else {
-                return Ok(None);
+                return Ok(Some(None));
             };
             let pipeline_version = snapshot
                 .prepare_cached("SELECT version FROM pipelines WHERE tenant_id = ?1 AND id = ?2")?
                 .query_row((tenant, &lead.pipeline_id), |row| row.get(0))
                 .optional()?;
-            let summary = summary_of_history(&snapshot, tenant, id, &lead.pipeline_id)?;
+            let Some(summary) = summary_of_history(&snapshot, tenant, id, &lead.pipeline_id)?
+            else {
+                return Ok(None);
+            };
             snapshot.commit()?;
-            Ok(Some(LeadWithHistory {
+            Ok(Some(Some(LeadWithHistory {
                 lead,
                 pipeline_version,
                 summary,
-            }))
+            })))
         })
+        .flatten()
     }
 
     /// The lead's history in `pipeline` summarised for a change appended to it, as last
-    /// committed; None when the read could not run here.
+    /// committed; None when the read could not run here or the history is longer than
+    /// [`MAX_HISTORY_IN_PLACE`].
     pub(super) fn history_summary(
         &self,
         tenant: &str,
@@ -115,6 +126,7 @@ impl PointReads {
         pipeline: &str,
     ) -> Option<HistorySummary> {
         self.with_connection(|connection| summary_of_history(connection, tenant, id, pipeline))
+            .flatten()
     }
 
     /// Runs `read` on an idle connection or a new one. On an error the connection is dropped
@@ -196,21 +208,27 @@ fn lead_of(row: &Row<'_>) -> rusqlite::Result<lead::Model> {
     })
 }
 
-/// Summarises the lead's history as the rows are stepped, without a copy of each.
+/// Summarises the lead's history as the rows are stepped, without a copy of each; None for a
+/// history longer than [`MAX_HISTORY_IN_PLACE`].
 fn summary_of_history(
     connection: &rusqlite::Connection,
     tenant: &str,
     id: &str,
     pipeline: &str,
-) -> rusqlite::Result<HistorySummary> {
+) -> rusqlite::Result<Option<HistorySummary>> {
     let mut summary = HistorySummary::default();
     let mut history = connection.prepare_cached(LEAD_HISTORY_SQL)?;
     let mut rows = history.query((tenant, id, pipeline))?;
+    let mut read = 0;
     while let Some(row) = rows.next()? {
+        read += 1;
+        if read > MAX_HISTORY_IN_PLACE {
+            return Ok(None);
+        }
         let text = |i| row.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
         summary.push(text(0)?, text(1)?, row.get(2)?);
     }
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 #[cfg(test)]
