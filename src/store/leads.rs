@@ -190,11 +190,13 @@ pub async fn read_with_history(
         super::pipelines::RowLock::None,
     )
     .await?;
-    let summary = super::analytics::visits::history_summary(
+    let summary = super::analytics::visits::history_summary_after(
         reader,
         tenant,
         &lead.pipeline_id,
         &lead.id.to_string(),
+        Default::default(),
+        super::analytics::visits::FROM_THE_START,
     )
     .await?;
     Ok(Some(LeadWithHistory {
@@ -207,23 +209,29 @@ pub async fn read_with_history(
 /// The lead's history in its pipeline summarised for a change appended to it, as `tx` sees it,
 /// for a write that has not itself recorded a change of the lead yet. While `tx` sees the
 /// committed state (`WriteTx::sees_committed_state`) the rows are read in place on a SQLite
-/// file, instead of each being handed over from the writer's thread: a lead's history grows
-/// with every move.
+/// file, instead of each being handed over from the writer's thread (a lead's history grows
+/// with every move), up to `point_reads::MAX_HISTORY_IN_PLACE` of them; the rest through `tx`.
 pub async fn history_summary_for_write(
     store: &super::Store,
     tx: &WriteTx,
     tenant: &TenantId,
     lead: &Lead,
 ) -> Result<crate::domain::forecast::visits::HistorySummary, StoreError> {
+    use super::analytics::visits::{FROM_THE_START, history_summary_after};
     let id = lead.id.to_string();
-    if tx.sees_committed_state()
-        && let Some(summary) = store.point_reads.as_ref().and_then(|reads| {
-            reads.history_summary(tenant.as_str(), &id, lead.pipeline_id.as_str())
-        })
+    let (summary, after) = match store
+        .point_reads
+        .as_ref()
+        .filter(|_| tx.sees_committed_state())
+        .and_then(|reads| reads.history_summary(tenant.as_str(), &id, lead.pipeline_id.as_str()))
     {
-        return Ok(summary);
-    }
-    super::analytics::visits::history_summary(tx, tenant, &lead.pipeline_id, &id).await
+        Some(read) => match read.stopped_after {
+            None => return Ok(read.summary),
+            Some(after) => (read.summary, after),
+        },
+        None => (Default::default(), FROM_THE_START),
+    };
+    history_summary_after(tx, tenant, &lead.pipeline_id, &id, summary, after).await
 }
 
 /// The tenant's leads among `ids`, in one query; missing ids are left out, order is not kept.
@@ -810,11 +818,13 @@ mod tests {
         let in_place = history_summary_for_write(&store, &third, &tenant(), &lead)
             .await
             .expect("read");
-        let through_the_writer = crate::store::analytics::visits::history_summary(
+        let through_the_writer = crate::store::analytics::visits::history_summary_after(
             &third,
             &tenant(),
             &lead.pipeline_id,
             &lead.id.to_string(),
+            HistorySummary::default(),
+            crate::store::analytics::visits::FROM_THE_START,
         )
         .await
         .expect("read");
@@ -822,7 +832,8 @@ mod tests {
         let mut history = vec![created, qualified];
         assert_eq!(in_place, HistorySummary::of(&history));
 
-        // A history longer than a runtime thread may read in place is read through the writer.
+        // Of a history longer than a runtime thread may read in place, the rest is read through
+        // the writer.
         for sequence in 3..=2 + crate::store::point_reads::MAX_HISTORY_IN_PLACE as i64 {
             let (from, to) = if sequence % 2 == 1 {
                 ("qualification", "lead_generation")
@@ -838,7 +849,12 @@ mod tests {
         assert!(fourth.sees_committed_state());
         let reads = store.point_reads.as_ref().expect("a SQLite file");
         let (id, pipeline) = (lead.id.to_string(), lead.pipeline_id.to_string());
-        assert_eq!(reads.history_summary("default", &id, &pipeline), None);
+        let read = reads
+            .history_summary("default", &id, &pipeline)
+            .expect("read in place");
+        let max = crate::store::point_reads::MAX_HISTORY_IN_PLACE;
+        assert_eq!(read.stopped_after, Some(max as i64));
+        assert_eq!(read.summary, HistorySummary::of(&history[..max]));
         assert_eq!(
             history_summary_for_write(&store, &fourth, &tenant(), &lead)
                 .await

@@ -24,13 +24,14 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, OptionalExtension, Row};
 use sea_orm::{IdenStatic, Iterable};
 
-use super::analytics::visits::LEAD_HISTORY_SQL;
+use super::analytics::visits::{FROM_THE_START, LEAD_HISTORY_SQL};
 use super::entities::lead;
 use crate::domain::forecast::visits::HistorySummary;
 
 /// The most stage changes of one lead read here. A history is read while a runtime thread
-/// waits, and a lead's history has no bound; a longer one is read through the pool or the
-/// writer, whose threads are their own.
+/// waits, and a lead's history has no bound; the rest of a longer one is read through the
+/// writer, and a move that decides before it takes the writer reads it all through the pool,
+/// on threads of their own.
 pub(super) const MAX_HISTORY_IN_PLACE: usize = 1_000;
 
 /// Idle connections kept for reuse. A read holds its connection only while it runs on a
@@ -102,7 +103,10 @@ impl PointReads {
                 .prepare_cached("SELECT version FROM pipelines WHERE tenant_id = ?1 AND id = ?2")?
                 .query_row((tenant, &lead.pipeline_id), |row| row.get(0))
                 .optional()?;
-            let Some(summary) = summary_of_history(&snapshot, tenant, id, &lead.pipeline_id)?
+            let SummaryRead {
+                summary,
+                stopped_after: None,
+            } = summary_of_history(&snapshot, tenant, id, &lead.pipeline_id)?
             else {
                 return Ok(None);
             };
@@ -117,16 +121,14 @@ impl PointReads {
     }
 
     /// The lead's history in `pipeline` summarised for a change appended to it, as last
-    /// committed; None when the read could not run here or the history is longer than
-    /// [`MAX_HISTORY_IN_PLACE`].
+    /// committed, up to [`MAX_HISTORY_IN_PLACE`] changes; None when the read could not run here.
     pub(super) fn history_summary(
         &self,
         tenant: &str,
         id: &str,
         pipeline: &str,
-    ) -> Option<HistorySummary> {
+    ) -> Option<SummaryRead> {
         self.with_connection(|connection| summary_of_history(connection, tenant, id, pipeline))
-            .flatten()
     }
 
     /// Runs `read` on an idle connection or a new one. On an error the connection is dropped
@@ -208,27 +210,41 @@ fn lead_of(row: &Row<'_>) -> rusqlite::Result<lead::Model> {
     })
 }
 
-/// Summarises the lead's history as the rows are stepped, without a copy of each; None for a
-/// history longer than [`MAX_HISTORY_IN_PLACE`].
+/// A lead's history summarised as its rows are stepped, without a copy of each.
+pub(super) struct SummaryRead {
+    pub summary: HistorySummary,
+    /// The sequence number of the last change read, when the read stopped at
+    /// [`MAX_HISTORY_IN_PLACE`] changes with more to read.
+    pub stopped_after: Option<i64>,
+}
+
 fn summary_of_history(
     connection: &rusqlite::Connection,
     tenant: &str,
     id: &str,
     pipeline: &str,
-) -> rusqlite::Result<Option<HistorySummary>> {
+) -> rusqlite::Result<SummaryRead> {
     let mut summary = HistorySummary::default();
     let mut history = connection.prepare_cached(LEAD_HISTORY_SQL)?;
-    let mut rows = history.query((tenant, id, pipeline))?;
+    let mut rows = history.query((tenant, id, pipeline, FROM_THE_START))?;
     let mut read = 0;
+    let mut last = FROM_THE_START;
     while let Some(row) = rows.next()? {
-        read += 1;
-        if read > MAX_HISTORY_IN_PLACE {
-            return Ok(None);
+        if read == MAX_HISTORY_IN_PLACE {
+            return Ok(SummaryRead {
+                summary,
+                stopped_after: Some(last),
+            });
         }
         let text = |i| row.get_ref(i)?.as_str().map_err(rusqlite::Error::from);
         summary.push(text(0)?, text(1)?, row.get(2)?);
+        last = row.get(3)?;
+        read += 1;
     }
-    Ok(Some(summary))
+    Ok(SummaryRead {
+        summary,
+        stopped_after: None,
+    })
 }
 
 #[cfg(test)]

@@ -214,10 +214,15 @@ pub async fn lead_visits(
     Ok(out)
 }
 
-/// One lead's history in a pipeline, oldest first: (from stage, to stage, change time).
-/// Parameters: tenant, lead, pipeline.
-pub const LEAD_HISTORY_SQL: &str = "SELECT from_stage, to_stage, change_time FROM stage_changes
-    WHERE tenant_id = ? AND lead_id = ? AND pipeline_id = ? ORDER BY sequence";
+/// One lead's history in a pipeline after a sequence number, oldest first: (from stage, to
+/// stage, change time, sequence). Parameters: tenant, lead, pipeline, the sequence after which
+/// to read ([`FROM_THE_START`] for all).
+pub const LEAD_HISTORY_SQL: &str = "SELECT from_stage, to_stage, change_time, sequence
+    FROM stage_changes WHERE tenant_id = ? AND lead_id = ? AND pipeline_id = ? AND sequence > ?
+    ORDER BY sequence";
+
+/// The sequence number before every change's.
+pub const FROM_THE_START: i64 = i64::MIN;
 
 /// One lead's history in the pipeline, oldest first: one range of `stage_changes_by_lead`.
 pub async fn lead_history(
@@ -230,6 +235,7 @@ pub async fn lead_history(
         tenant.as_str().into(),
         lead.into(),
         pipeline.as_str().into(),
+        FROM_THE_START.into(),
     ];
     query(db, LEAD_HISTORY_SQL, values)
         .await?
@@ -244,20 +250,22 @@ pub async fn lead_history(
         .collect()
 }
 
-/// One lead's history in the pipeline summarised for a change appended to it, built as its rows
-/// are read: one range of `stage_changes_by_lead`.
-pub async fn history_summary(
+/// `summary` of one lead's history up to sequence number `after`, continued with the rest of
+/// the history as its rows are read: one range of `stage_changes_by_lead`.
+pub async fn history_summary_after(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
     pipeline: &PipelineId,
     lead: &str,
+    mut summary: HistorySummary,
+    after: i64,
 ) -> Result<HistorySummary, StoreError> {
     let values: Vec<Value> = vec![
         tenant.as_str().into(),
         lead.into(),
         pipeline.as_str().into(),
+        after.into(),
     ];
-    let mut summary = HistorySummary::default();
     for row in query(db, LEAD_HISTORY_SQL, values).await? {
         let (from, to): (String, String) = (get(&row, 0)?, get(&row, 1)?);
         summary.push(&from, &to, get(&row, 2)?);
