@@ -447,6 +447,16 @@ fn free_addr() -> SocketAddr {
 }
 
 /// `leadpipe serve` in a child process, killed when dropped.
+/// Lifts the file-size limit of the running `server` and waits until it reports SERVING again.
+async fn lift_file_size_limit(server: &ChildServer, channel: &Channel) {
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
+        .status()
+        .expect("prlimit");
+    assert!(lifted.success());
+    wait_for_health(channel, ServingStatus::Serving, Duration::from_secs(15)).await;
+}
+
 struct ChildServer(Child);
 
 impl ChildServer {
@@ -559,12 +569,7 @@ async fn file_size_limit_loses_no_acknowledged_write(writers: usize) {
     );
 
     // Lift the limit of the running server: the writer recovers without a restart.
-    let lifted = Command::new("prlimit")
-        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
-        .status()
-        .expect("prlimit");
-    assert!(lifted.success());
-    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(15)).await;
+    lift_file_size_limit(&server, &channel).await;
     for n in 0..20 {
         let lead = client
             .create_lead(pb::CreateLeadRequest {
@@ -676,12 +681,7 @@ async fn sqlite_file_size_limit_during_concurrent_moves_loses_no_acknowledged_mo
         "some moves were acknowledged before the limit"
     );
 
-    let lifted = Command::new("prlimit")
-        .args(["--pid", &server.pid().to_string(), "--fsize=unlimited"])
-        .status()
-        .expect("prlimit");
-    assert!(lifted.success());
-    wait_for_health(&channel, ServingStatus::Serving, Duration::from_secs(15)).await;
+    lift_file_size_limit(&server, &channel).await;
     server.kill_hard();
     let addr = free_addr();
     let _server = ChildServer::start("", &url, addr);
