@@ -741,4 +741,50 @@ mod tests {
         assert_eq!(names(&store).await, ["d"]);
         store.close().await;
     }
+
+    /// SQLite's temporary files open in this process (statement journals, spilled sorts).
+    fn open_temporary_files() -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("the process's open files")
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.contains("etilqs_"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_calls_savepoint_journal_stays_in_memory_and_still_rolls_the_call_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(&dir).await;
+        let rows = 200;
+        store
+            .writer()
+            .execute_unprepared(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+                 INSERT INTO item (name, body) SELECT printf('row%03d', i), zeroblob(3000) FROM n"
+            ))
+            .await
+            .expect("rows");
+        // Every row's page changes inside the call's savepoint: far more than the 64 KiB at
+        // which SQLite would otherwise spill the savepoint's journal to a temporary file.
+        let tx = store.begin_write().await.expect("begin");
+        tx.execute_unprepared("UPDATE item SET body = randomblob(3000)")
+            .await
+            .expect("update");
+        assert_eq!(open_temporary_files(), Vec::<String>::new());
+        tx.rollback().await.expect("rollback");
+        let unchanged = store
+            .reader()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT COUNT(*) FROM item WHERE body = zeroblob(3000)",
+            ))
+            .await
+            .expect("read")
+            .expect("a row")
+            .try_get_by_index::<i64>(0)
+            .expect("count");
+        assert_eq!(unchanged, rows);
+        store.close().await;
+    }
 }

@@ -218,6 +218,7 @@ impl Store {
     async fn open(config: &StoreConfig, lazy: bool) -> Result<Self, StoreError> {
         let url = sqlite::normalize_url(&config.database_url);
         if url.starts_with("sqlite:") {
+            sqlite::configure_process();
             let mut reader = sqlite::options(&url, config, config.pool_size);
             let mut writer = sqlite::options(&url, config, 1);
             reader.connect_lazy(lazy);

@@ -29,6 +29,43 @@ pub(super) fn file_path(url: &str) -> Option<std::path::PathBuf> {
     (!path.as_os_str().is_empty()).then(|| path.to_path_buf())
 }
 
+/// The size up to which SQLite keeps a statement journal in memory before it spills it to a
+/// temporary file.
+///
+/// Every call of a shared commit runs in its own savepoint, and SQLite keeps a copy of each page
+/// the call changes in the statement journal, so that the call alone can be rolled back. At
+/// SQLite's default threshold (64 KiB) a single move already spilled, and every call created,
+/// wrote and deleted a temporary file that only a rollback to its savepoint would ever read. The
+/// journal only serves that rollback inside the open transaction, so keeping it in memory costs
+/// no durability. Only the one writer connection writes, so this bounds the memory at one such
+/// journal; a larger one (a long import chunk) still spills to disk.
+pub(super) const STATEMENT_JOURNAL_IN_MEMORY: c_int = 8 * 1024 * 1024;
+
+/// Sets [`STATEMENT_JOURNAL_IN_MEMORY`] for the process, once, before its first SQLite
+/// connection: SQLite takes process-wide settings only before it initializes. If something
+/// opened SQLite earlier, SQLite keeps its default and this says so in the log.
+pub(super) fn configure_process() {
+    static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    CONFIGURED.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_STMTJRNL_SPILL takes one int, as passed. Store::open calls this
+        // before it opens a connection, and SQLite refuses (SQLITE_MISUSE) without changing
+        // anything once it is initialized.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_STMTJRNL_SPILL,
+                STATEMENT_JOURNAL_IN_MEMORY,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::warn!(
+                code = rc,
+                "SQLite was initialized before leadpipe opened its store: statement journals \
+                 spill to temporary files at SQLite's default size"
+            );
+        }
+    });
+}
+
 /// The pool of readers or, with `connections` 1, the single writer.
 pub(super) fn options(url: &str, config: &StoreConfig, connections: u32) -> ConnectOptions {
     let synchronous = match config.sqlite_synchronous {
