@@ -492,6 +492,16 @@ mod tests {
         Ok(())
     }
 
+    /// The one number `sql` reads.
+    async fn number(db: &impl ConnectionTrait, sql: &str) -> i64 {
+        db.query_one_raw(Statement::from_string(DbBackend::Sqlite, sql))
+            .await
+            .expect("read")
+            .expect("a row")
+            .try_get_by_index::<i64>(0)
+            .expect("a number")
+    }
+
     async fn names(store: &Store) -> Vec<String> {
         store
             .reader()
@@ -701,16 +711,7 @@ mod tests {
         let store = open(&dir).await;
         let first = store.begin_write().await.expect("begin");
         insert(&first, "a").await.expect("insert a");
-        let pages = first
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA page_count",
-            ))
-            .await
-            .expect("page count")
-            .expect("a row")
-            .try_get_by_index::<i64>(0)
-            .expect("pages");
+        let pages = number(&first, "PRAGMA page_count").await;
         // The database may not grow: a call that needs a new page fails with SQLITE_FULL.
         first
             .execute_unprepared(&format!("PRAGMA max_page_count = {pages}"))
@@ -773,17 +774,11 @@ mod tests {
             .expect("update");
         assert_eq!(open_temporary_files(), Vec::<String>::new());
         tx.rollback().await.expect("rollback");
-        let unchanged = store
-            .reader()
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT COUNT(*) FROM item WHERE body = zeroblob(3000)",
-            ))
-            .await
-            .expect("read")
-            .expect("a row")
-            .try_get_by_index::<i64>(0)
-            .expect("count");
+        let unchanged = number(
+            store.reader(),
+            "SELECT COUNT(*) FROM item WHERE body = zeroblob(3000)",
+        )
+        .await;
         assert_eq!(unchanged, rows);
         store.close().await;
     }
