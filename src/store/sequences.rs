@@ -211,7 +211,7 @@ async fn append_in_one_round_trip(
     sql.push_str(&format!(
         ";\nSELECT \"{last}\" FROM \"{table}\" WHERE \"{tenant_column}\" = $1"
     ));
-    let (sql, values) = positional(&sql, &values)?;
+    let (sql, values) = super::write::positional(&sql, &values)?;
     let rows = tx
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
@@ -235,56 +235,6 @@ async fn append_in_one_round_trip(
         .last()
         .ok_or_else(|| StoreError::Database("sequence allocation returned no row".into()))?;
     Ok(row.try_get_by_index::<i64>(0)?)
-}
-
-/// `sql` with its `$n` parameters turned into anonymous `?` ones, and the values in the order
-/// they now bind, a value repeated where its parameter is. SQLite finds a numbered parameter's
-/// name by walking a list of every parameter of the statement, and the driver asks for each
-/// parameter's name as it binds, so a batch's binding grew with the square of its parameters;
-/// anonymous parameters bind in order. Quoted strings and identifiers are copied unchanged.
-fn positional(sql: &str, values: &[Value]) -> Result<(String, Vec<Value>), StoreError> {
-    let malformed = |what: &str| StoreError::Database(format!("the write's batch {what}"));
-    // Every byte looked at is ASCII, so each cut falls between two characters.
-    let bytes = sql.as_bytes();
-    let mut out = String::with_capacity(sql.len());
-    let mut bound = Vec::with_capacity(values.len());
-    let (mut copied, mut at) = (0, 0);
-    let mut quote: Option<u8> = None;
-    while at < bytes.len() {
-        let byte = bytes[at];
-        match (quote, byte) {
-            (Some(open), _) if byte == open => quote = None,
-            (Some(_), _) => {}
-            (None, b'\'' | b'"') => quote = Some(byte),
-            (None, b'?') => return Err(malformed("mixes anonymous and numbered parameters")),
-            (None, b'$') => {
-                let digits = bytes[at + 1..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                let number = &sql[at + 1..at + 1 + digits];
-                let value = number
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|n| n.checked_sub(1))
-                    .and_then(|index| values.get(index))
-                    .ok_or_else(|| malformed(&format!("names a parameter ${number} it lacks")))?;
-                out.push_str(&sql[copied..at]);
-                out.push('?');
-                bound.push(value.clone());
-                at += 1 + digits;
-                copied = at;
-                continue;
-            }
-            _ => {}
-        }
-        at += 1;
-    }
-    if quote.is_some() {
-        return Err(malformed("ends inside quotes"));
-    }
-    out.push_str(&sql[copied..]);
-    Ok((out, bound))
 }
 
 /// `INSERT INTO table (every column) SELECT …, s.last_sequence, … FROM {source}`: every
@@ -320,36 +270,4 @@ where
         columns.join(", "),
         selected.join(", ")
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use sea_orm::Value;
-
-    use super::positional;
-
-    #[test]
-    fn numbered_parameters_become_anonymous_ones_bound_in_their_order() {
-        let values: Vec<Value> = vec!["t".into(), 7i64.into(), "x".into()];
-        let (sql, bound) = positional(
-            "INSERT INTO \"a$1\" VALUES ($2, '$3', $3); SELECT n FROM s WHERE t = $1",
-            &values,
-        )
-        .expect("rewritten");
-        assert_eq!(
-            sql,
-            "INSERT INTO \"a$1\" VALUES (?, '$3', ?); SELECT n FROM s WHERE t = ?"
-        );
-        assert_eq!(bound, vec![7i64.into(), "x".into(), "t".into()]);
-    }
-
-    #[test]
-    fn a_parameter_without_a_value_or_a_mix_of_styles_is_refused() {
-        let values: Vec<Value> = vec![1i64.into()];
-        assert!(positional("SELECT $2", &values).is_err());
-        assert!(positional("SELECT $0", &values).is_err());
-        assert!(positional("SELECT $", &values).is_err());
-        assert!(positional("SELECT $1, ?", &values).is_err());
-        assert!(positional("SELECT '$1", &values).is_err());
-    }
 }

@@ -219,6 +219,10 @@ impl WriteTx {
     async fn execute_numbered(&self, later: Later) -> Result<(), StoreError> {
         let (sql, values) = (later.statement)(1);
         let backend = self.get_database_backend();
+        let (sql, values) = match backend {
+            DbBackend::Sqlite => positional(&sql, &values)?,
+            _ => (sql, values),
+        };
         let result = self
             .execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
@@ -287,6 +291,57 @@ impl WriteTx {
     }
 }
 
+/// `sql` with its `$n` parameters turned into anonymous `?` ones, and the values in the order
+/// they now bind, a value repeated where its parameter is: how the statements left for later
+/// go to SQLite. SQLite finds a numbered parameter's name by walking a list of every parameter
+/// of the statement, and the driver asks for each parameter's name as it binds, so binding grew
+/// with the square of a statement's parameters; anonymous parameters bind in order. Quoted
+/// strings and identifiers are copied unchanged.
+pub(super) fn positional(sql: &str, values: &[Value]) -> Result<(String, Vec<Value>), StoreError> {
+    let malformed = |what: &str| StoreError::Database(format!("the statement {what}"));
+    // Every byte looked at is ASCII, so each cut falls between two characters.
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut bound = Vec::with_capacity(values.len());
+    let (mut copied, mut at) = (0, 0);
+    let mut quote: Option<u8> = None;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match (quote, byte) {
+            (Some(open), _) if byte == open => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(byte),
+            (None, b'?') => return Err(malformed("mixes anonymous and numbered parameters")),
+            (None, b'$') => {
+                let digits = bytes[at + 1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                let number = &sql[at + 1..at + 1 + digits];
+                let value = number
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|index| values.get(index))
+                    .ok_or_else(|| malformed(&format!("names a parameter ${number} it lacks")))?;
+                out.push_str(&sql[copied..at]);
+                out.push('?');
+                bound.push(value.clone());
+                at += 1 + digits;
+                copied = at;
+                continue;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    if quote.is_some() {
+        return Err(malformed("ends inside quotes"));
+    }
+    out.push_str(&sql[copied..]);
+    Ok((out, bound))
+}
+
 #[async_trait::async_trait]
 impl ConnectionTrait for WriteTx {
     fn get_database_backend(&self) -> DbBackend {
@@ -321,5 +376,37 @@ impl ConnectionTrait for WriteTx {
             Inner::Own(tx) => tx.support_returning(),
             Inner::Grouped { group, .. } => group.supports_returning(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Value;
+
+    use super::positional;
+
+    #[test]
+    fn numbered_parameters_become_anonymous_ones_bound_in_their_order() {
+        let values: Vec<Value> = vec!["t".into(), 7i64.into(), "x".into()];
+        let (sql, bound) = positional(
+            "INSERT INTO \"a$1\" VALUES ($2, '$3', $3); SELECT n FROM s WHERE t = $1",
+            &values,
+        )
+        .expect("rewritten");
+        assert_eq!(
+            sql,
+            "INSERT INTO \"a$1\" VALUES (?, '$3', ?); SELECT n FROM s WHERE t = ?"
+        );
+        assert_eq!(bound, vec![7i64.into(), "x".into(), "t".into()]);
+    }
+
+    #[test]
+    fn a_parameter_without_a_value_or_a_mix_of_styles_is_refused() {
+        let values: Vec<Value> = vec![1i64.into()];
+        assert!(positional("SELECT $2", &values).is_err());
+        assert!(positional("SELECT $0", &values).is_err());
+        assert!(positional("SELECT $", &values).is_err());
+        assert!(positional("SELECT $1, ?", &values).is_err());
+        assert!(positional("SELECT '$1", &values).is_err());
     }
 }
