@@ -864,4 +864,72 @@ mod tests {
         fourth.rollback().await.expect("roll back");
         store.close().await;
     }
+
+    /// GetForecast's read of every open lead runs in place on a SQLite file, and gives what the
+    /// pool's read gives, with and without a currency, for leads with and without each
+    /// optional column.
+    #[tokio::test]
+    async fn open_leads_read_in_place_equal_the_pools_read() {
+        use crate::domain::money::Money;
+        use crate::store::analytics::{HistoryScope, leads_at, leads_at_in};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = migrated(&dir).await;
+        for i in 0..6 {
+            let mut lead = new_lead();
+            if i % 2 == 0 {
+                let currency = if i % 4 == 0 { "EUR" } else { "USD" };
+                lead.fields.amount = Some(Money::parse(currency, 1_000 * i, 250).expect("amount"));
+                lead.fields.expected_close_time = Some(Utc::now());
+                lead.first_expected_close_time = lead.fields.expected_close_time;
+                lead.fields.owner = format!("owner-{i}");
+                lead.close_date_push_count = i;
+            }
+            if i == 5 {
+                lead.stage = StageKey::parse("qualification").expect("stage");
+            }
+            lead.win_probability = i as f64 / 10.0;
+            write(&store, &lead, async |tx| {
+                insert_later_if_pipeline(tx, &tenant(), &lead, 1).await
+            })
+            .await
+            .expect("write");
+        }
+        let pipeline = new_lead().pipeline_id;
+        let scope = HistoryScope {
+            tenant: &tenant(),
+            pipeline: &pipeline,
+            as_of: Utc::now().timestamp_micros(),
+            present: true,
+        };
+        let stages = ["lead_generation".to_owned(), "qualification".to_owned()];
+        let reads = store.point_reads.clone().expect("a SQLite file");
+        for (currency, expected) in [(None, 6), (Some("EUR"), 2), (Some("GBP"), 0)] {
+            let sorted = |mut leads: Vec<crate::store::analytics::LeadAt>| {
+                leads.sort_by(|a, b| a.lead_id.cmp(&b.lead_id));
+                format!("{leads:?}")
+            };
+            let (sql, values) =
+                super::super::analytics::leads_at_sql_for_test(&scope, &stages, currency);
+            let in_place = reads.leads_at(&sql, &values).expect("read in place");
+            assert_eq!(in_place.len(), expected, "{currency:?}");
+            let through_the_store = leads_at_in(&store, &scope, &stages, currency)
+                .await
+                .expect("read");
+            let pooled = leads_at(store.reader(), &scope, &stages, currency)
+                .await
+                .expect("read");
+            assert_eq!(sorted(in_place), sorted(pooled.clone()), "{currency:?}");
+            assert_eq!(sorted(through_the_store), sorted(pooled), "{currency:?}");
+        }
+        // When the read cannot run in place, the pool answers the same.
+        reads.close();
+        let (sql, values) = super::super::analytics::leads_at_sql_for_test(&scope, &stages, None);
+        assert!(reads.leads_at(&sql, &values).is_none());
+        let fallen_back = leads_at_in(&store, &scope, &stages, None)
+            .await
+            .expect("read");
+        assert_eq!(fallen_back.len(), 6);
+        store.close().await;
+    }
 }

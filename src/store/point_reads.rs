@@ -24,6 +24,7 @@ use std::time::Duration;
 use rusqlite::{OpenFlags, OptionalExtension, Row};
 use sea_orm::{IdenStatic, Iterable};
 
+use super::analytics::LeadAt;
 use super::analytics::visits::{FROM_THE_START, LEAD_HISTORY_SQL};
 use super::entities::lead;
 use crate::domain::forecast::visits::HistorySummary;
@@ -129,6 +130,34 @@ impl PointReads {
         pipeline: &str,
     ) -> Option<SummaryRead> {
         self.with_connection(|connection| summary_of_history(connection, tenant, id, pipeline))
+    }
+
+    /// The rows of `sql` (the present form of `analytics::leads_at`, whose parameters are all
+    /// text) read in one pass of a statement, without the hand-off of each row across threads
+    /// that the pool's read makes; None when the read could not run here. Runs for as long as
+    /// the rows take to step, so the caller runs it on a blocking thread.
+    pub(super) fn leads_at(&self, sql: &str, values: &[String]) -> Option<Vec<LeadAt>> {
+        self.with_connection(|connection| {
+            let mut statement = connection.prepare_cached(sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+                Ok(LeadAt {
+                    lead_id: row.get(0)?,
+                    stage: row.get(1)?,
+                    stage_enter_time: row.get(2)?,
+                    currency: row.get(3)?,
+                    units: row.get(4)?,
+                    nanos: row.get(5)?,
+                    source: row.get(6)?,
+                    owner: row.get(7)?,
+                    labels: row.get(8)?,
+                    expected_close_time: row.get(9)?,
+                    win_probability: row.get(10)?,
+                    close_date_push_count: row.get(11)?,
+                    first_expected_close_time: row.get(12)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     /// Runs `read` on an idle connection or a new one. On an error the connection is dropped

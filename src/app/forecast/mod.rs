@@ -149,8 +149,8 @@ impl ForecastService {
         self.models
             .store(&ctx.tenant, id, pipeline.version, model.clone());
         let index = stage_index(definition);
-        let open = analytics::leads_at(
-            self.store.reader(),
+        let open = analytics::leads_at_in(
+            &self.store,
             &scope,
             &stage_keys(definition, &[StageKind::Open]),
             None,

@@ -285,8 +285,8 @@ impl ForecastService {
             as_of: to_micros(as_of),
             present: query.as_of.is_none(),
         };
-        let mut open = analytics::leads_at(
-            self.store.reader(),
+        let mut open = analytics::leads_at_in(
+            &self.store,
             &scope,
             &stage_keys(definition, &[StageKind::Open]),
             Some(query.currency.as_str()),

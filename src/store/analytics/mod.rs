@@ -219,6 +219,49 @@ pub async fn leads_at(
     query(db, &sql, values).await?.iter().map(lead_at).collect()
 }
 
+/// [`leads_at`] through the store: on a SQLite file, a present read runs on a blocking thread
+/// on a connection of its own (`store::point_reads`), since a forecast or a rescore reads every
+/// open lead and the pool would hand each row across threads; otherwise, or when that read
+/// cannot run, through the read pool. Either read sees the latest committed state.
+pub async fn leads_at_in(
+    store: &crate::store::Store,
+    scope: &HistoryScope<'_>,
+    stages: &[String],
+    currency: Option<&str>,
+) -> Result<Vec<LeadAt>, StoreError> {
+    if let (true, Some(reads)) = (scope.present, store.point_reads.clone()) {
+        let (sql, values) = leads_at_sql(scope, stages, currency);
+        let texts: Option<Vec<String>> = values.into_iter().map(text_value).collect();
+        if let Some(texts) = texts {
+            let read = tokio::task::spawn_blocking(move || reads.leads_at(&sql, &texts)).await;
+            if let Ok(Some(leads)) = read {
+                return Ok(leads);
+            }
+        }
+    }
+    leads_at(store.reader(), scope, stages, currency).await
+}
+
+/// The present form of [`leads_at`]'s statement with its parameters as text, as
+/// [`leads_at_in`] reads it in place.
+#[cfg(test)]
+pub(crate) fn leads_at_sql_for_test(
+    scope: &HistoryScope<'_>,
+    stages: &[String],
+    currency: Option<&str>,
+) -> (String, Vec<String>) {
+    let (sql, values) = leads_at_sql(scope, stages, currency);
+    let texts = values.into_iter().map(text_value).collect::<Option<_>>();
+    (sql, texts.expect("a present read has text parameters only"))
+}
+
+fn text_value(value: Value) -> Option<String> {
+    match value {
+        Value::String(Some(text)) => Some(text),
+        _ => None,
+    }
+}
+
 /// A row of the lead's id, stage, stage entry time and then [`LEAD_AT_COLUMNS`].
 fn lead_at(r: &QueryResult) -> Result<LeadAt, StoreError> {
     Ok(LeadAt {
