@@ -922,6 +922,19 @@ mod tests {
             assert_eq!(sorted(in_place), sorted(pooled.clone()), "{currency:?}");
             assert_eq!(sorted(through_the_store), sorted(pooled), "{currency:?}");
         }
+        // While every place for a read in place is taken, the pool answers the same.
+        let taken: Vec<_> = (0..crate::store::point_reads::MAX_BULK_READS)
+            .map(|_| reads.bulk_read().expect("a free place"))
+            .collect();
+        let (sql, values) = super::super::analytics::leads_at_sql_for_test(&scope, &stages, None);
+        assert!(reads.leads_at(&sql, &values).is_none());
+        let through_the_pool = leads_at_in(&store, &scope, &stages, None)
+            .await
+            .expect("read");
+        assert_eq!(through_the_pool.len(), 6);
+        drop(taken);
+        assert!(reads.leads_at(&sql, &values).is_some());
+
         // When the read cannot run in place, the pool answers the same.
         reads.close();
         let (sql, values) = super::super::analytics::leads_at_sql_for_test(&scope, &stages, None);

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rusqlite::{OpenFlags, OptionalExtension, Row};
@@ -40,6 +40,11 @@ pub(super) const MAX_HISTORY_IN_PLACE: usize = 1_000;
 /// needed, and those beyond this are closed after their read.
 const MAX_IDLE: usize = 16;
 
+/// Reads of every open lead ([`PointReads::leads_at`]) running here at once. Each holds a
+/// blocking thread and a connection for as long as it steps its rows; beyond this many, a read
+/// goes through the read pool, whose size and acquire timeout bound it like any other read.
+pub(super) const MAX_BULK_READS: usize = 4;
+
 /// What [`PointReads::lead_with_history`] reads.
 pub(super) struct LeadWithHistory {
     pub lead: lead::Model,
@@ -55,6 +60,16 @@ pub(super) struct PointReads {
     find_lead: String,
     idle: Mutex<Vec<rusqlite::Connection>>,
     closed: AtomicBool,
+    bulk_reads: AtomicUsize,
+}
+
+/// One of the [`MAX_BULK_READS`] places, given back when dropped.
+pub(super) struct BulkRead<'a>(&'a AtomicUsize);
+
+impl Drop for BulkRead<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PointReads {
@@ -69,6 +84,7 @@ impl PointReads {
             ),
             idle: Mutex::default(),
             closed: AtomicBool::new(false),
+            bulk_reads: AtomicUsize::new(0),
         }
     }
 
@@ -135,8 +151,10 @@ impl PointReads {
     /// The rows of `sql` (the present form of `analytics::leads_at`, whose parameters are all
     /// text) read in one pass of a statement, without the hand-off of each row across threads
     /// that the pool's read makes; None when the read could not run here. Runs for as long as
-    /// the rows take to step, so the caller runs it on a blocking thread.
+    /// the rows take to step, so the caller runs it on a blocking thread. None as well when
+    /// [`MAX_BULK_READS`] are running.
     pub(super) fn leads_at(&self, sql: &str, values: &[String]) -> Option<Vec<LeadAt>> {
+        let _place = self.bulk_read()?;
         self.with_connection(|connection| {
             let mut statement = connection.prepare_cached(sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
@@ -158,6 +176,13 @@ impl PointReads {
             })?;
             rows.collect()
         })
+    }
+
+    /// A place for a read of every open lead, or None when all are taken.
+    pub(super) fn bulk_read(&self) -> Option<BulkRead<'_>> {
+        let taken = self.bulk_reads.fetch_add(1, Ordering::AcqRel);
+        let place = BulkRead(&self.bulk_reads);
+        (taken < MAX_BULK_READS).then_some(place)
     }
 
     /// Runs `read` on an idle connection or a new one. On an error the connection is dropped
