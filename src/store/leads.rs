@@ -871,7 +871,7 @@ mod tests {
     #[tokio::test]
     async fn open_leads_read_in_place_equal_the_pools_read() {
         use crate::domain::money::Money;
-        use crate::store::analytics::{HistoryScope, leads_at, leads_at_in};
+        use crate::store::analytics::{HistoryScope, leads_at, leads_at_in, leads_at_sql_in_place};
 
         let dir = tempfile::tempdir().expect("temp dir");
         let store = migrated(&dir).await;
@@ -910,7 +910,7 @@ mod tests {
                 format!("{leads:?}")
             };
             let (sql, values) =
-                super::super::analytics::leads_at_sql_for_test(&scope, &stages, currency);
+                leads_at_sql_in_place(&scope, &stages, currency).expect("text parameters");
             let in_place = reads.leads_at(&sql, &values).expect("read in place");
             assert_eq!(in_place.len(), expected, "{currency:?}");
             let through_the_store = leads_at_in(&store, &scope, &stages, currency)
@@ -922,27 +922,24 @@ mod tests {
             assert_eq!(sorted(in_place), sorted(pooled.clone()), "{currency:?}");
             assert_eq!(sorted(through_the_store), sorted(pooled), "{currency:?}");
         }
-        // While every place for a read in place is taken, the pool answers the same.
+        // While every place for a read in place is taken, and once its connections are closed,
+        // the read cannot run in place and the pool answers the same.
+        let (sql, values) = leads_at_sql_in_place(&scope, &stages, None).expect("text parameters");
+        let the_pool_answers = async || {
+            assert!(reads.leads_at(&sql, &values).is_none());
+            let leads = leads_at_in(&store, &scope, &stages, None)
+                .await
+                .expect("read");
+            assert_eq!(leads.len(), 6);
+        };
         let taken: Vec<_> = (0..crate::store::point_reads::MAX_BULK_READS)
             .map(|_| reads.bulk_read().expect("a free place"))
             .collect();
-        let (sql, values) = super::super::analytics::leads_at_sql_for_test(&scope, &stages, None);
-        assert!(reads.leads_at(&sql, &values).is_none());
-        let through_the_pool = leads_at_in(&store, &scope, &stages, None)
-            .await
-            .expect("read");
-        assert_eq!(through_the_pool.len(), 6);
+        the_pool_answers().await;
         drop(taken);
         assert!(reads.leads_at(&sql, &values).is_some());
-
-        // When the read cannot run in place, the pool answers the same.
         reads.close();
-        let (sql, values) = super::super::analytics::leads_at_sql_for_test(&scope, &stages, None);
-        assert!(reads.leads_at(&sql, &values).is_none());
-        let fallen_back = leads_at_in(&store, &scope, &stages, None)
-            .await
-            .expect("read");
-        assert_eq!(fallen_back.len(), 6);
+        the_pool_answers().await;
         store.close().await;
     }
 }

@@ -229,37 +229,33 @@ pub async fn leads_at_in(
     stages: &[String],
     currency: Option<&str>,
 ) -> Result<Vec<LeadAt>, StoreError> {
-    if let (true, Some(reads)) = (scope.present, store.point_reads.clone()) {
-        let (sql, values) = leads_at_sql(scope, stages, currency);
-        let texts: Option<Vec<String>> = values.into_iter().map(text_value).collect();
-        if let Some(texts) = texts {
-            let read = tokio::task::spawn_blocking(move || reads.leads_at(&sql, &texts)).await;
-            if let Ok(Some(leads)) = read {
-                return Ok(leads);
-            }
+    if let (true, Some(reads)) = (scope.present, store.point_reads.clone())
+        && let Some((sql, texts)) = leads_at_sql_in_place(scope, stages, currency)
+    {
+        let read = tokio::task::spawn_blocking(move || reads.leads_at(&sql, &texts)).await;
+        if let Ok(Some(leads)) = read {
+            return Ok(leads);
         }
     }
     leads_at(store.reader(), scope, stages, currency).await
 }
 
-/// The present form of [`leads_at`]'s statement with its parameters as text, as
-/// [`leads_at_in`] reads it in place.
-#[cfg(test)]
-pub(crate) fn leads_at_sql_for_test(
+/// [`leads_at`]'s statement with its parameters as text, as a read in place binds them; None
+/// when a parameter is not text (the form as of a past time).
+pub(crate) fn leads_at_sql_in_place(
     scope: &HistoryScope<'_>,
     stages: &[String],
     currency: Option<&str>,
-) -> (String, Vec<String>) {
+) -> Option<(String, Vec<String>)> {
     let (sql, values) = leads_at_sql(scope, stages, currency);
-    let texts = values.into_iter().map(text_value).collect::<Option<_>>();
-    (sql, texts.expect("a present read has text parameters only"))
-}
-
-fn text_value(value: Value) -> Option<String> {
-    match value {
-        Value::String(Some(text)) => Some(text),
-        _ => None,
-    }
+    let texts = values
+        .into_iter()
+        .map(|value| match value {
+            Value::String(Some(text)) => Some(text),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    Some((sql, texts))
 }
 
 /// A row of the lead's id, stage, stage entry time and then [`LEAD_AT_COLUMNS`].
