@@ -97,6 +97,14 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// An error of a statement run through sqlx directly rather than through SeaORM.
+    pub(crate) fn from_sqlx(error: sea_orm::sqlx::Error) -> Self {
+        let text = error.to_string();
+        classify_sqlx(&error, text)
+    }
+}
+
 impl From<DbErr> for StoreError {
     fn from(error: DbErr) -> Self {
         StoreError::classify(&error)

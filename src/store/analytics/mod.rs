@@ -237,7 +237,52 @@ pub async fn leads_at_in(
             return Ok(leads);
         }
     }
+    if store.backend() == DbBackend::Postgres
+        && let Some((sql, texts)) = leads_at_sql_in_place(scope, stages, currency)
+    {
+        return leads_at_streamed(store.reader(), &sql, &texts).await;
+    }
     leads_at(store.reader(), scope, stages, currency).await
+}
+
+/// [`leads_at`] on PostgreSQL, each row converted as it arrives, while the database is still
+/// producing the rows after it, rather than after the last one has come.
+async fn leads_at_streamed(
+    db: &sea_orm::DatabaseConnection,
+    sql: &str,
+    texts: &[String],
+) -> Result<Vec<LeadAt>, StoreError> {
+    use futures::TryStreamExt;
+    use sea_orm::sqlx::Row;
+    // Built from the constant fragments of `leads_at_sql` and placeholders; every value is bound.
+    let mut statement = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(numbered(sql)));
+    for text in texts {
+        statement = statement.bind(text.as_str());
+    }
+    let mut rows = statement.fetch(db.get_postgres_connection_pool());
+    let mut leads = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(StoreError::from_sqlx)? {
+        let lead = (|| {
+            Ok::<_, sea_orm::sqlx::Error>(LeadAt {
+                lead_id: row.try_get(0)?,
+                stage: row.try_get(1)?,
+                stage_enter_time: row.try_get(2)?,
+                currency: row.try_get(3)?,
+                units: row.try_get(4)?,
+                nanos: row.try_get(5)?,
+                source: row.try_get(6)?,
+                owner: row.try_get(7)?,
+                labels: row.try_get(8)?,
+                expected_close_time: row.try_get(9)?,
+                win_probability: row.try_get(10)?,
+                close_date_push_count: row.try_get(11)?,
+                first_expected_close_time: row.try_get(12)?,
+            })
+        })()
+        .map_err(StoreError::from_sqlx)?;
+        leads.push(lead);
+    }
+    Ok(leads)
 }
 
 /// [`leads_at`]'s statement with its parameters as text, as a read in place binds them; None
