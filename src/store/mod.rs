@@ -81,6 +81,12 @@ impl StoreError {
         )
     }
 
+    /// An error of a statement run through sqlx directly rather than through SeaORM.
+    pub(crate) fn from_sqlx(error: sea_orm::sqlx::Error) -> Self {
+        let text = error.to_string();
+        classify_sqlx(&error, text)
+    }
+
     fn classify(error: &DbErr) -> Self {
         if let Some(SqlErr::UniqueConstraintViolation(detail)) = error.sql_err() {
             return StoreError::UniqueViolation(detail);
@@ -94,14 +100,6 @@ impl StoreError {
             DbErr::Conn(_) => StoreError::Unavailable(text),
             _ => StoreError::Database(text),
         }
-    }
-}
-
-impl StoreError {
-    /// An error of a statement run through sqlx directly rather than through SeaORM.
-    pub(crate) fn from_sqlx(error: sea_orm::sqlx::Error) -> Self {
-        let text = error.to_string();
-        classify_sqlx(&error, text)
     }
 }
 

@@ -219,28 +219,30 @@ pub async fn leads_at(
     query(db, &sql, values).await?.iter().map(lead_at).collect()
 }
 
-/// [`leads_at`] through the store: on a SQLite file, a present read runs on a blocking thread
+/// [`leads_at`] through the store. A present read, on a SQLite file, runs on a blocking thread
 /// on a connection of its own (`store::point_reads`), since a forecast or a rescore reads every
-/// open lead and the pool would hand each row across threads; otherwise, or when that read
-/// cannot run, through the read pool. Either read sees the latest committed state.
+/// open lead and the pool would hand each row across threads; on PostgreSQL it converts each
+/// row as it arrives. Otherwise, or when the read in place cannot run, through the read pool.
+/// Every read sees the latest committed state.
 pub async fn leads_at_in(
     store: &crate::store::Store,
     scope: &HistoryScope<'_>,
     stages: &[String],
     currency: Option<&str>,
 ) -> Result<Vec<LeadAt>, StoreError> {
-    if let (true, Some(reads)) = (scope.present, store.point_reads.clone())
-        && let Some((sql, texts)) = leads_at_sql_in_place(scope, stages, currency)
+    if let Some((sql, texts)) = scope
+        .present
+        .then(|| leads_at_sql_in_place(scope, stages, currency))
+        .flatten()
     {
-        let read = tokio::task::spawn_blocking(move || reads.leads_at(&sql, &texts)).await;
-        if let Ok(Some(leads)) = read {
-            return Ok(leads);
+        if let Some(reads) = store.point_reads.clone() {
+            let read = tokio::task::spawn_blocking(move || reads.leads_at(&sql, &texts)).await;
+            if let Ok(Some(leads)) = read {
+                return Ok(leads);
+            }
+        } else if store.backend() == DbBackend::Postgres {
+            return leads_at_streamed(store.reader(), &sql, &texts).await;
         }
-    }
-    if store.backend() == DbBackend::Postgres
-        && let Some((sql, texts)) = leads_at_sql_in_place(scope, stages, currency)
-    {
-        return leads_at_streamed(store.reader(), &sql, &texts).await;
     }
     leads_at(store.reader(), scope, stages, currency).await
 }
