@@ -14,12 +14,16 @@ mod m20261130_000003_stage_stats;
 mod m20261130_000004_report_keys;
 mod m20261130_000005_report_statistics;
 mod m20261130_000006_change_amounts;
+mod m20261202_000001_open_lead_groups;
 
 /// The upsert that adds to the stage aggregates, shared with the store's write path.
 pub use m20261130_000003_stage_stats::{
     UPSERT_ROWS as STAGE_STATS_UPSERT_ROWS, upsert as upsert_stage_stats,
     upsert_statement as stage_stats_upsert_statement,
 };
+
+/// Open leads' amounts and pushes are summed in two parts, ÷ and mod this.
+pub use m20261202_000001_open_lead_groups::SPLIT as OPEN_GROUP_SPLIT;
 
 /// The tenant that exists out of the box.
 pub const DEFAULT_TENANT: &str = "default";
@@ -43,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_report_keys::Migration),
             Box::new(m20261130_000005_report_statistics::Migration),
             Box::new(m20261130_000006_change_amounts::Migration),
+            Box::new(m20261202_000001_open_lead_groups::Migration),
         ]
     }
 }

@@ -395,9 +395,10 @@ async fn the_migration_backfills_existing_leads(app: TestApp) {
         .into_inner()
         .stage_changes;
 
-    // The revisions migration, and the five after it: versions raised to the revisions, the
-    // stage aggregates, the report keys, the report statistics and the amounts on changes.
-    let app = restart_after_rolling_back(app, 6, &[]).await;
+    // The revisions migration, and the six after it: versions raised to the revisions, the
+    // stage aggregates, the report keys, the report statistics, the amounts on changes and the
+    // open-lead groups.
+    let app = restart_after_rolling_back(app, 7, &[]).await;
 
     let all = revisions(&app, &created.id).await;
     use pb::LeadRevisionKind as K;
@@ -677,7 +678,7 @@ async fn a_backfilled_history_longer_than_the_version_numbers_the_next_revision_
     // import then left it.
     let app = restart_after_rolling_back(
         app,
-        5,
+        6,
         &[format!(
             "UPDATE leads SET version = 1 WHERE id = '{}'",
             created.id

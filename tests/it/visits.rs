@@ -1,9 +1,10 @@
 //! The stage aggregates against the history replay: random histories (imports with history,
-//! creates, forward and backward moves, closes, reopens, amount changes, deletes, hours to days
-//! apart) go through the real API, then GetPipelineMetrics for the present (read from the
-//! aggregates) must give the counts that GetPipelineMetrics as of the same instant (the replay)
-//! gives, for several windows, and time-in-stage quantiles equal to the replay's visits put
-//! through the same sketch.
+//! creates, forward and backward moves, closes, reopens, amount changes, new owners, sources,
+//! labels and expected closes, deletes, hours to days apart) go through the real API, then
+//! GetPipelineMetrics for the present (read from the aggregates and the kept open-lead groups)
+//! must give the counts, open amounts and slippage that GetPipelineMetrics as of the same instant
+//! (the replay) gives, for several windows, and time-in-stage quantiles equal to the replay's
+//! visits put through the same sketch.
 
 use crate::common;
 
@@ -35,6 +36,8 @@ enum Op {
     /// Move the n-th known lead (modulo) to a stage; refusals are fine.
     Move(usize, usize),
     Amount(usize, i64),
+    /// Give the n-th known lead another owner, source, labels and expected close (days ahead).
+    Attributes(usize, u8, u8),
     Delete(usize),
     /// Let this many hours pass.
     Wait(u32),
@@ -47,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0i64..5000).prop_map(Op::Create),
         6 => (any::<usize>(), 0usize..6).prop_map(|(l, s)| Op::Move(l, s)),
         1 => (any::<usize>(), 0i64..5000).prop_map(|(l, a)| Op::Amount(l, a)),
+        2 => (any::<usize>(), 0u8..4, 1u8..90).prop_map(|(l, v, d)| Op::Attributes(l, v, d)),
         1 => any::<usize>().prop_map(Op::Delete),
         3 => (1u32..72).prop_map(Op::Wait),
     ]
@@ -107,6 +111,22 @@ async fn apply(app: &TestApp, ops: &[Op], case: usize) {
                     let mut lead = lead.clone();
                     lead.amount = (*amount > 0).then(|| money("USD", *amount));
                     update_lead(app, lead, &["amount"]).await;
+                }
+            }
+            Op::Attributes(n, variant, days) => {
+                if let Some(lead) = pick(*n) {
+                    let mut lead = lead.clone();
+                    lead.owner = ["ana", "bo"][usize::from(*variant % 2)].into();
+                    lead.source = ["web", "referral"][usize::from(*variant / 2)].into();
+                    lead.labels = [("tier".to_string(), format!("t{}", variant % 3))].into();
+                    lead.expected_close_time =
+                        Some(micro_ts(app.clock.now() + Duration::days(i64::from(*days))));
+                    update_lead(
+                        app,
+                        lead,
+                        &["owner", "source", "labels", "expected_close_time"],
+                    )
+                    .await;
                 }
             }
             Op::Delete(n) => {
@@ -255,6 +275,14 @@ async fn check(app: &TestApp, windows: &[Option<(u32, u32)>]) -> Result<(), Test
         prop_assert_eq!(present.win_rate, replay.win_rate);
         prop_assert_eq!(&present.average_won_amount, &replay.average_won_amount);
         prop_assert_eq!(present.open_count, replay.open_count);
+        prop_assert_eq!(present.pushed_share, replay.pushed_share);
+        prop_assert!(
+            (present.average_push_days - replay.average_push_days).abs()
+                <= 1e-9 * replay.average_push_days.abs().max(1.0),
+            "average push {} against {}",
+            present.average_push_days,
+            replay.average_push_days
+        );
         prop_assert_eq!(duration_seconds(&present.median_time_to_close), cycle);
     }
     Ok(())
@@ -401,6 +429,58 @@ async fn concurrent_writes_keep_the_aggregates_equal_to_the_replay(backend: Back
     );
     check(&app, &[None, Some((1, 30))]).await.unwrap();
     app.stop().await;
+}
+
+/// Leads written before the open-lead groups existed are grouped by the migration that creates
+/// them: rolled back and applied again over leads of several owners, amounts and expected
+/// closes, the present's open counts, amounts and slippage still equal the replay's, and writes
+/// after it keep them equal.
+async fn the_migration_groups_existing_open_leads(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let ops = [
+        Op::Import(vec![(0, 0), (1, 30), (2, 50)], 1200),
+        Op::Import(vec![(0, 0), (2, 20), (5, 90)], 800),
+        Op::Create(500),
+        Op::Create(0),
+        Op::Attributes(0, 1, 20),
+        Op::Attributes(0, 2, 45),
+        Op::Attributes(2, 3, 10),
+        Op::Attributes(2, 0, 30),
+        Op::Move(3, 1),
+    ];
+    // No waits: the restarted server's clock starts again from the present.
+    apply(&app, &ops, 1).await;
+    let before = metrics(&app, None, None).await;
+    assert!(before.pushed_share > 0.0, "some open lead was pushed");
+    check(&app, &[None]).await.unwrap();
+
+    let app = restart_after_rolling_back(app, 1, &[]).await;
+    let after = metrics(&app, None, None).await;
+    assert_eq!(after.open_count, before.open_count);
+    assert_eq!(after.pushed_share, before.pushed_share);
+    assert_eq!(after.average_push_days, before.average_push_days);
+    for (a, b) in after.stages.iter().zip(&before.stages) {
+        assert_eq!(
+            (&a.stage, a.open_count, &a.open_amount),
+            (&b.stage, b.open_count, &b.open_amount)
+        );
+    }
+    check(&app, &[None]).await.unwrap();
+    apply(&app, &[Op::Move(0, 3), Op::Attributes(1, 1, 60), Op::Delete(2)], 2).await;
+    check(&app, &[None]).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_the_migration_groups_existing_open_leads() {
+    the_migration_groups_existing_open_leads(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_the_migration_groups_existing_open_leads() {
+    the_migration_groups_existing_open_leads(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

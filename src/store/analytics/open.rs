@@ -1,17 +1,18 @@
-//! A pipeline's open leads at the present, grouped in SQL: a report reads a few rows per stage
-//! instead of one per open lead. The lead rows are the present state, since every write keeps a
-//! lead's stage, stage entry time and amount in step with its history in one transaction.
+//! A pipeline's open leads at the present, grouped as they score alike: a report reads a few rows
+//! per stage from `open_lead_groups`, which triggers on `leads` keep in step with every write of
+//! a lead in its transaction (see the migration that creates it), instead of one row per open
+//! lead. The lead rows are the present state, since every write keeps a lead's stage, stage
+//! entry time and amount in step with its history in one transaction.
 
 use sea_orm::{ConnectionTrait, Value};
 
 use super::{LEAD_AT_COLUMNS, LeadAt, get, lead_at, placeholders, query, stage_values};
-use crate::domain::forecast::band_case_sql;
 use crate::domain::ids::{PipelineId, TenantId};
 use crate::store::StoreError;
 
-/// Amounts are summed in two parts, units ÷ and mod this, so that neither sum can leave the
-/// 64-bit integers SQL sums in, for any number of leads a database can hold.
-const UNITS_SPLIT: i64 = 1_000_000_000;
+use migration::OPEN_GROUP_SPLIT as SPLIT;
+
+const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 
 /// Open leads that score alike: the same stage, currency, amount band and attributes.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +39,8 @@ pub struct OpenGroup {
     pub push_days: f64,
 }
 
-/// The open leads of `stages` grouped by what scoring reads of them (see [`OpenGroup`]).
+/// The open leads of `stages` grouped by what scoring reads of them (see [`OpenGroup`]), read
+/// from the kept groups: their number, not the open leads', decides the cost.
 pub async fn open_groups(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
@@ -46,33 +48,23 @@ pub async fn open_groups(
     stages: &[String],
 ) -> Result<Vec<OpenGroup>, StoreError> {
     let stage_list = stage_values(stages);
-    let measured = "close_date_push_count > 0 AND expected_close_time IS NOT NULL \
-                    AND first_expected_close_time IS NOT NULL";
     let sql = format!(
-        "SELECT stage, amount_currency, CAST({band} AS BIGINT), source, owner, labels,
-                CAST(COUNT(*) AS BIGINT),
-                CAST(SUM(amount_units / {UNITS_SPLIT}) AS BIGINT),
-                CAST(SUM(amount_units % {UNITS_SPLIT}) AS BIGINT),
-                CAST(SUM(amount_nanos) AS BIGINT),
-                CAST(SUM(CASE WHEN close_date_push_count > 0 THEN 1 ELSE 0 END) AS BIGINT),
-                CAST(SUM(CASE WHEN {measured} THEN 1 ELSE 0 END) AS BIGINT),
-                CAST(SUM(CASE WHEN {measured}
-                         THEN CAST(expected_close_time - first_expected_close_time
-                                   AS DOUBLE PRECISION) / 86400000000.0
-                         ELSE 0 END) AS DOUBLE PRECISION)
-         FROM leads
-         WHERE tenant_id = ? AND pipeline_id = ? AND stage IN ({})
-         GROUP BY 1, 2, 3, 4, 5, 6",
+        "SELECT stage, amount_currency, band, source, owner, labels, leads, units_high,
+                units_low, nanos, pushed, push_measured, push_high, push_low
+         FROM open_lead_groups
+         WHERE tenant_id = ? AND pipeline_id = ? AND stage IN ({}) AND leads <> 0",
         placeholders(stage_list.len()),
-        band = band_case_sql("amount_units"),
     );
     let mut values: Vec<Value> = vec![tenant.as_str().into(), pipeline.as_str().into()];
     values.extend(stage_list);
+    let split = i128::from(SPLIT);
     query(db, &sql, values)
         .await?
         .iter()
         .map(|r| {
             let band: i64 = get(r, 2)?;
+            let push_micros =
+                i128::from(get::<i64>(r, 12)?) * split + i128::from(get::<i64>(r, 13)?);
             Ok(OpenGroup {
                 stage: get(r, 0)?,
                 currency: get(r, 1)?,
@@ -82,12 +74,11 @@ pub async fn open_groups(
                 owner: get(r, 4)?,
                 labels: get(r, 5)?,
                 leads: get(r, 6)?,
-                units: i128::from(get::<i64>(r, 7)?) * i128::from(UNITS_SPLIT)
-                    + i128::from(get::<i64>(r, 8)?),
+                units: i128::from(get::<i64>(r, 7)?) * split + i128::from(get::<i64>(r, 8)?),
                 nanos: get(r, 9)?,
                 pushed: get(r, 10)?,
                 push_measured: get(r, 11)?,
-                push_days: get(r, 12)?,
+                push_days: push_micros as f64 / MICROS_PER_DAY,
             })
         })
         .collect()
