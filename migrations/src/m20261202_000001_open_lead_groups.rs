@@ -216,20 +216,6 @@ fn backfill(backend: DbBackend) -> String {
     )
 }
 
-#[derive(DeriveIden)]
-enum OpenLeadGroups {
-    Table,
-    TenantId,
-    PipelineId,
-    GroupKey,
-    Stage,
-    AmountCurrency,
-    Band,
-    Source,
-    Owner,
-    Labels,
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     /// The table, its triggers and its rows land together or not at all, on SQLite too.
@@ -240,51 +226,25 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         let backend = db.get_database_backend();
-        let key = match backend {
-            DbBackend::Postgres => ColumnDef::new(OpenLeadGroups::GroupKey)
-                .binary()
-                .not_null()
-                .to_owned(),
-            _ => ColumnDef::new(OpenLeadGroups::GroupKey)
-                .text()
-                .not_null()
-                .to_owned(),
+        let sums: Vec<String> = SUM_COLUMNS
+            .iter()
+            .map(|c| format!("{c} BIGINT NOT NULL DEFAULT 0"))
+            .collect();
+        // On SQLite the key holds the row (`WITHOUT ROWID`): one B-tree for a trigger to update.
+        let (key_type, rowid) = match backend {
+            DbBackend::Postgres => ("BYTEA", ""),
+            _ => ("TEXT", " WITHOUT ROWID"),
         };
-        let mut table = Table::create();
-        table
-            .table(OpenLeadGroups::Table)
-            .col(ColumnDef::new(OpenLeadGroups::TenantId).text().not_null())
-            .col(ColumnDef::new(OpenLeadGroups::PipelineId).text().not_null())
-            .col(key)
-            .col(ColumnDef::new(OpenLeadGroups::Stage).text().not_null())
-            .col(
-                ColumnDef::new(OpenLeadGroups::AmountCurrency)
-                    .text()
-                    .not_null(),
-            )
-            .col(
-                ColumnDef::new(OpenLeadGroups::Band)
-                    .big_integer()
-                    .not_null(),
-            )
-            .col(ColumnDef::new(OpenLeadGroups::Source).text().not_null())
-            .col(ColumnDef::new(OpenLeadGroups::Owner).text().not_null())
-            .col(ColumnDef::new(OpenLeadGroups::Labels).text().not_null());
-        for sum in SUM_COLUMNS {
-            table.col(
-                ColumnDef::new(Alias::new(sum))
-                    .big_integer()
-                    .not_null()
-                    .default(0),
-            );
-        }
-        table.primary_key(
-            Index::create()
-                .col(OpenLeadGroups::TenantId)
-                .col(OpenLeadGroups::PipelineId)
-                .col(OpenLeadGroups::GroupKey),
-        );
-        manager.create_table(table.to_owned()).await?;
+        db.execute_unprepared(&format!(
+            "CREATE TABLE open_lead_groups (
+                 tenant_id TEXT NOT NULL, pipeline_id TEXT NOT NULL, group_key {key_type} NOT NULL,
+                 stage TEXT NOT NULL, amount_currency TEXT NOT NULL, band BIGINT NOT NULL,
+                 source TEXT NOT NULL, owner TEXT NOT NULL, labels TEXT NOT NULL, {},
+                 PRIMARY KEY (tenant_id, pipeline_id, group_key)
+             ){rowid}",
+            sums.join(", ")
+        ))
+        .await?;
         let triggers = match backend {
             DbBackend::Postgres => postgres_triggers(),
             _ => sqlite_triggers(),
@@ -312,8 +272,7 @@ impl MigrationTrait for Migration {
             }
         };
         db.execute_unprepared(drop).await?;
-        manager
-            .drop_table(Table::drop().table(OpenLeadGroups::Table).to_owned())
-            .await
+        db.execute_unprepared("DROP TABLE open_lead_groups").await?;
+        Ok(())
     }
 }

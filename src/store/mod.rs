@@ -64,12 +64,13 @@ pub enum StoreError {
 }
 
 /// The tables an import adds rows to, whose planner statistics it refreshes as it grows them.
-pub const IMPORT_GROWN_TABLES: [&str; 5] = [
+pub const IMPORT_GROWN_TABLES: [&str; 6] = [
     "leads",
     "lead_labels",
     "stage_changes",
     "lead_revisions",
     "stage_stats",
+    "open_lead_groups",
 ];
 
 impl StoreError {

@@ -468,7 +468,12 @@ async fn the_migration_groups_existing_open_leads(backend: Backend) {
         );
     }
     check(&app, &[None]).await.unwrap();
-    apply(&app, &[Op::Move(0, 3), Op::Attributes(1, 1, 60), Op::Delete(2)], 2).await;
+    apply(
+        &app,
+        &[Op::Move(0, 3), Op::Attributes(1, 1, 60), Op::Delete(2)],
+        2,
+    )
+    .await;
     check(&app, &[None]).await.unwrap();
     app.stop().await;
 }
