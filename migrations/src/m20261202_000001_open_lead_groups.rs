@@ -141,24 +141,38 @@ fn sqlite_triggers() -> String {
     )
 }
 
-fn postgres_triggers() -> String {
-    let pg = DbBackend::Postgres;
-    let band = band_case_sql("added.amount_units");
-    let grouped_sums: Vec<String> = sums_of("added", "1")
+/// The upsert that adds every lead row of `from` (a table named `alias`) to its group, one
+/// statement whose rows come sorted by key. (`WHERE true` keeps SQLite from reading the upsert's
+/// `ON` as a join's.)
+fn add_grouped(from: &str, alias: &str, backend: DbBackend) -> String {
+    let band = band_case_sql(&format!("{alias}.amount_units"));
+    let sums: Vec<String> = sums_of(alias, "1")
         .iter()
         .map(|s| format!("SUM({s})"))
         .collect();
     format!(
+        "{head} SELECT {alias}.tenant_id, {alias}.pipeline_id, {key}, {alias}.stage,
+                {alias}.amount_currency, {band}, {alias}.source, {alias}.owner, {alias}.labels,
+                {sums}
+         FROM {from}
+         WHERE true
+         GROUP BY {alias}.tenant_id, {alias}.pipeline_id, {alias}.stage, {alias}.amount_currency,
+                  {band}, {alias}.source, {alias}.owner, {alias}.labels
+         ORDER BY 1, 2, 3
+         {conflict}",
+        head = insert_head(),
+        key = key_of(alias, backend),
+        sums = sums.join(", "),
+        conflict = on_conflict(),
+    )
+}
+
+fn postgres_triggers() -> String {
+    let pg = DbBackend::Postgres;
+    format!(
         "CREATE FUNCTION leads_open_groups_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-           {head}
-           SELECT added.tenant_id, added.pipeline_id, {key}, added.stage, added.amount_currency,
-                  {band}, added.source, added.owner, added.labels, {sums}
-           FROM added
-           GROUP BY added.tenant_id, added.pipeline_id, added.stage, added.amount_currency,
-                    {band}, added.source, added.owner, added.labels
-           ORDER BY 1, 2, 3
-           {conflict};
+           {inserted};
            RETURN NULL;
          END $$;
          CREATE FUNCTION leads_open_groups_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -184,10 +198,7 @@ fn postgres_triggers() -> String {
            FOR EACH ROW EXECUTE FUNCTION leads_open_groups_deleted();
          CREATE TRIGGER leads_open_groups_update AFTER UPDATE ON leads
            FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION leads_open_groups_updated();",
-        head = insert_head(),
-        key = key_of("added", pg),
-        sums = grouped_sums.join(", "),
-        conflict = on_conflict(),
+        inserted = add_grouped("added", "added", pg),
         delete = add_row("OLD", "-1", pg),
         insert = add_row("NEW", "1", pg),
         old_key = key_of("OLD", pg),
@@ -198,22 +209,7 @@ fn postgres_triggers() -> String {
 
 /// Fills the table from the leads as they stand.
 fn backfill(backend: DbBackend) -> String {
-    let band = band_case_sql("l.amount_units");
-    let sums: Vec<String> = sums_of("l", "1")
-        .iter()
-        .map(|s| format!("SUM({s})"))
-        .collect();
-    format!(
-        "{} SELECT l.tenant_id, l.pipeline_id, {}, l.stage, l.amount_currency, {band}, l.source,
-                l.owner, l.labels, {}
-         FROM leads l
-         GROUP BY l.tenant_id, l.pipeline_id, l.stage, l.amount_currency, {band}, l.source,
-                  l.owner, l.labels
-         ORDER BY 1, 2, 3",
-        insert_head(),
-        key_of("l", backend),
-        sums.join(", ")
-    )
+    add_grouped("leads l", "l", backend)
 }
 
 #[async_trait::async_trait]
