@@ -99,7 +99,8 @@ struct OpenLeads {
 }
 
 impl OpenLeads {
-    /// For the present, grouped in SQL, the stuck ones counted through `leads_by_stage`.
+    /// For the present, from the kept open-lead groups, the stuck ones counted through
+    /// `leads_by_stage`.
     async fn read(
         db: &impl Connection,
         scope: &HistoryScope<'_>,
