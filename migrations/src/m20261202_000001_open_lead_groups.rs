@@ -30,8 +30,9 @@ pub const SPLIT: i64 = 1_000_000_000;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The columns a group is made of, in key order, and what a lead adds to a group's sums.
+/// The values that make a group, which `group_key` encodes.
 const GROUP_COLUMNS: &str = "stage, amount_currency, band, source, owner, labels";
+/// What each lead adds to its group (see [`sums_of`]).
 const SUM_COLUMNS: [&str; 8] = [
     "leads",
     "units_high",
