@@ -610,8 +610,7 @@ impl ImportService {
             return Ok(Some(ImportOutcome::AlreadyImported));
         }
         let labels_changed = plan.lead.fields.labels != stored.fields.labels;
-        if !leads::update_if_version(tx, tenant, &plan.lead, stored.version, labels_changed).await?
-        {
+        if !leads::update_if_version(tx, tenant, &stored, &plan.lead, labels_changed).await? {
             return Ok(None);
         }
         // The stage aggregates follow the added stage changes and the amount the row leaves.

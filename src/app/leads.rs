@@ -553,9 +553,7 @@ impl LeadService {
         updated.version += 1;
         updated.update_time = self.clock.now();
         let labels_changed = updated.fields.labels != current.fields.labels;
-        if !leads::update_if_version(tx, &ctx.tenant, &updated, current.version, labels_changed)
-            .await?
-        {
+        if !leads::update_if_version(tx, &ctx.tenant, &current, &updated, labels_changed).await? {
             return Ok(Step::Retry);
         }
         if updated.fields.amount != current.fields.amount {
@@ -724,8 +722,8 @@ impl LeadService {
             leads::update_later_if_versions(
                 &tx,
                 tenant,
+                &prepared.current,
                 &prepared.moved,
-                prepared.current.version,
                 prepared.pipeline.version,
             )
             .await?;
@@ -762,9 +760,7 @@ impl LeadService {
         let prepared = self
             .prepare_move(ctx, command, current, pipeline, before)
             .await?;
-        if !leads::update_if_version(tx, tenant, &prepared.moved, prepared.current.version, false)
-            .await?
-        {
+        if !leads::update_if_version(tx, tenant, &prepared.current, &prepared.moved, false).await? {
             return Ok(Step::Retry);
         }
         complete(tx, tenant, command.idempotency.as_ref(), &prepared.moved).await?;

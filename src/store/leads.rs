@@ -317,38 +317,30 @@ pub async fn insert_later_if_pipeline(
 }
 
 /// Writes `lead` (whose version is already incremented, and whose labels are unchanged) in
-/// `tx`'s last batch, for a call that read it and its pipeline before it took the writer: only
-/// if the stored lead is still at `expected_version` and its pipeline at `pipeline_version`.
+/// `tx`'s last batch, for a call that read it as `current` and its pipeline before it took the
+/// writer: only if the stored lead is still at `current`'s version and its pipeline at
+/// `pipeline_version`.
 /// Otherwise the write fails with `StoreError::Superseded`.
 pub async fn update_later_if_versions(
     tx: &WriteTx,
     tenant: &TenantId,
+    current: &Lead,
     lead: &Lead,
-    expected_version: i64,
     pipeline_version: i64,
 ) -> Result<(), StoreError> {
-    let row = to_model(tenant, lead).into_active_model();
+    let assigned = assigned_columns(tenant, current, lead);
+    let expected_version = current.version;
     let (tenant_id, id, pipeline) = (
         tenant.to_string(),
         lead.id.to_string(),
         lead.pipeline_id.to_string(),
     );
     tx.execute_later_or_superseded(Box::new(move |first| {
-        use sea_orm::{IdenStatic, Iterable};
-        let unchanged = [
-            lead::Column::TenantId.as_str(),
-            lead::Column::Id.as_str(),
-            lead::Column::CreateTime.as_str(),
-            lead::Column::ExternalId.as_str(),
-        ];
-        let mut values = Vec::new();
-        let mut assignments = Vec::new();
-        for column in lead::Column::iter().filter(|c| !unchanged.contains(&c.as_str())) {
-            values.push(
-                row.get(column)
-                    .into_value()
-                    .expect("every column of the row is set"),
-            );
+        use sea_orm::IdenStatic;
+        let mut values = Vec::with_capacity(assigned.len() + 6);
+        let mut assignments = Vec::with_capacity(assigned.len());
+        for (column, value) in &assigned {
+            values.push(value.clone());
             assignments.push(format!(
                 "\"{}\" = ${}",
                 column.as_str(),
@@ -368,6 +360,42 @@ pub async fn update_later_if_versions(
         (sql, values)
     }))
     .await
+}
+
+/// The columns an update from `current` (the row as stored at its version) to `lead` assigns,
+/// with their new values: each column whose value differs, and always the learned probability
+/// and its expected value, which a rescore sets without a new version.
+///
+/// A column that keeps its value is left out because SQLite rewrites the index entry of every
+/// indexed column an UPDATE assigns, even to the value it holds, and each rewrite dirties a
+/// page that the commit writes to the WAL.
+fn assigned_columns(tenant: &TenantId, current: &Lead, lead: &Lead) -> Vec<(lead::Column, Value)> {
+    use sea_orm::Iterable;
+    let before = to_model(tenant, current).into_active_model();
+    let after = to_model(tenant, lead).into_active_model();
+    lead::Column::iter()
+        .filter(|column| {
+            !matches!(
+                column,
+                lead::Column::TenantId
+                    | lead::Column::Id
+                    | lead::Column::CreateTime
+                    | lead::Column::ExternalId
+            )
+        })
+        .filter_map(|column| {
+            let value = after
+                .get(column)
+                .into_value()
+                .expect("every column of the row is set");
+            let always = matches!(
+                column,
+                lead::Column::WinProbability | lead::Column::ExpectedValue | lead::Column::Version
+            );
+            (always || before.get(column).into_value().as_ref() != Some(&value))
+                .then_some((column, value))
+        })
+        .collect()
 }
 
 /// SQL that holds while the pipeline is at `version`, its parameters appended to `values`,
@@ -428,25 +456,23 @@ pub(super) fn values_numbered<A: ActiveModelTrait>(
     (sql, values)
 }
 
-/// Writes `lead` (whose version is already incremented) if the stored version is still
-/// `expected_version`. Returns false when another write got there first.
+/// Writes `lead` (whose version is already incremented) over `current`, if the stored lead is
+/// still at `current`'s version. Returns false when another write got there first.
 pub async fn update_if_version(
     db: &impl ConnectionTrait,
     tenant: &TenantId,
+    current: &Lead,
     lead: &Lead,
-    expected_version: i64,
     labels_changed: bool,
 ) -> Result<bool, StoreError> {
-    let mut row = to_model(tenant, lead).into_active_model().reset_all();
-    row.tenant_id = sea_orm::ActiveValue::NotSet;
-    row.id = sea_orm::ActiveValue::NotSet;
-    row.create_time = sea_orm::ActiveValue::NotSet;
-    row.external_id = sea_orm::ActiveValue::NotSet;
-    let result = lead::Entity::update_many()
-        .set(row)
+    let mut update = lead::Entity::update_many();
+    for (column, value) in assigned_columns(tenant, current, lead) {
+        update = update.col_expr(column, sea_orm::sea_query::Expr::val(value));
+    }
+    let result = update
         .filter(lead::Column::TenantId.eq(tenant.as_str()))
         .filter(lead::Column::Id.eq(lead.id.to_string()))
-        .filter(lead::Column::Version.eq(expected_version))
+        .filter(lead::Column::Version.eq(current.version))
         .exec(db)
         .await?;
     if result.rows_affected == 0 {
@@ -619,7 +645,8 @@ mod tests {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
     use super::{
-        find, history_summary_for_write, insert_later_if_pipeline, update_later_if_versions,
+        assigned_columns, find, history_summary_for_write, insert_later_if_pipeline,
+        update_later_if_versions,
     };
     use crate::domain::forecast::visits::{Change, HistorySummary};
     use crate::domain::ids::{LeadId, StageKey, TenantId};
@@ -727,9 +754,10 @@ mod tests {
         moved.stage = StageKey::parse("qualification").expect("stage");
         moved.version = 2;
         for (expected_version, pipeline_version) in [(2, 1), (1, 2)] {
+            let mut read = lead.clone();
+            read.version = expected_version;
             let refused = write(&store, &moved, async |tx| {
-                update_later_if_versions(tx, &tenant(), &moved, expected_version, pipeline_version)
-                    .await
+                update_later_if_versions(tx, &tenant(), &read, &moved, pipeline_version).await
             })
             .await;
             assert!(
@@ -745,7 +773,7 @@ mod tests {
         }
 
         write(&store, &moved, async |tx| {
-            update_later_if_versions(tx, &tenant(), &moved, 1, 1).await
+            update_later_if_versions(tx, &tenant(), &lead, &moved, 1).await
         })
         .await
         .expect("the lead and its pipeline are at the versions read");
@@ -753,6 +781,24 @@ mod tests {
         assert_eq!((updated.version, updated.stage), (2, moved.stage));
         assert_eq!(last_sequence(&store).await, 2);
         store.close().await;
+    }
+
+    #[test]
+    fn an_update_assigns_what_changed_and_the_learned_probability() {
+        use sea_orm::IdenStatic;
+        let lead = new_lead();
+        let mut moved = lead.clone();
+        moved.stage = StageKey::parse("qualification").expect("stage");
+        moved.version += 1;
+        let assigned: Vec<&str> = assigned_columns(&tenant(), &lead, &moved)
+            .iter()
+            .map(|(column, _)| column.as_str())
+            .collect();
+        assert_eq!(
+            assigned,
+            ["stage", "win_probability", "expected_value", "version"],
+            "a column that keeps its value is not assigned"
+        );
     }
 
     /// Records a change of `lead`'s stage in `tx`.
