@@ -337,8 +337,8 @@ pub async fn update_later_if_versions(
     );
     tx.execute_later_or_superseded(Box::new(move |first| {
         use sea_orm::IdenStatic;
-        let mut values = Vec::with_capacity(assigned.len() + 6);
-        let mut assignments = Vec::with_capacity(assigned.len());
+        let mut values = Vec::new();
+        let mut assignments = Vec::new();
         for (column, value) in &assigned {
             values.push(value.clone());
             assignments.push(format!(
@@ -390,7 +390,7 @@ fn assigned_columns(tenant: &TenantId, current: &Lead, lead: &Lead) -> Vec<(lead
                 .expect("every column of the row is set");
             let always = matches!(
                 column,
-                lead::Column::WinProbability | lead::Column::ExpectedValue | lead::Column::Version
+                lead::Column::WinProbability | lead::Column::ExpectedValue
             );
             (always || before.get(column).into_value().as_ref() != Some(&value))
                 .then_some((column, value))
